@@ -1,0 +1,18 @@
+//! Maps shared by the programs; userspace fills them, bpftool reads them through BTF.
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, PerCpuArray},
+    macros::btf_map,
+};
+use netpath_common::{Endpoint, Ipv4, Settings, STATS_SLOTS};
+
+/// Pods on this node by IPv4.
+#[btf_map]
+pub static ENDPOINTS: HashMap<Ipv4, Endpoint, 4096> = HashMap::new();
+
+/// Packet fates, indexed by `netpath_common::stats_index`.
+#[btf_map]
+pub static STATS: PerCpuArray<u64, { STATS_SLOTS as usize }> = PerCpuArray::new();
+
+/// Agent-written tunables, one entry.
+#[btf_map]
+pub static SETTINGS: Array<Settings, 1> = Array::new();

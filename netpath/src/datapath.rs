@@ -1,0 +1,333 @@
+//! Loading, pinning and attaching the kernel programs, and typed access to their maps.
+//!
+//! The agent loads the object once per node and pins maps and programs under
+//! `<root>/<node>/`; everything else (endpoint setup from the lab or the CNI plugin,
+//! `netpath status`) opens those pins, so it works from any process.
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    programs::links::Link,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::{
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+        SchedClassifier, TcAttachType,
+    },
+    EbpfLoader,
+};
+use netpath_common::{names, stats_index, Endpoint, Program, Reason, RedirectMode, Settings};
+
+use crate::netlink::Netlink;
+
+/// The compiled kernel programs, built by `cargo xtask build`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETPATH_EBPF_OBJ"));
+
+pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/netpath";
+
+/// TC priority and handle of our filter on every veth, fixed so a re-attach replaces it.
+const TC_PRIORITY: u16 = 1;
+const TC_HANDLE: TcHandle = TcHandle::new(0, 1);
+
+const MAPS: [&str; 3] = [names::ENDPOINTS, names::STATS, names::SETTINGS];
+
+/// Where one node's pins live.
+pub fn node_dir(root: &Path, node: &str) -> PathBuf {
+    root.join(node)
+}
+
+/// The agent's handle on the loaded object; dropping it leaves the pins in place.
+pub struct Loaded {
+    _ebpf: aya::Ebpf,
+    pub dir: PathBuf,
+}
+
+/// Loads the object, reusing maps already pinned in `dir` (so an agent restart keeps
+/// endpoints and counters), pins maps and programs, and writes the settings.
+pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
+    ensure_bpffs(dir)?;
+    raise_memlock()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let pins: Vec<PathBuf> = MAPS.iter().map(|m| dir.join(m)).collect();
+    let mut loader = EbpfLoader::new();
+    for (name, pin) in MAPS.iter().zip(&pins) {
+        loader.map_pin_path(name, pin.as_path());
+    }
+    let mut ebpf = loader.load(OBJECT).context("load eBPF object")?;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(names::FROM_POD)
+        .ok_or_else(|| anyhow!("program {} missing from object", names::FROM_POD))?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| verifier_error(names::FROM_POD, e))?;
+    let prog_pin = dir.join(names::FROM_POD);
+    if prog_pin.exists() {
+        std::fs::remove_file(&prog_pin)
+            .with_context(|| format!("replace pin {}", prog_pin.display()))?;
+    }
+    prog.pin(&prog_pin)
+        .with_context(|| format!("pin {}", prog_pin.display()))?;
+    let mut pinned = Pinned::open(dir)?;
+    pinned.write_settings(settings)?;
+    Ok(Loaded {
+        _ebpf: ebpf,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Turns a load failure into the program name plus the verifier log's last lines.
+fn verifier_error(name: &str, err: aya::programs::ProgramError) -> anyhow::Error {
+    if let aya::programs::ProgramError::LoadError { io_error, verifier_log } = &err {
+        let log = verifier_log.to_string();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return anyhow!(
+            "the verifier rejected program {name}: {io_error}\n{}",
+            tail.join("\n")
+        );
+    }
+    anyhow::Error::new(err).context(format!("load program {name}"))
+}
+
+/// Removes every pin of a node (programs stay attached where the kernel holds them).
+pub fn remove_pins(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("remove pins {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn ensure_bpffs(dir: &Path) -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let mount = Path::new("/sys/fs/bpf");
+    if !dir.starts_with(mount) {
+        return Ok(());
+    }
+    let is_bpffs = |p: &Path| -> bool {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: zeroed statfs is a valid out-parameter.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and out-pointer.
+        unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    };
+    if is_bpffs(mount) {
+        return Ok(());
+    }
+    let (src, dst, fs) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+    // SAFETY: valid C strings.
+    let rc = unsafe {
+        libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("mount bpffs on /sys/fs/bpf");
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; without this, map creation
+/// fails with EPERM on them.
+pub fn raise_memlock() -> Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("raise RLIMIT_MEMLOCK");
+    }
+    Ok(())
+}
+
+/// The pinned maps of one node.
+pub struct Pinned {
+    endpoints: HashMap<MapData, [u8; 4], Endpoint>,
+    stats: PerCpuArray<MapData, u64>,
+    settings: Array<MapData, Settings>,
+}
+
+/// A counter with its (program, reason) and the sum over CPUs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Counter {
+    pub program: &'static str,
+    pub reason: &'static str,
+    pub drop: bool,
+    pub packets: u64,
+}
+
+fn open_map(dir: &Path, name: &str) -> Result<Map> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| {
+        format!(
+            "open pinned map {} (is the agent running for this node?)",
+            path.display()
+        )
+    })?;
+    Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
+}
+
+impl Pinned {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            endpoints: open_map(dir, names::ENDPOINTS)?.try_into()?,
+            stats: open_map(dir, names::STATS)?.try_into()?,
+            settings: open_map(dir, names::SETTINGS)?.try_into()?,
+        })
+    }
+
+    pub fn write_settings(&mut self, s: Settings) -> Result<()> {
+        self.settings.set(0, s, 0).context("write settings")
+    }
+
+    pub fn settings(&self) -> Result<Settings> {
+        self.settings.get(&0, 0).context("read settings")
+    }
+
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, Endpoint)>> {
+        let mut out = Vec::new();
+        for item in self.endpoints.iter() {
+            let (k, v) = item.context("read endpoint")?;
+            out.push((Ipv4Addr::from(k), v));
+        }
+        out.sort_by_key(|(ip, _)| *ip);
+        Ok(out)
+    }
+
+    pub fn insert_endpoint(&mut self, ip: Ipv4Addr, ep: Endpoint) -> Result<()> {
+        self.endpoints
+            .insert(ip.octets(), ep, 0)
+            .with_context(|| format!("insert endpoint {ip}"))
+    }
+
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<Option<Endpoint>> {
+        let old = self.endpoints.get(&ip.octets(), 0).ok();
+        match self.endpoints.remove(&ip.octets()) {
+            Ok(()) => Ok(old),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("remove endpoint {ip}")),
+        }
+    }
+
+    pub fn counter(&self, program: Program, reason: Reason) -> Result<u64> {
+        let values = self
+            .stats
+            .get(&stats_index(program, reason), 0)
+            .context("read stats")?;
+        Ok(values.iter().sum())
+    }
+
+    pub fn counters(&self) -> Result<Vec<Counter>> {
+        let mut out = Vec::new();
+        for program in Program::ALL {
+            for reason in Reason::ALL {
+                out.push(Counter {
+                    program: program.name(),
+                    reason: reason.name(),
+                    drop: reason.is_drop(),
+                    packets: self.counter(program, reason)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn redirect_mode(&self) -> Result<RedirectMode> {
+        let raw = self.settings()?.redirect_mode;
+        RedirectMode::from_u32(raw).ok_or_else(|| anyhow!("bad redirect mode {raw} in SETTINGS"))
+    }
+}
+
+/// A pod as the CNI plugin (or the lab) hands it over.
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    pub ip: Ipv4Addr,
+    /// Host-side veth name in the node's namespace.
+    pub host_ifname: String,
+    /// MAC of the pod's interface.
+    pub pod_mac: [u8; 6],
+}
+
+/// Wires a pod into the datapath: attaches the from-pod program to its host-side veth,
+/// records it in the endpoint map and routes its /32 to the veth so the node reaches it.
+/// Must run in the node's network namespace.
+pub fn add_endpoint(dir: &Path, spec: &EndpointSpec) -> Result<()> {
+    let nl = Netlink::new()?;
+    let host = nl.link(&spec.host_ifname)?;
+    let host_mac = host
+        .mac
+        .ok_or_else(|| anyhow!("{} has no MAC", spec.host_ifname))?;
+    attach_from_pod(dir, &spec.host_ifname)?;
+    let mut pinned = Pinned::open(dir)?;
+    pinned.insert_endpoint(
+        spec.ip,
+        Endpoint {
+            ifindex: host.index,
+            pod_mac: spec.pod_mac,
+            host_mac,
+        },
+    )?;
+    nl.replace_route(spec.ip, 32, host.index, None)?;
+    tracing::info!(ip = %spec.ip, veth = %spec.host_ifname, "endpoint added");
+    Ok(())
+}
+
+/// Forgets a pod: its map entry goes; the filter and route go with its veth.
+pub fn remove_endpoint(dir: &Path, ip: Ipv4Addr) -> Result<bool> {
+    let mut pinned = Pinned::open(dir)?;
+    Ok(pinned.remove_endpoint(ip)?.is_some())
+}
+
+fn attach_from_pod(dir: &Path, ifname: &str) -> Result<()> {
+    if let Err(e) = tc::qdisc_add_clsact(ifname) {
+        if !is_exists(&e) {
+            return Err(e).with_context(|| format!("add clsact qdisc to {ifname}"));
+        }
+    }
+    let pin = dir.join(names::FROM_POD);
+    let mut prog = SchedClassifier::from_pin(&pin)
+        .with_context(|| format!("open pinned program {}", pin.display()))?;
+    let opts = || {
+        TcAttachOptions::Netlink(NlOptions {
+            priority: TC_PRIORITY,
+            handle: TC_HANDLE,
+            classid: None,
+        })
+    };
+    let id = match prog.attach_with_options(ifname, TcAttachType::Ingress, opts()) {
+        Ok(id) => id,
+        Err(_) => {
+            // A filter from an earlier agent sits at our priority: replace it.
+            detach(ifname)?;
+            prog.attach_with_options(ifname, TcAttachType::Ingress, opts())
+                .with_context(|| format!("attach {} to {ifname}", names::FROM_POD))?
+        }
+    };
+    // The filter must outlive this process (the CNI plugin exits right away); the
+    // kernel removes it with the veth.
+    std::mem::forget(prog.take_link(id)?);
+    Ok(())
+}
+
+/// Detaches our filter from `ifname`, if it is there.
+pub fn detach(ifname: &str) -> Result<()> {
+    let link = SchedClassifierLink::attached(
+        ifname,
+        TcAttachType::Ingress,
+        TC_PRIORITY,
+        TC_HANDLE,
+        None,
+    )?;
+    match link.detach() {
+        Ok(()) => Ok(()),
+        Err(e) => bail!("detach from {ifname}: {e}"),
+    }
+}
+
+fn is_exists(e: &tc::TcError) -> bool {
+    match e {
+        tc::TcError::AlreadyAttached => true,
+        tc::TcError::NetlinkError(n) => n.raw_os_error() == Some(libc::EEXIST),
+        _ => false,
+    }
+}

@@ -1,0 +1,171 @@
+//! Project tasks: `cargo xtask build | run | test`. Plain Rust, no hidden shell scripts.
+mod toolchain;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "netpath project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing toolchain parts, build the eBPF object and the userspace.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then bring up the lab cluster on the embedded default and check it.
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for `netpath lab` (e.g. `-- --once`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run unit and integration tests (integration tests need root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.cmd {
+        Cmd::Build { release } => {
+            build_all(&root, release)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { release, args } => {
+            let bin = build_all(&root, release)?;
+            require_root("the lab creates network namespaces")?;
+            let status = Command::new(&bin)
+                .arg("lab")
+                .args(&args)
+                .status()
+                .with_context(|| format!("run {}", bin.display()))?;
+            Ok(exit_code(status))
+        }
+        Cmd::Test { args } => {
+            toolchain::ensure_packages(&["bpftool", "iproute2", "nftables"])?;
+            let bin = build_all(&root, false)?;
+            require_root("integration tests create network namespaces and load eBPF")?;
+            let status = Command::new(cargo())
+                .current_dir(&root)
+                .args(["test", "--workspace"])
+                .args(&args)
+                .env("NETPATH_BIN", &bin)
+                .status()
+                .context("run cargo test")?;
+            Ok(exit_code(status))
+        }
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
+        None => ExitCode::FAILURE,
+    }
+}
+
+fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("this needs root ({why}); run it as `sudo -E cargo xtask …`");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Builds the eBPF object, then the userspace against it; returns the `netpath` binary.
+fn build_all(root: &Path, release: bool) -> Result<PathBuf> {
+    toolchain::ensure()?;
+    let obj = build_ebpf(root)?;
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root)
+        .args(["build", "--package", "netpath"])
+        .env("NETPATH_EBPF_OBJ", &obj);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("run cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    Ok(root
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("netpath"))
+}
+
+fn build_ebpf(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("netpath-ebpf");
+    let target_dir = root.join("target/ebpf");
+    let mut cmd = Command::new("cargo");
+    // The outer cargo's settings belong to the host build, not to the BPF one.
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir(&dir)
+        .args([
+            "+nightly",
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        // BTF in the object is what lets bpftool print typed map entries.
+        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        .env("PATH", toolchain::path_with_cargo_bin());
+    let status = cmd.status().context("run cargo +nightly for the eBPF crate")?;
+    if !status.success() {
+        bail!("building the eBPF programs failed");
+    }
+    Ok(target_dir.join("bpfel-unknown-none/release/netpath"))
+}
