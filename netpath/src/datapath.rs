@@ -127,15 +127,36 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; without this, map creation
-/// fails with EPERM on them.
+/// fails with EPERM on them. Newer kernels charge memory cgroups instead, so a hard
+/// limit we may not raise is only worth a warning there.
 pub fn raise_memlock() -> Result<()> {
-    let lim = libc::rlimit {
+    let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
-    // SAFETY: plain syscall with a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("raise RLIMIT_MEMLOCK");
+    // SAFETY: plain syscalls with valid structs.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        let mut cur: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) == 0 {
+            cur.rlim_cur = cur.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &cur);
+            if cur.rlim_max == libc::RLIM_INFINITY {
+                return Ok(());
+            }
+        }
+        if aya::util::KernelVersion::current()
+            .map(|v| v < aya::util::KernelVersion::new(5, 11, 0))
+            .unwrap_or(true)
+        {
+            return Err(err).context(
+                "raise RLIMIT_MEMLOCK (this kernel charges BPF maps to it; run as root without a hard limit)",
+            );
+        }
+        tracing::debug!("RLIMIT_MEMLOCK stays at {} bytes: {err}", cur.rlim_max);
     }
     Ok(())
 }

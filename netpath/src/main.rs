@@ -1,1 +1,23 @@
-fn main(){}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = netpath::cli::Cli::parse();
+    let result = netpath::cli::bail_if_not_root().and_then(|()| netpath::cli::run(cli));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("netpath: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -58,6 +58,7 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run { release, args } => {
+            toolchain::ensure_packages(RUNTIME_PACKAGES)?;
             let bin = build_all(&root, release)?;
             require_root("the lab creates network namespaces")?;
             let status = Command::new(&bin)
@@ -68,7 +69,7 @@ fn run() -> Result<ExitCode> {
             Ok(exit_code(status))
         }
         Cmd::Test { args } => {
-            toolchain::ensure_packages(&["bpftool", "iproute2", "nftables"])?;
+            toolchain::ensure_packages(RUNTIME_PACKAGES)?;
             let bin = build_all(&root, false)?;
             require_root("integration tests create network namespaces and load eBPF")?;
             let status = Command::new(cargo())
@@ -82,6 +83,10 @@ fn run() -> Result<ExitCode> {
         }
     }
 }
+
+/// Debian packages the lab and the tests call: bpftool to read pinned maps, nft to
+/// prove no firewall rule exists.
+const RUNTIME_PACKAGES: &[&str] = &["bpftool", "nftables"];
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     match status.code() {
