@@ -1,1 +1,220 @@
+//! Helpers shared by the integration tests: root check, raw frames in and out of
+//! namespaces, and counter snapshots.
+use std::{
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::Path,
+    time::{Duration, Instant},
+};
 
+use anyhow::{bail, Context, Result};
+use netpath::{csum, lab::Lab, netns};
+use netpath_common::{Program, Reason};
+
+/// Integration tests need root; without it they fail with the reason, never skip.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "integration tests need root (network namespaces, eBPF): run `sudo -E cargo xtask test`"
+    );
+}
+
+pub fn lab(nodes: usize, pods: usize) -> Lab {
+    require_root();
+    let cfg = netpath::lab::LabConfig::new(nodes, pods).expect("lab config");
+    Lab::up(&cfg).expect("bring up lab")
+}
+
+/// A packet socket bound to one interface inside a namespace.
+pub struct RawSocket(OwnedFd);
+
+impl RawSocket {
+    pub fn open(netns: &Path, ifname: &str) -> Result<Self> {
+        let ifname = ifname.to_string();
+        netns::run_in(netns, move || {
+            let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
+            // SAFETY: plain socket syscall.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
+            }
+            // SAFETY: fd is ours.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let cname = std::ffi::CString::new(ifname.clone())?;
+            // SAFETY: valid C string.
+            let index = unsafe { libc::if_nametoindex(cname.as_ptr()) } as i32;
+            if index == 0 {
+                bail!("no interface {ifname}");
+            }
+            // SAFETY: zeroed sockaddr_ll is valid; we fill what bind needs.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto as u16;
+            sll.sll_ifindex = index;
+            // SAFETY: valid sockaddr of the stated size.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error()).context("bind AF_PACKET");
+            }
+            Ok(RawSocket(fd))
+        })
+    }
+
+    pub fn send(&self, frame: &[u8]) -> Result<()> {
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error()).context("send raw frame");
+        }
+        Ok(())
+    }
+
+    /// Waits for a received frame matching `pred`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut pfd = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
+                continue;
+            }
+            let mut buf = vec![0u8; 2048];
+            // SAFETY: valid buffer; from-address not needed.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            let n = unsafe {
+                libc::recvfrom(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&mut sll as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                )
+            };
+            // Only frames coming in, not our own going out.
+            if n > 0 && sll.sll_pkttype != libc::PACKET_OUTGOING {
+                buf.truncate(n as usize);
+                if pred(&buf) {
+                    return Some(buf);
+                }
+            }
+        }
+        None
+    }
+}
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+
+pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An IPv4 packet carrying UDP, with optional header options and fragment bits.
+pub struct Ipv4Packet {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub id: u16,
+    pub options: Vec<u8>,
+    /// (more-fragments flag, fragment offset in 8-byte units)
+    pub frag: (bool, u16),
+    pub payload: Vec<u8>,
+}
+
+impl Ipv4Packet {
+    pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, id: u16, data: &[u8]) -> Self {
+        let mut udp = Vec::new();
+        udp.extend_from_slice(&4000u16.to_be_bytes());
+        udp.extend_from_slice(&4001u16.to_be_bytes());
+        udp.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(&0u16.to_be_bytes()); // no UDP checksum (legal on IPv4)
+        udp.extend_from_slice(data);
+        Self {
+            src,
+            dst,
+            id,
+            options: Vec::new(),
+            frag: (false, 0),
+            payload: udp,
+        }
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        assert!(self.options.len().is_multiple_of(4), "options pad to 32-bit words");
+        let ihl = 5 + self.options.len() / 4;
+        let total = ihl * 4 + self.payload.len();
+        let mut h = vec![0u8; ihl * 4];
+        h[0] = 0x40 | ihl as u8;
+        h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        h[4..6].copy_from_slice(&self.id.to_be_bytes());
+        let frag = ((self.frag.0 as u16) << 13) | self.frag.1;
+        h[6..8].copy_from_slice(&frag.to_be_bytes());
+        h[8] = 64;
+        h[9] = 17;
+        h[12..16].copy_from_slice(&self.src.octets());
+        h[16..20].copy_from_slice(&self.dst.octets());
+        h[20..].copy_from_slice(&self.options);
+        let c = csum::fold(csum::sum(&h));
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h.extend_from_slice(&self.payload);
+        h
+    }
+}
+
+/// Is `frame` an IPv4 packet with this IP id?
+pub fn is_ip_id(frame: &[u8], id: u16) -> bool {
+    frame.len() >= 34
+        && frame[12..14] == ETH_P_IP.to_be_bytes()
+        && frame[18..20] == id.to_be_bytes()
+}
+
+/// One counter of a lab node.
+pub fn counter(lab: &Lab, node: usize, reason: Reason) -> u64 {
+    lab.nodes[node]
+        .pinned()
+        .expect("open pins")
+        .counter(Program::FromPod, reason)
+        .expect("read counter")
+}
+
+/// Polls until the counter moved by at least `by` from `before` (counters are per-CPU
+/// sums updated as packets pass, so give the packet a moment).
+pub fn wait_counter(lab: &Lab, node: usize, reason: Reason, before: u64, by: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = counter(lab, node, reason);
+        if now >= before + by || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Network namespaces whose name starts with `prefix`.
+pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -131,7 +131,9 @@ pub fn tcp(client_ns: &Path, server_ns: &Path, dst: Ipv4Addr) -> Result<Ipv4Addr
                 ))
             });
         }
-        let served = server.join().unwrap_or_else(|_| Err(anyhow!("server panicked")));
+        let served = server
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("server panicked")));
         let seen = client?;
         served?;
         Ok(seen)

@@ -165,7 +165,11 @@ fn run_lab(once: bool, nodes: usize, pods: usize, redirect: Redirect) -> Result<
     let ok = lab::print_report(&checks, &invariants);
     println!(
         "\n{}: {} checks, {} invariants",
-        if ok { "ALL PASSED" } else { "SOME CHECKS FAILED" },
+        if ok {
+            "ALL PASSED"
+        } else {
+            "SOME CHECKS FAILED"
+        },
         checks.len(),
         invariants.len()
     );

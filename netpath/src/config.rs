@@ -127,13 +127,17 @@ mod tests {
 
     #[test]
     fn bad_node_name_names_the_field() {
-        let e = AgentConfig::parse("node = \"a/b\"").unwrap_err().to_string();
+        let e = AgentConfig::parse("node = \"a/b\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("node") && e.contains("a/b"), "{e}");
     }
 
     #[test]
     fn unknown_field_is_rejected() {
-        let e = AgentConfig::parse("node = \"n\"\nbogus = 1").unwrap_err().to_string();
+        let e = AgentConfig::parse("node = \"n\"\nbogus = 1")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
     }
 

@@ -10,8 +10,8 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    programs::links::Link,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::links::Link,
     programs::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
         SchedClassifier, TcAttachType,
@@ -79,7 +79,11 @@ pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
 
 /// Turns a load failure into the program name plus the verifier log's last lines.
 fn verifier_error(name: &str, err: aya::programs::ProgramError) -> anyhow::Error {
-    if let aya::programs::ProgramError::LoadError { io_error, verifier_log } = &err {
+    if let aya::programs::ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = &err
+    {
         let log = verifier_log.to_string();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -117,9 +121,7 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
     }
     let (src, dst, fs) = (c"bpf", c"/sys/fs/bpf", c"bpf");
     // SAFETY: valid C strings.
-    let rc = unsafe {
-        libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null())
-    };
+    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error()).context("mount bpffs on /sys/fs/bpf");
     }
@@ -332,13 +334,8 @@ fn attach_from_pod(dir: &Path, ifname: &str) -> Result<()> {
 
 /// Detaches our filter from `ifname`, if it is there.
 pub fn detach(ifname: &str) -> Result<()> {
-    let link = SchedClassifierLink::attached(
-        ifname,
-        TcAttachType::Ingress,
-        TC_PRIORITY,
-        TC_HANDLE,
-        None,
-    )?;
+    let link =
+        SchedClassifierLink::attached(ifname, TcAttachType::Ingress, TC_PRIORITY, TC_HANDLE, None)?;
     match link.detach() {
         Ok(()) => Ok(()),
         Err(e) => bail!("detach from {ifname}: {e}"),

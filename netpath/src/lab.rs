@@ -31,6 +31,8 @@ pub struct LabConfig {
     pub bpffs_root: PathBuf,
     /// The `netpath` binary the agents run.
     pub agent_bin: PathBuf,
+    /// Start agents with `--keep-pins` (pods keep working while an agent is down).
+    pub keep_pins: bool,
 }
 
 impl LabConfig {
@@ -41,6 +43,7 @@ impl LabConfig {
             redirect: Redirect::Peer,
             bpffs_root: PathBuf::from(datapath::DEFAULT_BPFFS_ROOT),
             agent_bin: agent_binary()?,
+            keep_pins: false,
         })
     }
 }
@@ -144,7 +147,8 @@ impl Drop for AgentProcess {
 pub struct Lab {
     pub prefix: String,
     pub nodes: Vec<Node>,
-    agents: Vec<AgentProcess>,
+    /// One slot per node; empty while that node's agent is stopped.
+    agents: Vec<Option<AgentProcess>>,
     fabric: Option<NetNs>,
     workdir: PathBuf,
 }
@@ -175,7 +179,10 @@ impl Lab {
             bail!("nodes must be 1-200, got {}", cfg.nodes);
         }
         if cfg.pods_per_node > 250 {
-            bail!("pods per node must be at most 250, got {}", cfg.pods_per_node);
+            bail!(
+                "pods per node must be at most 250, got {}",
+                cfg.pods_per_node
+            );
         }
         let prefix = run_prefix();
         let workdir = std::env::temp_dir().join(format!("netpath-{prefix}"));
@@ -259,7 +266,19 @@ impl Lab {
         Ok(node)
     }
 
-    fn start_agent(&mut self, i: usize, cfg: &LabConfig) -> Result<()> {
+    /// Stops node `i`'s agent (SIGTERM; it cleans up unless started with keep_pins).
+    pub fn stop_agent(&mut self, i: usize) {
+        if let Some(mut a) = self.agents.get_mut(i).and_then(Option::take) {
+            a.stop();
+        }
+    }
+
+    /// Starts node `i`'s agent and waits until its pins are usable.
+    pub fn start_agent(&mut self, i: usize, cfg: &LabConfig) -> Result<()> {
+        self.stop_agent(i);
+        if self.agents.len() <= i {
+            self.agents.resize_with(i + 1, || None);
+        }
         let node = &self.nodes[i];
         let conf = self.workdir.join(format!("{}.toml", node.name));
         let redirect = match cfg.redirect {
@@ -276,8 +295,12 @@ impl Lab {
         )?;
         let log = self.workdir.join(format!("{}.log", node.name));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(&cfg.agent_bin)
-            .arg("agent")
+        let mut cmd = Command::new(&cfg.agent_bin);
+        cmd.arg("agent");
+        if cfg.keep_pins {
+            cmd.arg("--keep-pins");
+        }
+        let child = cmd
             .arg("--config")
             .arg(&conf)
             .arg("--netns")
@@ -287,12 +310,11 @@ impl Lab {
             .stderr(out)
             .spawn()
             .with_context(|| format!("start agent {}", cfg.agent_bin.display()))?;
-        self.agents.push(AgentProcess {
+        let agent = self.agents[i].insert(AgentProcess {
             child,
             node: node.name.clone(),
             log: log.clone(),
         });
-        let agent = self.agents.last_mut().expect("just pushed");
         let ready = node.pin_dir.join(netpath_common::names::FROM_POD);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -307,7 +329,11 @@ impl Lab {
                 );
             }
             if Instant::now() > deadline {
-                bail!("agent for {} not ready after 20 s (log: {})", node.name, log.display());
+                bail!(
+                    "agent for {} not ready after 20 s (log: {})",
+                    node.name,
+                    log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -317,6 +343,7 @@ impl Lab {
     pub fn agent_log(&self, node: usize) -> String {
         self.agents
             .get(node)
+            .and_then(Option::as_ref)
             .and_then(|a| std::fs::read_to_string(&a.log).ok())
             .unwrap_or_default()
     }
@@ -429,9 +456,13 @@ fn no_bridge() -> Result<String> {
 
 fn no_firewall_rules() -> Result<String> {
     // Per-namespace list of loaded legacy iptables tables.
-    let legacy = std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
+    let legacy =
+        std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
     if !legacy.trim().is_empty() {
-        bail!("iptables tables loaded: {}", legacy.split_whitespace().collect::<Vec<_>>().join(", "));
+        bail!(
+            "iptables tables loaded: {}",
+            legacy.split_whitespace().collect::<Vec<_>>().join(", ")
+        );
     }
     // A child forked from this thread inherits its network namespace.
     let out = Command::new("nft")
@@ -439,7 +470,10 @@ fn no_firewall_rules() -> Result<String> {
         .output()
         .context("run `nft list ruleset` (install the nftables package)")?;
     if !out.status.success() {
-        bail!("nft list ruleset failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "nft list ruleset failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let rules = String::from_utf8_lossy(&out.stdout);
     if !rules.trim().is_empty() {
@@ -483,7 +517,7 @@ fn add_pod(node: &Node, p: usize, ip: Ipv4Addr) -> Result<Pod> {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Agents first: they detach and unpin while the namespaces still exist.
-        for a in &mut self.agents {
+        for a in self.agents.iter_mut().flatten() {
             a.stop();
         }
         for node in &self.nodes {
@@ -515,7 +549,9 @@ pub fn print_report(checks: &[CheckResult], invariants: &[Invariant]) -> bool {
             format!("{:?}", c.proto).to_lowercase(),
             c.path,
             c.dst.to_string(),
-            c.seen_src.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            c.seen_src
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             match (&c.error, c.ok()) {
                 (_, true) => "PASS".to_string(),
                 (Some(e), _) => format!("FAIL: {e}"),
@@ -530,7 +566,11 @@ pub fn print_report(checks: &[CheckResult], invariants: &[Invariant]) -> bool {
             "{:<26} {:<28} {}",
             i.node,
             i.what,
-            if i.ok { "PASS".to_string() } else { format!("FAIL: {}", i.detail) }
+            if i.ok {
+                "PASS".to_string()
+            } else {
+                format!("FAIL: {}", i.detail)
+            }
         );
     }
     all

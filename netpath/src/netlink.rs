@@ -122,13 +122,25 @@ impl Netlink {
 
     pub fn rename(&self, index: u32, name: &str) -> Result<()> {
         self.rt
-            .block_on(self.handle.link().set(index).name(name.to_string()).execute())
+            .block_on(
+                self.handle
+                    .link()
+                    .set(index)
+                    .name(name.to_string())
+                    .execute(),
+            )
             .with_context(|| format!("rename link {index} to {name}"))
     }
 
     pub fn move_to_netns(&self, index: u32, netns_fd: RawFd) -> Result<()> {
         self.rt
-            .block_on(self.handle.link().set(index).setns_by_fd(netns_fd).execute())
+            .block_on(
+                self.handle
+                    .link()
+                    .set(index)
+                    .setns_by_fd(netns_fd)
+                    .execute(),
+            )
             .with_context(|| format!("move link {index} to another namespace"))
     }
 

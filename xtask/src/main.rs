@@ -168,7 +168,9 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
         // BTF in the object is what lets bpftool print typed map entries.
         .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
         .env("PATH", toolchain::path_with_cargo_bin());
-    let status = cmd.status().context("run cargo +nightly for the eBPF crate")?;
+    let status = cmd
+        .status()
+        .context("run cargo +nightly for the eBPF crate")?;
     if !status.success() {
         bail!("building the eBPF programs failed");
     }

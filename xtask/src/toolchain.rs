@@ -8,7 +8,9 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into())
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into())
 }
 
 fn cargo_bin() -> PathBuf {
@@ -71,7 +73,13 @@ pub fn ensure() -> Result<()> {
     ]))?;
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("toolchain: adding rust-src to nightly");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
         did.push("rust-src");
     }
     let major = nightly_llvm_major()?;

@@ -1,0 +1,163 @@
+//! Pins readable by bpftool with BTF types, the CLI's views, agent restarts and
+//! config errors.
+use std::process::Command;
+
+use netpath::{lab::LabConfig, netns};
+use netpath_common::Reason;
+use netpath_tests::{counter, require_root};
+
+fn bin() -> std::path::PathBuf {
+    netpath::lab::agent_binary().unwrap()
+}
+
+#[test]
+fn bpftool_prints_typed_endpoint_entries() {
+    let lab = netpath_tests::lab(1, 2);
+    let node = &lab.nodes[0];
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(node.pin_dir.join("ENDPOINTS"))
+        .output()
+        .expect("run bpftool (cargo xtask test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = doc.as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    let eps = node.pinned().unwrap().endpoints().unwrap();
+    for e in entries {
+        // With BTF, bpftool names the fields instead of printing hex bytes.
+        let f = &e["formatted"];
+        let key: Vec<u8> = f["key"]
+            .as_array()
+            .expect("typed key")
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
+        let ip = std::net::Ipv4Addr::new(key[0], key[1], key[2], key[3]);
+        let (_, ep) = eps.iter().find(|(i, _)| *i == ip).expect("key is a pod IP");
+        assert_eq!(f["value"]["ifindex"].as_u64(), Some(ep.ifindex as u64));
+        assert!(f["value"]["pod_mac"].is_array(), "{f}");
+    }
+}
+
+#[test]
+fn status_json_lists_endpoints_and_counters() {
+    let lab = netpath_tests::lab(1, 2);
+    let pods = &lab.nodes[0].pods;
+    netpath::check::tcp(pods[0].ns.path(), pods[1].ns.path(), pods[1].ip).unwrap();
+    let out = Command::new(bin())
+        .args(["status", "--json", "--node", &lab.nodes[0].name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ips: Vec<&str> = doc["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ip"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips, ["10.244.1.2", "10.244.1.3"]);
+    let redirected = doc["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["program"] == "from-pod" && c["reason"] == "redirected")
+        .unwrap()["packets"]
+        .as_u64()
+        .unwrap();
+    assert!(redirected > 0);
+    assert_eq!(doc["redirect"], "peer");
+}
+
+#[test]
+fn agent_restart_with_kept_pins_does_not_interrupt_pods() {
+    require_root();
+    let mut cfg = LabConfig::new(1, 2).unwrap();
+    cfg.keep_pins = true;
+    let mut lab = netpath::lab::Lab::up(&cfg).unwrap();
+    let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[0].pods[1]);
+    let (a_ns, b_ns, b_ip, a_ip) = (a.ns.path().to_owned(), b.ns.path().to_owned(), b.ip, a.ip);
+    lab.stop_agent(0);
+    assert!(lab.nodes[0].pin_dir.join("ENDPOINTS").exists(), "pins kept");
+    let before = counter(&lab, 0, Reason::Redirected);
+    assert_eq!(
+        netpath::check::tcp(&a_ns, &b_ns, b_ip).unwrap(),
+        a_ip,
+        "traffic without agent"
+    );
+    assert!(
+        counter(&lab, 0, Reason::Redirected) > before,
+        "still through eBPF"
+    );
+    lab.start_agent(0, &cfg).unwrap();
+    let eps = lab.nodes[0].pinned().unwrap().endpoints().unwrap();
+    assert_eq!(
+        eps.len(),
+        2,
+        "restarted agent reused the pinned endpoint map"
+    );
+    assert_eq!(netpath::check::tcp(&a_ns, &b_ns, b_ip).unwrap(), a_ip);
+}
+
+#[test]
+fn agent_stop_without_keep_pins_detaches_and_unpins() {
+    let mut lab = netpath_tests::lab(1, 1);
+    let node = &lab.nodes[0];
+    let host_if = node.pods[0].host_ifname.clone();
+    let ns = node.ns.path().to_owned();
+    let filters = |ns: &std::path::Path| {
+        let host_if = host_if.clone();
+        netns::run_in(ns, move || {
+            let out = Command::new("tc")
+                .args(["filter", "show", "dev", &host_if, "ingress"])
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .unwrap()
+    };
+    assert!(
+        filters(&ns).contains("from_pod"),
+        "program attached while agent runs"
+    );
+    lab.stop_agent(0);
+    assert!(!lab.nodes[0].pin_dir.exists(), "pins removed");
+    assert!(!filters(&ns).contains("from_pod"), "program detached");
+}
+
+#[test]
+fn agent_rejects_a_bad_config_with_the_field_named() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("netpath-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("node = \"bad/name\"\n", "node"),
+        ("node = \"n1\"\nredirect = \"warp\"\n", "warp"),
+        ("node = \"n1\"\nnode_ip = 5\n", "node_ip"),
+        ("this is not toml", "parse"),
+    ];
+    for (text, needle) in cases {
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(bin())
+            .args(["agent", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{text:?}: error does not mention {needle}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
