@@ -157,7 +157,10 @@ impl Ipv4Packet {
     }
 
     pub fn bytes(&self) -> Vec<u8> {
-        assert!(self.options.len().is_multiple_of(4), "options pad to 32-bit words");
+        assert!(
+            self.options.len().is_multiple_of(4),
+            "options pad to 32-bit words"
+        );
         let ihl = 5 + self.options.len() / 4;
         let total = ihl * 4 + self.payload.len();
         let mut h = vec![0u8; ihl * 4];
