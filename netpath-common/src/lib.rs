@@ -14,9 +14,67 @@ pub const POD_GATEWAY: Ipv4 = [169, 254, 1, 1];
 /// Name of each map and program, used by both the ELF object and the pins.
 pub mod names {
     pub const ENDPOINTS: &str = "ENDPOINTS";
+    pub const ROUTES: &str = "ROUTES";
+    pub const NODES: &str = "NODES";
     pub const STATS: &str = "STATS";
     pub const SETTINGS: &str = "SETTINGS";
     pub const FROM_POD: &str = "from_pod";
+    pub const FROM_UNDERLAY: &str = "from_underlay";
+    pub const TO_UNDERLAY: &str = "to_underlay";
+}
+
+/// Bytes VXLAN adds in front of the inner IP packet: outer IPv4 + UDP + VXLAN + inner Ethernet.
+pub const VXLAN_OVERHEAD: u32 = 20 + 8 + 8 + 14;
+/// flannel's and the Linux kernel's VXLAN defaults.
+pub const DEFAULT_VNI: u32 = 1;
+pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+
+/// How packets reach a remote node's pods.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteMode {
+    /// Plain IP to the node's underlay address (flannel host-gw): same L2 only.
+    Direct = 0,
+    /// VXLAN to the node's underlay address.
+    Vxlan = 1,
+}
+
+impl RouteMode {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Direct),
+            1 => Some(Self::Vxlan),
+            _ => None,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Vxlan => "vxlan",
+        }
+    }
+}
+
+/// A remote pod CIDR, value of the `ROUTES` LPM trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Underlay address of the node that owns the CIDR.
+    pub node_ip: Ipv4,
+    /// One of [`RouteMode`].
+    pub mode: u32,
+    /// VXLAN inner destination MAC: the owner's VTEP (a kernel vxlan peer checks it).
+    pub vtep_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// A known node, value of the `NODES` map keyed by its underlay address: the only
+/// tunnel peers whose VXLAN is decapsulated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub vtep_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// A pod on this node, value of the `ENDPOINTS` map keyed by the pod's IPv4.
@@ -37,6 +95,20 @@ pub struct Endpoint {
 pub struct Settings {
     /// How a frame for a local pod is handed over; one of [`RedirectMode`].
     pub redirect_mode: u32,
+    /// The node's underlay interface.
+    pub underlay_ifindex: u32,
+    /// The node's underlay address (outer source of VXLAN).
+    pub node_ip: Ipv4,
+    /// Cluster CIDR: destinations inside it with no route are dropped, not leaked.
+    pub cluster_ip: Ipv4,
+    pub cluster_prefix: u32,
+    pub vni: u32,
+    pub vxlan_port: u16,
+    /// This node's VTEP MAC (inner source of VXLAN).
+    pub vtep_mac: [u8; 6],
+    /// Extra `bpf_skb_adjust_room` flags the running kernel supports for encapsulation.
+    pub encap_flags: u32,
+    pub _pad: u32,
 }
 
 /// How the from-pod program hands a frame to another local pod.
@@ -70,13 +142,17 @@ impl RedirectMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Program {
     FromPod = 0,
+    FromUnderlay = 1,
+    ToUnderlay = 2,
 }
 
 impl Program {
-    pub const ALL: [Program; 1] = [Program::FromPod];
+    pub const ALL: [Program; 3] = [Program::FromPod, Program::FromUnderlay, Program::ToUnderlay];
     pub const fn name(self) -> &'static str {
         match self {
             Self::FromPod => "from-pod",
+            Self::FromUnderlay => "from-underlay",
+            Self::ToUnderlay => "to-underlay",
         }
     }
 }
@@ -103,10 +179,28 @@ pub enum Reason {
     ArpIgnored = 7,
     /// The redirect helper refused the target.
     DropRedirectFailed = 8,
+    /// Sent as plain IP to the owning node (direct routing).
+    DirectRouted = 9,
+    /// Wrapped in VXLAN for the owning node.
+    Encapsulated = 10,
+    /// VXLAN from a known node, unwrapped and handed to a local pod.
+    Decapsulated = 11,
+    /// VXLAN from a known node, unwrapped and left to the host stack.
+    DecapToStack = 12,
+    /// VXLAN from an address that is not a known node.
+    DropUnknownPeer = 13,
+    /// VXLAN with another VNI or without the VNI flag.
+    DropBadVni = 14,
+    /// Growing the packet for the VXLAN headers failed.
+    DropEncapFailed = 15,
+    /// Shrinking the packet after VXLAN failed.
+    DropDecapFailed = 16,
+    /// Inside the cluster CIDR but no pod and no node route: dropped, not leaked.
+    DropNoRoute = 17,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 18;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Redirected,
         Reason::ToStack,
@@ -117,6 +211,15 @@ impl Reason {
         Reason::DropSpoofed,
         Reason::ArpIgnored,
         Reason::DropRedirectFailed,
+        Reason::DirectRouted,
+        Reason::Encapsulated,
+        Reason::Decapsulated,
+        Reason::DecapToStack,
+        Reason::DropUnknownPeer,
+        Reason::DropBadVni,
+        Reason::DropEncapFailed,
+        Reason::DropDecapFailed,
+        Reason::DropNoRoute,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -129,6 +232,15 @@ impl Reason {
             Self::DropSpoofed => "drop-spoofed",
             Self::ArpIgnored => "arp-ignored",
             Self::DropRedirectFailed => "drop-redirect-failed",
+            Self::DirectRouted => "direct-routed",
+            Self::Encapsulated => "encapsulated",
+            Self::Decapsulated => "decapsulated",
+            Self::DecapToStack => "decap-to-stack",
+            Self::DropUnknownPeer => "drop-unknown-peer",
+            Self::DropBadVni => "drop-bad-vni",
+            Self::DropEncapFailed => "drop-encap-failed",
+            Self::DropDecapFailed => "drop-decap-failed",
+            Self::DropNoRoute => "drop-no-route",
         }
     }
     pub const fn is_drop(self) -> bool {
@@ -138,6 +250,11 @@ impl Reason {
                 | Self::DropBadHeader
                 | Self::DropSpoofed
                 | Self::DropRedirectFailed
+                | Self::DropUnknownPeer
+                | Self::DropBadVni
+                | Self::DropEncapFailed
+                | Self::DropDecapFailed
+                | Self::DropNoRoute
         )
     }
 }
@@ -155,4 +272,35 @@ mod user {
     // SAFETY: plain `#[repr(C)]` data without padding-sensitive invariants.
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::Route {}
+    unsafe impl aya::Pod for super::Peer {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_stats_slot() {
+        let mut seen = [false; STATS_SLOTS as usize];
+        for p in Program::ALL {
+            for r in Reason::ALL {
+                let i = stats_index(p, r) as usize;
+                assert!(!seen[i], "slot {i} used twice");
+                seen[i] = true;
+            }
+        }
+        assert!(seen.iter().all(|s| *s));
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "Reason::ALL is in discriminant order");
+        }
+    }
+
+    #[test]
+    fn map_values_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<Route>(), 16);
+        assert_eq!(core::mem::size_of::<Peer>(), 8);
+        assert_eq!(core::mem::size_of::<Endpoint>(), 16);
+        assert_eq!(core::mem::size_of::<Settings>(), 40);
+    }
 }

@@ -1,17 +1,19 @@
 //! TC ingress on each pod's host-side veth: everything a pod sends starts here.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::generated::{bpf_redirect, bpf_redirect_peer},
+    helpers::generated::bpf_redirect,
     macros::classifier,
     programs::TcContext,
 };
-use netpath_common::{Endpoint, Program, Reason, RedirectMode, POD_GATEWAY};
+use netpath_common::{Program, Reason, RouteMode, POD_GATEWAY};
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    maps::{ENDPOINTS, SETTINGS},
-    packet::{header_mut, ETH_P_ARP, ETH_P_IP},
+    deliver,
+    maps::{ENDPOINTS, ROUTES, SETTINGS},
+    packet::{decrement_ttl, header_mut, in_prefix, ETH_P_ARP, ETH_P_IP},
     stats::count,
+    vxlan,
 };
 
 const PROG: Program = Program::FromPod;
@@ -51,55 +53,50 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
     }
     // Anti-spoofing: the source must be the endpoint that owns this veth.
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
-    let owner = unsafe { ENDPOINTS.get(ip.src_addr) };
-    match owner {
+    match unsafe { ENDPOINTS.get(ip.src_addr) } {
         Some(ep) if ep.ifindex == ingress_ifindex(ctx) => {}
         _ => return (TC_ACT_SHOT, Reason::DropSpoofed),
     }
+    let settings = SETTINGS.get(0);
     // SAFETY: as above.
-    let Some(dst) = (unsafe { ENDPOINTS.get(ip.dst_addr) }) else {
+    if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
+        if ip.ttl <= 1 {
+            // The stack sends the ICMP time-exceeded.
+            return (TC_ACT_OK, Reason::ToStack);
+        }
+        decrement_ttl(ip);
+        return deliver::to_local_pod(eth, dst, settings, Reason::Redirected);
+    }
+    let Some(s) = settings else {
+        return (TC_ACT_OK, Reason::ToStack);
+    };
+    let key = aya_ebpf::maps::lpm_trie::Key::new(32, ip.dst_addr);
+    let Some(route) = ROUTES.get(&key) else {
+        if in_prefix(ip.dst_addr, s.cluster_ip, s.cluster_prefix) && s.cluster_prefix > 0 {
+            return (TC_ACT_SHOT, Reason::DropNoRoute);
+        }
         return (TC_ACT_OK, Reason::ToStack);
     };
     if ip.ttl <= 1 {
-        // The stack sends the ICMP time-exceeded.
         return (TC_ACT_OK, Reason::ToStack);
     }
     decrement_ttl(ip);
-    deliver_local(eth, dst)
-}
-
-/// Hands a frame to a pod on this node with the MACs it expects to see.
-#[inline(always)]
-fn deliver_local(eth: &mut EthHdr, dst: &Endpoint) -> (i32, Reason) {
-    eth.dst_addr = dst.pod_mac;
-    eth.src_addr = dst.host_mac;
-    let mode = SETTINGS
-        .get(0)
-        .and_then(|s| RedirectMode::from_u32(s.redirect_mode))
-        .unwrap_or(RedirectMode::Peer);
-    // SAFETY: helper calls with plain integer arguments.
-    let ret = unsafe {
-        match mode {
-            RedirectMode::Peer => bpf_redirect_peer(dst.ifindex, 0),
-            RedirectMode::Plain => bpf_redirect(dst.ifindex, 0),
+    match RouteMode::from_u32(route.mode) {
+        Some(RouteMode::Direct) => deliver::to_underlay(
+            s.underlay_ifindex,
+            Some(route.node_ip),
+            Reason::DirectRouted,
+        ),
+        Some(RouteMode::Vxlan) => {
+            if vxlan::encapsulate(ctx, route, s).is_err() {
+                return (TC_ACT_SHOT, Reason::DropEncapFailed);
+            }
+            // The outer destination decides the next hop: the FIB lookup inside the
+            // helper finds it (the node itself, or a router for another subnet).
+            deliver::to_underlay(s.underlay_ifindex, None, Reason::Encapsulated)
         }
-    };
-    if ret == TC_ACT_SHOT as i64 {
-        return (TC_ACT_SHOT, Reason::DropRedirectFailed);
+        None => (TC_ACT_SHOT, Reason::DropNoRoute),
     }
-    (ret as i32, Reason::Redirected)
-}
-
-/// TTL minus one with an incremental checksum update (RFC 1624).
-#[inline(always)]
-fn decrement_ttl(ip: &mut Ipv4Hdr) {
-    let old = u16::from_be_bytes([ip.ttl, ip.proto]);
-    ip.ttl -= 1;
-    let new = u16::from_be_bytes([ip.ttl, ip.proto]);
-    let mut sum = !u16::from_be_bytes(ip.check) as u32 + !old as u32 + new as u32;
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    ip.check = (!(sum as u16)).to_be_bytes();
 }
 
 /// Answers the pod's ARP for its gateway from the host-side veth's MAC: no bridge and

@@ -2,10 +2,14 @@
 #![no_std]
 #![no_main]
 
+mod deliver;
 mod from_pod;
+mod from_underlay;
 mod maps;
 mod packet;
 mod stats;
+mod to_underlay;
+mod vxlan;
 
 #[cfg(not(test))]
 #[panic_handler]

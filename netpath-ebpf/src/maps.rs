@@ -1,13 +1,21 @@
 //! Maps shared by the programs; userspace fills them, bpftool reads them through BTF.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
-use netpath_common::{Endpoint, Ipv4, Settings, STATS_SLOTS};
+use netpath_common::{Endpoint, Ipv4, Peer, Route, Settings, STATS_SLOTS};
 
 /// Pods on this node by IPv4.
 #[btf_map]
 pub static ENDPOINTS: HashMap<Ipv4, Endpoint, 4096> = HashMap::new();
+
+/// Remote pod CIDRs -> owning node and how to reach it.
+#[btf_map]
+pub static ROUTES: LpmTrie<Ipv4, Route, 131072> = LpmTrie::new();
+
+/// Known nodes by underlay address: the only accepted tunnel peers.
+#[btf_map]
+pub static NODES: HashMap<Ipv4, Peer, 16384> = HashMap::new();
 
 /// Packet fates, indexed by `netpath_common::stats_index`.
 #[btf_map]

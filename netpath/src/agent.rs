@@ -1,41 +1,178 @@
-//! The node agent: loads and pins the datapath, then holds it until told to stop.
-use anyhow::{Context, Result};
-use netpath_common::{RedirectMode, Settings};
+//! The node agent: loads and pins the datapath, attaches it to the underlay, turns the
+//! cluster spec into map contents and kernel routes, then holds it until told to stop.
+use std::path::{Path, PathBuf};
 
-use crate::{config::AgentConfig, datapath};
+use anyhow::{anyhow, bail, Context, Result};
+use aya::programs::TcAttachType;
+use netpath_common::{RedirectMode, RouteMode, Settings, VXLAN_OVERHEAD};
 
-pub async fn run(cfg: AgentConfig, keep_pins: bool) -> Result<()> {
-    let dir = cfg.pin_dir();
-    let mode: RedirectMode = cfg.redirect.clone().into();
-    let loaded = datapath::load_and_pin(
-        &dir,
-        Settings {
-            redirect_mode: mode as u32,
-        },
-    )
-    .with_context(|| format!("load datapath for node {}", cfg.node))?;
-    tracing::info!(node = %cfg.node, pins = %dir.display(), redirect = mode.name(), "agent ready");
+use crate::{
+    config::{ClusterSpec, NodeSpec},
+    datapath,
+    netlink::{self, Netlink},
+    reconcile,
+};
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+pub struct AgentArgs {
+    pub spec: ClusterSpec,
+    pub node: String,
+    /// Pin directory; `<bpffs_root>/<node>` when absent.
+    pub pin_dir: Option<PathBuf>,
+    pub keep_pins: bool,
+}
+
+/// What the agent set up and must undo on a clean stop.
+struct Installed {
+    dir: PathBuf,
+    underlay: String,
+    kernel_routes: Vec<(std::net::Ipv4Addr, u8)>,
+}
+
+pub fn run(args: AgentArgs) -> Result<()> {
+    let local = args.spec.node(&args.node)?.clone();
+    let dir = args
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| datapath::node_dir(&args.spec.bpffs_root, &local.name));
+    let (installed, loaded) = start(&args.spec, &local, &dir)?;
+    wait_for_stop()?;
     drop(loaded);
-    if keep_pins {
+    if args.keep_pins {
         tracing::info!("stopping; pins kept, pods keep their datapath");
         return Ok(());
     }
-    cleanup(&dir)
+    cleanup(&installed)
 }
 
-/// Detaches from every known endpoint's veth and removes the pins.
-fn cleanup(dir: &std::path::Path) -> Result<()> {
-    if let Ok(pinned) = datapath::Pinned::open(dir) {
+fn start(
+    spec: &ClusterSpec,
+    local: &NodeSpec,
+    dir: &Path,
+) -> Result<(Installed, datapath::Loaded)> {
+    let nl = Netlink::new()?;
+    let (ifindex, _) = nl.address_owner(local.ip())?.ok_or_else(|| {
+        anyhow!(
+            "no interface here holds {}, node {}'s underlay address in the spec",
+            local.ip(),
+            local.name
+        )
+    })?;
+    let link = nl
+        .links()?
+        .into_iter()
+        .find(|l| l.index == ifindex)
+        .ok_or_else(|| anyhow!("underlay link {ifindex} vanished"))?;
+    let underlay_mtu = link.mtu.unwrap_or(1500);
+    let mode: RedirectMode = spec.redirect.into();
+    let settings = Settings {
+        redirect_mode: mode as u32,
+        underlay_ifindex: ifindex,
+        node_ip: local.ip().octets(),
+        cluster_ip: spec.cluster_cidr.addr.octets(),
+        cluster_prefix: spec.cluster_cidr.prefix as u32,
+        vni: spec.vni,
+        vxlan_port: spec.port,
+        vtep_mac: local.vtep_mac,
+        encap_flags: encap_flags(),
+        _pad: 0,
+    };
+    let mut loaded = datapath::load_and_pin(dir, settings)
+        .with_context(|| format!("load datapath for node {}", local.name))?;
+    loaded.attach_underlay(&link.name)?;
+
+    let want = reconcile::desired(spec, local);
+    let mut pinned = datapath::Pinned::open(dir)?;
+    let changed = reconcile::apply(&mut pinned, &want)?;
+
+    // The node's own traffic to remote pods follows kernel routes: straight to the
+    // owning node (direct), or to the same next hop as its underlay address, where the
+    // egress program wraps it in VXLAN (with room for the headers in the route MTU).
+    let table = nl.routes()?;
+    let mut kernel_routes = Vec::new();
+    for peer in spec.nodes.iter().filter(|n| n.name != local.name) {
+        let route_mode = spec.route_mode(local, peer);
+        let gw = if local.underlay.contains(peer.ip()) {
+            peer.ip()
+        } else {
+            match netlink::next_hop(&table, peer.ip()) {
+                Some(Some(gw)) => gw,
+                Some(None) => peer.ip(),
+                None => bail!(
+                    "no route to node {}'s underlay address {}: the underlay must connect the nodes",
+                    peer.name,
+                    peer.ip()
+                ),
+            }
+        };
+        let mtu = (route_mode == RouteMode::Vxlan).then_some(underlay_mtu - VXLAN_OVERHEAD);
+        nl.replace_route_mtu(
+            peer.pod_cidr.addr,
+            peer.pod_cidr.prefix,
+            ifindex,
+            Some(gw),
+            mtu,
+        )?;
+        kernel_routes.push((peer.pod_cidr.addr, peer.pod_cidr.prefix));
+        tracing::info!(
+            peer = %peer.name,
+            pod_cidr = %peer.pod_cidr,
+            via = %gw,
+            mode = route_mode.name(),
+            "route"
+        );
+    }
+    tracing::info!(
+        node = %local.name,
+        pins = %dir.display(),
+        underlay = %link.name,
+        redirect = mode.name(),
+        backend = spec.backend.name(),
+        map_changes = changed,
+        pod_mtu = spec.pod_mtu(underlay_mtu),
+        "agent ready"
+    );
+    Ok((
+        Installed {
+            dir: dir.to_path_buf(),
+            underlay: link.name,
+            kernel_routes,
+        },
+        loaded,
+    ))
+}
+
+/// `BPF_F_ADJ_ROOM_ENCAP_L2_ETH` tells GSO the inner L2 is Ethernet; 5.15 knows it,
+/// older kernels reject unknown flags, so only ask for it where it exists.
+fn encap_flags() -> u32 {
+    const BPF_F_ADJ_ROOM_ENCAP_L2_ETH: u32 = 1 << 6;
+    match aya::util::KernelVersion::current() {
+        Ok(v) if v >= aya::util::KernelVersion::new(5, 15, 0) => BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        _ => 0,
+    }
+}
+
+fn wait_for_stop() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+        Ok(())
+    })
+}
+
+/// Detaches from every endpoint's veth and the underlay, removes the kernel routes
+/// and the pins.
+fn cleanup(i: &Installed) -> Result<()> {
+    if let Ok(pinned) = datapath::Pinned::open(&i.dir) {
         for (ip, ep) in pinned.endpoints()? {
             match ifname(ep.ifindex) {
                 Some(name) => {
-                    if let Err(e) = datapath::detach(&name) {
+                    if let Err(e) = datapath::detach(&name, TcAttachType::Ingress) {
                         tracing::warn!(%ip, "{e:#}");
                     }
                 }
@@ -43,8 +180,19 @@ fn cleanup(dir: &std::path::Path) -> Result<()> {
             }
         }
     }
-    datapath::remove_pins(dir)?;
-    tracing::info!(pins = %dir.display(), "stopped; pins removed");
+    for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+        if let Err(e) = datapath::detach(&i.underlay, hook) {
+            tracing::warn!("{e:#}");
+        }
+    }
+    let nl = Netlink::new()?;
+    for (net, prefix) in &i.kernel_routes {
+        if let Err(e) = nl.delete_route(*net, *prefix) {
+            tracing::warn!("{e:#}");
+        }
+    }
+    datapath::remove_pins(&i.dir)?;
+    tracing::info!(pins = %i.dir.display(), "stopped; programs detached, routes and pins removed");
     Ok(())
 }
 

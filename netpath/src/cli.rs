@@ -5,7 +5,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    config::{AgentConfig, Redirect},
+    check::Proto,
+    config::{Backend, ClusterSpec, Redirect},
     datapath::{self, DEFAULT_BPFFS_ROOT},
     lab, netns,
 };
@@ -32,12 +33,37 @@ impl From<RedirectArg> for Redirect {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BackendArg {
+    Direct,
+    Vxlan,
+    Auto,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Direct => Backend::Direct,
+            BackendArg::Vxlan => Backend::Vxlan,
+            BackendArg::Auto => Backend::Auto,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Cmd {
-    /// Load, attach and pin the datapath for one node, then hold it until SIGINT/SIGTERM.
+    /// Load, attach and pin the datapath for one node, program its routes from the
+    /// cluster spec, then hold it until SIGINT/SIGTERM.
     Agent {
+        /// Cluster spec (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// This node's name in the spec (may be left out when the spec has one node).
+        #[arg(long)]
+        node: Option<String>,
+        /// Pin directory (default: <bpffs_root>/<node>).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
         /// Enter this network namespace first (the lab runs one agent per node namespace).
         #[arg(long)]
         netns: Option<PathBuf>,
@@ -59,12 +85,19 @@ pub enum Cmd {
         /// Check, tear down and exit; the exit code says whether every check passed.
         #[arg(long)]
         once: bool,
-        #[arg(long, default_value_t = 1)]
-        nodes: usize,
+        /// Number of nodes (default: the embedded three-node spec).
+        #[arg(long)]
+        nodes: Option<usize>,
         #[arg(long, default_value_t = 3)]
         pods: usize,
-        #[arg(long, value_enum, default_value = "peer")]
-        redirect: RedirectArg,
+        /// Override the spec's backend.
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+        #[arg(long, value_enum)]
+        redirect: Option<RedirectArg>,
+        /// Print every single check, not only the summary and failures.
+        #[arg(long)]
+        verbose: bool,
     },
 }
 
@@ -73,19 +106,30 @@ pub fn run(cli: Cli) -> Result<bool> {
     match cli.cmd {
         Cmd::Agent {
             config,
+            node,
+            pin_dir,
             netns: ns,
             keep_pins,
         } => {
-            let cfg = AgentConfig::from_file(&config)?;
-            // Before any thread exists, so the runtime's threads start inside it too.
+            let spec = ClusterSpec::from_file(&config)?;
+            let node = match (node, spec.nodes.as_slice()) {
+                (Some(n), _) => n,
+                (None, [only]) => only.name.clone(),
+                (None, _) => bail!(
+                    "--node is required: the spec has {} nodes",
+                    spec.nodes.len()
+                ),
+            };
+            // Before any thread exists, so every thread of the agent lives inside it.
             if let Some(ns) = ns {
                 netns::enter(&ns)?;
             }
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()?;
-            rt.block_on(crate::agent::run(cfg, keep_pins))?;
+            crate::agent::run(crate::agent::AgentArgs {
+                spec,
+                node,
+                pin_dir,
+                keep_pins,
+            })?;
             Ok(true)
         }
         Cmd::Status {
@@ -100,8 +144,22 @@ pub fn run(cli: Cli) -> Result<bool> {
             once,
             nodes,
             pods,
+            backend,
             redirect,
-        } => run_lab(once, nodes, pods, redirect.into()),
+            verbose,
+        } => {
+            let mut cfg = match nodes {
+                None => lab::LabConfig::default_spec(pods)?,
+                Some(n) => lab::LabConfig::new(n, pods)?,
+            };
+            if let Some(b) = backend {
+                cfg.spec.backend = b.into();
+            }
+            if let Some(r) = redirect {
+                cfg.spec.redirect = r.into();
+            }
+            run_lab(&cfg, once, verbose)
+        }
     }
 }
 
@@ -110,6 +168,8 @@ fn status(dir: &std::path::Path, json: bool) -> Result<()> {
     let endpoints = pinned.endpoints()?;
     let counters = pinned.counters()?;
     let mode = pinned.redirect_mode()?;
+    let routes = pinned.routes()?;
+    let nodes = pinned.nodes()?;
     if json {
         let eps: Vec<_> = endpoints
             .iter()
@@ -126,6 +186,13 @@ fn status(dir: &std::path::Path, json: bool) -> Result<()> {
             "pins": dir.display().to_string(),
             "redirect": mode.name(),
             "endpoints": eps,
+            "routes": routes.iter().map(|(net, p, r)| serde_json::json!({
+                "pod_cidr": format!("{net}/{p}"),
+                "node_ip": std::net::Ipv4Addr::from(r.node_ip).to_string(),
+                "mode": netpath_common::RouteMode::from_u32(r.mode).map(|m| m.name()).unwrap_or("invalid"),
+                "vtep_mac": mac(&r.vtep_mac),
+            })).collect::<Vec<_>>(),
+            "nodes": nodes.iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>(),
             "counters": counters,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -139,6 +206,17 @@ fn status(dir: &std::path::Path, json: bool) -> Result<()> {
             ep.ifindex,
             mac(&ep.pod_mac),
             mac(&ep.host_mac)
+        );
+    }
+    println!("\nroutes ({}):", routes.len());
+    for (net, p, r) in &routes {
+        println!(
+            "  {:<18} via {:<15} {}",
+            format!("{net}/{p}"),
+            std::net::Ipv4Addr::from(r.node_ip),
+            netpath_common::RouteMode::from_u32(r.mode)
+                .map(|m| m.name())
+                .unwrap_or("invalid")
         );
     }
     println!("\ncounters:");
@@ -155,14 +233,26 @@ pub fn mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
-fn run_lab(once: bool, nodes: usize, pods: usize, redirect: Redirect) -> Result<bool> {
-    let mut cfg = lab::LabConfig::new(nodes, pods)?;
-    cfg.redirect = redirect.clone();
-    println!("bringing up {nodes} node(s) with {pods} pod(s) each …");
-    let lab = lab::Lab::up(&cfg).context("bring up the lab")?;
-    let checks = lab.check_single_node(&redirect);
+fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
+    println!(
+        "bringing up {} node(s) with {} pod(s) each, backend {} …",
+        cfg.spec.nodes.len(),
+        cfg.pods_per_node,
+        cfg.spec.backend.name()
+    );
+    let lab = lab::Lab::up(cfg).context("bring up the lab")?;
+    for n in &lab.nodes {
+        println!(
+            "  {:<20} underlay {:<18} pods {}",
+            n.name,
+            n.spec.underlay.to_string(),
+            n.spec.pod_cidr
+        );
+    }
+    println!();
+    let checks = lab.check_model(&[Proto::Tcp, Proto::Udp, Proto::Icmp]);
     let invariants = lab.check_invariants();
-    let ok = lab::print_report(&checks, &invariants);
+    let ok = lab::print_report(&checks, &invariants, verbose);
     println!(
         "\n{}: {} checks, {} invariants",
         if ok {
@@ -173,13 +263,12 @@ fn run_lab(once: bool, nodes: usize, pods: usize, redirect: Redirect) -> Result<
         checks.len(),
         invariants.len()
     );
-    for node in &lab.nodes {
+    if let Some(node) = lab.nodes.first() {
+        let d = node.pin_dir.display();
         println!(
-            "\ninspect {}:\n  netpath status --node {}\n  bpftool map dump pinned {}/ENDPOINTS\n  bpftool map dump pinned {}/STATS",
+            "\ninspect {} (likewise the other nodes):\n  netpath status --node {}\n  bpftool map dump pinned {d}/ROUTES\n  bpftool map dump pinned {d}/ENDPOINTS\n  bpftool map dump pinned {d}/NODES\n  bpftool map dump pinned {d}/STATS",
             node.name,
             node.name,
-            node.pin_dir.display(),
-            node.pin_dir.display()
         );
     }
     if once {

@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, Map, MapData, PerCpuArray,
+    },
     programs::links::Link,
     programs::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
@@ -18,7 +21,9 @@ use aya::{
     },
     EbpfLoader,
 };
-use netpath_common::{names, stats_index, Endpoint, Program, Reason, RedirectMode, Settings};
+use netpath_common::{
+    names, stats_index, Endpoint, Peer, Program, Reason, RedirectMode, Route, Settings,
+};
 
 use crate::netlink::Netlink;
 
@@ -31,7 +36,14 @@ pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/netpath";
 const TC_PRIORITY: u16 = 1;
 const TC_HANDLE: TcHandle = TcHandle::new(0, 1);
 
-const MAPS: [&str; 3] = [names::ENDPOINTS, names::STATS, names::SETTINGS];
+const MAPS: [&str; 5] = [
+    names::ENDPOINTS,
+    names::ROUTES,
+    names::NODES,
+    names::STATS,
+    names::SETTINGS,
+];
+const PROGRAMS: [&str; 3] = [names::FROM_POD, names::FROM_UNDERLAY, names::TO_UNDERLAY];
 
 /// Where one node's pins live.
 pub fn node_dir(root: &Path, node: &str) -> PathBuf {
@@ -40,12 +52,12 @@ pub fn node_dir(root: &Path, node: &str) -> PathBuf {
 
 /// The agent's handle on the loaded object; dropping it leaves the pins in place.
 pub struct Loaded {
-    _ebpf: aya::Ebpf,
+    ebpf: aya::Ebpf,
     pub dir: PathBuf,
 }
 
 /// Loads the object, reusing maps already pinned in `dir` (so an agent restart keeps
-/// endpoints and counters), pins maps and programs, and writes the settings.
+/// endpoints, routes and counters), pins maps and programs, and writes the settings.
 pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
     ensure_bpffs(dir)?;
     raise_memlock()?;
@@ -56,25 +68,44 @@ pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
         loader.map_pin_path(name, pin.as_path());
     }
     let mut ebpf = loader.load(OBJECT).context("load eBPF object")?;
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(names::FROM_POD)
-        .ok_or_else(|| anyhow!("program {} missing from object", names::FROM_POD))?
-        .try_into()?;
-    prog.load()
-        .map_err(|e| verifier_error(names::FROM_POD, e))?;
-    let prog_pin = dir.join(names::FROM_POD);
-    if prog_pin.exists() {
-        std::fs::remove_file(&prog_pin)
-            .with_context(|| format!("replace pin {}", prog_pin.display()))?;
+    for name in PROGRAMS {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from object"))?
+            .try_into()?;
+        prog.load().map_err(|e| verifier_error(name, e))?;
+        let pin = dir.join(name);
+        if pin.exists() {
+            std::fs::remove_file(&pin).with_context(|| format!("replace pin {}", pin.display()))?;
+        }
+        prog.pin(&pin)
+            .with_context(|| format!("pin {}", pin.display()))?;
     }
-    prog.pin(&prog_pin)
-        .with_context(|| format!("pin {}", prog_pin.display()))?;
     let mut pinned = Pinned::open(dir)?;
     pinned.write_settings(settings)?;
     Ok(Loaded {
-        _ebpf: ebpf,
+        ebpf,
         dir: dir.to_path_buf(),
     })
+}
+
+impl Loaded {
+    /// Attaches the underlay programs: decap/deliver on ingress, encap on egress.
+    pub fn attach_underlay(&mut self, ifname: &str) -> Result<()> {
+        add_clsact(ifname)?;
+        for (name, dir) in [
+            (names::FROM_UNDERLAY, TcAttachType::Ingress),
+            (names::TO_UNDERLAY, TcAttachType::Egress),
+        ] {
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            attach_persistent(prog, ifname, dir, name)?;
+        }
+        Ok(())
+    }
 }
 
 /// Turns a load failure into the program name plus the verifier log's last lines.
@@ -166,6 +197,8 @@ pub fn raise_memlock() -> Result<()> {
 /// The pinned maps of one node.
 pub struct Pinned {
     endpoints: HashMap<MapData, [u8; 4], Endpoint>,
+    routes: LpmTrie<MapData, [u8; 4], Route>,
+    nodes: HashMap<MapData, [u8; 4], Peer>,
     stats: PerCpuArray<MapData, u64>,
     settings: Array<MapData, Settings>,
 }
@@ -194,6 +227,8 @@ impl Pinned {
     pub fn open(dir: &Path) -> Result<Self> {
         Ok(Self {
             endpoints: open_map(dir, names::ENDPOINTS)?.try_into()?,
+            routes: open_map(dir, names::ROUTES)?.try_into()?,
+            nodes: open_map(dir, names::NODES)?.try_into()?,
             stats: open_map(dir, names::STATS)?.try_into()?,
             settings: open_map(dir, names::SETTINGS)?.try_into()?,
         })
@@ -230,6 +265,50 @@ impl Pinned {
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("remove endpoint {ip}")),
         }
+    }
+
+    pub fn routes(&self) -> Result<Vec<(Ipv4Addr, u8, Route)>> {
+        let mut out = Vec::new();
+        for item in self.routes.iter() {
+            let (k, v) = item.context("read route")?;
+            out.push((Ipv4Addr::from(k.data()), k.prefix_len() as u8, v));
+        }
+        out.sort_by_key(|(ip, p, _)| (*ip, *p));
+        Ok(out)
+    }
+
+    pub fn set_route(&mut self, net: Ipv4Addr, prefix: u8, route: Route) -> Result<()> {
+        self.routes
+            .insert(&Key::new(prefix as u32, net.octets()), route, 0)
+            .with_context(|| format!("insert route {net}/{prefix}"))
+    }
+
+    pub fn remove_route(&mut self, net: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.routes
+            .remove(&Key::new(prefix as u32, net.octets()))
+            .with_context(|| format!("remove route {net}/{prefix}"))
+    }
+
+    pub fn nodes(&self) -> Result<Vec<(Ipv4Addr, Peer)>> {
+        let mut out = Vec::new();
+        for item in self.nodes.iter() {
+            let (k, v) = item.context("read node")?;
+            out.push((Ipv4Addr::from(k), v));
+        }
+        out.sort_by_key(|(ip, _)| *ip);
+        Ok(out)
+    }
+
+    pub fn set_node(&mut self, ip: Ipv4Addr, peer: Peer) -> Result<()> {
+        self.nodes
+            .insert(ip.octets(), peer, 0)
+            .with_context(|| format!("insert node {ip}"))
+    }
+
+    pub fn remove_node(&mut self, ip: Ipv4Addr) -> Result<()> {
+        self.nodes
+            .remove(&ip.octets())
+            .with_context(|| format!("remove node {ip}"))
     }
 
     pub fn counter(&self, program: Program, reason: Reason) -> Result<u64> {
@@ -302,14 +381,29 @@ pub fn remove_endpoint(dir: &Path, ip: Ipv4Addr) -> Result<bool> {
 }
 
 fn attach_from_pod(dir: &Path, ifname: &str) -> Result<()> {
-    if let Err(e) = tc::qdisc_add_clsact(ifname) {
-        if !is_exists(&e) {
-            return Err(e).with_context(|| format!("add clsact qdisc to {ifname}"));
-        }
-    }
+    add_clsact(ifname)?;
     let pin = dir.join(names::FROM_POD);
     let mut prog = SchedClassifier::from_pin(&pin)
         .with_context(|| format!("open pinned program {}", pin.display()))?;
+    attach_persistent(&mut prog, ifname, TcAttachType::Ingress, names::FROM_POD)
+}
+
+fn add_clsact(ifname: &str) -> Result<()> {
+    match tc::qdisc_add_clsact(ifname) {
+        Err(e) if !is_exists(&e) => Err(e).with_context(|| format!("add clsact qdisc to {ifname}")),
+        _ => Ok(()),
+    }
+}
+
+/// Attaches through netlink at our fixed priority, replacing an earlier agent's filter.
+/// The filter must outlive this process (the CNI plugin exits right away); the kernel
+/// removes it with the device.
+fn attach_persistent(
+    prog: &mut SchedClassifier,
+    ifname: &str,
+    hook: TcAttachType,
+    name: &str,
+) -> Result<()> {
     let opts = || {
         TcAttachOptions::Netlink(NlOptions {
             priority: TC_PRIORITY,
@@ -317,25 +411,21 @@ fn attach_from_pod(dir: &Path, ifname: &str) -> Result<()> {
             classid: None,
         })
     };
-    let id = match prog.attach_with_options(ifname, TcAttachType::Ingress, opts()) {
+    let id = match prog.attach_with_options(ifname, hook, opts()) {
         Ok(id) => id,
         Err(_) => {
-            // A filter from an earlier agent sits at our priority: replace it.
-            detach(ifname)?;
-            prog.attach_with_options(ifname, TcAttachType::Ingress, opts())
-                .with_context(|| format!("attach {} to {ifname}", names::FROM_POD))?
+            detach(ifname, hook)?;
+            prog.attach_with_options(ifname, hook, opts())
+                .with_context(|| format!("attach {name} to {ifname}"))?
         }
     };
-    // The filter must outlive this process (the CNI plugin exits right away); the
-    // kernel removes it with the veth.
     std::mem::forget(prog.take_link(id)?);
     Ok(())
 }
 
-/// Detaches our filter from `ifname`, if it is there.
-pub fn detach(ifname: &str) -> Result<()> {
-    let link =
-        SchedClassifierLink::attached(ifname, TcAttachType::Ingress, TC_PRIORITY, TC_HANDLE, None)?;
+/// Detaches our filter from one hook of `ifname`, if it is there.
+pub fn detach(ifname: &str, hook: TcAttachType) -> Result<()> {
+    let link = SchedClassifierLink::attached(ifname, hook, TC_PRIORITY, TC_HANDLE, None)?;
     match link.detach() {
         Ok(()) => Ok(()),
         Err(e) => bail!("detach from {ifname}: {e}"),

@@ -1,9 +1,14 @@
 //! Lab clusters on one host: nodes and pods are network namespaces joined by veth
-//! pairs, each node runs a real `netpath agent` process. Shared by `netpath lab`
-//! (`cargo xtask run`), the integration tests and the benchmarks. Everything it
-//! creates carries a per-run prefix and is torn down on drop, also on panic.
+//! pairs; a fabric namespace switches each underlay subnet and routes between them.
+//! Each netpath node runs a real `netpath agent` process; a node may instead be set up
+//! the way flannel's vxlan backend sets one up (bridge + kernel vxlan device), as the
+//! interoperability peer. Shared by `netpath lab` (`cargo xtask run`), the integration
+//! tests and the benchmarks. Everything carries a per-run prefix and is torn down on
+//! drop, also on panic.
 use std::{
+    collections::BTreeSet,
     net::Ipv4Addr,
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -13,39 +18,66 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::{
     check::{self, CheckResult, Host, Proto},
-    config::Redirect,
+    config::{Backend, ClusterSpec, Ipv4Net, NodeSpec, DEFAULT_SPEC},
     datapath::{self, EndpointSpec},
-    netlink::Netlink,
+    netlink::{KernelVxlan, Netlink},
     netns::NetNs,
 };
 
-/// Underlay subnet of the lab's nodes (inside namespaces only).
-pub const UNDERLAY_GW: Ipv4Addr = Ipv4Addr::new(192, 168, 56, 1);
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+const UNDERLAY_MTU: u32 = 1500;
 
 #[derive(Debug, Clone)]
 pub struct LabConfig {
-    pub nodes: usize,
+    pub spec: ClusterSpec,
     pub pods_per_node: usize,
-    pub redirect: Redirect,
-    pub bpffs_root: PathBuf,
     /// The `netpath` binary the agents run.
     pub agent_bin: PathBuf,
     /// Start agents with `--keep-pins` (pods keep working while an agent is down).
     pub keep_pins: bool,
+    /// Nodes (by index) set up flannel-style with the kernel's vxlan device instead of netpath.
+    pub kernel_vxlan_nodes: Vec<usize>,
 }
 
 impl LabConfig {
-    pub fn new(nodes: usize, pods_per_node: usize) -> Result<Self> {
+    /// The embedded default spec with `pods` pods per node.
+    pub fn default_spec(pods: usize) -> Result<Self> {
+        Self::with_spec(ClusterSpec::parse(DEFAULT_SPEC)?, pods)
+    }
+
+    /// A generated spec: `nodes` nodes on 192.168.56.0/24, except that from three
+    /// nodes on the last one sits behind the router on 192.168.57.0/24.
+    pub fn new(nodes: usize, pods: usize) -> Result<Self> {
+        Self::with_spec(generated_spec(nodes, Backend::Auto)?, pods)
+    }
+
+    pub fn with_spec(spec: ClusterSpec, pods: usize) -> Result<Self> {
         Ok(Self {
-            nodes,
-            pods_per_node,
-            redirect: Redirect::Peer,
-            bpffs_root: PathBuf::from(datapath::DEFAULT_BPFFS_ROOT),
+            spec,
+            pods_per_node: pods,
             agent_bin: agent_binary()?,
             keep_pins: false,
+            kernel_vxlan_nodes: Vec::new(),
         })
     }
+}
+
+pub fn generated_spec(nodes: usize, backend: Backend) -> Result<ClusterSpec> {
+    if nodes == 0 || nodes > 200 {
+        bail!("nodes must be 1-200, got {nodes}");
+    }
+    let mut text = format!(
+        "cluster_cidr = \"10.244.0.0/16\"\nbackend = \"{}\"\n",
+        backend.name()
+    );
+    for n in 1..=nodes {
+        let subnet = if nodes >= 3 && n == nodes { 57 } else { 56 };
+        text += &format!(
+            "[[nodes]]\nname = \"node{n}\"\nunderlay = \"192.168.{subnet}.{}/24\"\npod_cidr = \"10.244.{n}.0/24\"\n",
+            10 + n
+        );
+    }
+    Ok(ClusterSpec::parse(&text)?)
 }
 
 /// Finds the `netpath` binary: `$NETPATH_BIN`, this process if it is netpath, or the
@@ -78,21 +110,33 @@ pub struct Pod {
     pub host_ifname: String,
 }
 
+/// How a lab node forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Netpath,
+    /// flannel's vxlan backend, kernel only: bridge `cni0`, vxlan device `flannel.1`.
+    KernelVxlan,
+}
+
 pub struct Node {
     pub name: String,
-    pub ip: Ipv4Addr,
-    pub pod_cidr: (Ipv4Addr, u8),
+    pub spec: NodeSpec,
+    pub kind: NodeKind,
     pub pin_dir: PathBuf,
     pub pods: Vec<Pod>,
     pub ns: NetNs,
 }
 
 impl Node {
+    pub fn ip(&self) -> Ipv4Addr {
+        self.spec.ip()
+    }
+
     pub fn host(&self) -> Host<'_> {
         Host {
             name: &self.name,
             netns: self.ns.path(),
-            ip: self.ip,
+            ip: self.ip(),
         }
     }
 
@@ -146,38 +190,40 @@ impl Drop for AgentProcess {
 
 pub struct Lab {
     pub prefix: String,
+    pub spec: ClusterSpec,
     pub nodes: Vec<Node>,
-    /// One slot per node; empty while that node's agent is stopped.
+    /// One slot per node; empty while that node's agent is stopped (or it has none).
     agents: Vec<Option<AgentProcess>>,
     fabric: Option<NetNs>,
     workdir: PathBuf,
+    spec_file: PathBuf,
 }
 
 fn run_prefix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let mix = (std::process::id() as u64) << 20 ^ t as u64 ^ next_seq() << 12;
+    let mix = ((std::process::id() as u64) << 20)
+        ^ t as u64
+        ^ (SEQ.fetch_add(1, Ordering::Relaxed) << 12);
     format!("np{:05x}", mix & 0xfffff)
-}
-
-fn next_seq() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
     std::fs::write(path, value).with_context(|| format!("write {value} to {path}"))
 }
 
+/// The fabric's address on an underlay subnet: the first host, the nodes' gateway.
+fn router_ip(subnet: &Ipv4Net) -> Ipv4Addr {
+    subnet.nth(1)
+}
+
 impl Lab {
-    /// Builds the topology, starts one agent per node and wires every pod in.
+    /// Builds the topology, starts one agent per netpath node and wires every pod in.
     pub fn up(cfg: &LabConfig) -> Result<Self> {
-        if cfg.nodes == 0 || cfg.nodes > 200 {
-            bail!("nodes must be 1-200, got {}", cfg.nodes);
-        }
         if cfg.pods_per_node > 250 {
             bail!(
                 "pods per node must be at most 250, got {}",
@@ -187,29 +233,55 @@ impl Lab {
         let prefix = run_prefix();
         let workdir = std::env::temp_dir().join(format!("netpath-{prefix}"));
         std::fs::create_dir_all(&workdir)?;
+        let spec_file = workdir.join("cluster.toml");
+        std::fs::write(&spec_file, cfg.spec.to_toml())?;
         let mut lab = Lab {
             prefix: prefix.clone(),
+            spec: cfg.spec.clone(),
             nodes: Vec::new(),
             agents: Vec::new(),
             fabric: None,
             workdir,
+            spec_file,
         };
+        let subnets: BTreeSet<Ipv4Net> = cfg
+            .spec
+            .nodes
+            .iter()
+            .map(|n| Ipv4Net::new(n.underlay.network(), n.underlay.prefix))
+            .collect();
+        let subnets: Vec<Ipv4Net> = subnets.into_iter().collect();
         let fabric = NetNs::create(&format!("{prefix}-fabric"))?;
         fabric.run(|| {
             let nl = Netlink::new()?;
-            let br = nl.add_bridge("underlay")?;
-            nl.add_address(br, UNDERLAY_GW, 24)?;
-            nl.set_up(br)
+            for (k, net) in subnets.iter().enumerate() {
+                let br = nl.add_bridge(&format!("ul{k}"))?;
+                nl.add_address(br, router_ip(net), net.prefix)?;
+                nl.set_up(br)?;
+            }
+            write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
         })?;
         lab.fabric = Some(fabric);
-        for n in 1..=cfg.nodes {
-            let node = lab.add_node(n, cfg)?;
+        for (i, spec) in cfg.spec.nodes.iter().enumerate() {
+            let kind = if cfg.kernel_vxlan_nodes.contains(&i) {
+                NodeKind::KernelVxlan
+            } else {
+                NodeKind::Netpath
+            };
+            let subnet = subnets
+                .iter()
+                .position(|s| s.contains(spec.ip()))
+                .expect("every node's subnet has a bridge");
+            let node = lab.add_node(spec, kind, subnet, &subnets[subnet], cfg)?;
             lab.nodes.push(node);
         }
+        lab.agents.resize_with(lab.nodes.len(), || None);
         for i in 0..lab.nodes.len() {
-            lab.start_agent(i, cfg)?;
+            if lab.nodes[i].kind == NodeKind::Netpath {
+                lab.start_agent(i, cfg)?;
+            }
         }
-        for node in &lab.nodes {
+        for node in lab.nodes.iter().filter(|n| n.kind == NodeKind::Netpath) {
             node.ns.run(|| {
                 for pod in &node.pods {
                     datapath::add_endpoint(
@@ -227,40 +299,58 @@ impl Lab {
         Ok(lab)
     }
 
-    fn add_node(&self, n: usize, cfg: &LabConfig) -> Result<Node> {
-        let name = format!("{}-node{n}", self.prefix);
+    fn add_node(
+        &self,
+        spec: &NodeSpec,
+        kind: NodeKind,
+        subnet_index: usize,
+        subnet: &Ipv4Net,
+        cfg: &LabConfig,
+    ) -> Result<Node> {
+        if spec.ip() == router_ip(subnet) {
+            bail!(
+                "node {} uses {}, the lab router's address",
+                spec.name,
+                spec.ip()
+            );
+        }
+        let name = format!("{}-{}", self.prefix, spec.name);
         let ns = NetNs::create(&name)?;
-        let ip = Ipv4Addr::new(192, 168, 56, 10 + n as u8);
         let fabric = self.fabric.as_ref().expect("fabric exists");
         let fabric_fd = fabric.file()?;
-        let fabric_port = format!("n{n}");
+        let port = format!("p-{}", spec.name);
+        let port = &port[..port.len().min(15)];
         ns.run(|| {
             let nl = Netlink::new()?;
-            nl.add_veth("eth0", &fabric_port)?;
-            let peer = nl.index(&fabric_port)?;
-            nl.move_to_netns(peer, std::os::fd::AsRawFd::as_raw_fd(&fabric_fd))?;
+            nl.add_veth("eth0", port)?;
+            nl.move_to_netns(nl.index(port)?, fabric_fd.as_raw_fd())?;
             let eth0 = nl.index("eth0")?;
-            nl.add_address(eth0, ip, 24)?;
+            nl.add_address(eth0, spec.ip(), spec.underlay.prefix)?;
             nl.set_up(eth0)?;
+            nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, eth0, Some(router_ip(subnet)))?;
             write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
         })?;
         fabric.run(|| {
             let nl = Netlink::new()?;
-            let port = nl.index(&fabric_port)?;
-            nl.set_master(port, nl.index("underlay")?)?;
-            nl.set_up(port)
+            let p = nl.index(port)?;
+            nl.set_master(p, nl.index(&format!("ul{subnet_index}"))?)?;
+            nl.set_up(p)
         })?;
-        let pod_cidr = (Ipv4Addr::new(10, 244, n as u8, 0), 24);
         let mut node = Node {
-            pin_dir: datapath::node_dir(&cfg.bpffs_root, &name),
+            pin_dir: datapath::node_dir(&cfg.spec.bpffs_root, &name),
             name,
-            ip,
-            pod_cidr,
+            spec: spec.clone(),
+            kind,
             pods: Vec::new(),
             ns,
         };
+        let mtu = cfg.spec.pod_mtu(UNDERLAY_MTU);
+        if kind == NodeKind::KernelVxlan {
+            setup_kernel_vxlan_node(&node, &cfg.spec)?;
+        }
         for p in 1..=cfg.pods_per_node {
-            let pod = add_pod(&node, p, Ipv4Addr::new(10, 244, n as u8, 1 + p as u8))?;
+            let ip = spec.pod_cidr.nth(1 + p as u32);
+            let pod = add_pod(&node, p, ip, mtu)?;
             node.pods.push(pod);
         }
         Ok(node)
@@ -276,35 +366,22 @@ impl Lab {
     /// Starts node `i`'s agent and waits until its pins are usable.
     pub fn start_agent(&mut self, i: usize, cfg: &LabConfig) -> Result<()> {
         self.stop_agent(i);
-        if self.agents.len() <= i {
-            self.agents.resize_with(i + 1, || None);
-        }
         let node = &self.nodes[i];
-        let conf = self.workdir.join(format!("{}.toml", node.name));
-        let redirect = match cfg.redirect {
-            Redirect::Peer => "peer",
-            Redirect::Plain => "plain",
-        };
-        std::fs::write(
-            &conf,
-            format!(
-                "node = \"{}\"\nbpffs_root = \"{}\"\nredirect = \"{redirect}\"\n",
-                node.name,
-                cfg.bpffs_root.display()
-            ),
-        )?;
         let log = self.workdir.join(format!("{}.log", node.name));
         let out = std::fs::File::create(&log)?;
         let mut cmd = Command::new(&cfg.agent_bin);
-        cmd.arg("agent");
+        cmd.arg("agent")
+            .arg("--config")
+            .arg(&self.spec_file)
+            .args(["--node", &node.spec.name])
+            .arg("--pin-dir")
+            .arg(&node.pin_dir)
+            .arg("--netns")
+            .arg(node.ns.path());
         if cfg.keep_pins {
             cmd.arg("--keep-pins");
         }
         let child = cmd
-            .arg("--config")
-            .arg(&conf)
-            .arg("--netns")
-            .arg(node.ns.path())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -315,10 +392,9 @@ impl Lab {
             node: node.name.clone(),
             log: log.clone(),
         });
-        let ready = node.pin_dir.join(netpath_common::names::FROM_POD);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if ready.exists() && node.pinned().is_ok() {
+            if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("agent ready")) {
                 return Ok(());
             }
             if let Some(status) = agent.child.try_wait()? {
@@ -348,45 +424,81 @@ impl Lab {
             .unwrap_or_default()
     }
 
-    /// Steps 1 and 2 of the model: node <-> pod and pod <-> pod on each node.
-    pub fn check_single_node(&self, redirect: &Redirect) -> Vec<CheckResult> {
+    /// The path between two nodes, for reports.
+    fn path(&self, a: &Node, b: &Node) -> (&'static str, String) {
+        if a.kind == NodeKind::KernelVxlan || b.kind == NodeKind::KernelVxlan {
+            return ("4", "vxlan (kernel peer)".into());
+        }
+        match self.spec.route_mode(&a.spec, &b.spec) {
+            netpath_common::RouteMode::Direct => ("3", "direct (redirect_neigh)".into()),
+            netpath_common::RouteMode::Vxlan => ("4", "vxlan (eBPF encap)".into()),
+        }
+    }
+
+    /// The Kubernetes model, step by step: node <-> own pods (1), pod <-> pod on a
+    /// node (2), and across nodes by direct routing (3) or VXLAN (4): every pod to
+    /// every pod, every node to every pod and back.
+    pub fn check_model(&self, protos: &[Proto]) -> Vec<CheckResult> {
         let mut out = Vec::new();
-        let redirect_path = match redirect {
-            Redirect::Peer => "eBPF redirect_peer",
-            Redirect::Plain => "eBPF redirect",
+        let redirect = match self.spec.redirect {
+            crate::config::Redirect::Peer => "redirect_peer",
+            crate::config::Redirect::Plain => "redirect",
         };
-        for node in &self.nodes {
-            for pod in &node.pods {
-                for proto in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
-                    out.push(check::probe(
-                        "1 node->pod",
-                        "host /32 route -> veth",
-                        proto,
-                        &node.host(),
-                        &pod.host(),
-                    ));
-                    out.push(check::probe(
-                        "1 pod->node",
-                        "eBPF -> host stack",
-                        proto,
-                        &pod.host(),
-                        &node.host(),
-                    ));
-                }
-            }
-            for a in &node.pods {
-                for b in &node.pods {
-                    if a.ip == b.ip {
-                        continue;
-                    }
-                    for proto in [Proto::Tcp, Proto::Udp] {
+        for a in &self.nodes {
+            for b in &self.nodes {
+                let same = a.name == b.name;
+                let (step_n, path) = if same {
+                    ("1", "host route / eBPF".to_string())
+                } else {
+                    self.path(a, b)
+                };
+                for pod in &b.pods {
+                    for &proto in protos {
                         out.push(check::probe(
-                            "2 pod->pod",
-                            redirect_path,
+                            &format!("{step_n} node->pod"),
+                            &path,
                             proto,
                             &a.host(),
-                            &b.host(),
+                            &pod.host(),
                         ));
+                        let back = if same {
+                            path.clone()
+                        } else {
+                            "underlay routing".into()
+                        };
+                        out.push(check::probe(
+                            &format!("{step_n} pod->node"),
+                            &back,
+                            proto,
+                            &pod.host(),
+                            &a.host(),
+                        ));
+                    }
+                }
+                let (step_p, pod_path) = if same {
+                    let p = if a.kind == NodeKind::KernelVxlan {
+                        "bridge"
+                    } else {
+                        redirect
+                    };
+                    ("2", p.to_string())
+                } else {
+                    self.path(a, b)
+                };
+                for pa in &a.pods {
+                    for pb in &b.pods {
+                        if pa.ip == pb.ip {
+                            continue;
+                        }
+                        for &proto in protos {
+                            out.push(check::probe(
+                                &format!("{step_p} pod->pod"),
+                                &pod_path,
+                                proto,
+                                &pa.host(),
+                                &pb.host(),
+                            ));
+                        }
                     }
                 }
             }
@@ -394,10 +506,10 @@ impl Lab {
         out
     }
 
-    /// Node-level invariants: no bridge device, no iptables or nftables rules.
+    /// Node-level invariants on netpath nodes: no bridge device, no firewall rules.
     pub fn check_invariants(&self) -> Vec<Invariant> {
         let mut out = Vec::new();
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|n| n.kind == NodeKind::Netpath) {
             out.push(Invariant::from_result(
                 &node.name,
                 "no bridge device",
@@ -411,6 +523,36 @@ impl Lab {
         }
         out
     }
+}
+
+/// flannel's vxlan backend by hand: pods on bridge `cni0`, a kernel vxlan device with
+/// VNI/port from the spec and static neighbour and fdb entries for every other node.
+fn setup_kernel_vxlan_node(node: &Node, spec: &ClusterSpec) -> Result<()> {
+    node.ns.run(|| {
+        let nl = Netlink::new()?;
+        let cni0 = nl.add_bridge("cni0")?;
+        nl.add_address(cni0, node.spec.pod_cidr.nth(1), node.spec.pod_cidr.prefix)?;
+        nl.set_mtu(cni0, spec.pod_mtu(UNDERLAY_MTU))?;
+        nl.set_up(cni0)?;
+        let vx = nl.add_kernel_vxlan(&KernelVxlan {
+            name: "flannel.1",
+            vni: spec.vni,
+            port: spec.port,
+            local: node.ip(),
+            underlay: nl.index("eth0")?,
+            mac: node.spec.vtep_mac,
+        })?;
+        nl.set_mtu(vx, UNDERLAY_MTU - netpath_common::VXLAN_OVERHEAD)?;
+        nl.add_address(vx, node.spec.pod_cidr.network(), 32)?;
+        nl.set_up(vx)?;
+        for peer in spec.nodes.iter().filter(|n| n.name != node.spec.name) {
+            let gw = peer.pod_cidr.network();
+            nl.add_neighbour(vx, gw, peer.vtep_mac)?;
+            nl.add_fdb(vx, peer.vtep_mac, peer.ip())?;
+            nl.replace_route_onlink(gw, peer.pod_cidr.prefix, vx, gw)?;
+        }
+        Ok(())
+    })
 }
 
 /// A yes/no fact about a node.
@@ -482,27 +624,41 @@ fn no_firewall_rules() -> Result<String> {
     Ok("no iptables tables, empty nft ruleset".into())
 }
 
-fn add_pod(node: &Node, p: usize, ip: Ipv4Addr) -> Result<Pod> {
+fn add_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Result<Pod> {
     let name = format!("{}-pod{p}", node.name);
     let ns = NetNs::create(&name)?;
     let host_ifname = format!("lxc{p}");
     let tmp_peer = format!("tmp{p}");
     let pod_fd = ns.file()?;
+    let bridged = node.kind == NodeKind::KernelVxlan;
     node.ns.run(|| {
         let nl = Netlink::new()?;
         nl.add_veth(&host_ifname, &tmp_peer)?;
         let peer = nl.index(&tmp_peer)?;
-        nl.move_to_netns(peer, std::os::fd::AsRawFd::as_raw_fd(&pod_fd))?;
-        nl.set_up_by_name(&host_ifname)
+        nl.move_to_netns(peer, pod_fd.as_raw_fd())?;
+        let host = nl.index(&host_ifname)?;
+        nl.set_mtu(host, mtu)?;
+        if bridged {
+            nl.set_master(host, nl.index("cni0")?)?;
+        }
+        nl.set_up(host)
     })?;
+    let cidr = node.spec.pod_cidr;
     let mac = ns.run(|| {
         let nl = Netlink::new()?;
         let eth0 = nl.index(&tmp_peer)?;
         nl.rename(eth0, "eth0")?;
-        nl.add_address(eth0, ip, 32)?;
-        nl.set_up(eth0)?;
-        nl.replace_route(POD_GATEWAY, 32, eth0, None)?;
-        nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, eth0, Some(POD_GATEWAY))?;
+        nl.set_mtu(eth0, mtu)?;
+        if bridged {
+            nl.add_address(eth0, ip, cidr.prefix)?;
+            nl.set_up(eth0)?;
+            nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, eth0, Some(cidr.nth(1)))?;
+        } else {
+            nl.add_address(eth0, ip, 32)?;
+            nl.set_up(eth0)?;
+            nl.replace_route(POD_GATEWAY, 32, eth0, None)?;
+            nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, eth0, Some(POD_GATEWAY))?;
+        }
         nl.mac("eth0")
     })?;
     Ok(Pod {
@@ -532,32 +688,72 @@ impl Drop for Lab {
     }
 }
 
-/// Prints checks and invariants as a table; returns whether all passed.
-pub fn print_report(checks: &[CheckResult], invariants: &[Invariant]) -> bool {
+/// Prints checks grouped by step and path, failures in full, then the invariants;
+/// returns whether everything passed.
+pub fn print_report(checks: &[CheckResult], invariants: &[Invariant], verbose: bool) -> bool {
+    use std::collections::BTreeMap;
+    let mut groups: BTreeMap<(String, String, String), (usize, usize, BTreeSet<String>)> =
+        BTreeMap::new();
+    for c in checks {
+        let key = (
+            c.step.clone(),
+            c.path.clone(),
+            format!("{:?}", c.proto).to_lowercase(),
+        );
+        let g = groups.entry(key).or_default();
+        g.1 += 1;
+        if c.ok() {
+            g.0 += 1;
+        }
+        if c.proto != Proto::Icmp {
+            g.2.insert(if c.seen_src == Some(c.expected_src) {
+                "sender's own IP".to_string()
+            } else {
+                "OTHER".to_string()
+            });
+        }
+    }
     println!(
-        "{:<12} {:<26} {:<26} {:<5} {:<24} {:<15} {:<15} result",
-        "step", "from", "to", "proto", "path", "dst", "seen src"
+        "{:<14} {:<24} {:<5} {:>9}  {:<18} result",
+        "step", "path", "proto", "passed", "receiver saw"
     );
+    for ((step, path, proto), (ok, total, seen)) in &groups {
+        println!(
+            "{:<14} {:<24} {:<5} {:>4}/{:<4}  {:<18} {}",
+            step,
+            path,
+            proto,
+            ok,
+            total,
+            if seen.is_empty() {
+                "(reply only)".to_string()
+            } else {
+                seen.iter().cloned().collect::<Vec<_>>().join(", ")
+            },
+            if ok == total { "PASS" } else { "FAIL" }
+        );
+    }
     let mut all = true;
     for c in checks {
         all &= c.ok();
-        println!(
-            "{:<12} {:<26} {:<26} {:<5} {:<24} {:<15} {:<15} {}",
-            c.step,
-            c.from,
-            c.to,
-            format!("{:?}", c.proto).to_lowercase(),
-            c.path,
-            c.dst.to_string(),
-            c.seen_src
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "-".into()),
-            match (&c.error, c.ok()) {
-                (_, true) => "PASS".to_string(),
-                (Some(e), _) => format!("FAIL: {e}"),
-                (None, false) => format!("FAIL: expected source {}", c.expected_src),
-            }
-        );
+        if verbose || !c.ok() {
+            println!(
+                "  {} {} -> {} {:?} dst {} saw {} {}",
+                c.step,
+                c.from,
+                c.to,
+                c.proto,
+                c.dst,
+                c.seen_src
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                match (&c.error, c.ok()) {
+                    (_, true) => "ok".to_string(),
+                    (Some(e), _) => format!("FAIL: {e}"),
+                    (None, false) => format!("FAIL: expected source {}", c.expected_src),
+                }
+            );
+        }
     }
     println!();
     for i in invariants {

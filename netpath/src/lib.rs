@@ -8,3 +8,4 @@ pub mod datapath;
 pub mod lab;
 pub mod netlink;
 pub mod netns;
+pub mod reconcile;

@@ -1,0 +1,64 @@
+//! Handing packets on: into a local pod, or to another node.
+use aya_ebpf::{
+    bindings::{bpf_redir_neigh, TC_ACT_SHOT},
+    helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+};
+use netpath_common::{Endpoint, Reason, RedirectMode, Settings};
+use network_types::eth::EthHdr;
+
+const AF_INET: u32 = 2;
+
+/// Hands a frame to a pod on this node with the MACs it expects to see.
+#[inline(always)]
+pub fn to_local_pod(
+    eth: &mut EthHdr,
+    dst: &Endpoint,
+    settings: Option<&Settings>,
+    ok: Reason,
+) -> (i32, Reason) {
+    eth.dst_addr = dst.pod_mac;
+    eth.src_addr = dst.host_mac;
+    let mode = settings
+        .and_then(|s| RedirectMode::from_u32(s.redirect_mode))
+        .unwrap_or(RedirectMode::Peer);
+    // SAFETY: helper calls with plain integer arguments.
+    let ret = unsafe {
+        match mode {
+            RedirectMode::Peer => bpf_redirect_peer(dst.ifindex, 0),
+            RedirectMode::Plain => bpf_redirect(dst.ifindex, 0),
+        }
+    };
+    verdict(ret, ok)
+}
+
+/// Out of the underlay toward `next_hop` (or wherever the FIB sends the packet's own
+/// destination when `None`); the kernel resolves and writes the L2 header.
+#[inline(always)]
+pub fn to_underlay(ifindex: u32, next_hop: Option<[u8; 4]>, ok: Reason) -> (i32, Reason) {
+    // SAFETY: params live on the stack for the call; NULL asks for a FIB lookup.
+    let ret = unsafe {
+        match next_hop {
+            Some(nh) => {
+                let mut p: bpf_redir_neigh = core::mem::zeroed();
+                p.nh_family = AF_INET;
+                p.__bindgen_anon_1.ipv4_nh = u32::from_ne_bytes(nh);
+                bpf_redirect_neigh(
+                    ifindex,
+                    &mut p,
+                    core::mem::size_of::<bpf_redir_neigh>() as i32,
+                    0,
+                )
+            }
+            None => bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0),
+        }
+    };
+    verdict(ret, ok)
+}
+
+#[inline(always)]
+fn verdict(ret: i64, ok: Reason) -> (i32, Reason) {
+    if ret == TC_ACT_SHOT as i64 {
+        return (TC_ACT_SHOT, Reason::DropRedirectFailed);
+    }
+    (ret as i32, ok)
+}

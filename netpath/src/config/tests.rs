@@ -1,0 +1,147 @@
+use super::*;
+
+const TWO: &str = r#"
+cluster_cidr = "10.244.0.0/16"
+[[nodes]]
+name = "a"
+underlay = "192.168.56.11/24"
+pod_cidr = "10.244.1.0/24"
+[[nodes]]
+name = "b"
+underlay = "192.168.57.12/24"
+pod_cidr = "10.244.2.0/24"
+"#;
+
+fn err(text: &str) -> String {
+    ClusterSpec::parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn embedded_default_is_valid_and_mixes_direct_and_vxlan() {
+    let s = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
+    assert_eq!(s.nodes.len(), 3);
+    assert_eq!(s.backend, Backend::Auto);
+    assert_eq!((s.vni, s.port), (1, 8472));
+    let (n1, n2, n3) = (&s.nodes[0], &s.nodes[1], &s.nodes[2]);
+    assert_eq!(s.route_mode(n1, n2), RouteMode::Direct);
+    assert_eq!(s.route_mode(n1, n3), RouteMode::Vxlan);
+    assert_eq!(s.route_mode(n3, n2), RouteMode::Vxlan);
+    assert_eq!(s.pod_mtu(1500), 1450);
+}
+
+#[test]
+fn defaults_and_derived_values() {
+    let s = ClusterSpec::parse(TWO).unwrap();
+    assert_eq!(s.redirect, Redirect::Peer);
+    assert_eq!(s.bpffs_root, PathBuf::from("/sys/fs/bpf/netpath"));
+    assert_eq!(s.nodes[0].vtep_mac, [0x0e, 0x6e, 192, 168, 56, 11]);
+    assert_eq!(s.node("b").unwrap().ip(), Ipv4Addr::new(192, 168, 57, 12));
+    let e = s.node("zz").unwrap_err().to_string();
+    assert!(e.contains("zz") && e.contains("a, b"), "{e}");
+}
+
+#[test]
+fn backends_pick_route_modes_and_mtu() {
+    let mut s = ClusterSpec::parse(TWO).unwrap();
+    s.backend = Backend::Direct;
+    assert_eq!(s.route_mode(&s.nodes[0], &s.nodes[1]), RouteMode::Direct);
+    assert_eq!(s.pod_mtu(1500), 1500);
+    s.backend = Backend::Vxlan;
+    assert_eq!(s.route_mode(&s.nodes[0], &s.nodes[1]), RouteMode::Vxlan);
+    assert_eq!(s.pod_mtu(9000), 8950);
+    s.mtu = Some(1400);
+    assert_eq!(s.pod_mtu(1500), 1400);
+}
+
+#[test]
+fn round_trips_through_toml() {
+    let s = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
+    assert_eq!(ClusterSpec::parse(&s.to_toml()).unwrap(), s);
+}
+
+#[test]
+fn overlapping_pod_cidrs_name_field_and_value() {
+    let e = err(&TWO.replace("10.244.2.0/24", "10.244.0.0/22"));
+    assert!(
+        e.contains("nodes[1].pod_cidr") && e.contains("10.244.0.0/22") && e.contains("overlaps"),
+        "{e}"
+    );
+}
+
+#[test]
+fn pod_cidr_outside_cluster_is_rejected() {
+    let e = err(&TWO.replace("10.244.2.0/24", "10.245.2.0/24"));
+    assert!(
+        e.contains("nodes[1].pod_cidr") && e.contains("10.245.2.0/24") && e.contains("outside"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicate_nodes_are_rejected() {
+    let e = err(&TWO.replace("name = \"b\"", "name = \"a\""));
+    assert!(
+        e.contains("nodes[1].name") && e.contains("duplicate"),
+        "{e}"
+    );
+    let e = err(&TWO.replace("192.168.57.12/24", "192.168.56.11/24"));
+    assert!(
+        e.contains("nodes[1].underlay") && e.contains("same address"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_addresses_name_field_and_value() {
+    for (from, to, field) in [
+        ("192.168.56.11/24", "192.168.56.300/24", "nodes[0].underlay"),
+        ("192.168.56.11/24", "192.168.56.11", "nodes[0].underlay"),
+        ("192.168.56.11/24", "192.168.56.0/24", "nodes[0].underlay"),
+        ("10.244.1.0/24", "10.244.1.5/24", "nodes[0].pod_cidr"),
+        ("10.244.1.0/24", "10.244.1.0/33", "nodes[0].pod_cidr"),
+        ("10.244.0.0/16\"", "10.244.0.1/16\"", "cluster_cidr"),
+    ] {
+        let e = err(&TWO.replacen(from, to, 1));
+        assert!(
+            e.contains(field) && e.contains(to.trim_end_matches('"')),
+            "{from} -> {to}: {e}"
+        );
+    }
+}
+
+#[test]
+fn vni_port_mtu_and_mac_ranges() {
+    let with = |line: &str| format!("{line}\n{TWO}");
+    assert!(err(&with("vni = 0")).contains("vni"));
+    assert!(err(&with("vni = 16777216")).contains("vni"));
+    assert!(err(&with("port = 0")).contains("port"));
+    assert!(err(&with("mtu = 100")).contains("mtu"));
+    assert!(err(&with("backend = \"udp\"")).contains("udp"));
+    let e = err(&TWO.replace(
+        "pod_cidr = \"10.244.1.0/24\"",
+        "pod_cidr = \"10.244.1.0/24\"\nvtep_mac = \"01:00:5e:00:00:01\"",
+    ));
+    assert!(e.contains("vtep_mac") && e.contains("unicast"), "{e}");
+    let e = err(&TWO.replace(
+        "pod_cidr = \"10.244.1.0/24\"",
+        "pod_cidr = \"10.244.1.0/24\"\nvtep_mac = \"nope\"",
+    ));
+    assert!(e.contains("vtep_mac") && e.contains("nope"), "{e}");
+}
+
+#[test]
+fn unknown_fields_and_empty_clusters_are_rejected() {
+    assert!(err(&format!("bogus = 1\n{TWO}")).contains("bogus"));
+    assert!(err("cluster_cidr = \"10.244.0.0/16\"").contains("at least one node"));
+    assert!(err("not toml at all").contains("parse"));
+}
+
+#[test]
+fn prefix_arithmetic() {
+    let n: Ipv4Net = "10.244.1.0/24".parse().unwrap();
+    assert!(n.contains(Ipv4Addr::new(10, 244, 1, 255)));
+    assert!(!n.contains(Ipv4Addr::new(10, 244, 2, 0)));
+    assert_eq!(n.nth(1), Ipv4Addr::new(10, 244, 1, 1));
+    let all: Ipv4Net = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains_net(&n) && all.overlaps(&n) && n.overlaps(&all));
+}
