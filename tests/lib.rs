@@ -188,13 +188,53 @@ pub fn is_ip_id(frame: &[u8], id: u16) -> bool {
         && frame[18..20] == id.to_be_bytes()
 }
 
-/// One counter of a lab node.
+/// One from-pod counter of a lab node.
 pub fn counter(lab: &Lab, node: usize, reason: Reason) -> u64 {
+    counter_of(lab, node, Program::FromPod, reason)
+}
+
+/// One counter of a lab node.
+pub fn counter_of(lab: &Lab, node: usize, program: Program, reason: Reason) -> u64 {
     lab.nodes[node]
         .pinned()
         .expect("open pins")
-        .counter(Program::FromPod, reason)
+        .counter(program, reason)
         .expect("read counter")
+}
+
+/// Runs every model check and fails the test with the failures listed.
+pub fn assert_model(lab: &Lab, protos: &[netpath::check::Proto]) -> usize {
+    let checks = lab.check_model(protos);
+    let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
+    let logs: String = (0..lab.nodes.len()).map(|i| lab.agent_log(i)).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} checks failed: {failed:#?}\nagent logs:\n{logs}",
+        failed.len(),
+        checks.len()
+    );
+    let bad: Vec<_> = lab
+        .check_invariants()
+        .into_iter()
+        .filter(|i| !i.ok)
+        .collect();
+    assert!(bad.is_empty(), "invariants: {bad:#?}");
+    checks.len()
+}
+
+/// Runs `cmd` inside a namespace and returns stdout; fails with stderr.
+pub fn run_in_ns(ns: &Path, cmd: &[&str]) -> Result<String> {
+    let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+    netns::run_in(ns, move || {
+        let out = std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .with_context(|| format!("run {}", cmd[0]))?;
+        if !out.status.success() {
+            bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    })
 }
 
 /// Polls until the counter moved by at least `by` from `before` (counters are per-CPU
@@ -203,6 +243,25 @@ pub fn wait_counter(lab: &Lab, node: usize, reason: Reason, before: u64, by: u64
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let now = counter(lab, node, reason);
+        if now >= before + by || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// As `wait_counter`, for any program.
+pub fn wait_counter_of(
+    lab: &Lab,
+    node: usize,
+    program: Program,
+    reason: Reason,
+    before: u64,
+    by: u64,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = counter_of(lab, node, program, reason);
         if now >= before + by || Instant::now() > deadline {
             return now;
         }

@@ -134,29 +134,49 @@ fn agent_stop_without_keep_pins_detaches_and_unpins() {
 }
 
 #[test]
-fn agent_rejects_a_bad_config_with_the_field_named() {
+fn agent_rejects_a_bad_spec_with_the_field_named() {
     require_root();
     let dir = std::env::temp_dir().join(format!("netpath-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let good = netpath::config::DEFAULT_SPEC;
     let cases = [
-        ("node = \"bad/name\"\n", "node"),
-        ("node = \"n1\"\nredirect = \"warp\"\n", "warp"),
-        ("node = \"n1\"\nnode_ip = 5\n", "node_ip"),
-        ("this is not toml", "parse"),
+        (
+            good.replace("10.244.2.0/24", "10.244.1.128/25"),
+            "node1",
+            "nodes[1].pod_cidr",
+        ),
+        (
+            good.replace("10.244.3.0/24", "10.9.3.0/24"),
+            "node1",
+            "outside cluster_cidr",
+        ),
+        (
+            good.replace("192.168.56.12/24", "192.168.56.999/24"),
+            "node1",
+            "192.168.56.999/24",
+        ),
+        (
+            good.replace("name = \"node2\"", "name = \"node1\""),
+            "node1",
+            "duplicate",
+        ),
+        (good.to_string(), "node9", "node9"),
+        (format!("{good}\nbogus = 1\n"), "node1", "bogus"),
+        ("this is not toml".to_string(), "node1", "parse"),
     ];
-    for (text, needle) in cases {
-        let path = dir.join("agent.toml");
-        std::fs::write(&path, text).unwrap();
+    for (text, node, needle) in cases {
+        let path = dir.join("cluster.toml");
+        std::fs::write(&path, &text).unwrap();
         let out = Command::new(bin())
-            .args(["agent", "--config"])
+            .args(["agent", "--node", node, "--config"])
             .arg(&path)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{needle}: {err}");
         assert!(
             err.contains(needle),
-            "{text:?}: error does not mention {needle}: {err}"
+            "error does not mention {needle}: {err}"
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();

@@ -1,11 +1,11 @@
 //! Steps 1 and 2 with real packets: node <-> pod and pod <-> pod on one node, no NAT,
 //! no bridge, no firewall rules, and a clean teardown.
-use netpath::{config::Redirect, lab::LabConfig};
+use netpath::{check::Proto, config::Redirect, lab::LabConfig};
 use netpath_common::Reason;
 use netpath_tests::{counter, namespaces_with_prefix, require_root};
 
-fn assert_all_pass(lab: &netpath::lab::Lab, redirect: &Redirect) -> usize {
-    let checks = lab.check_single_node(redirect);
+fn assert_all_pass(lab: &netpath::lab::Lab) -> usize {
+    let checks = lab.check_model(&[Proto::Tcp, Proto::Udp, Proto::Icmp]);
     let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
     assert!(
         failed.is_empty(),
@@ -22,9 +22,9 @@ fn assert_all_pass(lab: &netpath::lab::Lab, redirect: &Redirect) -> usize {
 fn node_and_pods_reach_each_other_with_redirect_peer() {
     let lab = netpath_tests::lab(1, 3);
     let before = counter(&lab, 0, Reason::Redirected);
-    let n = assert_all_pass(&lab, &Redirect::Peer);
-    // 1 node x 3 pods: (tcp, udp, icmp) x 2 directions x 3 pods + 6 ordered pairs x 2.
-    assert_eq!(n, 18 + 12);
+    let n = assert_all_pass(&lab);
+    // 3 protocols x (2 directions x 3 pods + 6 ordered pod pairs).
+    assert_eq!(n, 3 * (6 + 6));
     let after = counter(&lab, 0, Reason::Redirected);
     // Every pod->pod TCP exchange alone is several redirected packets each way.
     assert!(
@@ -41,9 +41,9 @@ fn node_and_pods_reach_each_other_with_redirect_peer() {
 fn node_and_pods_reach_each_other_with_plain_redirect() {
     require_root();
     let mut cfg = LabConfig::new(1, 2).unwrap();
-    cfg.redirect = Redirect::Plain;
+    cfg.spec.redirect = Redirect::Plain;
     let lab = netpath::lab::Lab::up(&cfg).unwrap();
-    assert_all_pass(&lab, &Redirect::Plain);
+    assert_all_pass(&lab);
     let mode = lab.nodes[0].pinned().unwrap().redirect_mode().unwrap();
     assert_eq!(mode, netpath_common::RedirectMode::Plain);
     assert!(counter(&lab, 0, Reason::Redirected) > 0);

@@ -140,6 +140,23 @@ impl Node {
         }
     }
 
+    /// The node as a sender to `dst`, with the source address the kernel picks: the
+    /// underlay address on netpath nodes; on a flannel-style node its bridge address
+    /// toward its own pods and its vxlan device's address toward other pods.
+    pub fn host_toward(&self, dst: Ipv4Addr, cluster: &Ipv4Net) -> Host<'_> {
+        let cidr = self.spec.pod_cidr;
+        let ip = match self.kind {
+            NodeKind::KernelVxlan if cidr.contains(dst) => cidr.nth(1),
+            NodeKind::KernelVxlan if cluster.contains(dst) => cidr.network(),
+            _ => self.ip(),
+        };
+        Host {
+            name: &self.name,
+            netns: self.ns.path(),
+            ip,
+        }
+    }
+
     pub fn pinned(&self) -> Result<datapath::Pinned> {
         datapath::Pinned::open(&self.pin_dir)
     }
@@ -356,6 +373,15 @@ impl Lab {
         Ok(node)
     }
 
+    /// The fabric namespace: the underlay switch and router, a host on every subnet
+    /// that is not a node.
+    pub fn fabric_ns(&self) -> &Path {
+        self.fabric
+            .as_ref()
+            .expect("fabric exists while the lab does")
+            .path()
+    }
+
     /// Stops node `i`'s agent (SIGTERM; it cleans up unless started with keep_pins).
     pub fn stop_agent(&mut self, i: usize) {
         if let Some(mut a) = self.agents.get_mut(i).and_then(Option::take) {
@@ -458,7 +484,7 @@ impl Lab {
                             &format!("{step_n} node->pod"),
                             &path,
                             proto,
-                            &a.host(),
+                            &a.host_toward(pod.ip, &self.spec.cluster_cidr),
                             &pod.host(),
                         ));
                         let back = if same {
@@ -692,8 +718,9 @@ impl Drop for Lab {
 /// returns whether everything passed.
 pub fn print_report(checks: &[CheckResult], invariants: &[Invariant], verbose: bool) -> bool {
     use std::collections::BTreeMap;
-    let mut groups: BTreeMap<(String, String, String), (usize, usize, BTreeSet<String>)> =
-        BTreeMap::new();
+    /// (step, path, proto) -> (passed, total, what the receivers saw)
+    type Group = (usize, usize, BTreeSet<String>);
+    let mut groups: BTreeMap<(String, String, String), Group> = BTreeMap::new();
     for c in checks {
         let key = (
             c.step.clone(),

@@ -85,8 +85,8 @@ fn run() -> Result<ExitCode> {
 }
 
 /// Debian packages the lab and the tests call: bpftool to read pinned maps, nft to
-/// prove no firewall rule exists.
-const RUNTIME_PACKAGES: &[&str] = &["bpftool", "nftables"];
+/// prove no firewall rule exists, ethtool to force GSO segmentation on the underlay.
+const RUNTIME_PACKAGES: &[&str] = &["bpftool", "nftables", "ethtool"];
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     match status.code() {
