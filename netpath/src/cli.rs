@@ -148,13 +148,22 @@ pub fn run(cli: Cli) -> Result<bool> {
             redirect,
             verbose,
         } => {
-            let mut cfg = match nodes {
-                None => lab::LabConfig::default_spec(pods)?,
-                Some(n) => lab::LabConfig::new(n, pods)?,
+            let backend: Option<Backend> = backend.map(Into::into);
+            let mut cfg = match (nodes, backend) {
+                (None, None) => lab::LabConfig::default_spec(pods)?,
+                (None, Some(b)) => {
+                    let default = ClusterSpec::parse(crate::config::DEFAULT_SPEC)?;
+                    // The default's routed third node cannot be reached directly.
+                    let spec = match default.with_backend(b) {
+                        Ok(s) => s,
+                        Err(_) => lab::generated_spec(default.nodes.len(), b)?,
+                    };
+                    lab::LabConfig::with_spec(spec, pods)?
+                }
+                (Some(n), b) => {
+                    lab::LabConfig::with_spec(lab::generated_spec(n, b.unwrap_or_default())?, pods)?
+                }
             };
-            if let Some(b) = backend {
-                cfg.spec.backend = b.into();
-            }
             if let Some(r) = redirect {
                 cfg.spec.redirect = r.into();
             }

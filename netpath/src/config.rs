@@ -259,6 +259,17 @@ impl ClusterSpec {
         })
     }
 
+    /// Changes the backend, re-checking what depends on it.
+    pub fn with_backend(&self, backend: Backend) -> Result<Self, ConfigError> {
+        let mut text = self.to_toml();
+        text = text.replacen(
+            &format!("backend = \"{}\"", self.backend.name()),
+            &format!("backend = \"{}\"", backend.name()),
+            1,
+        );
+        Self::parse(&text)
+    }
+
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let raw: RawSpec = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<spec>"),
@@ -392,6 +403,25 @@ impl ClusterSpec {
                 pod_cidr,
                 vtep_mac,
             });
+        }
+        if raw.backend == Backend::Direct {
+            // Direct routing hands packets to the peer on the local segment: every node
+            // must share the first node's underlay subnet.
+            let first = &nodes[0];
+            if let Some((i, n)) = nodes
+                .iter()
+                .enumerate()
+                .find(|(_, n)| !first.underlay.contains(n.ip()))
+            {
+                return Err(invalid(
+                    format!("nodes[{i}].underlay"),
+                    n.underlay,
+                    format!(
+                        "backend \"direct\" needs every node on one L2 subnet ({}); use \"auto\" or \"vxlan\"",
+                        Ipv4Net::new(first.underlay.network(), first.underlay.prefix)
+                    ),
+                ));
+            }
         }
         Ok(Self {
             cluster_cidr,

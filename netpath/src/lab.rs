@@ -46,7 +46,8 @@ impl LabConfig {
     }
 
     /// A generated spec: `nodes` nodes on 192.168.56.0/24, except that from three
-    /// nodes on the last one sits behind the router on 192.168.57.0/24.
+    /// nodes on the last one sits behind the router on 192.168.57.0/24 (not with the
+    /// direct backend, which needs one subnet).
     pub fn new(nodes: usize, pods: usize) -> Result<Self> {
         Self::with_spec(generated_spec(nodes, Backend::Auto)?, pods)
     }
@@ -71,7 +72,8 @@ pub fn generated_spec(nodes: usize, backend: Backend) -> Result<ClusterSpec> {
         backend.name()
     );
     for n in 1..=nodes {
-        let subnet = if nodes >= 3 && n == nodes { 57 } else { 56 };
+        let routed = nodes >= 3 && n == nodes && backend != Backend::Direct;
+        let subnet = if routed { 57 } else { 56 };
         text += &format!(
             "[[nodes]]\nname = \"node{n}\"\nunderlay = \"192.168.{subnet}.{}/24\"\npod_cidr = \"10.244.{n}.0/24\"\n",
             10 + n

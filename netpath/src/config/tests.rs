@@ -41,6 +41,21 @@ fn defaults_and_derived_values() {
 }
 
 #[test]
+fn direct_backend_requires_one_subnet() {
+    let e = err(&format!("backend = \"direct\"\n{TWO}"));
+    assert!(
+        e.contains("nodes[1].underlay") && e.contains("one L2 subnet"),
+        "{e}"
+    );
+    let s = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
+    assert!(s.with_backend(Backend::Direct).is_err());
+    assert_eq!(
+        s.with_backend(Backend::Vxlan).unwrap().backend,
+        Backend::Vxlan
+    );
+}
+
+#[test]
 fn backends_pick_route_modes_and_mtu() {
     let mut s = ClusterSpec::parse(TWO).unwrap();
     s.backend = Backend::Direct;
