@@ -218,17 +218,34 @@ pub struct Lab {
     spec_file: PathBuf,
 }
 
-fn run_prefix() -> String {
+/// A short per-run prefix, reserved by creating its work directory: two labs (in one
+/// process or in several) never share one.
+fn reserve_prefix() -> Result<(String, PathBuf)> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let mix = ((std::process::id() as u64) << 20)
-        ^ t as u64
-        ^ (SEQ.fetch_add(1, Ordering::Relaxed) << 12);
-    format!("np{:05x}", mix & 0xfffff)
+    for _ in 0..64 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        // splitmix64 over (pid, sequence, time) so nearby inputs land far apart.
+        let mut z = ((std::process::id() as u64) << 32 | SEQ.fetch_add(1, Ordering::Relaxed))
+            ^ t.rotate_left(17);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let prefix = format!("np{:05x}", z & 0xfffff);
+        let workdir = std::env::temp_dir().join(format!("netpath-{prefix}"));
+        match std::fs::create_dir(&workdir) {
+            Ok(()) => return Ok((prefix, workdir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("create {}", workdir.display())),
+        }
+    }
+    bail!(
+        "could not reserve a lab prefix in {}",
+        std::env::temp_dir().display()
+    )
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
@@ -249,9 +266,7 @@ impl Lab {
                 cfg.pods_per_node
             );
         }
-        let prefix = run_prefix();
-        let workdir = std::env::temp_dir().join(format!("netpath-{prefix}"));
-        std::fs::create_dir_all(&workdir)?;
+        let (prefix, workdir) = reserve_prefix()?;
         let spec_file = workdir.join("cluster.toml");
         std::fs::write(&spec_file, cfg.spec.to_toml())?;
         let mut lab = Lab {
