@@ -3,7 +3,7 @@
 use netpath::{
     check::Proto,
     config::Backend,
-    lab::{generated_spec, Lab, LabConfig},
+    lab::{generated_spec, Lab, LabConfig, NodeKind},
     netlink::Netlink,
 };
 use netpath_common::{Program, Reason, RouteMode};
@@ -99,7 +99,7 @@ fn kernel_vxlan_peer_configured_like_flannel_interoperates_both_ways() {
     // node2 is a plain kernel vxlan node (flannel's vxlan backend by hand), on the same
     // subnet as node1; node3 is netpath behind the router.
     let mut cfg = LabConfig::with_spec(generated_spec(3, Backend::Vxlan).unwrap(), 2).unwrap();
-    cfg.kernel_vxlan_nodes = vec![1];
+    cfg.kinds = vec![(1, NodeKind::KernelVxlan)];
     let lab = Lab::up(&cfg).unwrap();
     assert_model(&lab, &[Proto::Tcp, Proto::Udp]);
     // Packets from the kernel's vxlan device were unwrapped by netpath, and netpath's

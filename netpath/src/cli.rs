@@ -80,6 +80,14 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Measure netpath against the classic kernel paths (what `cargo xtask bench` runs).
+    Bench {
+        /// A short run: fewer rounds, shorter tests.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
     /// Bring up a lab cluster in network namespaces, check it, and hold it until Ctrl-C.
     Lab {
         /// Check, tear down and exit; the exit code says whether every check passed.
@@ -140,6 +148,7 @@ pub fn run(cli: Cli) -> Result<bool> {
             status(&datapath::node_dir(&bpffs_root, &node), json)?;
             Ok(true)
         }
+        Cmd::Bench { quick, out } => crate::bench::run(crate::bench::BenchArgs { quick, out }),
         Cmd::Lab {
             once,
             nodes,

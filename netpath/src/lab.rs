@@ -35,8 +35,8 @@ pub struct LabConfig {
     pub agent_bin: PathBuf,
     /// Start agents with `--keep-pins` (pods keep working while an agent is down).
     pub keep_pins: bool,
-    /// Nodes (by index) set up flannel-style with the kernel's vxlan device instead of netpath.
-    pub kernel_vxlan_nodes: Vec<usize>,
+    /// How each node forwards, by index; nodes not listed run netpath.
+    pub kinds: Vec<(usize, NodeKind)>,
 }
 
 impl LabConfig {
@@ -58,7 +58,7 @@ impl LabConfig {
             pods_per_node: pods,
             agent_bin: agent_binary()?,
             keep_pins: false,
-            kernel_vxlan_nodes: Vec::new(),
+            kinds: Vec::new(),
         })
     }
 }
@@ -116,8 +116,18 @@ pub struct Pod {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeKind {
     Netpath,
+    /// The classic kernel path: pods on bridge `cni0`, kernel routes to the other nodes'
+    /// pod CIDRs via their underlay addresses (the seed's step 3, flannel host-gw).
+    HostGw,
     /// flannel's vxlan backend, kernel only: bridge `cni0`, vxlan device `flannel.1`.
     KernelVxlan,
+}
+
+impl NodeKind {
+    /// Pods hang off a Linux bridge with a gateway address in the pod CIDR.
+    pub fn bridged(self) -> bool {
+        matches!(self, Self::HostGw | Self::KernelVxlan)
+    }
 }
 
 pub struct Node {
@@ -148,7 +158,7 @@ impl Node {
     pub fn host_toward(&self, dst: Ipv4Addr, cluster: &Ipv4Net) -> Host<'_> {
         let cidr = self.spec.pod_cidr;
         let ip = match self.kind {
-            NodeKind::KernelVxlan if cidr.contains(dst) => cidr.nth(1),
+            k if k.bridged() && cidr.contains(dst) => cidr.nth(1),
             NodeKind::KernelVxlan if cluster.contains(dst) => cidr.network(),
             _ => self.ip(),
         };
@@ -297,11 +307,11 @@ impl Lab {
         })?;
         lab.fabric = Some(fabric);
         for (i, spec) in cfg.spec.nodes.iter().enumerate() {
-            let kind = if cfg.kernel_vxlan_nodes.contains(&i) {
-                NodeKind::KernelVxlan
-            } else {
-                NodeKind::Netpath
-            };
+            let kind = cfg
+                .kinds
+                .iter()
+                .find(|(n, _)| *n == i)
+                .map_or(NodeKind::Netpath, |(_, k)| *k);
             let subnet = subnets
                 .iter()
                 .position(|s| s.contains(spec.ip()))
@@ -379,8 +389,10 @@ impl Lab {
             ns,
         };
         let mtu = cfg.spec.pod_mtu(UNDERLAY_MTU);
-        if kind == NodeKind::KernelVxlan {
-            setup_kernel_vxlan_node(&node, &cfg.spec)?;
+        match kind {
+            NodeKind::Netpath => {}
+            NodeKind::HostGw => setup_host_gw_node(&node, &cfg.spec)?,
+            NodeKind::KernelVxlan => setup_kernel_vxlan_node(&node, &cfg.spec)?,
         }
         for p in 1..=cfg.pods_per_node {
             let ip = spec.pod_cidr.nth(1 + p as u32);
@@ -472,6 +484,9 @@ impl Lab {
         if a.kind == NodeKind::KernelVxlan || b.kind == NodeKind::KernelVxlan {
             return ("4", "vxlan (kernel peer)".into());
         }
+        if a.kind == NodeKind::HostGw || b.kind == NodeKind::HostGw {
+            return ("3", "host-gw (kernel)".into());
+        }
         match self.spec.route_mode(&a.spec, &b.spec) {
             netpath_common::RouteMode::Direct => ("3", "direct (redirect_neigh)".into()),
             netpath_common::RouteMode::Vxlan => ("4", "vxlan (eBPF encap)".into()),
@@ -519,11 +534,7 @@ impl Lab {
                     }
                 }
                 let (step_p, pod_path) = if same {
-                    let p = if a.kind == NodeKind::KernelVxlan {
-                        "bridge"
-                    } else {
-                        redirect
-                    };
+                    let p = if a.kind.bridged() { "bridge" } else { redirect };
                     ("2", p.to_string())
                 } else {
                     self.path(a, b)
@@ -568,15 +579,89 @@ impl Lab {
     }
 }
 
+/// The pod bridge of the classic paths, with the pod CIDR's gateway address.
+fn add_pod_bridge(nl: &Netlink, node: &Node, mtu: u32) -> Result<()> {
+    let cni0 = nl.add_bridge("cni0")?;
+    nl.add_address(cni0, node.spec.pod_cidr.nth(1), node.spec.pod_cidr.prefix)?;
+    nl.set_mtu(cni0, mtu)?;
+    nl.set_up(cni0)
+}
+
+/// Two namespaces joined by one veth pair: the limit every other path is measured
+/// against.
+pub struct VethPair {
+    pub a: NetNs,
+    pub b: NetNs,
+    pub a_ip: Ipv4Addr,
+    pub b_ip: Ipv4Addr,
+    workdir: PathBuf,
+}
+
+impl VethPair {
+    pub fn up() -> Result<Self> {
+        let (prefix, workdir) = reserve_prefix()?;
+        let a = NetNs::create(&format!("{prefix}-a"))?;
+        let b = NetNs::create(&format!("{prefix}-b"))?;
+        let (a_ip, b_ip) = (Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 2));
+        let b_fd = b.file()?;
+        a.run(|| {
+            let nl = Netlink::new()?;
+            nl.add_veth("eth0", "peer0")?;
+            nl.move_to_netns(nl.index("peer0")?, b_fd.as_raw_fd())?;
+            let eth0 = nl.index("eth0")?;
+            nl.add_address(eth0, a_ip, 24)?;
+            nl.set_up(eth0)
+        })?;
+        b.run(|| {
+            let nl = Netlink::new()?;
+            let p = nl.index("peer0")?;
+            nl.rename(p, "eth0")?;
+            nl.add_address(p, b_ip, 24)?;
+            nl.set_up(p)
+        })?;
+        Ok(Self {
+            a,
+            b,
+            a_ip,
+            b_ip,
+            workdir,
+        })
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.workdir);
+    }
+}
+
+/// flannel's host-gw by hand: pods on bridge `cni0`, a kernel route per other node.
+fn setup_host_gw_node(node: &Node, spec: &ClusterSpec) -> Result<()> {
+    node.ns.run(|| {
+        let nl = Netlink::new()?;
+        add_pod_bridge(&nl, node, UNDERLAY_MTU)?;
+        let eth0 = nl.index("eth0")?;
+        for peer in spec.nodes.iter().filter(|n| n.name != node.spec.name) {
+            if !node.spec.underlay.contains(peer.ip()) {
+                bail!("host-gw needs {} on {}'s subnet", peer.name, node.spec.name);
+            }
+            nl.replace_route(
+                peer.pod_cidr.addr,
+                peer.pod_cidr.prefix,
+                eth0,
+                Some(peer.ip()),
+            )?;
+        }
+        Ok(())
+    })
+}
+
 /// flannel's vxlan backend by hand: pods on bridge `cni0`, a kernel vxlan device with
 /// VNI/port from the spec and static neighbour and fdb entries for every other node.
 fn setup_kernel_vxlan_node(node: &Node, spec: &ClusterSpec) -> Result<()> {
     node.ns.run(|| {
         let nl = Netlink::new()?;
-        let cni0 = nl.add_bridge("cni0")?;
-        nl.add_address(cni0, node.spec.pod_cidr.nth(1), node.spec.pod_cidr.prefix)?;
-        nl.set_mtu(cni0, spec.pod_mtu(UNDERLAY_MTU))?;
-        nl.set_up(cni0)?;
+        add_pod_bridge(&nl, node, spec.pod_mtu(UNDERLAY_MTU))?;
         let vx = nl.add_kernel_vxlan(&KernelVxlan {
             name: "flannel.1",
             vni: spec.vni,
@@ -673,7 +758,7 @@ fn add_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Result<Pod> {
     let host_ifname = format!("lxc{p}");
     let tmp_peer = format!("tmp{p}");
     let pod_fd = ns.file()?;
-    let bridged = node.kind == NodeKind::KernelVxlan;
+    let bridged = node.kind.bridged();
     node.ns.run(|| {
         let nl = Netlink::new()?;
         nl.add_veth(&host_ifname, &tmp_peer)?;

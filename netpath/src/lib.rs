@@ -1,5 +1,6 @@
 //! netpath userspace: agent, datapath loader, lab and CLI.
 pub mod agent;
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -31,6 +31,12 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build (release), then measure netpath against the classic paths into target/bench.
+    Bench {
+        /// A short run (under five minutes).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build, then run unit and integration tests (integration tests need root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -68,6 +74,23 @@ fn run() -> Result<ExitCode> {
                 .with_context(|| format!("run {}", bin.display()))?;
             Ok(exit_code(status))
         }
+        Cmd::Bench { quick } => {
+            toolchain::ensure_packages(BENCH_PACKAGES)?;
+            let bin = build_all(&root, true)?;
+            require_root("the bench creates network namespaces and loads eBPF")?;
+            let mut cmd = Command::new(&bin);
+            cmd.current_dir(&root)
+                .arg("bench")
+                .arg("--out")
+                .arg(root.join("target/bench"));
+            if quick {
+                cmd.arg("--quick");
+            }
+            let status = cmd
+                .status()
+                .with_context(|| format!("run {}", bin.display()))?;
+            Ok(exit_code(status))
+        }
         Cmd::Test { args } => {
             toolchain::ensure_packages(RUNTIME_PACKAGES)?;
             let bin = build_all(&root, false)?;
@@ -87,6 +110,9 @@ fn run() -> Result<ExitCode> {
 /// Debian packages the lab and the tests call: bpftool to read pinned maps, nft to
 /// prove no firewall rule exists, ethtool to force GSO segmentation on the underlay.
 const RUNTIME_PACKAGES: &[&str] = &["bpftool", "nftables", "ethtool"];
+
+/// What the bench measures with, besides the runtime packages.
+const BENCH_PACKAGES: &[&str] = &["bpftool", "nftables", "ethtool", "iperf3", "sockperf"];
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     match status.code() {
