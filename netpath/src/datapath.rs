@@ -370,7 +370,7 @@ pub fn add_endpoint(dir: &Path, spec: &EndpointSpec) -> Result<()> {
         },
     )?;
     nl.replace_route(spec.ip, 32, host.index, None)?;
-    tracing::info!(ip = %spec.ip, veth = %spec.host_ifname, "endpoint added");
+    tracing::debug!(ip = %spec.ip, veth = %spec.host_ifname, "endpoint added");
     Ok(())
 }
 

@@ -172,9 +172,8 @@ fn progress(msg: &str) {
 
 fn measure(path: PathKind, round: usize, secs: u32) -> Result<Sample> {
     let topo = build(path).with_context(|| format!("build {}", path.label()))?;
-    // Let neighbours resolve and the first connections warm up.
     let e = topo.ends();
-    let _ = tools::latency_us(&e, 1, false);
+    warm_up(&e)?;
     let tcp1 = tools::tcp_gbps(&e, secs, 1)?;
     let tcp2 = tools::tcp_gbps(&e, secs, 2)?;
     let (tcp_p50, tcp_p99) = tools::latency_us(&e, secs, true)?;
@@ -192,6 +191,12 @@ fn measure(path: PathKind, round: usize, secs: u32) -> Result<Sample> {
         udp64_kpps: pps / 1e3,
         cpu_ns_per_pkt: cpu_us * 1e3,
     })
+}
+
+/// One exchange end to end, so neighbours are resolved before anything is timed.
+fn warm_up(e: &tools::Ends) -> Result<()> {
+    crate::check::tcp(e.client, e.server, e.server_ip).context("warm-up exchange")?;
+    Ok(())
 }
 
 /// Fills node 0's maps with `routes` extra /32 routes and `endpoints` extra endpoints
@@ -227,7 +232,7 @@ fn measure_scale(routes: usize, endpoints: usize, round: usize, secs: u32) -> Re
         )?;
     }
     let e = topo.ends();
-    let _ = tools::latency_us(&e, 1, false);
+    warm_up(&e)?;
     let (pps, cpu_us) = tools::udp_small(&e, secs)?;
     let (p50, _) = tools::latency_us(&e, secs, false)?;
     Ok(ScaleSample {

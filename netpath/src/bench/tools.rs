@@ -34,7 +34,7 @@ fn spawn_in(ns: &Path, args: &[String]) -> Result<Server> {
             .with_context(|| format!("start {}", args[0]))
     })?;
     // Let it bind before the client connects.
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(150));
     Ok(Server(child))
 }
 
