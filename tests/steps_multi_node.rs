@@ -111,3 +111,21 @@ fn kernel_vxlan_peer_configured_like_flannel_interoperates_both_ways() {
         0
     );
 }
+
+#[test]
+fn xdp_decapsulation_carries_the_overlay_too() {
+    require_root();
+    let mut cfg = LabConfig::with_spec(generated_spec(3, Backend::Vxlan).unwrap(), 2).unwrap();
+    cfg.spec.decap = netpath::config::Decap::Xdp;
+    let lab = Lab::up(&cfg).unwrap();
+    assert_model(&lab, &[Proto::Tcp, Proto::Udp]);
+    for n in 0..3 {
+        assert!(counter_of(&lab, n, Program::XdpUnderlay, Reason::Decapsulated) > 0);
+        // Unwrapped in XDP, then delivered by the TC program like a routed packet.
+        assert_eq!(
+            counter_of(&lab, n, Program::FromUnderlay, Reason::Decapsulated),
+            0
+        );
+        assert!(counter_of(&lab, n, Program::FromUnderlay, Reason::Redirected) > 0);
+    }
+}

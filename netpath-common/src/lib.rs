@@ -21,6 +21,7 @@ pub mod names {
     pub const FROM_POD: &str = "from_pod";
     pub const FROM_UNDERLAY: &str = "from_underlay";
     pub const TO_UNDERLAY: &str = "to_underlay";
+    pub const XDP_UNDERLAY: &str = "xdp_underlay";
 }
 
 /// Bytes VXLAN adds in front of the inner IP packet: outer IPv4 + UDP + VXLAN + inner Ethernet.
@@ -144,15 +145,22 @@ pub enum Program {
     FromPod = 0,
     FromUnderlay = 1,
     ToUnderlay = 2,
+    XdpUnderlay = 3,
 }
 
 impl Program {
-    pub const ALL: [Program; 3] = [Program::FromPod, Program::FromUnderlay, Program::ToUnderlay];
+    pub const ALL: [Program; 4] = [
+        Program::FromPod,
+        Program::FromUnderlay,
+        Program::ToUnderlay,
+        Program::XdpUnderlay,
+    ];
     pub const fn name(self) -> &'static str {
         match self {
             Self::FromPod => "from-pod",
             Self::FromUnderlay => "from-underlay",
             Self::ToUnderlay => "to-underlay",
+            Self::XdpUnderlay => "xdp-underlay",
         }
     }
 }

@@ -10,6 +10,7 @@ mod packet;
 mod stats;
 mod to_underlay;
 mod vxlan;
+mod xdp_underlay;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -78,7 +78,7 @@ fn start(
     };
     let mut loaded = datapath::load_and_pin(dir, settings)
         .with_context(|| format!("load datapath for node {}", local.name))?;
-    loaded.attach_underlay(&link.name)?;
+    loaded.attach_underlay(&link.name, spec.decap == crate::config::Decap::Xdp)?;
 
     let want = reconcile::desired(spec, local);
     let mut pinned = datapath::Pinned::open(dir)?;
@@ -127,6 +127,7 @@ fn start(
         underlay = %link.name,
         redirect = mode.name(),
         backend = spec.backend.name(),
+        decap = spec.decap.name(),
         map_changes = changed,
         pod_mtu = spec.pod_mtu(underlay_mtu),
         "agent ready"

@@ -34,6 +34,12 @@ impl From<RedirectArg> for Redirect {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+pub enum DecapArg {
+    Tc,
+    Xdp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 pub enum BackendArg {
     Direct,
     Vxlan,
@@ -103,6 +109,9 @@ pub enum Cmd {
         backend: Option<BackendArg>,
         #[arg(long, value_enum)]
         redirect: Option<RedirectArg>,
+        /// Where VXLAN is unwrapped: tc (default) or xdp.
+        #[arg(long, value_enum)]
+        decap: Option<DecapArg>,
         /// Print every single check, not only the summary and failures.
         #[arg(long)]
         verbose: bool,
@@ -155,6 +164,7 @@ pub fn run(cli: Cli) -> Result<bool> {
             pods,
             backend,
             redirect,
+            decap,
             verbose,
         } => {
             let backend: Option<Backend> = backend.map(Into::into);
@@ -175,6 +185,12 @@ pub fn run(cli: Cli) -> Result<bool> {
             };
             if let Some(r) = redirect {
                 cfg.spec.redirect = r.into();
+            }
+            if let Some(d) = decap {
+                cfg.spec.decap = match d {
+                    DecapArg::Tc => crate::config::Decap::Tc,
+                    DecapArg::Xdp => crate::config::Decap::Xdp,
+                };
             }
             run_lab(&cfg, once, verbose)
         }

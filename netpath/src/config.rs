@@ -133,6 +133,26 @@ impl From<Redirect> for RedirectMode {
     }
 }
 
+/// Where VXLAN from other nodes is unwrapped.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Decap {
+    /// In `from_underlay` (TC ingress), on the skb: GSO super-packets stay whole.
+    #[default]
+    Tc,
+    /// In `xdp_underlay`, before an skb exists; `from_underlay` delivers the result.
+    Xdp,
+}
+
+impl Decap {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tc => "tc",
+            Self::Xdp => "xdp",
+        }
+    }
+}
+
 /// How nodes reach each other's pods.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -181,6 +201,8 @@ struct RawSpec {
     mtu: Option<u32>,
     #[serde(default)]
     redirect: Redirect,
+    #[serde(default)]
+    decap: Decap,
     bpffs_root: Option<PathBuf>,
     #[serde(default)]
     nodes: Vec<RawNode>,
@@ -227,6 +249,7 @@ pub struct ClusterSpec {
     /// Pod MTU override; derived from the underlay when absent.
     pub mtu: Option<u32>,
     pub redirect: Redirect,
+    pub decap: Decap,
     pub bpffs_root: PathBuf,
     pub nodes: Vec<NodeSpec>,
 }
@@ -430,6 +453,7 @@ impl ClusterSpec {
             port: raw.port,
             mtu: raw.mtu,
             redirect: raw.redirect,
+            decap: raw.decap,
             bpffs_root,
             nodes,
         })
@@ -469,7 +493,7 @@ impl ClusterSpec {
     /// Renders the spec back to TOML (the lab writes the spec its agents read).
     pub fn to_toml(&self) -> String {
         let mut s = format!(
-            "cluster_cidr = \"{}\"\nbackend = \"{}\"\nvni = {}\nport = {}\nredirect = \"{}\"\nbpffs_root = \"{}\"\n",
+            "cluster_cidr = \"{}\"\nbackend = \"{}\"\nvni = {}\nport = {}\nredirect = \"{}\"\ndecap = \"{}\"\nbpffs_root = \"{}\"\n",
             self.cluster_cidr,
             self.backend.name(),
             self.vni,
@@ -478,6 +502,7 @@ impl ClusterSpec {
                 Redirect::Peer => "peer",
                 Redirect::Plain => "plain",
             },
+            self.decap.name(),
             self.bpffs_root.display()
         );
         if let Some(m) = self.mtu {

@@ -16,8 +16,9 @@ use aya::{
     },
     programs::links::Link,
     programs::{
+        links::FdLink,
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
-        SchedClassifier, TcAttachType,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     EbpfLoader,
 };
@@ -81,6 +82,12 @@ pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
         prog.pin(&pin)
             .with_context(|| format!("pin {}", pin.display()))?;
     }
+    let xdp: &mut Xdp = ebpf
+        .program_mut(names::XDP_UNDERLAY)
+        .ok_or_else(|| anyhow!("program {} missing from object", names::XDP_UNDERLAY))?
+        .try_into()?;
+    xdp.load()
+        .map_err(|e| verifier_error(names::XDP_UNDERLAY, e))?;
     let mut pinned = Pinned::open(dir)?;
     pinned.write_settings(settings)?;
     Ok(Loaded {
@@ -89,9 +96,35 @@ pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
     })
 }
 
+/// Pin of the XDP link, so it outlives an agent stopped with `--keep-pins`.
+const XDP_LINK_PIN: &str = "xdp_underlay_link";
+
 impl Loaded {
-    /// Attaches the underlay programs: decap/deliver on ingress, encap on egress.
-    pub fn attach_underlay(&mut self, ifname: &str) -> Result<()> {
+    /// Attaches the underlay programs: decap/deliver on ingress, encap on egress, and
+    /// with `xdp` the XDP decapsulation in front of them.
+    pub fn attach_underlay(&mut self, ifname: &str, xdp: bool) -> Result<()> {
+        let link_pin = self.dir.join(XDP_LINK_PIN);
+        if link_pin.exists() {
+            // An earlier agent's XDP link: releasing the pin detaches it.
+            std::fs::remove_file(&link_pin)
+                .with_context(|| format!("remove {}", link_pin.display()))?;
+        }
+        if xdp {
+            let prog: &mut Xdp = self
+                .ebpf
+                .program_mut(names::XDP_UNDERLAY)
+                .ok_or_else(|| anyhow!("program {} missing", names::XDP_UNDERLAY))?
+                .try_into()?;
+            let id = prog.attach(ifname, XdpMode::Driver).with_context(|| {
+                format!("attach {} to {ifname} (native XDP)", names::XDP_UNDERLAY)
+            })?;
+            let link: FdLink = prog
+                .take_link(id)?
+                .try_into()
+                .context("XDP link is not an fd link (kernel without bpf_link for XDP)")?;
+            link.pin(&link_pin)
+                .with_context(|| format!("pin {}", link_pin.display()))?;
+        }
         add_clsact(ifname)?;
         for (name, dir) in [
             (names::FROM_UNDERLAY, TcAttachType::Ingress),

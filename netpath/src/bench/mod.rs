@@ -11,7 +11,7 @@ use netpath_common::{Endpoint, Route, RouteMode};
 use serde::Serialize;
 
 use crate::{
-    config::{Backend, ClusterSpec},
+    config::{Backend, ClusterSpec, Decap},
     lab::{generated_spec, Lab, LabConfig, NodeKind, VethPair},
     netlink::Netlink,
     reconcile,
@@ -32,10 +32,11 @@ pub enum PathKind {
     NetpathDirect,
     KernelVxlan,
     NetpathVxlan,
+    NetpathVxlanXdp,
 }
 
 impl PathKind {
-    pub const ALL: [PathKind; 7] = [
+    pub const ALL: [PathKind; 8] = [
         Self::VethPair,
         Self::Bridge,
         Self::NetpathLocal,
@@ -43,6 +44,7 @@ impl PathKind {
         Self::NetpathDirect,
         Self::KernelVxlan,
         Self::NetpathVxlan,
+        Self::NetpathVxlanXdp,
     ];
 
     pub fn label(self) -> &'static str {
@@ -54,6 +56,7 @@ impl PathKind {
             Self::NetpathDirect => "netpath direct",
             Self::KernelVxlan => "kernel vxlan + bridge",
             Self::NetpathVxlan => "netpath vxlan",
+            Self::NetpathVxlanXdp => "netpath vxlan, XDP decap",
         }
     }
 
@@ -62,7 +65,7 @@ impl PathKind {
         match self {
             Self::NetpathLocal => Some(Self::Bridge),
             Self::NetpathDirect => Some(Self::HostGw),
-            Self::NetpathVxlan => Some(Self::KernelVxlan),
+            Self::NetpathVxlan | Self::NetpathVxlanXdp => Some(Self::KernelVxlan),
             _ => None,
         }
     }
@@ -148,7 +151,18 @@ impl Topo {
 }
 
 fn lab(nodes: usize, pods: usize, backend: Backend, kind: NodeKind) -> Result<Topo> {
+    lab_decap(nodes, pods, backend, kind, Decap::Tc)
+}
+
+fn lab_decap(
+    nodes: usize,
+    pods: usize,
+    backend: Backend,
+    kind: NodeKind,
+    decap: Decap,
+) -> Result<Topo> {
     let mut cfg = LabConfig::with_spec(generated_spec(nodes, backend)?, pods)?;
+    cfg.spec.decap = decap;
     cfg.kinds = (0..nodes).map(|i| (i, kind)).collect();
     Ok(Topo::Lab(Box::new(Lab::up(&cfg)?)))
 }
@@ -162,6 +176,7 @@ fn build(path: PathKind) -> Result<Topo> {
         PathKind::NetpathDirect => lab(2, 1, Backend::Direct, NodeKind::Netpath),
         PathKind::KernelVxlan => lab(2, 1, Backend::Vxlan, NodeKind::KernelVxlan),
         PathKind::NetpathVxlan => lab(2, 1, Backend::Vxlan, NodeKind::Netpath),
+        PathKind::NetpathVxlanXdp => lab_decap(2, 1, Backend::Vxlan, NodeKind::Netpath, Decap::Xdp),
     }
 }
 
