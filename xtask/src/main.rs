@@ -1,5 +1,7 @@
 //! Project tasks: `cargo xtask build | run | test`. Plain Rust, no hidden shell scripts.
+mod suite;
 mod toolchain;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -39,9 +41,20 @@ enum Cmd {
     },
     /// Build, then run unit and integration tests (integration tests need root).
     Test {
+        /// Also run the integration suite on these kernels in VMs, e.g. `5.10,6.1`.
+        #[arg(long, value_delimiter = ',')]
+        kernels: Vec<String>,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Boot a Debian kernel (5.10 or 6.1) in qemu and run a command inside as root,
+    /// with the host's tools and the build output visible (default: the datapath suite).
+    Vm {
+        #[arg(long)]
+        kernel: String,
+        #[arg(last = true)]
+        cmd: Vec<String>,
     },
 }
 
@@ -91,7 +104,7 @@ fn run() -> Result<ExitCode> {
                 .with_context(|| format!("run {}", bin.display()))?;
             Ok(exit_code(status))
         }
-        Cmd::Test { args } => {
+        Cmd::Test { kernels, args } => {
             toolchain::ensure_packages(RUNTIME_PACKAGES)?;
             let bin = build_all(&root, false)?;
             require_root("integration tests create network namespaces and load eBPF")?;
@@ -102,7 +115,21 @@ fn run() -> Result<ExitCode> {
                 .env("NETPATH_BIN", &bin)
                 .status()
                 .context("run cargo test")?;
-            Ok(exit_code(status))
+            if kernels.is_empty() || !status.success() {
+                return Ok(exit_code(status));
+            }
+            suite::on_kernels(&root, &bin, &kernels)
+        }
+        Cmd::Vm { kernel, cmd } => {
+            require_root("the VM runs the datapath as root")?;
+            let bin = build_all(&root, false)?;
+            let script = if cmd.is_empty() {
+                suite::script(&root, &bin, &suite::test_binaries(&root)?)
+            } else {
+                cmd.join(" ")
+            };
+            let code = vm::run_command(&root, &kernel, &script)?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
     }
 }
