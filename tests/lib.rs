@@ -280,3 +280,26 @@ pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// What is attached to `ifname`'s TC ingress inside a namespace: the names of TCX
+/// programs (6.6+) and the `tc filter` listing of clsact filters.
+pub fn attached_ingress(ns: &Path, ifname: &str) -> String {
+    let ifname = ifname.to_string();
+    netns::run_in(ns, move || {
+        let mut seen = String::new();
+        if let Ok((_, progs)) =
+            aya::programs::SchedClassifier::query_tcx(&ifname, aya::programs::TcAttachType::Ingress)
+        {
+            for p in progs {
+                seen += p.name_as_str().unwrap_or("?");
+                seen += "\n";
+            }
+        }
+        let out = std::process::Command::new("tc")
+            .args(["filter", "show", "dev", &ifname, "ingress"])
+            .output()?;
+        seen += &String::from_utf8_lossy(&out.stdout);
+        Ok(seen)
+    })
+    .expect("query attached programs")
+}

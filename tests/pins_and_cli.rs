@@ -2,7 +2,7 @@
 //! config errors.
 use std::process::Command;
 
-use netpath::{lab::LabConfig, netns};
+use netpath::lab::LabConfig;
 use netpath_common::Reason;
 use netpath_tests::{counter, require_root};
 
@@ -76,6 +76,18 @@ fn status_json_lists_endpoints_and_counters() {
         .unwrap();
     assert!(redirected > 0);
     assert_eq!(doc["redirect"], "peer");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let nums: Vec<u32> = kernel
+        .split(['.', '-'])
+        .take(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let expected = if (nums[0], nums[1]) >= (6, 6) {
+        "tcx"
+    } else {
+        "netlink (clsact)"
+    };
+    assert_eq!(doc["tc_attach"], expected, "kernel {kernel}");
 }
 
 #[test]
@@ -114,16 +126,7 @@ fn agent_stop_without_keep_pins_detaches_and_unpins() {
     let node = &lab.nodes[0];
     let host_if = node.pods[0].host_ifname.clone();
     let ns = node.ns.path().to_owned();
-    let filters = |ns: &std::path::Path| {
-        let host_if = host_if.clone();
-        netns::run_in(ns, move || {
-            let out = Command::new("tc")
-                .args(["filter", "show", "dev", &host_if, "ingress"])
-                .output()?;
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        })
-        .unwrap()
-    };
+    let filters = |ns: &std::path::Path| netpath_tests::attached_ingress(ns, &host_if);
     assert!(
         filters(&ns).contains("from_pod"),
         "program attached while agent runs"

@@ -109,7 +109,33 @@ pub struct Settings {
     pub vtep_mac: [u8; 6],
     /// Extra `bpf_skb_adjust_room` flags the running kernel supports for encapsulation.
     pub encap_flags: u32,
-    pub _pad: u32,
+    /// How TC programs are attached on this node; one of [`TcAttach`].
+    pub tc_attach: u32,
+}
+
+/// How the TC programs are attached: TCX links where the kernel has them (6.6+),
+/// clsact qdisc filters through netlink before that.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcAttach {
+    Netlink = 0,
+    Tcx = 1,
+}
+
+impl TcAttach {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Netlink),
+            1 => Some(Self::Tcx),
+            _ => None,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Netlink => "netlink (clsact)",
+            Self::Tcx => "tcx",
+        }
+    }
 }
 
 /// How the from-pod program hands a frame to another local pod.

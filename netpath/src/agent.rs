@@ -74,11 +74,11 @@ fn start(
         vxlan_port: spec.port,
         vtep_mac: local.vtep_mac,
         encap_flags: encap_flags(),
-        _pad: 0,
+        tc_attach: datapath::preferred_tc_attach() as u32,
     };
     let mut loaded = datapath::load_and_pin(dir, settings)
         .with_context(|| format!("load datapath for node {}", local.name))?;
-    loaded.attach_underlay(&link.name, spec.decap == crate::config::Decap::Xdp)?;
+    let tc_attach = loaded.attach_underlay(&link.name, spec.decap == crate::config::Decap::Xdp)?;
 
     let want = reconcile::desired(spec, local);
     let mut pinned = datapath::Pinned::open(dir)?;
@@ -128,6 +128,8 @@ fn start(
         redirect = mode.name(),
         backend = spec.backend.name(),
         decap = spec.decap.name(),
+        tc_attach = tc_attach.name(),
+        kernel = %kernel_release(),
         map_changes = changed,
         pod_mtu = spec.pod_mtu(underlay_mtu),
         "agent ready"
@@ -140,6 +142,12 @@ fn start(
         },
         loaded,
     ))
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// `BPF_F_ADJ_ROOM_ENCAP_L2_ETH` tells GSO the inner L2 is Ethernet; 5.15 knows it,
@@ -173,7 +181,7 @@ fn cleanup(i: &Installed) -> Result<()> {
         for (ip, ep) in pinned.endpoints()? {
             match ifname(ep.ifindex) {
                 Some(name) => {
-                    if let Err(e) = datapath::detach(&name, TcAttachType::Ingress) {
+                    if let Err(e) = datapath::detach(&i.dir, &name, TcAttachType::Ingress) {
                         tracing::warn!(%ip, "{e:#}");
                     }
                 }
@@ -182,7 +190,7 @@ fn cleanup(i: &Installed) -> Result<()> {
         }
     }
     for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
-        if let Err(e) = datapath::detach(&i.underlay, hook) {
+        if let Err(e) = datapath::detach(&i.dir, &i.underlay, hook) {
             tracing::warn!("{e:#}");
         }
     }

@@ -219,6 +219,7 @@ fn status(dir: &std::path::Path, json: bool) -> Result<()> {
         let doc = serde_json::json!({
             "pins": dir.display().to_string(),
             "redirect": mode.name(),
+            "tc_attach": pinned.tc_attach()?.name(),
             "endpoints": eps,
             "routes": routes.iter().map(|(net, p, r)| serde_json::json!({
                 "pod_cidr": format!("{net}/{p}"),
@@ -232,7 +233,12 @@ fn status(dir: &std::path::Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("pins: {}   redirect: {}", dir.display(), mode.name());
+    println!(
+        "pins: {}   redirect: {}   tc attach: {}",
+        dir.display(),
+        mode.name(),
+        pinned.tc_attach()?.name()
+    );
     println!("\nendpoints ({}):", endpoints.len());
     for (ip, ep) in &endpoints {
         println!(

@@ -16,14 +16,14 @@ use aya::{
     },
     programs::links::Link,
     programs::{
-        links::FdLink,
+        links::{FdLink, LinkOrder, PinnedLink},
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
         SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     EbpfLoader,
 };
 use netpath_common::{
-    names, stats_index, Endpoint, Peer, Program, Reason, RedirectMode, Route, Settings,
+    names, stats_index, Endpoint, Peer, Program, Reason, RedirectMode, Route, Settings, TcAttach,
 };
 
 use crate::netlink::Netlink;
@@ -102,7 +102,9 @@ const XDP_LINK_PIN: &str = "xdp_underlay_link";
 impl Loaded {
     /// Attaches the underlay programs: decap/deliver on ingress, encap on egress, and
     /// with `xdp` the XDP decapsulation in front of them.
-    pub fn attach_underlay(&mut self, ifname: &str, xdp: bool) -> Result<()> {
+    /// Returns how the TC programs ended up attached: TCX is probed first where the
+    /// kernel should have it, netlink is the fallback.
+    pub fn attach_underlay(&mut self, ifname: &str, xdp: bool) -> Result<TcAttach> {
         let link_pin = self.dir.join(XDP_LINK_PIN);
         if link_pin.exists() {
             // An earlier agent's XDP link: releasing the pin detaches it.
@@ -125,8 +127,8 @@ impl Loaded {
             link.pin(&link_pin)
                 .with_context(|| format!("pin {}", link_pin.display()))?;
         }
-        add_clsact(ifname)?;
-        for (name, dir) in [
+        let mut mode = preferred_tc_attach();
+        for (name, hook) in [
             (names::FROM_UNDERLAY, TcAttachType::Ingress),
             (names::TO_UNDERLAY, TcAttachType::Egress),
         ] {
@@ -135,9 +137,21 @@ impl Loaded {
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing"))?
                 .try_into()?;
-            attach_persistent(prog, ifname, dir, name)?;
+            if mode == TcAttach::Tcx {
+                if let Err(e) = attach_persistent(prog, &self.dir, ifname, hook, name, mode) {
+                    tracing::warn!("TCX attach failed, falling back to netlink: {e:#}");
+                    mode = TcAttach::Netlink;
+                }
+            }
+            if mode == TcAttach::Netlink {
+                attach_persistent(prog, &self.dir, ifname, hook, name, mode)?;
+            }
         }
-        Ok(())
+        let mut pinned = Pinned::open(&self.dir)?;
+        let mut s = pinned.settings()?;
+        s.tc_attach = mode as u32;
+        pinned.write_settings(s)?;
+        Ok(mode)
     }
 }
 
@@ -367,6 +381,11 @@ impl Pinned {
         Ok(out)
     }
 
+    pub fn tc_attach(&self) -> Result<TcAttach> {
+        let raw = self.settings()?.tc_attach;
+        TcAttach::from_u32(raw).ok_or_else(|| anyhow!("bad tc attach mode {raw} in SETTINGS"))
+    }
+
     pub fn redirect_mode(&self) -> Result<RedirectMode> {
         let raw = self.settings()?.redirect_mode;
         RedirectMode::from_u32(raw).ok_or_else(|| anyhow!("bad redirect mode {raw} in SETTINGS"))
@@ -407,18 +426,42 @@ pub fn add_endpoint(dir: &Path, spec: &EndpointSpec) -> Result<()> {
     Ok(())
 }
 
-/// Forgets a pod: its map entry goes; the filter and route go with its veth.
+/// Forgets a pod: its map entry and TCX link pin go; a netlink filter and the route
+/// go with its veth.
 pub fn remove_endpoint(dir: &Path, ip: Ipv4Addr) -> Result<bool> {
     let mut pinned = Pinned::open(dir)?;
-    Ok(pinned.remove_endpoint(ip)?.is_some())
+    let Some(old) = pinned.remove_endpoint(ip)? else {
+        return Ok(false);
+    };
+    let pin = link_pin(dir, old.ifindex, TcAttachType::Ingress);
+    if pin.exists() {
+        std::fs::remove_file(&pin).with_context(|| format!("remove {}", pin.display()))?;
+    }
+    Ok(true)
+}
+
+/// TCX links on 6.6+ (they compose with other programs and need no qdisc), netlink
+/// clsact filters before.
+pub fn preferred_tc_attach() -> TcAttach {
+    match aya::util::KernelVersion::current() {
+        Ok(v) if v >= aya::util::KernelVersion::new(6, 6, 0) => TcAttach::Tcx,
+        _ => TcAttach::Netlink,
+    }
 }
 
 fn attach_from_pod(dir: &Path, ifname: &str) -> Result<()> {
-    add_clsact(ifname)?;
+    let mode = Pinned::open(dir)?.tc_attach()?;
     let pin = dir.join(names::FROM_POD);
     let mut prog = SchedClassifier::from_pin(&pin)
         .with_context(|| format!("open pinned program {}", pin.display()))?;
-    attach_persistent(&mut prog, ifname, TcAttachType::Ingress, names::FROM_POD)
+    attach_persistent(
+        &mut prog,
+        dir,
+        ifname,
+        TcAttachType::Ingress,
+        names::FROM_POD,
+        mode,
+    )
 }
 
 fn add_clsact(ifname: &str) -> Result<()> {
@@ -428,36 +471,107 @@ fn add_clsact(ifname: &str) -> Result<()> {
     }
 }
 
-/// Attaches through netlink at our fixed priority, replacing an earlier agent's filter.
-/// The filter must outlive this process (the CNI plugin exits right away); the kernel
-/// removes it with the device.
+fn hook_name(hook: TcAttachType) -> &'static str {
+    match hook {
+        TcAttachType::Egress => "egress",
+        _ => "ingress",
+    }
+}
+
+fn ifindex(ifname: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(ifname)?;
+    // SAFETY: valid C string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => bail!("no interface {ifname}"),
+        i => Ok(i),
+    }
+}
+
+/// Where a TCX link is pinned: by ifindex, as veth names are reused by new pods.
+fn link_pin(dir: &Path, ifindex: u32, hook: TcAttachType) -> PathBuf {
+    dir.join("links")
+        .join(format!("{ifindex}-{}", hook_name(hook)))
+}
+
+/// Attaches so that the program outlives this process (the CNI plugin exits right
+/// away): a pinned TCX link, or a netlink filter at our fixed priority that the kernel
+/// keeps until the device goes. Either replaces an earlier agent's attachment.
 fn attach_persistent(
     prog: &mut SchedClassifier,
+    dir: &Path,
     ifname: &str,
     hook: TcAttachType,
     name: &str,
+    mode: TcAttach,
 ) -> Result<()> {
-    let opts = || {
-        TcAttachOptions::Netlink(NlOptions {
-            priority: TC_PRIORITY,
-            handle: TC_HANDLE,
-            classid: None,
-        })
-    };
-    let id = match prog.attach_with_options(ifname, hook, opts()) {
-        Ok(id) => id,
-        Err(_) => {
-            detach(ifname, hook)?;
-            prog.attach_with_options(ifname, hook, opts())
-                .with_context(|| format!("attach {name} to {ifname}"))?
+    match mode {
+        TcAttach::Tcx => {
+            let pin = link_pin(dir, ifindex(ifname)?, hook);
+            if pin.exists() {
+                // Swap the program inside the existing link: no gap, no second copy.
+                let swapped = PinnedLink::from_pin(&pin)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|l| Ok(SchedClassifierLink::try_from(FdLink::from(l))?))
+                    .and_then(|l| Ok(prog.attach_to_link(l)?));
+                match swapped {
+                    Ok(id) => {
+                        // The pin already holds this link.
+                        drop(prog.take_link(id)?);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::debug!("stale TCX link {}: {e:#}", pin.display());
+                        std::fs::remove_file(&pin)?;
+                    }
+                }
+            }
+            let id = prog
+                .attach_with_options(
+                    ifname,
+                    hook,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .with_context(|| format!("attach {name} to {ifname} ({} tcx)", hook_name(hook)))?;
+            let link: FdLink = prog.take_link(id)?.try_into()?;
+            std::fs::create_dir_all(pin.parent().expect("pin has a parent"))?;
+            link.pin(&pin)
+                .with_context(|| format!("pin {}", pin.display()))?;
+            Ok(())
         }
-    };
-    std::mem::forget(prog.take_link(id)?);
-    Ok(())
+        TcAttach::Netlink => {
+            add_clsact(ifname)?;
+            let opts = || {
+                TcAttachOptions::Netlink(NlOptions {
+                    priority: TC_PRIORITY,
+                    handle: TC_HANDLE,
+                    classid: None,
+                })
+            };
+            let id = match prog.attach_with_options(ifname, hook, opts()) {
+                Ok(id) => id,
+                Err(_) => {
+                    netlink_detach(ifname, hook)?;
+                    prog.attach_with_options(ifname, hook, opts())
+                        .with_context(|| format!("attach {name} to {ifname}"))?
+                }
+            };
+            std::mem::forget(prog.take_link(id)?);
+            Ok(())
+        }
+    }
 }
 
-/// Detaches our filter from one hook of `ifname`, if it is there.
-pub fn detach(ifname: &str, hook: TcAttachType) -> Result<()> {
+/// Detaches our program from one hook of `ifname`, however it was attached.
+pub fn detach(dir: &Path, ifname: &str, hook: TcAttachType) -> Result<()> {
+    let pin = link_pin(dir, ifindex(ifname)?, hook);
+    if pin.exists() {
+        // The pin is the link's last holder: removing it detaches.
+        return std::fs::remove_file(&pin).with_context(|| format!("remove {}", pin.display()));
+    }
+    netlink_detach(ifname, hook)
+}
+
+fn netlink_detach(ifname: &str, hook: TcAttachType) -> Result<()> {
     let link = SchedClassifierLink::attached(ifname, hook, TC_PRIORITY, TC_HANDLE, None)?;
     match link.detach() {
         Ok(()) => Ok(()),
