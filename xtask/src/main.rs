@@ -108,17 +108,21 @@ fn run() -> Result<ExitCode> {
             toolchain::ensure_packages(RUNTIME_PACKAGES)?;
             let bin = build_all(&root, false)?;
             require_root("integration tests create network namespaces and load eBPF")?;
-            let status = Command::new(cargo())
-                .current_dir(&root)
+            let mut cmd = Command::new(cargo());
+            cmd.current_dir(&root)
                 .args(["test", "--workspace"])
                 .args(&args)
-                .env("NETPATH_BIN", &bin)
-                .status()
-                .context("run cargo test")?;
-            if kernels.is_empty() || !status.success() {
+                .env("NETPATH_BIN", &bin);
+            if kernels.is_empty() {
+                let status = cmd.status().context("run cargo test")?;
                 return Ok(exit_code(status));
             }
-            suite::on_kernels(&root, &bin, &kernels)
+            // With a kernel matrix the host's results become the table's first column.
+            let (ok, host) = suite::run_streaming(&mut cmd, "")?;
+            if !ok {
+                return Ok(ExitCode::FAILURE);
+            }
+            suite::on_kernels(&root, &bin, &kernels, host)
         }
         Cmd::Vm { kernel, cmd } => {
             require_root("the VM runs the datapath as root")?;

@@ -58,12 +58,57 @@ pub fn script(root: &Path, netpath_bin: &Path, bins: &[PathBuf]) -> String {
     s + " ; exit $rc"
 }
 
-/// Runs the suite on each kernel and prints the kernel × test table.
-pub fn on_kernels(root: &Path, netpath_bin: &Path, kernels: &[String]) -> Result<ExitCode> {
+/// Test name -> verdict ("ok", "FAILED"), from libtest's output.
+pub type Results = BTreeMap<String, String>;
+
+fn record(line: &str, results: &mut Results) {
+    if let Some(rest) = line.strip_prefix("test ") {
+        if let Some((name, verdict)) = rest.rsplit_once(" ... ") {
+            results.insert(name.to_string(), verdict.trim().to_string());
+        }
+    }
+}
+
+/// Runs `cmd`, echoing its output (prefixed) while collecting the test verdicts.
+pub fn run_streaming(cmd: &mut Command, prefix: &str) -> Result<(bool, Results)> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("run cargo test")?;
+    let mut results = Results::new();
+    let out = child.stdout.take().expect("piped");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+        let line = line?;
+        record(&line, &mut results);
+        println!("{prefix}{line}");
+    }
+    Ok((child.wait()?.success(), results))
+}
+
+/// Runs the suite on each kernel and prints the kernel × test table, the host's
+/// results first.
+pub fn on_kernels(
+    root: &Path,
+    netpath_bin: &Path,
+    kernels: &[String],
+    host: Results,
+) -> Result<ExitCode> {
     crate::toolchain::ensure_packages(vm::PACKAGES)?;
     let bins = test_binaries(root)?;
     let script = script(root, netpath_bin, &bins);
+    let host_name = format!(
+        "host {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
     let mut table: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (test, verdict) in host {
+        table
+            .entry(test)
+            .or_default()
+            .insert(host_name.clone(), verdict);
+    }
     let mut timing = Vec::new();
     let mut all_ok = true;
     for version in kernels {
@@ -76,11 +121,7 @@ pub fn on_kernels(root: &Path, netpath_bin: &Path, kernels: &[String]) -> Result
             if first_line.is_none() && line.starts_with("running ") {
                 first_line = Some(started.elapsed());
             }
-            if let Some(rest) = line.strip_prefix("test ") {
-                if let Some((name, verdict)) = rest.rsplit_once(" ... ") {
-                    results.insert(name.to_string(), verdict.trim().to_string());
-                }
-            }
+            record(line, &mut results);
             let mut o = std::io::stdout();
             let _ = writeln!(o, "[{version}] {line}");
         })?;
@@ -98,10 +139,17 @@ pub fn on_kernels(root: &Path, netpath_bin: &Path, kernels: &[String]) -> Result
                 .insert(version.clone(), verdict);
         }
     }
-    println!("\n| test | {} |", kernels.join(" | "));
-    println!("| --- |{}", " --- |".repeat(kernels.len()));
-    for (test, row) in &table {
-        let cells: Vec<&str> = kernels
+    let columns: Vec<String> = std::iter::once(host_name)
+        .chain(kernels.iter().cloned())
+        .collect();
+    println!("\n| test | {} |", columns.join(" | "));
+    println!("| --- |{}", " --- |".repeat(columns.len()));
+    // Only the integration tests ran in the VMs; unit tests stay host-only rows.
+    for (test, row) in table
+        .iter()
+        .filter(|(_, row)| row.len() > 1 || kernels.is_empty())
+    {
+        let cells: Vec<&str> = columns
             .iter()
             .map(|k| row.get(k).map_or("–", String::as_str))
             .collect();
