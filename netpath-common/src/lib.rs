@@ -67,6 +67,9 @@ pub struct Route {
     /// VXLAN inner destination MAC: the owner's VTEP (a kernel vxlan peer checks it).
     pub vtep_mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// Underlay next hop toward `node_ip` (the node itself or a router), so the
+    /// program skips a FIB lookup per packet; 0.0.0.0 lets the kernel's FIB decide.
+    pub next_hop: Ipv4,
 }
 
 /// A known node, value of the `NODES` map keyed by its underlay address: the only
@@ -332,7 +335,7 @@ mod tests {
 
     #[test]
     fn map_values_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<Route>(), 16);
+        assert_eq!(core::mem::size_of::<Route>(), 20);
         assert_eq!(core::mem::size_of::<Peer>(), 8);
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
         assert_eq!(core::mem::size_of::<Settings>(), 40);

@@ -5,6 +5,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
+use aya_log_ebpf::warn;
 use netpath_common::{Program, Reason, RouteMode, POD_GATEWAY};
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
@@ -55,7 +56,16 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     match unsafe { ENDPOINTS.get(ip.src_addr) } {
         Some(ep) if ep.ifindex == ingress_ifindex(ctx) => {}
-        _ => return (TC_ACT_SHOT, Reason::DropSpoofed),
+        _ => {
+            // Rare and worth a look; the ring buffer drops records under a flood.
+            warn!(
+                ctx,
+                "dropped spoofed source {:i} from veth ifindex {}",
+                u32::from_be_bytes(ip.src_addr),
+                ingress_ifindex(ctx)
+            );
+            return (TC_ACT_SHOT, Reason::DropSpoofed);
+        }
     }
     let settings = SETTINGS.get(0);
     // SAFETY: as above.
@@ -91,9 +101,10 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
             if vxlan::encapsulate(ctx, route, s).is_err() {
                 return (TC_ACT_SHOT, Reason::DropEncapFailed);
             }
-            // The outer destination decides the next hop: the FIB lookup inside the
-            // helper finds it (the node itself, or a router for another subnet).
-            deliver::to_underlay(s.underlay_ifindex, None, Reason::Encapsulated)
+            // The agent resolved the next hop (the node itself, or a router for
+            // another subnet); without one the helper's FIB lookup finds it.
+            let nh = (route.next_hop != [0; 4]).then_some(route.next_hop);
+            deliver::to_underlay(s.underlay_ifindex, nh, Reason::Encapsulated)
         }
         None => (TC_ACT_SHOT, Reason::DropNoRoute),
     }

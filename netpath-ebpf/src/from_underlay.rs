@@ -5,6 +5,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
+use aya_log_ebpf::warn;
 use netpath_common::{Program, Reason};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 
@@ -63,6 +64,11 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
 fn from_tunnel(ctx: &TcContext, outer_src: [u8; 4], vni: u32) -> (i32, Reason) {
     // SAFETY: as above.
     if unsafe { NODES.get(outer_src) }.is_none() {
+        warn!(
+            ctx,
+            "dropped VXLAN from {:i}, not a known node",
+            u32::from_be_bytes(outer_src)
+        );
         return (TC_ACT_SHOT, Reason::DropUnknownPeer);
     }
     let Some(vx) = header_mut::<[u8; 8]>(ctx, VXLAN_HDR) else {

@@ -34,8 +34,15 @@ pub fn run(args: AgentArgs) -> Result<()> {
         .pin_dir
         .clone()
         .unwrap_or_else(|| datapath::node_dir(&args.spec.bpffs_root, &local.name));
-    let (installed, loaded) = start(&args.spec, &local, &dir)?;
-    wait_for_stop()?;
+    let (installed, mut loaded) = start(&args.spec, &local, &dir)?;
+    let logger = match loaded.logger() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!("kernel-side logs unavailable: {e:#}");
+            None
+        }
+    };
+    wait_until_signal(logger)?;
     drop(loaded);
     if args.keep_pins {
         tracing::info!("stopping; pins kept, pods keep their datapath");
@@ -80,17 +87,13 @@ fn start(
         .with_context(|| format!("load datapath for node {}", local.name))?;
     let tc_attach = loaded.attach_underlay(&link.name, spec.decap == crate::config::Decap::Xdp)?;
 
-    let want = reconcile::desired(spec, local);
-    let mut pinned = datapath::Pinned::open(dir)?;
-    let changed = reconcile::apply(&mut pinned, &want)?;
-
     // The node's own traffic to remote pods follows kernel routes: straight to the
     // owning node (direct), or to the same next hop as its underlay address, where the
     // egress program wraps it in VXLAN (with room for the headers in the route MTU).
+    // The programs get the same next hops, sparing them a FIB lookup per packet.
     let table = nl.routes()?;
-    let mut kernel_routes = Vec::new();
+    let mut hops = std::collections::BTreeMap::new();
     for peer in spec.nodes.iter().filter(|n| n.name != local.name) {
-        let route_mode = spec.route_mode(local, peer);
         let gw = if local.underlay.contains(peer.ip()) {
             peer.ip()
         } else {
@@ -104,6 +107,16 @@ fn start(
                 ),
             }
         };
+        hops.insert(peer.name.clone(), gw);
+    }
+    let want = reconcile::desired(spec, local, |p| hops.get(&p.name).copied());
+    let mut pinned = datapath::Pinned::open(dir)?;
+    let changed = reconcile::apply(&mut pinned, &want)?;
+
+    let mut kernel_routes = Vec::new();
+    for peer in spec.nodes.iter().filter(|n| n.name != local.name) {
+        let route_mode = spec.route_mode(local, peer);
+        let gw = hops[&peer.name];
         let mtu = (route_mode == RouteMode::Vxlan).then_some(underlay_mtu - VXLAN_OVERHEAD);
         nl.replace_route_mtu(
             peer.pod_cidr.addr,
@@ -160,11 +173,37 @@ fn encap_flags() -> u32 {
     }
 }
 
-fn wait_for_stop() -> Result<()> {
+/// Blocks until SIGINT or SIGTERM.
+pub fn wait_for_stop() -> Result<()> {
+    wait_until_signal(None)
+}
+
+type Logger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// Blocks until SIGINT or SIGTERM, meanwhile forwarding the programs' log records
+/// (drops worth a look) to this process's log.
+fn wait_until_signal(logger: Option<Logger>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
+        if let Some(logger) = logger {
+            // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd
+            // holds the logger, and always reports that same fd.
+            let mut fd = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    logger,
+                    tokio::io::Interest::READABLE,
+                )
+            }
+            .map_err(|e| anyhow::anyhow!("watch the eBPF log ring: {}", e.into_parts().1))?;
+            tokio::spawn(async move {
+                while let Ok(mut ready) = fd.readable_mut().await {
+                    ready.get_inner_mut().flush();
+                    ready.clear_ready();
+                }
+            });
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             r = tokio::signal::ctrl_c() => r?,

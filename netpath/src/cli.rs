@@ -315,25 +315,10 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
         return Ok(ok);
     }
     println!("\nlab is up; Ctrl-C tears it down");
-    wait_for_signal()?;
+    crate::agent::wait_for_stop()?;
     println!("tearing down");
     drop(lab);
     Ok(ok)
-}
-
-fn wait_for_signal() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(())
 }
 
 pub fn bail_if_not_root() -> Result<()> {

@@ -100,6 +100,11 @@ pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
 const XDP_LINK_PIN: &str = "xdp_underlay_link";
 
 impl Loaded {
+    /// Starts reading the programs' log records (aya-log) into this process's logger.
+    pub fn logger(&mut self) -> Result<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).context("init eBPF logger")
+    }
+
     /// Attaches the underlay programs: decap/deliver on ingress, encap on egress, and
     /// with `xdp` the XDP decapsulation in front of them.
     /// Returns how the TC programs ended up attached: TCX is probed first where the
@@ -584,5 +589,23 @@ fn is_exists(e: &tc::TcError) -> bool {
         tc::TcError::AlreadyAttached => true,
         tc::TcError::NetlinkError(n) => n.raw_os_error() == Some(libc::EEXIST),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_rejections_name_the_program_and_keep_the_log_tail() {
+        let log: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+        let err = aya::programs::ProgramError::LoadError {
+            io_error: std::io::Error::from_raw_os_error(libc::EACCES),
+            verifier_log: aya_obj::VerifierLog::new(log),
+        };
+        let msg = format!("{:#}", verifier_error("from_pod", err));
+        assert!(msg.contains("program from_pod"), "{msg}");
+        assert!(msg.contains("line 40") && msg.contains("line 21"), "{msg}");
+        assert!(!msg.contains("line 20\n"), "only the tail: {msg}");
     }
 }

@@ -194,14 +194,7 @@ impl Netlink {
         gateway: Option<Ipv4Addr>,
         mtu: Option<u32>,
     ) -> Result<()> {
-        let mut req = self
-            .handle
-            .route()
-            .add()
-            .v4()
-            .replace()
-            .destination_prefix(dst, prefix)
-            .output_interface(oif);
+        let mut req = self.route_replace(dst, prefix, oif);
         req = match gateway {
             Some(gw) => req.gateway(gw),
             None => req.scope(RouteScope::Link),
@@ -291,19 +284,26 @@ impl Netlink {
         oif: u32,
         gw: Ipv4Addr,
     ) -> Result<()> {
-        let mut req = self
-            .handle
+        let mut req = self.route_replace(dst, prefix, oif).gateway(gw);
+        req.message_mut().header.flags.push(RouteFlag::Onlink);
+        self.rt
+            .block_on(req.execute())
+            .with_context(|| format!("add route {dst}/{prefix} via {gw} onlink"))
+    }
+
+    fn route_replace(
+        &self,
+        dst: Ipv4Addr,
+        prefix: u8,
+        oif: u32,
+    ) -> rtnetlink::RouteAddRequest<Ipv4Addr> {
+        self.handle
             .route()
             .add()
             .v4()
             .replace()
             .destination_prefix(dst, prefix)
             .output_interface(oif)
-            .gateway(gw);
-        req.message_mut().header.flags.push(RouteFlag::Onlink);
-        self.rt
-            .block_on(req.execute())
-            .with_context(|| format!("add route {dst}/{prefix} via {gw} onlink"))
     }
 
     fn route_messages(&self) -> Result<Vec<RouteMessage>> {

@@ -17,7 +17,13 @@ pub struct Desired {
     pub nodes: BTreeMap<Ipv4Addr, Peer>,
 }
 
-pub fn desired(spec: &ClusterSpec, local: &NodeSpec) -> Desired {
+/// `next_hop` names the underlay next hop toward a peer when known (the kernel's
+/// routing table has it; the spec alone does not).
+pub fn desired(
+    spec: &ClusterSpec,
+    local: &NodeSpec,
+    next_hop: impl Fn(&NodeSpec) -> Option<Ipv4Addr>,
+) -> Desired {
     let mut d = Desired::default();
     for peer in spec.nodes.iter().filter(|n| n.name != local.name) {
         let route = Route {
@@ -25,6 +31,7 @@ pub fn desired(spec: &ClusterSpec, local: &NodeSpec) -> Desired {
             mode: spec.route_mode(local, peer) as u32,
             vtep_mac: peer.vtep_mac,
             _pad: [0; 2],
+            next_hop: next_hop(peer).unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
         };
         d.routes.insert(peer.pod_cidr, route);
         d.nodes.insert(
@@ -99,7 +106,14 @@ mod tests {
     #[test]
     fn desired_state_of_the_default_lab() {
         let spec = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
-        let d = desired(&spec, &spec.nodes[0]);
+        let router = Ipv4Addr::new(192, 168, 56, 1);
+        let d = desired(&spec, &spec.nodes[0], |p| {
+            Some(if spec.nodes[0].underlay.contains(p.ip()) {
+                p.ip()
+            } else {
+                router
+            })
+        });
         assert_eq!(d.routes.len(), 2);
         assert_eq!(d.nodes.len(), 2);
         let to2 = d.routes[&"10.244.2.0/24".parse().unwrap()];
@@ -108,6 +122,12 @@ mod tests {
         let to3 = d.routes[&"10.244.3.0/24".parse().unwrap()];
         assert_eq!(to3.mode, RouteMode::Vxlan as u32);
         assert_eq!(to3.vtep_mac, spec.nodes[2].vtep_mac);
+        assert_eq!(
+            to2.next_hop,
+            [192, 168, 56, 12],
+            "same subnet: the node itself"
+        );
+        assert_eq!(to3.next_hop, router.octets(), "other subnet: the router");
         assert!(
             !d.nodes.contains_key(&spec.nodes[0].ip()),
             "not its own peer"

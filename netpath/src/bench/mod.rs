@@ -232,6 +232,7 @@ fn measure_scale(routes: usize, endpoints: usize, round: usize, secs: u32) -> Re
                 mode: RouteMode::Direct as u32,
                 vtep_mac: [0x0e, 0, 0, 0, 0, 1],
                 _pad: [0; 2],
+                next_hop: [192, 168, 56, 250],
             },
         )?;
     }
@@ -283,7 +284,7 @@ fn control_plane(nodes: usize) -> Result<ControlPlane> {
     let node = &lab.nodes[0];
     let mut pinned = node.pinned()?;
     let t = Instant::now();
-    let want = reconcile::desired(&spec, &spec.nodes[0]);
+    let want = reconcile::desired(&spec, &spec.nodes[0], |p| Some(p.ip()));
     reconcile::apply(&mut pinned, &want)?;
     let program_maps_ms = t.elapsed().as_secs_f64() * 1e3;
 

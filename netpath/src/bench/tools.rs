@@ -70,25 +70,28 @@ pub struct Ends<'a> {
     pub server_ip: Ipv4Addr,
 }
 
+/// Runs an iperf3 client against a one-shot server on `port`; returns its JSON.
+fn iperf3(e: &Ends, port: u16, secs: u32, extra: &[&str]) -> Result<serde_json::Value> {
+    let port = port.to_string();
+    let _srv = spawn_in(e.server, &s(&["iperf3", "-s", "-1", "-p", &port]))?;
+    let mut args = s(&[
+        "iperf3",
+        "-c",
+        &e.server_ip.to_string(),
+        "-p",
+        &port,
+        "-J",
+        "-t",
+    ]);
+    args.push(secs.to_string());
+    args.extend(s(extra));
+    let out = output_in(e.client, &args)?;
+    serde_json::from_str(&out).context("iperf3 JSON")
+}
+
 /// TCP throughput in Gbit/s with `streams` parallel streams.
 pub fn tcp_gbps(e: &Ends, secs: u32, streams: u32) -> Result<f64> {
-    let _srv = spawn_in(e.server, &s(&["iperf3", "-s", "-1", "-p", "5201"]))?;
-    let out = output_in(
-        e.client,
-        &s(&[
-            "iperf3",
-            "-c",
-            &e.server_ip.to_string(),
-            "-p",
-            "5201",
-            "-t",
-            &secs.to_string(),
-            "-P",
-            &streams.to_string(),
-            "-J",
-        ]),
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("iperf3 JSON")?;
+    let v = iperf3(e, 5201, secs, &["-P", &streams.to_string()])?;
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .map(|b| b / 1e9)
@@ -98,28 +101,9 @@ pub fn tcp_gbps(e: &Ends, secs: u32, streams: u32) -> Result<f64> {
 /// 64-byte UDP datagrams as fast as one sender goes: (received packets per second,
 /// CPU microseconds per received packet over the whole machine).
 pub fn udp_small(e: &Ends, secs: u32) -> Result<(f64, f64)> {
-    let _srv = spawn_in(e.server, &s(&["iperf3", "-s", "-1", "-p", "5202"]))?;
     let before = cpu_busy()?;
-    let out = output_in(
-        e.client,
-        &s(&[
-            "iperf3",
-            "-c",
-            &e.server_ip.to_string(),
-            "-p",
-            "5202",
-            "-u",
-            "-b",
-            "0",
-            "-l",
-            "64",
-            "-t",
-            &secs.to_string(),
-            "-J",
-        ]),
-    )?;
+    let v = iperf3(e, 5202, secs, &["-u", "-b", "0", "-l", "64"])?;
     let after = cpu_busy()?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("iperf3 JSON")?;
     let sum = &v["end"]["sum"];
     let (packets, lost, seconds) = (
         sum["packets"].as_f64().unwrap_or(0.0),
