@@ -297,7 +297,7 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
 
 /// The initramfs: busybox, the modules, and an init that mounts the host's root,
 /// chroots into it and runs `script`.
-fn initramfs(k: &Kernel, script: &str) -> Result<Vec<u8>> {
+fn initramfs(k: &Kernel, root: &Path, script: &str) -> Result<Vec<u8>> {
     let mut c = Cpio(Vec::new(), 0);
     for d in ["bin", "dev", "proc", "sys", "mnt", "mnt/root", "modules"] {
         c.dir(d);
@@ -314,6 +314,7 @@ fn initramfs(k: &Kernel, script: &str) -> Result<Vec<u8>> {
             m.display()
         );
     }
+    let work = root.display();
     let init = format!(
         r#"#!/bin/busybox sh
 B=/bin/busybox
@@ -330,6 +331,9 @@ $B mount -t tmpfs tmpfs $R/tmp
 $B mount -t tmpfs tmpfs $R/run
 $B mount -t bpf bpf $R/sys/fs/bpf
 $B mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
+# The workspace again on its own, in case a tmpfs above hid it (a clone under /tmp).
+$B mkdir -p $R{work} 2>/dev/null
+$B mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro work $R{work} || {{ echo "vm: cannot mount the workspace"; echo {EXIT_MARKER}125; $B poweroff -f; }}
 $B ip link set lo up 2>/dev/null
 $B chroot $R /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root /bin/sh -c '{script}'
 echo {EXIT_MARKER}$?
@@ -356,7 +360,7 @@ pub fn boot(
         .join("target/vm")
         .join(&k.version)
         .join("initramfs.cpio");
-    std::fs::write(&initrd, initramfs(k, script)?)?;
+    std::fs::write(&initrd, initramfs(k, root, script)?)?;
     let mut child = Command::new("qemu-system-x86_64")
         .args([
             "-accel",
@@ -387,6 +391,11 @@ pub fn boot(
             "-virtfs",
             "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         ])
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=work,security_model=none,readonly=on,multidevs=remap",
+            root.display()
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
