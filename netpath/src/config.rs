@@ -327,11 +327,11 @@ impl ClusterSpec {
         let bpffs_root = raw
             .bpffs_root
             .unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS_ROOT));
-        if !bpffs_root.is_absolute() {
+        if !bpffs_root.is_absolute() || bpffs_root.as_os_str().as_encoded_bytes().contains(&0) {
             return Err(invalid(
                 "bpffs_root",
                 bpffs_root.display(),
-                "must be an absolute path",
+                "must be an absolute path without NUL bytes",
             ));
         }
         if raw.nodes.is_empty() {

@@ -43,7 +43,7 @@ pub struct NetNs {
 
 impl NetNs {
     pub fn create(name: &str) -> Result<Self> {
-        if name.is_empty() || name.len() > 64 || name.contains('/') {
+        if name.is_empty() || name.len() > 64 || name.contains(['/', '\0']) {
             bail!("invalid namespace name {name:?}");
         }
         std::fs::create_dir_all(NETNS_DIR).with_context(|| format!("create {NETNS_DIR}"))?;

@@ -132,6 +132,8 @@ fn vni_port_mtu_and_mac_ranges() {
     assert!(err(&with("port = 0")).contains("port"));
     assert!(err(&with("mtu = 100")).contains("mtu"));
     assert!(err(&with("backend = \"udp\"")).contains("udp"));
+    assert!(err(&with("bpffs_root = \"/sys/fs/bpf\\u0000x\"")).contains("bpffs_root"));
+    assert!(err(&with("bpffs_root = \"relative\"")).contains("bpffs_root"));
     let e = err(&TWO.replace(
         "pod_cidr = \"10.244.1.0/24\"",
         "pod_cidr = \"10.244.1.0/24\"\nvtep_mac = \"01:00:5e:00:00:01\"",
