@@ -240,14 +240,7 @@ pub fn run_in_ns(ns: &Path, cmd: &[&str]) -> Result<String> {
 /// Polls until the counter moved by at least `by` from `before` (counters are per-CPU
 /// sums updated as packets pass, so give the packet a moment).
 pub fn wait_counter(lab: &Lab, node: usize, reason: Reason, before: u64, by: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let now = counter(lab, node, reason);
-        if now >= before + by || Instant::now() > deadline {
-            return now;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_counter_of(lab, node, Program::FromPod, reason, before, by)
 }
 
 /// As `wait_counter`, for any program.
