@@ -2,8 +2,8 @@
 //! connectivity stays intact afterwards.
 use std::{net::Ipv4Addr, time::Duration};
 
-use netpath::lab::Lab;
 use netpath_common::Reason;
+use netpath_tests::lab::Lab;
 use netpath_tests::{
     counter, eth, is_ip_id, wait_counter, Ipv4Packet, RawSocket, ETH_P_ARP, ETH_P_IP,
 };
@@ -41,7 +41,7 @@ impl Setup {
 
     fn assert_still_connected(&self) {
         let pods = &self.lab.nodes[0].pods;
-        let seen = netpath::check::tcp(pods[0].ns.path(), pods[1].ns.path(), pods[1].ip)
+        let seen = netpath_tests::check::tcp(pods[0].ns.path(), pods[1].ns.path(), pods[1].ip)
             .expect("pod1 -> pod2 after bad input");
         assert_eq!(seen, pods[0].ip);
     }
@@ -145,7 +145,7 @@ fn ip_options_and_fragments_are_delivered_intact() {
         assert_eq!(ip.len(), bytes.len());
         assert_eq!(ip[8], bytes[8] - 1, "TTL decremented once");
         assert_eq!(
-            netpath::csum::fold(netpath::csum::sum(&ip[..(ip[0] & 0xf) as usize * 4])),
+            netpath_tests::csum::fold(netpath_tests::csum::sum(&ip[..(ip[0] & 0xf) as usize * 4])),
             0
         );
         assert_eq!(&ip[12..20], &bytes[12..20], "addresses untouched (no NAT)");

@@ -7,14 +7,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath::{
-    config::Backend,
-    lab::{generated_spec, Lab, LabConfig},
-    netns,
-};
+use netpath::spec::Backend;
 use netpath_common::{Program, Reason};
 use netpath_tests::{
     counter_of, is_ip_id, require_root, run_in_ns, wait_counter_of, Ipv4Packet, RawSocket,
+};
+use netpath_tests::{
+    lab::{generated_spec, Lab, LabConfig},
+    netns,
 };
 
 fn vxlan_lab(nodes: usize) -> Lab {

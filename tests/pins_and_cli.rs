@@ -2,12 +2,12 @@
 //! config errors.
 use std::process::Command;
 
-use netpath::lab::LabConfig;
 use netpath_common::Reason;
+use netpath_tests::lab::LabConfig;
 use netpath_tests::{counter, require_root};
 
 fn bin() -> std::path::PathBuf {
-    netpath::lab::agent_binary().unwrap()
+    netpath_tests::lab::agent_binary().unwrap()
 }
 
 #[test]
@@ -48,7 +48,7 @@ fn bpftool_prints_typed_endpoint_entries() {
 fn status_json_lists_endpoints_and_counters() {
     let lab = netpath_tests::lab(1, 2);
     let pods = &lab.nodes[0].pods;
-    netpath::check::tcp(pods[0].ns.path(), pods[1].ns.path(), pods[1].ip).unwrap();
+    netpath_tests::check::tcp(pods[0].ns.path(), pods[1].ns.path(), pods[1].ip).unwrap();
     let out = Command::new(bin())
         .args(["status", "--json", "--node", &lab.nodes[0].name])
         .output()
@@ -95,14 +95,14 @@ fn agent_restart_with_kept_pins_does_not_interrupt_pods() {
     require_root();
     let mut cfg = LabConfig::new(1, 2).unwrap();
     cfg.keep_pins = true;
-    let mut lab = netpath::lab::Lab::up(&cfg).unwrap();
+    let mut lab = netpath_tests::lab::Lab::up(&cfg).unwrap();
     let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[0].pods[1]);
     let (a_ns, b_ns, b_ip, a_ip) = (a.ns.path().to_owned(), b.ns.path().to_owned(), b.ip, a.ip);
     lab.stop_agent(0);
     assert!(lab.nodes[0].pin_dir.join("ENDPOINTS").exists(), "pins kept");
     let before = counter(&lab, 0, Reason::Redirected);
     assert_eq!(
-        netpath::check::tcp(&a_ns, &b_ns, b_ip).unwrap(),
+        netpath_tests::check::tcp(&a_ns, &b_ns, b_ip).unwrap(),
         a_ip,
         "traffic without agent"
     );
@@ -117,7 +117,7 @@ fn agent_restart_with_kept_pins_does_not_interrupt_pods() {
         2,
         "restarted agent reused the pinned endpoint map"
     );
-    assert_eq!(netpath::check::tcp(&a_ns, &b_ns, b_ip).unwrap(), a_ip);
+    assert_eq!(netpath_tests::check::tcp(&a_ns, &b_ns, b_ip).unwrap(), a_ip);
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn agent_rejects_a_bad_spec_with_the_field_named() {
     require_root();
     let dir = std::env::temp_dir().join(format!("netpath-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let good = netpath::config::DEFAULT_SPEC;
+    let good = netpath::spec::DEFAULT_SPEC;
     let cases = [
         (
             good.replace("10.244.2.0/24", "10.244.1.128/25"),

@@ -1,13 +1,13 @@
 //! Steps 3 and 4 with real packets: every pod <-> every pod and every node <-> every
 //! pod across nodes, per backend, with the receiver seeing the sender's own address.
-use netpath::{
-    check::Proto,
-    config::Backend,
-    lab::{generated_spec, Lab, LabConfig, NodeKind},
-    netlink::Netlink,
-};
+use netpath::spec::Backend;
 use netpath_common::{Program, Reason, RouteMode};
 use netpath_tests::{assert_model, counter_of, require_root};
+use netpath_tests::{
+    check::Proto,
+    lab::{generated_spec, Lab, LabConfig, NodeKind},
+    nl::Nl,
+};
 
 fn lab_with(nodes: usize, pods: usize, backend: Backend) -> Lab {
     require_root();
@@ -18,7 +18,7 @@ fn lab_with(nodes: usize, pods: usize, backend: Backend) -> Lab {
 fn pod_mtu(lab: &Lab, node: usize) -> u32 {
     lab.nodes[node].pods[0]
         .ns
-        .run(|| Netlink::new()?.link("eth0").map(|l| l.mtu.unwrap_or(0)))
+        .run(|| Nl::new()?.link("eth0").map(|l| l.mtu.unwrap_or(0)))
         .unwrap()
 }
 
@@ -116,7 +116,7 @@ fn kernel_vxlan_peer_configured_like_flannel_interoperates_both_ways() {
 fn xdp_decapsulation_carries_the_overlay_too() {
     require_root();
     let mut cfg = LabConfig::with_spec(generated_spec(3, Backend::Vxlan).unwrap(), 2).unwrap();
-    cfg.spec.decap = netpath::config::Decap::Xdp;
+    cfg.spec.decap = netpath::spec::Decap::Xdp;
     let lab = Lab::up(&cfg).unwrap();
     assert_model(&lab, &[Proto::Tcp, Proto::Udp]);
     for n in 0..3 {

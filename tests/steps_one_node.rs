@@ -1,10 +1,11 @@
 //! Steps 1 and 2 with real packets: node <-> pod and pod <-> pod on one node, no NAT,
 //! no bridge, no firewall rules, and a clean teardown.
-use netpath::{check::Proto, config::Redirect, lab::LabConfig};
+use netpath::spec::Redirect;
 use netpath_common::Reason;
+use netpath_tests::{check::Proto, lab::LabConfig};
 use netpath_tests::{counter, namespaces_with_prefix, require_root};
 
-fn assert_all_pass(lab: &netpath::lab::Lab) -> usize {
+fn assert_all_pass(lab: &netpath_tests::lab::Lab) -> usize {
     let checks = lab.check_model(&[Proto::Tcp, Proto::Udp, Proto::Icmp]);
     let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
     assert!(
@@ -42,7 +43,7 @@ fn node_and_pods_reach_each_other_with_plain_redirect() {
     require_root();
     let mut cfg = LabConfig::new(1, 2).unwrap();
     cfg.spec.redirect = Redirect::Plain;
-    let lab = netpath::lab::Lab::up(&cfg).unwrap();
+    let lab = netpath_tests::lab::Lab::up(&cfg).unwrap();
     assert_all_pass(&lab);
     let mode = lab.nodes[0].pinned().unwrap().redirect_mode().unwrap();
     assert_eq!(mode, netpath_common::RedirectMode::Plain);
@@ -54,7 +55,7 @@ fn pod_gateway_arp_is_answered_by_the_program() {
     let lab = netpath_tests::lab(1, 2);
     let replied = counter(&lab, 0, Reason::ArpReplied);
     // Pods resolved 169.254.1.1 while the lab was checked or will now.
-    let r = netpath::check::tcp(
+    let r = netpath_tests::check::tcp(
         lab.nodes[0].pods[0].ns.path(),
         lab.nodes[0].pods[1].ns.path(),
         lab.nodes[0].pods[1].ip,

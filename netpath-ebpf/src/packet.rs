@@ -1,11 +1,49 @@
-//! Bounds-checked access to headers in direct packet memory, and the small header
-//! arithmetic every program needs.
-use aya_ebpf::programs::TcContext;
-use network_types::ip::Ipv4Hdr;
+//! Bounds-checked access to headers in direct packet memory, for TC and XDP alike,
+//! and the small header arithmetic every program needs.
+use aya_ebpf::{
+    programs::{TcContext, XdpContext},
+    EbpfContext,
+};
+use netpath_common::Reason;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+/// A program context with direct packet access: the one thing a header check needs,
+/// so the same check serves a TC and an XDP hook (as Cilium's `overloadable_skb.h` /
+/// `overloadable_xdp.h` do). `EbpfContext` comes along for aya-log's macros.
+pub trait Packet: EbpfContext {
+    /// Address of the first byte of the linear packet data.
+    fn data(&self) -> usize;
+    /// Address one past its last byte.
+    fn data_end(&self) -> usize;
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+}
 
 /// A `&mut T` at `offset` into the linear packet data, if the whole `T` is there.
 #[inline(always)]
-pub fn header_mut<T>(ctx: &TcContext, offset: usize) -> Option<&'static mut T> {
+pub fn header_mut<T>(ctx: &impl Packet, offset: usize) -> Option<&'static mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -13,6 +51,23 @@ pub fn header_mut<T>(ctx: &TcContext, offset: usize) -> Option<&'static mut T> {
     }
     // SAFETY: the range was checked against data_end just above.
     Some(unsafe { &mut *((start + offset) as *mut T) })
+}
+
+/// The Ethernet + IPv4 prologue: both headers when the frame says IPv4 and holds a
+/// whole IPv4 header, else `NonIpv4` (no Ethernet header, or another ethertype) or
+/// `DropTruncated` (IPv4 cut short). Each caller decides what those mean for it.
+#[inline(always)]
+pub fn eth_ipv4(ctx: &impl Packet) -> Result<(&'static mut EthHdr, &'static mut Ipv4Hdr), Reason> {
+    let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
+        return Err(Reason::NonIpv4);
+    };
+    if u16::from_be(eth.ether_type) != ETH_P_IP {
+        return Err(Reason::NonIpv4);
+    }
+    let Some(ip) = header_mut::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+        return Err(Reason::DropTruncated);
+    };
+    Ok((eth, ip))
 }
 
 pub const ETH_P_IP: u16 = 0x0800;

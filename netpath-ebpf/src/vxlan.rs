@@ -1,5 +1,6 @@
 //! VXLAN (RFC 7348) encapsulation and decapsulation in place, wire-compatible with
-//! the kernel's vxlan driver (and so with flannel's vxlan backend).
+//! the kernel's vxlan driver (and so with flannel's vxlan backend), and the one
+//! receive check both decapsulation points (TC and XDP) apply.
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
@@ -8,11 +9,21 @@ use aya_ebpf::{
     helpers::generated::bpf_get_hash_recalc,
     programs::TcContext,
 };
-use netpath_common::{Route, Settings, VXLAN_OVERHEAD};
+use aya_log_ebpf::warn;
+use netpath_common::{Reason, Route, Settings, VXLAN_OVERHEAD};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 
-use crate::packet::{ipv4_checksum, ETH_P_IP, IPPROTO_UDP};
+use crate::{
+    maps::{NODES, ROUTES},
+    packet::{header_mut, ipv4_checksum, Packet, ETH_P_IP, IPPROTO_UDP},
+};
 
 const ETH_LEN: usize = 14;
+// Received frames: offsets behind an outer IPv4 header without options.
+const OUTER_UDP: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+const VXLAN_HDR: usize = OUTER_UDP + UdpHdr::LEN;
+const INNER_ETH: usize = VXLAN_HDR + 8;
+const INNER_IP: usize = INNER_ETH + EthHdr::LEN;
 /// The VXLAN "I" flag: the VNI field is valid.
 pub const VXLAN_FLAG_VNI: u8 = 0x08;
 
@@ -90,4 +101,76 @@ pub fn encapsulate(ctx: &TcContext, route: &Route, s: &Settings) -> Result<(), (
 pub fn decapsulate(ctx: &TcContext) -> Result<(), ()> {
     ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, 0)
         .map_err(|_| ())
+}
+
+/// What the receive check makes of an IPv4 frame arriving on the underlay.
+pub enum RxVerdict {
+    /// Not VXLAN to our port: the caller's other paths apply.
+    NotVxlan,
+    /// VXLAN that goes no further, and why.
+    Drop(Reason),
+    /// VXLAN from a known node, for our VNI, carrying IPv4 its sender may send: the
+    /// caller strips the outer headers its own way.
+    Accept(Accepted),
+}
+
+/// The parts of an accepted VXLAN frame the decapsulation points need.
+pub struct Accepted {
+    /// The inner Ethernet header, still in place behind the VXLAN header.
+    pub inner_eth: &'static mut EthHdr,
+    /// The inner packet's destination.
+    pub inner_dst: [u8; 4],
+}
+
+/// The VXLAN receive check, the same at TC and at XDP: the frame is VXLAN when its
+/// IPv4 header `ip` (from [`crate::packet::eth_ipv4`]) has no options and carries UDP
+/// to our port; it is accepted when it comes from a known node, has the VNI flag and
+/// our VNI, wraps Ethernet + IPv4, and the inner source is the sender itself or one of
+/// the pod subnets routed to it.
+#[inline(always)]
+pub fn check_rx<C: Packet>(ctx: &C, ip: &Ipv4Hdr, s: &Settings) -> RxVerdict {
+    if ip.vihl != 0x45 || ip.proto != IPPROTO_UDP {
+        return RxVerdict::NotVxlan;
+    }
+    match header_mut::<UdpHdr>(ctx, OUTER_UDP) {
+        Some(udp) if udp.dst == s.vxlan_port.to_be_bytes() => {}
+        _ => return RxVerdict::NotVxlan,
+    }
+    let outer_src = ip.src_addr;
+    // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
+    if unsafe { NODES.get(outer_src) }.is_none() {
+        // Rare and worth a look; the ring buffer drops records under a flood.
+        warn!(
+            ctx,
+            "dropped VXLAN from {:i}, not a known node",
+            u32::from_be_bytes(outer_src)
+        );
+        return RxVerdict::Drop(Reason::DropUnknownPeer);
+    }
+    let Some(vx) = header_mut::<[u8; 8]>(ctx, VXLAN_HDR) else {
+        return RxVerdict::Drop(Reason::DropTruncated);
+    };
+    if vx[0] & VXLAN_FLAG_VNI == 0 || vx[4..8] != (s.vni << 8).to_be_bytes() {
+        return RxVerdict::Drop(Reason::DropBadVni);
+    }
+    let Some(inner_eth) = header_mut::<EthHdr>(ctx, INNER_ETH) else {
+        return RxVerdict::Drop(Reason::DropTruncated);
+    };
+    if u16::from_be(inner_eth.ether_type) != ETH_P_IP {
+        return RxVerdict::Drop(Reason::DropBadHeader);
+    }
+    let Some(inner) = header_mut::<Ipv4Hdr>(ctx, INNER_IP) else {
+        return RxVerdict::Drop(Reason::DropTruncated);
+    };
+    // A node may send as itself or as one of its pods; anything else is spoofed.
+    let key = aya_ebpf::maps::lpm_trie::Key::new(32, inner.src_addr);
+    let owner_ok =
+        inner.src_addr == outer_src || ROUTES.get(&key).is_some_and(|r| r.node_ip == outer_src);
+    if !owner_ok {
+        return RxVerdict::Drop(Reason::DropSpoofed);
+    }
+    RxVerdict::Accept(Accepted {
+        inner_eth,
+        inner_dst: inner.dst_addr,
+    })
 }

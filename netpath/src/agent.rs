@@ -1,63 +1,81 @@
-//! The node agent: loads and pins the datapath, attaches it to the underlay, turns the
-//! cluster spec into map contents and kernel routes, then holds it until told to stop.
-use std::path::{Path, PathBuf};
+//! The node agent: loads and pins the datapath, attaches it to the underlay and swaps
+//! the new programs into every pod's veth, then keeps the node converged on its
+//! spec — re-planning and applying on SIGHUP, when the spec file changes and every
+//! few seconds — until SIGINT/SIGTERM. One tokio runtime drives signals, netlink and
+//! the programs' log ring.
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::programs::TcAttachType;
-use netpath_common::{RedirectMode, RouteMode, Settings, VXLAN_OVERHEAD};
+use netpath_common::TcAttach;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    config::{ClusterSpec, NodeSpec},
-    datapath,
-    netlink::{self, Netlink},
+    datapath::{self, Pinned},
+    netlink::Netlink,
+    plan::{self, Desired, Underlay},
     reconcile,
+    spec::{ClusterSpec, Decap, NodeSpec},
+    state::{self, AgentState},
 };
 
+/// How often the spec file is looked at (a change reaches the maps well within 1 s).
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// How often the node is re-planned anyway, repairing drift (a route deleted by hand,
+/// a changed next hop on the underlay).
+const RESYNC_EVERY: Duration = Duration::from_secs(10);
+
 pub struct AgentArgs {
-    pub spec: ClusterSpec,
+    pub spec_file: PathBuf,
     pub node: String,
     /// Pin directory; `<bpffs_root>/<node>` when absent.
     pub pin_dir: Option<PathBuf>,
+    /// Where the agent publishes its state; `/run/netpath/<node>` when absent.
+    pub state_dir: Option<PathBuf>,
     pub keep_pins: bool,
 }
 
-/// What the agent set up and must undo on a clean stop.
-struct Installed {
-    dir: PathBuf,
-    underlay: String,
-    kernel_routes: Vec<(std::net::Ipv4Addr, u8)>,
+pub fn run(args: AgentArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the agent's runtime")?;
+    rt.block_on(run_async(args))
 }
 
-pub fn run(args: AgentArgs) -> Result<()> {
-    let local = args.spec.node(&args.node)?.clone();
+struct Agent {
+    spec_file: PathBuf,
+    spec_text: Vec<u8>,
+    spec: ClusterSpec,
+    local: NodeSpec,
+    dir: PathBuf,
+    state_dir: PathBuf,
+    underlay: Underlay,
+    underlay_name: String,
+    encap_flags: u32,
+    tc_attach: TcAttach,
+    nl: Netlink,
+    state: AgentState,
+}
+
+async fn run_async(args: AgentArgs) -> Result<()> {
+    let spec_text = std::fs::read(&args.spec_file)
+        .with_context(|| format!("read {}", args.spec_file.display()))?;
+    let spec = ClusterSpec::from_file(&args.spec_file)?;
+    let local = spec.node(&args.node)?.clone();
     let dir = args
         .pin_dir
         .clone()
-        .unwrap_or_else(|| datapath::node_dir(&args.spec.bpffs_root, &local.name));
-    let (installed, mut loaded) = start(&args.spec, &local, &dir)?;
-    let logger = match loaded.logger() {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::warn!("kernel-side logs unavailable: {e:#}");
-            None
-        }
-    };
-    wait_until_signal(logger)?;
-    drop(loaded);
-    if args.keep_pins {
-        tracing::info!("stopping; pins kept, pods keep their datapath");
-        return Ok(());
-    }
-    cleanup(&installed)
-}
-
-fn start(
-    spec: &ClusterSpec,
-    local: &NodeSpec,
-    dir: &Path,
-) -> Result<(Installed, datapath::Loaded)> {
+        .unwrap_or_else(|| datapath::node_dir(&spec.bpffs_root, &local.name));
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| state::default_dir(&local.name));
     let nl = Netlink::new()?;
-    let (ifindex, _) = nl.address_owner(local.ip())?.ok_or_else(|| {
+    let (ifindex, _) = nl.address_owner(local.ip()).await?.ok_or_else(|| {
         anyhow!(
             "no interface here holds {}, node {}'s underlay address in the spec",
             local.ip(),
@@ -65,96 +83,219 @@ fn start(
         )
     })?;
     let link = nl
-        .links()?
+        .links()
+        .await?
         .into_iter()
         .find(|l| l.index == ifindex)
         .ok_or_else(|| anyhow!("underlay link {ifindex} vanished"))?;
-    let underlay_mtu = link.mtu.unwrap_or(1500);
-    let mode: RedirectMode = spec.redirect.into();
-    let settings = Settings {
-        redirect_mode: mode as u32,
-        underlay_ifindex: ifindex,
-        node_ip: local.ip().octets(),
-        cluster_ip: spec.cluster_cidr.addr.octets(),
-        cluster_prefix: spec.cluster_cidr.prefix as u32,
-        vni: spec.vni,
-        vxlan_port: spec.port,
-        vtep_mac: local.vtep_mac,
-        encap_flags: encap_flags(),
-        tc_attach: datapath::preferred_tc_attach() as u32,
+    let underlay = Underlay {
+        ifindex,
+        mtu: link.mtu.unwrap_or(1500),
     };
-    let mut loaded = datapath::load_and_pin(dir, settings)
+    let encap_flags = encap_flags();
+    let settings = plan::settings(
+        &spec,
+        &local,
+        &underlay,
+        encap_flags,
+        datapath::preferred_tc_attach() as u32,
+    );
+    let mut loaded = datapath::load_and_pin(&dir, settings)
         .with_context(|| format!("load datapath for node {}", local.name))?;
-    let tc_attach = loaded.attach_underlay(&link.name, spec.decap == crate::config::Decap::Xdp)?;
-
-    // The node's own traffic to remote pods follows kernel routes: straight to the
-    // owning node (direct), or to the same next hop as its underlay address, where the
-    // egress program wraps it in VXLAN (with room for the headers in the route MTU).
-    // The programs get the same next hops, sparing them a FIB lookup per packet.
-    let table = nl.routes()?;
-    let mut hops = std::collections::BTreeMap::new();
-    for peer in spec.nodes.iter().filter(|n| n.name != local.name) {
-        let gw = if local.underlay.contains(peer.ip()) {
-            peer.ip()
-        } else {
-            match netlink::next_hop(&table, peer.ip()) {
-                Some(Some(gw)) => gw,
-                Some(None) => peer.ip(),
-                None => bail!(
-                    "no route to node {}'s underlay address {}: the underlay must connect the nodes",
-                    peer.name,
-                    peer.ip()
-                ),
-            }
-        };
-        hops.insert(peer.name.clone(), gw);
-    }
-    let want = reconcile::desired(spec, local, |p| hops.get(&p.name).copied());
-    let mut pinned = datapath::Pinned::open(dir)?;
-    let changed = reconcile::apply(&mut pinned, &want)?;
-
-    let mut kernel_routes = Vec::new();
-    for peer in spec.nodes.iter().filter(|n| n.name != local.name) {
-        let route_mode = spec.route_mode(local, peer);
-        let gw = hops[&peer.name];
-        let mtu = (route_mode == RouteMode::Vxlan).then_some(underlay_mtu - VXLAN_OVERHEAD);
-        nl.replace_route_mtu(
-            peer.pod_cidr.addr,
-            peer.pod_cidr.prefix,
-            ifindex,
-            Some(gw),
-            mtu,
-        )?;
-        kernel_routes.push((peer.pod_cidr.addr, peer.pod_cidr.prefix));
-        tracing::info!(
-            peer = %peer.name,
-            pod_cidr = %peer.pod_cidr,
-            via = %gw,
-            mode = route_mode.name(),
-            "route"
-        );
-    }
+    let tc_attach = loaded.attach_underlay(&link.name, spec.decap == Decap::Xdp)?;
+    // An upgrade: the pods' veths get the programs just loaded, in place.
+    let reattached = datapath::reattach_from_pod(&dir)?;
+    let mut agent = Agent {
+        state: AgentState {
+            node: local.name.clone(),
+            pid: std::process::id(),
+            pin_dir: dir.clone(),
+            spec_file: args.spec_file.clone(),
+            pod_cidr: local.pod_cidr.to_string(),
+            pod_mtu: spec.pod_mtu(underlay.mtu),
+            ..Default::default()
+        },
+        spec_file: args.spec_file,
+        spec_text,
+        spec,
+        local,
+        dir,
+        state_dir,
+        underlay,
+        underlay_name: link.name,
+        encap_flags,
+        tc_attach,
+        nl,
+    };
+    agent.reconcile().await?;
     tracing::info!(
-        node = %local.name,
-        pins = %dir.display(),
-        underlay = %link.name,
-        redirect = mode.name(),
-        backend = spec.backend.name(),
-        decap = spec.decap.name(),
-        tc_attach = tc_attach.name(),
+        node = %agent.local.name,
+        pins = %agent.dir.display(),
+        underlay = %agent.underlay_name,
+        backend = agent.spec.backend.name(),
+        decap = agent.spec.decap.name(),
+        tc_attach = agent.tc_attach.name(),
         kernel = %kernel_release(),
-        map_changes = changed,
-        pod_mtu = spec.pod_mtu(underlay_mtu),
+        pod_mtu = agent.state.pod_mtu,
+        reattached,
         "agent ready"
     );
-    Ok((
-        Installed {
-            dir: dir.to_path_buf(),
-            underlay: link.name,
-            kernel_routes,
-        },
-        loaded,
-    ))
+    forward_kernel_logs(&mut loaded);
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut watch = tokio::time::interval(WATCH_EVERY);
+    let mut last_sync = Instant::now();
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => agent.reload("SIGHUP").await,
+            _ = watch.tick() => {
+                if agent.spec_file_changed() {
+                    agent.reload("spec file changed").await;
+                } else if last_sync.elapsed() >= RESYNC_EVERY {
+                    agent.reconcile_logged().await;
+                } else {
+                    continue;
+                }
+                last_sync = Instant::now();
+            }
+        }
+    }
+    drop(loaded);
+    if args.keep_pins {
+        AgentState::remove(&agent.state_dir);
+        tracing::info!("stopping; pins and routes kept, pods keep their datapath");
+        return Ok(());
+    }
+    agent.cleanup().await
+}
+
+impl Agent {
+    fn spec_file_changed(&self) -> bool {
+        // Missing or unreadable counts as a change: reload reports why.
+        std::fs::read(&self.spec_file).map_or(true, |t| t != self.spec_text)
+    }
+
+    /// Reads the spec file again; a spec that fails validation (or would move this
+    /// node) is refused and the last good one stays in force.
+    async fn reload(&mut self, why: &str) {
+        self.spec_text = std::fs::read(&self.spec_file).unwrap_or_default();
+        match self.checked_spec() {
+            Ok(spec) => {
+                tracing::info!(why, "spec reloaded");
+                self.local = spec.node(&self.local.name).expect("checked").clone();
+                self.spec = spec;
+                self.state.spec_error = None;
+                self.reconcile_logged().await;
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                tracing::error!(why, "spec refused, forwarding on the last good one: {msg}");
+                self.state.spec_error = Some(msg);
+                self.publish();
+            }
+        }
+    }
+
+    fn checked_spec(&self) -> Result<ClusterSpec> {
+        let spec = ClusterSpec::from_file(&self.spec_file)?;
+        let local = spec.node(&self.local.name)?;
+        if local.underlay != self.local.underlay {
+            bail!(
+                "node {}'s underlay changed from {} to {}: restart the agent to move it",
+                local.name,
+                self.local.underlay,
+                local.underlay
+            );
+        }
+        if spec.decap != self.spec.decap {
+            bail!(
+                "decap changed to {}: restart the agent to re-attach",
+                spec.decap.name()
+            );
+        }
+        Ok(spec)
+    }
+
+    async fn reconcile_logged(&mut self) {
+        if let Err(e) = self.reconcile().await {
+            tracing::error!("reconcile failed: {e:#}");
+            self.state.problems = vec![format!("reconcile failed: {e:#}")];
+            self.publish();
+        }
+    }
+
+    /// Plans from the spec and the current route table, and applies the difference.
+    async fn reconcile(&mut self) -> Result<()> {
+        let table = self.nl.routes().await?;
+        let want = plan::plan(&self.spec, &self.local, &self.underlay, &table);
+        let mut pinned = Pinned::open(&self.dir)?;
+        let settings = plan::settings(
+            &self.spec,
+            &self.local,
+            &self.underlay,
+            self.encap_flags,
+            self.tc_attach as u32,
+        );
+        if pinned.settings()? != settings {
+            pinned.write_settings(settings)?;
+            tracing::info!("settings updated");
+        }
+        let applied = reconcile::apply(&mut pinned, &self.nl, &want).await?;
+        if applied != reconcile::Applied::default() {
+            tracing::info!(
+                map_entries = applied.map_entries,
+                kernel_routes = applied.kernel_routes,
+                peers = want.routes.len(),
+                "applied"
+            );
+        }
+        for p in &want.unreachable {
+            tracing::warn!("{p}");
+        }
+        self.state.problems = want.unreachable;
+        self.state.pod_mtu = self.spec.pod_mtu(self.underlay.mtu);
+        self.state.reconciles += 1;
+        self.state.ready = true;
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        if let Err(e) = self.state.write(&self.state_dir) {
+            tracing::warn!("publish state: {e:#}");
+        }
+    }
+
+    /// Detaches from every endpoint's veth and the underlay, removes the owned kernel
+    /// routes, the pins and the published state.
+    async fn cleanup(self) -> Result<()> {
+        AgentState::remove(&self.state_dir);
+        if let Ok(pinned) = Pinned::open(&self.dir) {
+            for (ip, ep) in pinned.endpoints()? {
+                match datapath::attach::ifname(ep.ifindex) {
+                    Some(name) => {
+                        if let Err(e) = datapath::detach(&self.dir, &name, TcAttachType::Ingress) {
+                            tracing::warn!(%ip, "{e:#}");
+                        }
+                    }
+                    None => tracing::debug!(%ip, "veth already gone"),
+                }
+            }
+        }
+        for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+            if let Err(e) = datapath::detach(&self.dir, &self.underlay_name, hook) {
+                tracing::warn!("{e:#}");
+            }
+        }
+        reconcile::apply_routes(&self.nl, &Desired::default()).await?;
+        datapath::remove_pins(&self.dir)?;
+        tracing::info!(pins = %self.dir.display(), "stopped; programs detached, routes and pins removed");
+        Ok(())
+    }
 }
 
 fn kernel_release() -> String {
@@ -173,85 +314,32 @@ fn encap_flags() -> u32 {
     }
 }
 
-/// Blocks until SIGINT or SIGTERM.
-pub fn wait_for_stop() -> Result<()> {
-    wait_until_signal(None)
-}
-
-type Logger = aya_log::EbpfLogger<&'static dyn log::Log>;
-
-/// Blocks until SIGINT or SIGTERM, meanwhile forwarding the programs' log records
-/// (drops worth a look) to this process's log.
-fn wait_until_signal(logger: Option<Logger>) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        if let Some(logger) = logger {
-            // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd
-            // holds the logger, and always reports that same fd.
-            let mut fd = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(
-                    logger,
-                    tokio::io::Interest::READABLE,
-                )
-            }
-            .map_err(|e| anyhow::anyhow!("watch the eBPF log ring: {}", e.into_parts().1))?;
-            tokio::spawn(async move {
-                while let Ok(mut ready) = fd.readable_mut().await {
-                    ready.get_inner_mut().flush();
-                    ready.clear_ready();
-                }
-            });
+/// Forwards the programs' log records (drops worth a look) to this process's log,
+/// on the agent's runtime.
+fn forward_kernel_logs(loaded: &mut datapath::Loaded) {
+    let logger = match loaded.logger() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("kernel-side logs unavailable: {e:#}");
+            return;
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
+    };
+    // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd holds
+    // the logger, and always reports that same fd.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match fd {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("watch the eBPF log ring: {}", e.into_parts().1);
+            return;
         }
-        Ok(())
-    })
-}
-
-/// Detaches from every endpoint's veth and the underlay, removes the kernel routes
-/// and the pins.
-fn cleanup(i: &Installed) -> Result<()> {
-    if let Ok(pinned) = datapath::Pinned::open(&i.dir) {
-        for (ip, ep) in pinned.endpoints()? {
-            match ifname(ep.ifindex) {
-                Some(name) => {
-                    if let Err(e) = datapath::detach(&i.dir, &name, TcAttachType::Ingress) {
-                        tracing::warn!(%ip, "{e:#}");
-                    }
-                }
-                None => tracing::debug!(%ip, "veth already gone"),
-            }
+    };
+    tokio::spawn(async move {
+        while let Ok(mut ready) = fd.readable_mut().await {
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
         }
-    }
-    for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
-        if let Err(e) = datapath::detach(&i.dir, &i.underlay, hook) {
-            tracing::warn!("{e:#}");
-        }
-    }
-    let nl = Netlink::new()?;
-    for (net, prefix) in &i.kernel_routes {
-        if let Err(e) = nl.delete_route(*net, *prefix) {
-            tracing::warn!("{e:#}");
-        }
-    }
-    datapath::remove_pins(&i.dir)?;
-    tracing::info!(pins = %i.dir.display(), "stopped; programs detached, routes and pins removed");
-    Ok(())
-}
-
-fn ifname(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes as the call requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: on success the buffer holds a NUL-terminated name.
-    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Some(name.to_string_lossy().into_owned())
+    });
 }

@@ -1,12 +1,14 @@
-//! netpath userspace: agent, datapath loader, lab and CLI.
+//! netpath: the node agent, the datapath loader and the CLI — what a user installs
+//! on a node. Data flows one way: spec → plan → reconcile → maps → kernel programs.
 pub mod agent;
-pub mod bench;
-pub mod check;
 pub mod cli;
-pub mod config;
-pub mod csum;
 pub mod datapath;
-pub mod lab;
+pub mod endpoint;
+pub mod net;
 pub mod netlink;
 pub mod netns;
+pub mod plan;
 pub mod reconcile;
+pub mod spec;
+pub mod state;
+pub mod status;

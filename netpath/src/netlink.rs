@@ -1,372 +1,310 @@
-//! Blocking rtnetlink calls for the namespace of the thread that opens the socket.
-//! A netlink socket belongs to the namespace it was created in, so create one per
-//! namespace, on a thread that has entered it.
+//! Async rtnetlink calls for one network namespace. A netlink socket belongs to the
+//! namespace it was opened in: `Netlink::new` opens one where the calling thread is,
+//! `Netlink::new_in` one inside another namespace; either way the connection runs on
+//! the current tokio runtime, so the agent's one runtime drives every socket.
 use std::{
     net::{IpAddr, Ipv4Addr},
     os::fd::RawFd,
+    path::Path,
 };
 
-use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
 use netlink_packet_route::{
     address::AddressAttribute,
     link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
-    neighbour::NeighbourFlag,
-    route::{RouteAddress, RouteAttribute, RouteFlag, RouteMessage, RouteMetric, RouteScope},
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope},
 };
 use rtnetlink::Handle;
 
+use crate::net::{Ipv4Net, Mac};
+
+/// Route protocol of the routes the agent owns toward other nodes' pods: on start it
+/// removes any such route that is no longer desired, also those a killed agent left.
+pub const PROTO_AGENT: u8 = 0x6e; // 110, "n"
+/// Route protocol of the /32 routes to local pods (owned by endpoint wiring).
+pub const PROTO_ENDPOINT: u8 = 0x6f;
+
+const RT_TABLE_MAIN: u8 = 254;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("open rtnetlink socket{0}: {1}")]
+    Open(String, std::io::Error),
+    #[error("{what}: {source}")]
+    Call {
+        what: String,
+        source: rtnetlink::Error,
+    },
+    #[error("no link named {0}")]
+    NoLink(String),
+    #[error("link {0} has no MAC address")]
+    NoMac(String),
+}
+
+type Result<T, E = NetlinkError> = std::result::Result<T, E>;
+
+fn call(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let what = what.into();
+    move |source| NetlinkError::Call { what, source }
+}
+
 pub struct Netlink {
-    rt: tokio::runtime::Runtime,
     handle: Handle,
 }
 
-/// What the lab needs to know about a link.
+/// What callers need to know about a link.
 #[derive(Debug, Clone)]
 pub struct LinkSummary {
     pub index: u32,
     pub name: String,
     pub kind: Option<String>,
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<Mac>,
     pub mtu: Option<u32>,
 }
 
-/// An IPv4 route of the main table, as far as next-hop selection cares.
-#[derive(Debug, Clone)]
+/// An IPv4 route of the main table, as far as next hops and ownership care.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSummary {
-    pub dst: Ipv4Addr,
-    pub prefix: u8,
+    pub dst: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
     pub oif: Option<u32>,
+    pub protocol: u8,
+    pub mtu: Option<u32>,
+}
+
+/// A route to install: `dst via gateway dev oif [mtu]` (link scope without gateway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub dst: Ipv4Net,
+    pub oif: u32,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: Option<u32>,
+    pub protocol: u8,
 }
 
 impl Netlink {
+    /// A socket in the calling thread's namespace. Call inside a tokio runtime.
     pub fn new() -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("tokio runtime for netlink")?;
-        let (conn, handle, _) = rt
-            .block_on(async { rtnetlink::new_connection() })
-            .context("open rtnetlink socket")?;
-        rt.spawn(conn);
-        Ok(Self { rt, handle })
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| NetlinkError::Open(String::new(), e))?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
     }
 
-    pub fn add_veth(&self, name: &str, peer: &str) -> Result<()> {
-        self.rt
-            .block_on(
-                self.handle
-                    .link()
-                    .add()
-                    .veth(name.to_string(), peer.to_string())
-                    .execute(),
-            )
-            .with_context(|| format!("create veth {name} <-> {peer}"))
+    /// A socket inside the namespace at `ns` (opened on a helper thread that enters
+    /// it; the socket stays there). Call inside a tokio runtime.
+    pub fn new_in(ns: &Path) -> Result<Self> {
+        let rt = tokio::runtime::Handle::current();
+        let opened = std::thread::scope(|s| {
+            s.spawn(|| {
+                crate::netns::enter(ns).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+                let _guard = rt.enter();
+                rtnetlink::new_connection()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
+        let (conn, handle, _) =
+            opened.map_err(|e| NetlinkError::Open(format!(" in {}", ns.display()), e))?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
     }
 
-    pub fn add_bridge(&self, name: &str) -> Result<u32> {
-        self.rt
-            .block_on(self.handle.link().add().bridge(name.to_string()).execute())
-            .with_context(|| format!("create bridge {name}"))?;
-        self.index(name)
+    /// The raw handle, for requests this module does not wrap.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
     }
 
-    pub fn set_master(&self, index: u32, master: u32) -> Result<()> {
-        self.rt
-            .block_on(self.handle.link().set(index).controller(master).execute())
-            .with_context(|| format!("attach link {index} to {master}"))
+    pub async fn add_veth(&self, name: &str, peer: &str) -> Result<()> {
+        self.handle
+            .link()
+            .add()
+            .veth(name.to_string(), peer.to_string())
+            .execute()
+            .await
+            .map_err(call(format!("create veth {name} <-> {peer}")))
     }
 
-    pub fn links(&self) -> Result<Vec<LinkSummary>> {
-        let handle = self.handle.clone();
+    pub async fn links(&self) -> Result<Vec<LinkSummary>> {
         let msgs: Vec<LinkMessage> = self
-            .rt
-            .block_on(handle.link().get().execute().try_collect())
-            .context("dump links")?;
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(call("dump links"))?;
         Ok(msgs.iter().map(summarize).collect())
     }
 
-    pub fn link(&self, name: &str) -> Result<LinkSummary> {
-        let handle = self.handle.clone();
-        let msg = self
-            .rt
-            .block_on(async {
-                handle
-                    .link()
-                    .get()
-                    .match_name(name.to_string())
-                    .execute()
-                    .try_next()
-                    .await
-            })
-            .with_context(|| format!("look up link {name}"))?
-            .ok_or_else(|| anyhow!("no link named {name}"))?;
-        Ok(summarize(&msg))
-    }
-
-    pub fn index(&self, name: &str) -> Result<u32> {
-        Ok(self.link(name)?.index)
-    }
-
-    pub fn mac(&self, name: &str) -> Result<[u8; 6]> {
-        self.link(name)?
-            .mac
-            .ok_or_else(|| anyhow!("link {name} has no MAC address"))
-    }
-
-    pub fn set_up_by_name(&self, name: &str) -> Result<()> {
-        let index = self.index(name)?;
-        self.set_up(index)
-    }
-
-    pub fn set_up(&self, index: u32) -> Result<()> {
-        self.rt
-            .block_on(self.handle.link().set(index).up().execute())
-            .with_context(|| format!("set link {index} up"))
-    }
-
-    pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
-        self.rt
-            .block_on(self.handle.link().set(index).mtu(mtu).execute())
-            .with_context(|| format!("set link {index} mtu {mtu}"))
-    }
-
-    pub fn rename(&self, index: u32, name: &str) -> Result<()> {
-        self.rt
-            .block_on(
-                self.handle
-                    .link()
-                    .set(index)
-                    .name(name.to_string())
-                    .execute(),
-            )
-            .with_context(|| format!("rename link {index} to {name}"))
-    }
-
-    pub fn move_to_netns(&self, index: u32, netns_fd: RawFd) -> Result<()> {
-        self.rt
-            .block_on(
-                self.handle
-                    .link()
-                    .set(index)
-                    .setns_by_fd(netns_fd)
-                    .execute(),
-            )
-            .with_context(|| format!("move link {index} to another namespace"))
-    }
-
-    pub fn delete_link(&self, index: u32) -> Result<()> {
-        let handle = self.handle.clone();
-        self.rt
-            .block_on(handle.link().del(index).execute())
-            .with_context(|| format!("delete link {index}"))
-    }
-
-    pub fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
-        self.rt
-            .block_on(
-                self.handle
-                    .address()
-                    .add(index, IpAddr::V4(ip), prefix)
-                    .execute(),
-            )
-            .with_context(|| format!("add address {ip}/{prefix} to link {index}"))
-    }
-
-    /// Adds (or replaces) an IPv4 route; without a gateway it is a link-scope route.
-    pub fn replace_route(
-        &self,
-        dst: Ipv4Addr,
-        prefix: u8,
-        oif: u32,
-        gateway: Option<Ipv4Addr>,
-    ) -> Result<()> {
-        self.replace_route_mtu(dst, prefix, oif, gateway, None)
-    }
-
-    /// As `replace_route`, with a path MTU for the route when given.
-    pub fn replace_route_mtu(
-        &self,
-        dst: Ipv4Addr,
-        prefix: u8,
-        oif: u32,
-        gateway: Option<Ipv4Addr>,
-        mtu: Option<u32>,
-    ) -> Result<()> {
-        let mut req = self.route_replace(dst, prefix, oif);
-        req = match gateway {
-            Some(gw) => req.gateway(gw),
-            None => req.scope(RouteScope::Link),
-        };
-        if let Some(mtu) = mtu {
-            req.message_mut()
-                .attributes
-                .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+    /// The link named `name`, or None when there is none.
+    pub async fn find_link(&self, name: &str) -> Result<Option<LinkSummary>> {
+        let found = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await;
+        match found {
+            Ok(m) => Ok(m.as_ref().map(summarize)),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(call(format!("look up link {name}"))(e)),
         }
-        self.rt
-            .block_on(req.execute())
-            .with_context(|| format!("add route {dst}/{prefix} via {gateway:?} dev {oif}"))
-    }
-}
-
-/// The kernel's own VXLAN device, configured as flannel's vxlan backend does.
-pub struct KernelVxlan<'a> {
-    pub name: &'a str,
-    pub vni: u32,
-    pub port: u16,
-    pub local: Ipv4Addr,
-    pub underlay: u32,
-    pub mac: [u8; 6],
-}
-
-impl Netlink {
-    pub fn add_kernel_vxlan(&self, v: &KernelVxlan) -> Result<u32> {
-        self.rt
-            .block_on(
-                self.handle
-                    .link()
-                    .add()
-                    .vxlan(v.name.to_string(), v.vni)
-                    .link(v.underlay)
-                    .local(v.local)
-                    .port(v.port)
-                    .learning(false)
-                    .execute(),
-            )
-            .with_context(|| format!("create vxlan device {}", v.name))?;
-        let index = self.index(v.name)?;
-        self.rt
-            .block_on(
-                self.handle
-                    .link()
-                    .set(index)
-                    .address(v.mac.to_vec())
-                    .execute(),
-            )
-            .with_context(|| format!("set MAC of {}", v.name))?;
-        Ok(index)
     }
 
-    /// A permanent neighbour entry (`ip neigh replace IP lladdr MAC dev INDEX`).
-    pub fn add_neighbour(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
-        self.rt
-            .block_on(
-                self.handle
-                    .neighbours()
-                    .add(index, IpAddr::V4(ip))
-                    .link_local_address(&mac)
-                    .replace()
-                    .execute(),
-            )
-            .with_context(|| format!("add neighbour {ip} on link {index}"))
+    pub async fn link(&self, name: &str) -> Result<LinkSummary> {
+        self.find_link(name)
+            .await?
+            .ok_or_else(|| NetlinkError::NoLink(name.to_string()))
     }
 
-    /// A forwarding entry on a VXLAN device (`bridge fdb append MAC dev INDEX dst IP self permanent`).
-    pub fn add_fdb(&self, index: u32, mac: [u8; 6], dst: Ipv4Addr) -> Result<()> {
-        self.rt
-            .block_on(
-                self.handle
-                    .neighbours()
-                    .add_bridge(index, &mac)
-                    .flags(vec![NeighbourFlag::Own])
-                    .destination(IpAddr::V4(dst))
-                    .execute(),
-            )
-            .with_context(|| format!("add fdb entry for {dst} on link {index}"))
+    pub async fn index(&self, name: &str) -> Result<u32> {
+        Ok(self.link(name).await?.index)
     }
 
-    /// `ip route replace DST/PREFIX via GW dev INDEX onlink`.
-    pub fn replace_route_onlink(
-        &self,
-        dst: Ipv4Addr,
-        prefix: u8,
-        oif: u32,
-        gw: Ipv4Addr,
-    ) -> Result<()> {
-        let mut req = self.route_replace(dst, prefix, oif).gateway(gw);
-        req.message_mut().header.flags.push(RouteFlag::Onlink);
-        self.rt
-            .block_on(req.execute())
-            .with_context(|| format!("add route {dst}/{prefix} via {gw} onlink"))
+    pub async fn mac(&self, name: &str) -> Result<Mac> {
+        self.link(name)
+            .await?
+            .mac
+            .ok_or_else(|| NetlinkError::NoMac(name.to_string()))
     }
 
-    fn route_replace(
-        &self,
-        dst: Ipv4Addr,
-        prefix: u8,
-        oif: u32,
-    ) -> rtnetlink::RouteAddRequest<Ipv4Addr> {
+    pub async fn set_up(&self, index: u32) -> Result<()> {
         self.handle
+            .link()
+            .set(index)
+            .up()
+            .execute()
+            .await
+            .map_err(call(format!("set link {index} up")))
+    }
+
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(index)
+            .mtu(mtu)
+            .execute()
+            .await
+            .map_err(call(format!("set link {index} mtu {mtu}")))
+    }
+
+    pub async fn rename(&self, index: u32, name: &str) -> Result<()> {
+        self.handle
+            .link()
+            .set(index)
+            .name(name.to_string())
+            .execute()
+            .await
+            .map_err(call(format!("rename link {index} to {name}")))
+    }
+
+    pub async fn move_to_netns(&self, index: u32, netns_fd: RawFd) -> Result<()> {
+        self.handle
+            .link()
+            .set(index)
+            .setns_by_fd(netns_fd)
+            .execute()
+            .await
+            .map_err(call(format!("move link {index} to another namespace")))
+    }
+
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(call(format!("delete link {index}")))
+    }
+
+    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(ip), prefix)
+            .execute()
+            .await
+            .map_err(call(format!("add address {ip}/{prefix} to link {index}")))
+    }
+
+    /// Adds or replaces a main-table IPv4 route.
+    pub async fn replace_route(&self, r: &RouteSpec) -> Result<()> {
+        let mut req = self
+            .handle
             .route()
             .add()
             .v4()
             .replace()
-            .destination_prefix(dst, prefix)
-            .output_interface(oif)
+            .destination_prefix(r.dst.addr, r.dst.prefix)
+            .output_interface(r.oif)
+            .protocol(RouteProtocol::from(r.protocol));
+        req = match r.gateway {
+            Some(gw) => req.gateway(gw),
+            None => req.scope(RouteScope::Link),
+        };
+        if let Some(mtu) = r.mtu {
+            req.message_mut()
+                .attributes
+                .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        }
+        req.execute().await.map_err(call(format!(
+            "add route {} via {:?} dev {}",
+            r.dst, r.gateway, r.oif
+        )))
     }
 
-    fn route_messages(&self) -> Result<Vec<RouteMessage>> {
-        self.rt
-            .block_on(
-                self.handle
-                    .route()
-                    .get(rtnetlink::IpVersion::V4)
-                    .execute()
-                    .try_collect(),
-            )
-            .context("dump routes")
+    async fn route_messages(&self) -> Result<Vec<RouteMessage>> {
+        self.handle
+            .route()
+            .get(rtnetlink::IpVersion::V4)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(call("dump routes"))
     }
 
     /// IPv4 routes of the main table.
-    pub fn routes(&self) -> Result<Vec<RouteSummary>> {
-        const RT_TABLE_MAIN: u8 = 254;
-        let mut out = Vec::new();
-        for m in self.route_messages()? {
-            if m.header.table != RT_TABLE_MAIN {
-                continue;
-            }
-            let mut r = RouteSummary {
-                dst: Ipv4Addr::UNSPECIFIED,
-                prefix: m.header.destination_prefix_length,
-                gateway: None,
-                oif: None,
-            };
-            for a in &m.attributes {
-                match a {
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => r.dst = *d,
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(*g),
-                    RouteAttribute::Oif(i) => r.oif = Some(*i),
-                    _ => {}
-                }
-            }
-            out.push(r);
-        }
-        Ok(out)
+    pub async fn routes(&self) -> Result<Vec<RouteSummary>> {
+        Ok(self
+            .route_messages()
+            .await?
+            .iter()
+            .filter(|m| m.header.table == RT_TABLE_MAIN)
+            .map(route_summary)
+            .collect())
     }
 
-    /// Deletes main-table IPv4 routes to exactly `dst/prefix`.
-    pub fn delete_route(&self, dst: Ipv4Addr, prefix: u8) -> Result<()> {
-        for m in self.route_messages()? {
-            let is_it = m.header.destination_prefix_length == prefix
-                && m.attributes.iter().any(
-                    |a| matches!(a, RouteAttribute::Destination(RouteAddress::Inet(d)) if *d == dst),
-                );
+    /// Deletes main-table IPv4 routes to exactly `dst` (of `protocol`, when given).
+    pub async fn delete_route(&self, dst: Ipv4Net, protocol: Option<u8>) -> Result<()> {
+        for m in self.route_messages().await? {
+            let s = route_summary(&m);
+            let is_it = m.header.table == RT_TABLE_MAIN
+                && s.dst == dst
+                && protocol.is_none_or(|p| p == s.protocol);
             if is_it {
-                self.rt
-                    .block_on(self.handle.route().del(m).execute())
-                    .with_context(|| format!("delete route {dst}/{prefix}"))?;
+                self.handle
+                    .route()
+                    .del(m)
+                    .execute()
+                    .await
+                    .map_err(call(format!("delete route {dst}")))?;
             }
         }
         Ok(())
     }
 
     /// The interface index and prefix of the address `ip`, if a link here holds it.
-    pub fn address_owner(&self, ip: Ipv4Addr) -> Result<Option<(u32, u8)>> {
+    pub async fn address_owner(&self, ip: Ipv4Addr) -> Result<Option<(u32, u8)>> {
         let msgs: Vec<_> = self
-            .rt
-            .block_on(self.handle.address().get().execute().try_collect())
-            .context("dump addresses")?;
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(call("dump addresses"))?;
         for m in msgs {
             let holds = m.attributes.iter().any(|a| {
                 matches!(a, AddressAttribute::Address(IpAddr::V4(a)) if *a == ip)
@@ -380,20 +318,30 @@ impl Netlink {
     }
 }
 
-/// The gateway the main table would use for `dst` (None: on-link), by longest prefix.
-pub fn next_hop(routes: &[RouteSummary], dst: Ipv4Addr) -> Option<Option<Ipv4Addr>> {
-    routes
-        .iter()
-        .filter(|r| {
-            let mask = if r.prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - r.prefix)
-            };
-            u32::from(dst) & mask == u32::from(r.dst) & mask
-        })
-        .max_by_key(|r| r.prefix)
-        .map(|r| r.gateway)
+fn route_summary(m: &RouteMessage) -> RouteSummary {
+    let mut r = RouteSummary {
+        dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, m.header.destination_prefix_length),
+        gateway: None,
+        oif: None,
+        protocol: m.header.protocol.into(),
+        mtu: None,
+    };
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => r.dst.addr = *d,
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(*g),
+            RouteAttribute::Oif(i) => r.oif = Some(*i),
+            RouteAttribute::Metrics(ms) => {
+                for metric in ms {
+                    if let RouteMetric::Mtu(v) = metric {
+                        r.mtu = Some(*v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    r
 }
 
 fn summarize(msg: &LinkMessage) -> LinkSummary {
@@ -411,7 +359,7 @@ fn summarize(msg: &LinkMessage) -> LinkSummary {
             LinkAttribute::Address(a) if a.len() == 6 => {
                 let mut mac = [0; 6];
                 mac.copy_from_slice(a);
-                s.mac = Some(mac);
+                s.mac = Some(Mac(mac));
             }
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
@@ -429,40 +377,4 @@ fn summarize(msg: &LinkMessage) -> LinkSummary {
         }
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(dst: [u8; 4], prefix: u8, gw: Option<[u8; 4]>) -> RouteSummary {
-        RouteSummary {
-            dst: dst.into(),
-            prefix,
-            gateway: gw.map(Ipv4Addr::from),
-            oif: Some(2),
-        }
-    }
-
-    #[test]
-    fn next_hop_uses_the_longest_prefix() {
-        let table = [
-            r([0, 0, 0, 0], 0, Some([192, 168, 56, 1])),
-            r([192, 168, 56, 0], 24, None),
-            r([10, 244, 3, 0], 24, Some([192, 168, 56, 13])),
-        ];
-        let hop = |ip: [u8; 4]| next_hop(&table, ip.into());
-        assert_eq!(hop([192, 168, 56, 12]), Some(None), "on-link");
-        assert_eq!(
-            hop([192, 168, 57, 13]),
-            Some(Some([192, 168, 56, 1].into())),
-            "default"
-        );
-        assert_eq!(hop([10, 244, 3, 9]), Some(Some([192, 168, 56, 13].into())));
-        assert_eq!(
-            next_hop(&table[1..2], [8, 8, 8, 8].into()),
-            None,
-            "unroutable"
-        );
-    }
 }

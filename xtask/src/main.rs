@@ -80,29 +80,24 @@ fn run() -> Result<ExitCode> {
             toolchain::ensure_packages(RUNTIME_PACKAGES)?;
             let bin = build_all(&root, release)?;
             require_root("the lab creates network namespaces")?;
-            let status = Command::new(&bin)
-                .arg("lab")
-                .args(&args)
-                .status()
-                .with_context(|| format!("run {}", bin.display()))?;
-            Ok(exit_code(status))
+            let mut cmd = Command::new(lab_binary(&bin));
+            cmd.arg("run").args(&args).env("NETPATH_BIN", &bin);
+            Ok(exit_code(run_forwarding_signals(cmd)?))
         }
         Cmd::Bench { quick } => {
             toolchain::ensure_packages(BENCH_PACKAGES)?;
             let bin = build_all(&root, true)?;
             require_root("the bench creates network namespaces and loads eBPF")?;
-            let mut cmd = Command::new(&bin);
+            let mut cmd = Command::new(lab_binary(&bin));
             cmd.current_dir(&root)
                 .arg("bench")
                 .arg("--out")
-                .arg(root.join("target/bench"));
+                .arg(root.join("target/bench"))
+                .env("NETPATH_BIN", &bin);
             if quick {
                 cmd.arg("--quick");
             }
-            let status = cmd
-                .status()
-                .with_context(|| format!("run {}", bin.display()))?;
-            Ok(exit_code(status))
+            Ok(exit_code(run_forwarding_signals(cmd)?))
         }
         Cmd::Test { kernels, args } => {
             toolchain::ensure_packages(RUNTIME_PACKAGES)?;
@@ -172,13 +167,51 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-/// Builds the eBPF object, then the userspace against it; returns the `netpath` binary.
+/// The lab's binary, built next to the product's.
+fn lab_binary(netpath_bin: &Path) -> PathBuf {
+    netpath_bin.with_file_name("netpath-lab")
+}
+
+/// Runs `cmd` to completion; SIGINT and SIGTERM sent to xtask (by Ctrl-C, `timeout`,
+/// systemd or a CI runner) are passed on to it, and xtask waits for its teardown
+/// instead of dying first and leaving it orphaned.
+fn run_forwarding_signals(mut cmd: Command) -> Result<std::process::ExitStatus> {
+    static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+    extern "C" fn forward(sig: libc::c_int) {
+        let pid = CHILD.load(std::sync::atomic::Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill is async-signal-safe; the PID is our own child's.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("run {:?}", cmd.get_program()))?;
+    CHILD.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installing a handler that only calls an async-signal-safe function.
+        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
+    }
+    let status = child.wait().context("wait for the lab")?;
+    CHILD.store(0, std::sync::atomic::Ordering::SeqCst);
+    Ok(status)
+}
+
+/// Builds the eBPF object, then the userspace against it (the product's `netpath`
+/// and the lab's `netpath-lab`); returns the `netpath` binary.
 fn build_all(root: &Path, release: bool) -> Result<PathBuf> {
     toolchain::ensure()?;
     let obj = build_ebpf(root)?;
     let mut cmd = Command::new(cargo());
     cmd.current_dir(root)
-        .args(["build", "--package", "netpath"])
+        .args([
+            "build",
+            "--package",
+            "netpath",
+            "--package",
+            "netpath-tests",
+            "--bins",
+        ])
         .env("NETPATH_EBPF_OBJ", &obj);
     if release {
         cmd.arg("--release");

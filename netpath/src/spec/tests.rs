@@ -34,7 +34,7 @@ fn defaults_and_derived_values() {
     let s = ClusterSpec::parse(TWO).unwrap();
     assert_eq!(s.redirect, Redirect::Peer);
     assert_eq!(s.bpffs_root, PathBuf::from("/sys/fs/bpf/netpath"));
-    assert_eq!(s.nodes[0].vtep_mac, [0x0e, 0x6e, 192, 168, 56, 11]);
+    assert_eq!(s.nodes[0].vtep_mac.octets(), [0x0e, 0x6e, 192, 168, 56, 11]);
     assert_eq!(s.node("b").unwrap().ip(), Ipv4Addr::new(192, 168, 57, 12));
     let e = s.node("zz").unwrap_err().to_string();
     assert!(e.contains("zz") && e.contains("a, b"), "{e}");
@@ -154,11 +154,19 @@ fn unknown_fields_and_empty_clusters_are_rejected() {
 }
 
 #[test]
-fn prefix_arithmetic() {
-    let n: Ipv4Net = "10.244.1.0/24".parse().unwrap();
-    assert!(n.contains(Ipv4Addr::new(10, 244, 1, 255)));
-    assert!(!n.contains(Ipv4Addr::new(10, 244, 2, 0)));
-    assert_eq!(n.nth(1), Ipv4Addr::new(10, 244, 1, 1));
-    let all: Ipv4Net = "0.0.0.0/0".parse().unwrap();
-    assert!(all.contains_net(&n) && all.overlaps(&n) && n.overlaps(&all));
+fn built_in_code_with_the_same_checks_as_the_file() {
+    let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+    let d = SpecDraft::new(net("10.244.0.0/16"))
+        .node("a", net("192.168.56.11/24"), net("10.244.1.0/24"))
+        .node("b", net("192.168.57.12/24"), net("10.244.2.0/24"));
+    assert_eq!(
+        d.clone().validate().unwrap(),
+        ClusterSpec::parse(TWO).unwrap()
+    );
+    let bad = d.node("c", net("192.168.56.13/24"), net("10.244.2.0/23"));
+    let e = bad.validate().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "nodes[2].pod_cidr = \"10.244.2.0/23\": overlaps nodes[1].pod_cidr 10.244.2.0/24"
+    );
 }

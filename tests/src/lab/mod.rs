@@ -2,30 +2,48 @@
 //! pairs; a fabric namespace switches each underlay subnet and routes between them.
 //! Each netpath node runs a real `netpath agent` process; a node may instead be set up
 //! the way flannel's vxlan backend sets one up (bridge + kernel vxlan device), as the
-//! interoperability peer. Shared by `netpath lab` (`cargo xtask run`), the integration
-//! tests and the benchmarks. Everything carries a per-run prefix and is torn down on
-//! drop, also on panic.
+//! interoperability peer. Pods on netpath nodes are wired by the product's `endpoint`
+//! module, the code path of the CNI plugin. Shared by `netpath-lab run` (`cargo xtask
+//! run`), the integration tests and the bench. Everything carries a per-run prefix and
+//! is torn down on drop, also on panic.
+mod agents;
+mod baselines;
+mod invariants;
+mod prefix;
+mod report;
+
+pub use baselines::VethPair;
+pub use invariants::Invariant;
+pub use report::print_report;
 use std::{
     collections::BTreeSet,
     net::Ipv4Addr,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::{
-    check::{self, CheckResult, Host, Proto},
-    config::{Backend, ClusterSpec, Ipv4Net, NodeSpec, DEFAULT_SPEC},
-    datapath::{self, EndpointSpec},
-    netlink::{KernelVxlan, Netlink},
-    netns::NetNs,
+use netpath::{
+    datapath, endpoint,
+    net::Ipv4Net,
+    spec::{Backend, ClusterSpec, NodeSpec, SpecDraft, DEFAULT_SPEC},
 };
 
+use crate::{
+    check::{self, CheckResult, Host, Proto},
+    netns::NetNs,
+    nl::Nl,
+};
+use agents::AgentProcess;
+use baselines::{setup_host_gw_node, setup_kernel_vxlan_node};
+use invariants::{no_bridge, no_firewall_rules};
+use prefix::reserve_prefix;
+
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
-const UNDERLAY_MTU: u32 = 1500;
+pub(crate) const UNDERLAY_MTU: u32 = 1500;
 
 #[derive(Debug, Clone)]
 pub struct LabConfig {
@@ -67,19 +85,18 @@ pub fn generated_spec(nodes: usize, backend: Backend) -> Result<ClusterSpec> {
     if nodes == 0 || nodes > 200 {
         bail!("nodes must be 1-200, got {nodes}");
     }
-    let mut text = format!(
-        "cluster_cidr = \"10.244.0.0/16\"\nbackend = \"{}\"\n",
-        backend.name()
-    );
+    let mut d = SpecDraft::new(Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16));
+    d.backend = backend;
     for n in 1..=nodes {
         let routed = nodes >= 3 && n == nodes && backend != Backend::Direct;
         let subnet = if routed { 57 } else { 56 };
-        text += &format!(
-            "[[nodes]]\nname = \"node{n}\"\nunderlay = \"192.168.{subnet}.{}/24\"\npod_cidr = \"10.244.{n}.0/24\"\n",
-            10 + n
+        d = d.node(
+            &format!("node{n}"),
+            Ipv4Net::new(Ipv4Addr::new(192, 168, subnet, 10 + n as u8), 24),
+            Ipv4Net::new(Ipv4Addr::new(10, 244, n as u8, 0), 24),
         );
     }
-    Ok(ClusterSpec::parse(&text)?)
+    Ok(d.validate()?)
 }
 
 /// Finds the `netpath` binary: `$NETPATH_BIN`, this process if it is netpath, or the
@@ -169,6 +186,11 @@ impl Node {
         }
     }
 
+    /// Where this node's agent publishes its state (`netpath status` finds it there).
+    pub fn state_dir(&self) -> PathBuf {
+        netpath::state::default_dir(&self.name)
+    }
+
     pub fn pinned(&self) -> Result<datapath::Pinned> {
         datapath::Pinned::open(&self.pin_dir)
     }
@@ -184,39 +206,6 @@ impl Pod {
     }
 }
 
-/// A running agent process, stopped (SIGTERM, then SIGKILL) on drop.
-struct AgentProcess {
-    child: Child,
-    node: String,
-    log: PathBuf,
-}
-
-impl AgentProcess {
-    fn stop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        // SAFETY: signalling our own child by its PID.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        tracing::warn!(node = %self.node, "agent ignored SIGTERM; killing it");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 pub struct Lab {
     pub prefix: String,
     pub spec: ClusterSpec,
@@ -226,36 +215,6 @@ pub struct Lab {
     fabric: Option<NetNs>,
     workdir: PathBuf,
     spec_file: PathBuf,
-}
-
-/// A short per-run prefix, reserved by creating its work directory: two labs (in one
-/// process or in several) never share one.
-fn reserve_prefix() -> Result<(String, PathBuf)> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    for _ in 0..64 {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        // splitmix64 over (pid, sequence, time) so nearby inputs land far apart.
-        let mut z = ((std::process::id() as u64) << 32 | SEQ.fetch_add(1, Ordering::Relaxed))
-            ^ t.rotate_left(17);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        let prefix = format!("np{:05x}", z & 0xfffff);
-        let workdir = std::env::temp_dir().join(format!("netpath-{prefix}"));
-        match std::fs::create_dir(&workdir) {
-            Ok(()) => return Ok((prefix, workdir)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("create {}", workdir.display())),
-        }
-    }
-    bail!(
-        "could not reserve a lab prefix in {}",
-        std::env::temp_dir().display()
-    )
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
@@ -288,16 +247,12 @@ impl Lab {
             workdir,
             spec_file,
         };
-        let subnets: BTreeSet<Ipv4Net> = cfg
-            .spec
-            .nodes
-            .iter()
-            .map(|n| Ipv4Net::new(n.underlay.network(), n.underlay.prefix))
-            .collect();
+        let subnets: BTreeSet<Ipv4Net> =
+            cfg.spec.nodes.iter().map(|n| n.underlay.subnet()).collect();
         let subnets: Vec<Ipv4Net> = subnets.into_iter().collect();
         let fabric = NetNs::create(&format!("{prefix}-fabric"))?;
         fabric.run(|| {
-            let nl = Netlink::new()?;
+            let nl = Nl::new()?;
             for (k, net) in subnets.iter().enumerate() {
                 let br = nl.add_bridge(&format!("ul{k}"))?;
                 nl.add_address(br, router_ip(net), net.prefix)?;
@@ -325,20 +280,13 @@ impl Lab {
                 lab.start_agent(i, cfg)?;
             }
         }
-        for node in lab.nodes.iter().filter(|n| n.kind == NodeKind::Netpath) {
-            node.ns.run(|| {
-                for pod in &node.pods {
-                    datapath::add_endpoint(
-                        &node.pin_dir,
-                        &EndpointSpec {
-                            ip: pod.ip,
-                            host_ifname: pod.host_ifname.clone(),
-                            pod_mac: pod.mac,
-                        },
-                    )?;
-                }
-                Ok(())
-            })?;
+        let mtu = cfg.spec.pod_mtu(UNDERLAY_MTU);
+        for node in lab.nodes.iter_mut().filter(|n| n.kind == NodeKind::Netpath) {
+            for p in 1..=cfg.pods_per_node {
+                let ip = node.spec.pod_cidr.nth(1 + p as u32);
+                let pod = attach_pod(node, p, ip, mtu)?;
+                node.pods.push(pod);
+            }
         }
         Ok(lab)
     }
@@ -365,7 +313,7 @@ impl Lab {
         let port = format!("p-{}", spec.name);
         let port = &port[..port.len().min(15)];
         ns.run(|| {
-            let nl = Netlink::new()?;
+            let nl = Nl::new()?;
             nl.add_veth("eth0", port)?;
             nl.move_to_netns(nl.index(port)?, fabric_fd.as_raw_fd())?;
             let eth0 = nl.index("eth0")?;
@@ -375,7 +323,7 @@ impl Lab {
             write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
         })?;
         fabric.run(|| {
-            let nl = Netlink::new()?;
+            let nl = Nl::new()?;
             let p = nl.index(port)?;
             nl.set_master(p, nl.index(&format!("ul{subnet_index}"))?)?;
             nl.set_up(p)
@@ -388,15 +336,21 @@ impl Lab {
             pods: Vec::new(),
             ns,
         };
-        let mtu = cfg.spec.pod_mtu(UNDERLAY_MTU);
-        match kind {
-            NodeKind::Netpath => {}
-            NodeKind::HostGw => setup_host_gw_node(&node, &cfg.spec)?,
-            NodeKind::KernelVxlan => setup_kernel_vxlan_node(&node, &cfg.spec)?,
-        }
+        let mtu = match kind {
+            // Their pods are wired through the endpoint module once the agent runs.
+            NodeKind::Netpath => return Ok(node),
+            NodeKind::HostGw => {
+                setup_host_gw_node(&node, &cfg.spec)?;
+                UNDERLAY_MTU
+            }
+            NodeKind::KernelVxlan => {
+                setup_kernel_vxlan_node(&node, &cfg.spec)?;
+                cfg.spec.pod_mtu(UNDERLAY_MTU)
+            }
+        };
         for p in 1..=cfg.pods_per_node {
             let ip = spec.pod_cidr.nth(1 + p as u32);
-            let pod = add_pod(&node, p, ip, mtu)?;
+            let pod = bridge_pod(&node, p, ip, mtu)?;
             node.pods.push(pod);
         }
         Ok(node)
@@ -431,6 +385,8 @@ impl Lab {
             .args(["--node", &node.spec.name])
             .arg("--pin-dir")
             .arg(&node.pin_dir)
+            .arg("--state-dir")
+            .arg(node.state_dir())
             .arg("--netns")
             .arg(node.ns.path());
         if cfg.keep_pins {
@@ -442,6 +398,7 @@ impl Lab {
             .stderr(out)
             .spawn()
             .with_context(|| format!("start agent {}", cfg.agent_bin.display()))?;
+        prefix::record_pid(&self.workdir, child.id());
         let agent = self.agents[i].insert(AgentProcess {
             child,
             node: node.name.clone(),
@@ -499,8 +456,8 @@ impl Lab {
     pub fn check_model(&self, protos: &[Proto]) -> Vec<CheckResult> {
         let mut out = Vec::new();
         let redirect = match self.spec.redirect {
-            crate::config::Redirect::Peer => "redirect_peer",
-            crate::config::Redirect::Plain => "redirect",
+            netpath::spec::Redirect::Peer => "redirect_peer",
+            netpath::spec::Redirect::Plain => "redirect",
         };
         for a in &self.nodes {
             for b in &self.nodes {
@@ -579,214 +536,50 @@ impl Lab {
     }
 }
 
-/// The pod bridge of the classic paths, with the pod CIDR's gateway address.
-fn add_pod_bridge(nl: &Netlink, node: &Node, mtu: u32) -> Result<()> {
-    let cni0 = nl.add_bridge("cni0")?;
-    nl.add_address(cni0, node.spec.pod_cidr.nth(1), node.spec.pod_cidr.prefix)?;
-    nl.set_mtu(cni0, mtu)?;
-    nl.set_up(cni0)
-}
-
-/// Two namespaces joined by one veth pair: the limit every other path is measured
-/// against.
-pub struct VethPair {
-    pub a: NetNs,
-    pub b: NetNs,
-    pub a_ip: Ipv4Addr,
-    pub b_ip: Ipv4Addr,
-    workdir: PathBuf,
-}
-
-impl VethPair {
-    pub fn up() -> Result<Self> {
-        let (prefix, workdir) = reserve_prefix()?;
-        let a = NetNs::create(&format!("{prefix}-a"))?;
-        let b = NetNs::create(&format!("{prefix}-b"))?;
-        let (a_ip, b_ip) = (Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 2));
-        let b_fd = b.file()?;
-        a.run(|| {
-            let nl = Netlink::new()?;
-            nl.add_veth("eth0", "peer0")?;
-            nl.move_to_netns(nl.index("peer0")?, b_fd.as_raw_fd())?;
-            let eth0 = nl.index("eth0")?;
-            nl.add_address(eth0, a_ip, 24)?;
-            nl.set_up(eth0)
-        })?;
-        b.run(|| {
-            let nl = Netlink::new()?;
-            let p = nl.index("peer0")?;
-            nl.rename(p, "eth0")?;
-            nl.add_address(p, b_ip, 24)?;
-            nl.set_up(p)
-        })?;
-        Ok(Self {
-            a,
-            b,
-            a_ip,
-            b_ip,
-            workdir,
-        })
-    }
-}
-
-impl Drop for VethPair {
+impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.workdir);
-    }
-}
-
-/// flannel's host-gw by hand: pods on bridge `cni0`, a kernel route per other node.
-fn setup_host_gw_node(node: &Node, spec: &ClusterSpec) -> Result<()> {
-    node.ns.run(|| {
-        let nl = Netlink::new()?;
-        add_pod_bridge(&nl, node, UNDERLAY_MTU)?;
-        let eth0 = nl.index("eth0")?;
-        for peer in spec.nodes.iter().filter(|n| n.name != node.spec.name) {
-            if !node.spec.underlay.contains(peer.ip()) {
-                bail!("host-gw needs {} on {}'s subnet", peer.name, node.spec.name);
+        // Agents first: they detach and unpin while the namespaces still exist.
+        for a in self.agents.iter_mut().flatten() {
+            a.stop();
+        }
+        for node in &self.nodes {
+            if let Err(e) = datapath::remove_pins(&node.pin_dir) {
+                tracing::warn!("{e:#}");
             }
-            nl.replace_route(
-                peer.pod_cidr.addr,
-                peer.pod_cidr.prefix,
-                eth0,
-                Some(peer.ip()),
-            )?;
+            netpath::state::AgentState::remove(&node.state_dir());
         }
-        Ok(())
-    })
-}
-
-/// flannel's vxlan backend by hand: pods on bridge `cni0`, a kernel vxlan device with
-/// VNI/port from the spec and static neighbour and fdb entries for every other node.
-fn setup_kernel_vxlan_node(node: &Node, spec: &ClusterSpec) -> Result<()> {
-    node.ns.run(|| {
-        let nl = Netlink::new()?;
-        add_pod_bridge(&nl, node, spec.pod_mtu(UNDERLAY_MTU))?;
-        let vx = nl.add_kernel_vxlan(&KernelVxlan {
-            name: "flannel.1",
-            vni: spec.vni,
-            port: spec.port,
-            local: node.ip(),
-            underlay: nl.index("eth0")?,
-            mac: node.spec.vtep_mac,
-        })?;
-        nl.set_mtu(vx, UNDERLAY_MTU - netpath_common::VXLAN_OVERHEAD)?;
-        nl.add_address(vx, node.spec.pod_cidr.network(), 32)?;
-        nl.set_up(vx)?;
-        for peer in spec.nodes.iter().filter(|n| n.name != node.spec.name) {
-            let gw = peer.pod_cidr.network();
-            nl.add_neighbour(vx, gw, peer.vtep_mac)?;
-            nl.add_fdb(vx, peer.vtep_mac, peer.ip())?;
-            nl.replace_route_onlink(gw, peer.pod_cidr.prefix, vx, gw)?;
-        }
-        Ok(())
-    })
-}
-
-/// A yes/no fact about a node.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Invariant {
-    pub node: String,
-    pub what: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
-impl Invariant {
-    fn from_result(node: &str, what: &str, r: Result<String>) -> Self {
-        let (ok, detail) = match r {
-            Ok(d) => (true, d),
-            Err(e) => (false, format!("{e:#}")),
-        };
-        Self {
-            node: node.into(),
-            what: what.into(),
-            ok,
-            detail,
-        }
+        // Pods, then nodes, then the fabric: namespaces go with their guards.
+        self.nodes.clear();
+        self.fabric = None;
+        let _ = std::fs::remove_dir_all(&self.workdir);
     }
 }
 
-fn no_bridge() -> Result<String> {
-    let links = Netlink::new()?.links()?;
-    let bridges: Vec<_> = links
-        .iter()
-        .filter(|l| l.kind.as_deref() == Some("bridge"))
-        .map(|l| l.name.clone())
-        .collect();
-    if !bridges.is_empty() {
-        bail!("bridge devices present: {}", bridges.join(", "));
-    }
-    let kinds: Vec<String> = links
-        .iter()
-        .map(|l| format!("{}({})", l.name, l.kind.as_deref().unwrap_or("-")))
-        .collect();
-    Ok(kinds.join(" "))
-}
-
-fn no_firewall_rules() -> Result<String> {
-    // Per-namespace list of loaded legacy iptables tables.
-    let legacy =
-        std::fs::read_to_string("/proc/thread-self/net/ip_tables_names").unwrap_or_default();
-    if !legacy.trim().is_empty() {
-        bail!(
-            "iptables tables loaded: {}",
-            legacy.split_whitespace().collect::<Vec<_>>().join(", ")
-        );
-    }
-    // A child forked from this thread inherits its network namespace.
-    let out = Command::new("nft")
-        .args(["list", "ruleset"])
-        .output()
-        .context("run `nft list ruleset` (install the nftables package)")?;
-    if !out.status.success() {
-        bail!(
-            "nft list ruleset failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let rules = String::from_utf8_lossy(&out.stdout);
-    if !rules.trim().is_empty() {
-        bail!("nftables ruleset not empty:\n{rules}");
-    }
-    Ok("no iptables tables, empty nft ruleset".into())
-}
-
-fn add_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Result<Pod> {
+/// A pod on a flannel-style node: its veth hangs off the bridge `cni0`.
+fn bridge_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Result<Pod> {
     let name = format!("{}-pod{p}", node.name);
     let ns = NetNs::create(&name)?;
     let host_ifname = format!("lxc{p}");
     let tmp_peer = format!("tmp{p}");
     let pod_fd = ns.file()?;
-    let bridged = node.kind.bridged();
     node.ns.run(|| {
-        let nl = Netlink::new()?;
+        let nl = Nl::new()?;
         nl.add_veth(&host_ifname, &tmp_peer)?;
-        let peer = nl.index(&tmp_peer)?;
-        nl.move_to_netns(peer, pod_fd.as_raw_fd())?;
+        nl.move_to_netns(nl.index(&tmp_peer)?, pod_fd.as_raw_fd())?;
         let host = nl.index(&host_ifname)?;
         nl.set_mtu(host, mtu)?;
-        if bridged {
-            nl.set_master(host, nl.index("cni0")?)?;
-        }
+        nl.set_master(host, nl.index("cni0")?)?;
         nl.set_up(host)
     })?;
     let cidr = node.spec.pod_cidr;
     let mac = ns.run(|| {
-        let nl = Netlink::new()?;
+        let nl = Nl::new()?;
         let eth0 = nl.index(&tmp_peer)?;
         nl.rename(eth0, "eth0")?;
         nl.set_mtu(eth0, mtu)?;
-        if bridged {
-            nl.add_address(eth0, ip, cidr.prefix)?;
-            nl.set_up(eth0)?;
-            nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, eth0, Some(cidr.nth(1)))?;
-        } else {
-            nl.add_address(eth0, ip, 32)?;
-            nl.set_up(eth0)?;
-            nl.replace_route(POD_GATEWAY, 32, eth0, None)?;
-            nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, eth0, Some(POD_GATEWAY))?;
-        }
+        nl.add_address(eth0, ip, cidr.prefix)?;
+        nl.set_up(eth0)?;
+        nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, eth0, Some(cidr.nth(1)))?;
         nl.mac("eth0")
     })?;
     Ok(Pod {
@@ -798,105 +591,38 @@ fn add_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Result<Pod> {
     })
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Agents first: they detach and unpin while the namespaces still exist.
-        for a in self.agents.iter_mut().flatten() {
-            a.stop();
-        }
-        for node in &self.nodes {
-            if let Err(e) = datapath::remove_pins(&node.pin_dir) {
-                tracing::warn!("{e:#}");
-            }
-        }
-        // Pods, then nodes, then the fabric: namespaces go with their guards.
-        self.nodes.clear();
-        self.fabric = None;
-        let _ = std::fs::remove_dir_all(&self.workdir);
-    }
+/// A pod on a netpath node, wired by the product's endpoint module (as the CNI
+/// plugin wires one), from inside the node's namespace.
+fn attach_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Result<Pod> {
+    let name = format!("{}-pod{p}", node.name);
+    let ns = NetNs::create(&name)?;
+    let a = endpoint::Attachment {
+        container_id: name.clone(),
+        netns: ns.path().to_path_buf(),
+        ifname: "eth0".into(),
+        ip,
+        mtu,
+    };
+    let attached = in_runtime(node.ns.path(), || endpoint::attach(&node.pin_dir, &a))
+        .with_context(|| format!("attach pod {name}"))?;
+    Ok(Pod {
+        name,
+        ns,
+        ip,
+        mac: attached.pod_mac.octets(),
+        host_ifname: attached.host_ifname,
+    })
 }
 
-/// Prints checks grouped by step and path, failures in full, then the invariants;
-/// returns whether everything passed.
-pub fn print_report(checks: &[CheckResult], invariants: &[Invariant], verbose: bool) -> bool {
-    use std::collections::BTreeMap;
-    /// (step, path, proto) -> (passed, total, what the receivers saw)
-    type Group = (usize, usize, BTreeSet<String>);
-    let mut groups: BTreeMap<(String, String, String), Group> = BTreeMap::new();
-    for c in checks {
-        let key = (
-            c.step.clone(),
-            c.path.clone(),
-            format!("{:?}", c.proto).to_lowercase(),
-        );
-        let g = groups.entry(key).or_default();
-        g.1 += 1;
-        if c.ok() {
-            g.0 += 1;
-        }
-        if c.proto != Proto::Icmp {
-            g.2.insert(if c.seen_src == Some(c.expected_src) {
-                "sender's own IP".to_string()
-            } else {
-                "OTHER".to_string()
-            });
-        }
-    }
-    println!(
-        "{:<14} {:<24} {:<5} {:>9}  {:<18} result",
-        "step", "path", "proto", "passed", "receiver saw"
-    );
-    for ((step, path, proto), (ok, total, seen)) in &groups {
-        println!(
-            "{:<14} {:<24} {:<5} {:>4}/{:<4}  {:<18} {}",
-            step,
-            path,
-            proto,
-            ok,
-            total,
-            if seen.is_empty() {
-                "(reply only)".to_string()
-            } else {
-                seen.iter().cloned().collect::<Vec<_>>().join(", ")
-            },
-            if ok == total { "PASS" } else { "FAIL" }
-        );
-    }
-    let mut all = true;
-    for c in checks {
-        all &= c.ok();
-        if verbose || !c.ok() {
-            println!(
-                "  {} {} -> {} {:?} dst {} saw {} {}",
-                c.step,
-                c.from,
-                c.to,
-                c.proto,
-                c.dst,
-                c.seen_src
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                match (&c.error, c.ok()) {
-                    (_, true) => "ok".to_string(),
-                    (Some(e), _) => format!("FAIL: {e}"),
-                    (None, false) => format!("FAIL: expected source {}", c.expected_src),
-                }
-            );
-        }
-    }
-    println!();
-    for i in invariants {
-        all &= i.ok;
-        println!(
-            "{:<26} {:<28} {}",
-            i.node,
-            i.what,
-            if i.ok {
-                "PASS".to_string()
-            } else {
-                format!("FAIL: {}", i.detail)
-            }
-        );
-    }
-    all
+/// Runs an async product call to completion on a thread inside namespace `ns`.
+pub fn in_runtime<T: Send, F: std::future::Future<Output = Result<T>>>(
+    ns: &Path,
+    f: impl FnOnce() -> F + Send,
+) -> Result<T> {
+    crate::netns::run_in(ns, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(f())
+    })
 }

@@ -7,8 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::{csum, lab::Lab, netns};
 use anyhow::{bail, Context, Result};
-use netpath::{csum, lab::Lab, netns};
 use netpath_common::{Program, Reason};
 
 /// Integration tests need root; without it they fail with the reason, never skip.
@@ -22,7 +22,7 @@ pub fn require_root() {
 
 pub fn lab(nodes: usize, pods: usize) -> Lab {
     require_root();
-    let cfg = netpath::lab::LabConfig::new(nodes, pods).expect("lab config");
+    let cfg = crate::lab::LabConfig::new(nodes, pods).expect("lab config");
     Lab::up(&cfg).expect("bring up lab")
 }
 
@@ -203,7 +203,7 @@ pub fn counter_of(lab: &Lab, node: usize, program: Program, reason: Reason) -> u
 }
 
 /// Runs every model check and fails the test with the failures listed.
-pub fn assert_model(lab: &Lab, protos: &[netpath::check::Proto]) -> usize {
+pub fn assert_model(lab: &Lab, protos: &[crate::check::Proto]) -> usize {
     let checks = lab.check_model(protos);
     let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
     let logs: String = (0..lab.nodes.len()).map(|i| lab.agent_log(i)).collect();

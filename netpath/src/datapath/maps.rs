@@ -1,0 +1,162 @@
+//! Typed access to one node's pinned maps.
+use std::{net::Ipv4Addr, path::Path};
+
+use anyhow::{anyhow, Context, Result};
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Array, HashMap, Map, MapData, PerCpuArray,
+};
+use netpath_common::{
+    names, stats_index, Endpoint, Peer, Program, Reason, RedirectMode, Route, Settings, TcAttach,
+};
+
+/// The pinned maps of one node.
+pub struct Pinned {
+    endpoints: HashMap<MapData, [u8; 4], Endpoint>,
+    routes: LpmTrie<MapData, [u8; 4], Route>,
+    nodes: HashMap<MapData, [u8; 4], Peer>,
+    stats: PerCpuArray<MapData, u64>,
+    settings: Array<MapData, Settings>,
+}
+
+/// A counter with its (program, reason) and the sum over CPUs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Counter {
+    pub program: &'static str,
+    pub reason: &'static str,
+    pub drop: bool,
+    pub packets: u64,
+}
+
+fn open_map(dir: &Path, name: &str) -> Result<Map> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| {
+        format!(
+            "open pinned map {} (is the agent running for this node?)",
+            path.display()
+        )
+    })?;
+    Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
+}
+
+impl Pinned {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            endpoints: open_map(dir, names::ENDPOINTS)?.try_into()?,
+            routes: open_map(dir, names::ROUTES)?.try_into()?,
+            nodes: open_map(dir, names::NODES)?.try_into()?,
+            stats: open_map(dir, names::STATS)?.try_into()?,
+            settings: open_map(dir, names::SETTINGS)?.try_into()?,
+        })
+    }
+
+    pub fn write_settings(&mut self, s: Settings) -> Result<()> {
+        self.settings.set(0, s, 0).context("write settings")
+    }
+
+    pub fn settings(&self) -> Result<Settings> {
+        self.settings.get(&0, 0).context("read settings")
+    }
+
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, Endpoint)>> {
+        let mut out = Vec::new();
+        for item in self.endpoints.iter() {
+            let (k, v) = item.context("read endpoint")?;
+            out.push((Ipv4Addr::from(k), v));
+        }
+        out.sort_by_key(|(ip, _)| *ip);
+        Ok(out)
+    }
+
+    pub fn insert_endpoint(&mut self, ip: Ipv4Addr, ep: Endpoint) -> Result<()> {
+        self.endpoints
+            .insert(ip.octets(), ep, 0)
+            .with_context(|| format!("insert endpoint {ip}"))
+    }
+
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<Option<Endpoint>> {
+        let old = self.endpoints.get(&ip.octets(), 0).ok();
+        match self.endpoints.remove(&ip.octets()) {
+            Ok(()) => Ok(old),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("remove endpoint {ip}")),
+        }
+    }
+
+    pub fn routes(&self) -> Result<Vec<(Ipv4Addr, u8, Route)>> {
+        let mut out = Vec::new();
+        for item in self.routes.iter() {
+            let (k, v) = item.context("read route")?;
+            out.push((Ipv4Addr::from(k.data()), k.prefix_len() as u8, v));
+        }
+        out.sort_by_key(|(ip, p, _)| (*ip, *p));
+        Ok(out)
+    }
+
+    pub fn set_route(&mut self, net: Ipv4Addr, prefix: u8, route: Route) -> Result<()> {
+        self.routes
+            .insert(&Key::new(prefix as u32, net.octets()), route, 0)
+            .with_context(|| format!("insert route {net}/{prefix}"))
+    }
+
+    pub fn remove_route(&mut self, net: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.routes
+            .remove(&Key::new(prefix as u32, net.octets()))
+            .with_context(|| format!("remove route {net}/{prefix}"))
+    }
+
+    pub fn nodes(&self) -> Result<Vec<(Ipv4Addr, Peer)>> {
+        let mut out = Vec::new();
+        for item in self.nodes.iter() {
+            let (k, v) = item.context("read node")?;
+            out.push((Ipv4Addr::from(k), v));
+        }
+        out.sort_by_key(|(ip, _)| *ip);
+        Ok(out)
+    }
+
+    pub fn set_node(&mut self, ip: Ipv4Addr, peer: Peer) -> Result<()> {
+        self.nodes
+            .insert(ip.octets(), peer, 0)
+            .with_context(|| format!("insert node {ip}"))
+    }
+
+    pub fn remove_node(&mut self, ip: Ipv4Addr) -> Result<()> {
+        self.nodes
+            .remove(&ip.octets())
+            .with_context(|| format!("remove node {ip}"))
+    }
+
+    pub fn counter(&self, program: Program, reason: Reason) -> Result<u64> {
+        let values = self
+            .stats
+            .get(&stats_index(program, reason), 0)
+            .context("read stats")?;
+        Ok(values.iter().sum())
+    }
+
+    pub fn counters(&self) -> Result<Vec<Counter>> {
+        let mut out = Vec::new();
+        for program in Program::ALL {
+            for reason in Reason::ALL {
+                out.push(Counter {
+                    program: program.name(),
+                    reason: reason.name(),
+                    drop: reason.is_drop(),
+                    packets: self.counter(program, reason)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn tc_attach(&self) -> Result<TcAttach> {
+        let raw = self.settings()?.tc_attach;
+        TcAttach::from_u32(raw).ok_or_else(|| anyhow!("bad tc attach mode {raw} in SETTINGS"))
+    }
+
+    pub fn redirect_mode(&self) -> Result<RedirectMode> {
+        let raw = self.settings()?.redirect_mode;
+        RedirectMode::from_u32(raw).ok_or_else(|| anyhow!("bad redirect mode {raw} in SETTINGS"))
+    }
+}

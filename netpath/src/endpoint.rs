@@ -1,0 +1,217 @@
+//! Pod wiring: a veth pair from the node into the pod's namespace, the pod's /32
+//! with a default route via the link-local gateway that `from_pod` answers, the MTU,
+//! `from_pod` on the host side, the pod's `ENDPOINTS` entry and the node's /32 route
+//! to it. Used by the CNI plugin and by the lab; runs in the node's namespace.
+use std::{
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use netpath_common::{Endpoint, POD_GATEWAY};
+
+use crate::{
+    datapath::{self, Pinned},
+    net::{Ipv4Net, Mac},
+    netlink::{Netlink, RouteSpec, PROTO_ENDPOINT},
+};
+
+/// One pod interface to wire: the container's netns, the interface name inside it
+/// and its address.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// Who the attachment belongs to (CNI container id; the lab's pod name).
+    pub container_id: String,
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub mtu: u32,
+}
+
+/// What `attach` made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub host_ifname: String,
+    pub host_ifindex: u32,
+    pub host_mac: Mac,
+    pub pod_mac: Mac,
+}
+
+/// The host-side veth name of an attachment: a pure function of (container id,
+/// ifname), so DEL finds it without stored state, and at most 15 bytes (IFNAMSIZ).
+pub fn host_ifname(container_id: &str, ifname: &str) -> String {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("np{:011x}", h & 0xfff_ffff_ffff)
+}
+
+fn temp_ifname(host: &str) -> String {
+    format!("t{}", &host[1..])
+}
+
+impl Attachment {
+    pub fn host_ifname(&self) -> String {
+        host_ifname(&self.container_id, &self.ifname)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.ifname.is_empty()
+            || self.ifname.len() > 15
+            || self.ifname.contains(['/', '\0', ' '])
+        {
+            bail!("invalid interface name {:?}", self.ifname);
+        }
+        if !(68..=65535).contains(&self.mtu) {
+            bail!("MTU {} out of range (68-65535)", self.mtu);
+        }
+        Ok(())
+    }
+}
+
+/// Wires the pod in. An earlier attachment with the same (container id, ifname) is
+/// replaced. Must run on a thread in the node's namespace, inside a tokio runtime.
+pub async fn attach(pin_dir: &Path, a: &Attachment) -> Result<Attached> {
+    a.check()?;
+    let host = a.host_ifname();
+    let node = Netlink::new()?;
+    if let Some(old) = node.find_link(&host).await? {
+        node.delete_link(old.index).await?;
+    }
+    let tmp = temp_ifname(&host);
+    if let Some(stale) = node.find_link(&tmp).await? {
+        node.delete_link(stale.index).await?;
+    }
+    let pod_ns = std::fs::File::open(&a.netns)
+        .with_context(|| format!("open container netns {}", a.netns.display()))?;
+    node.add_veth(&host, &tmp).await?;
+    let wired = wire(&node, pin_dir, a, &host, &tmp, &pod_ns).await;
+    if wired.is_err() {
+        // Half-wired pods are worse than none: the veth (and its peer) go.
+        if let Ok(Some(l)) = node.find_link(&host).await {
+            let _ = node.delete_link(l.index).await;
+        }
+    }
+    wired
+}
+
+async fn wire(
+    node: &Netlink,
+    pin_dir: &Path,
+    a: &Attachment,
+    host: &str,
+    tmp: &str,
+    pod_ns: &std::fs::File,
+) -> Result<Attached> {
+    let peer = node.index(tmp).await?;
+    node.move_to_netns(peer, pod_ns.as_raw_fd()).await?;
+    let h = node.link(host).await?;
+    node.set_mtu(h.index, a.mtu).await?;
+    node.set_up(h.index).await?;
+
+    let pod = Netlink::new_in(&a.netns)?;
+    let eth = pod.index(tmp).await?;
+    pod.rename(eth, &a.ifname).await?;
+    pod.set_mtu(eth, a.mtu).await?;
+    pod.add_address(eth, a.ip, 32).await?;
+    pod.set_up(eth).await?;
+    let gw = Ipv4Addr::from(POD_GATEWAY);
+    let route = |dst, gateway| RouteSpec {
+        dst,
+        oif: eth,
+        gateway,
+        mtu: None,
+        protocol: PROTO_ENDPOINT,
+    };
+    pod.replace_route(&route(Ipv4Net::new(gw, 32), None))
+        .await?;
+    pod.replace_route(&route(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0), Some(gw)))
+        .await?;
+    let pod_mac = pod.mac(&a.ifname).await?;
+
+    let host_mac = h.mac.with_context(|| format!("{host} has no MAC"))?;
+    datapath::attach::attach_from_pod(pin_dir, host)?;
+    Pinned::open(pin_dir)?.insert_endpoint(
+        a.ip,
+        Endpoint {
+            ifindex: h.index,
+            pod_mac: pod_mac.octets(),
+            host_mac: host_mac.octets(),
+        },
+    )?;
+    node.replace_route(&RouteSpec {
+        dst: Ipv4Net::new(a.ip, 32),
+        oif: h.index,
+        gateway: None,
+        mtu: None,
+        protocol: PROTO_ENDPOINT,
+    })
+    .await?;
+    tracing::debug!(ip = %a.ip, veth = %host, "endpoint attached");
+    Ok(Attached {
+        host_ifname: host.to_string(),
+        host_ifindex: h.index,
+        host_mac,
+        pod_mac,
+    })
+}
+
+/// Unwires an attachment: its map entry, its TCX link pin and its veth (the pod side
+/// and the node's /32 route go with it). Idempotent: whatever is already gone —
+/// the veth, the netns, the entry — is skipped. Returns whether anything was removed.
+pub async fn detach(
+    pin_dir: &Path,
+    container_id: &str,
+    ifname: &str,
+    ip: Option<Ipv4Addr>,
+) -> Result<bool> {
+    let host = host_ifname(container_id, ifname);
+    let node = Netlink::new()?;
+    let link = node.find_link(&host).await?;
+    let mut removed = false;
+    if let Ok(mut pinned) = Pinned::open(pin_dir) {
+        let mut gone: Vec<(Ipv4Addr, u32)> = Vec::new();
+        for (eip, ep) in pinned.endpoints()? {
+            let ours = link.as_ref().is_some_and(|l| l.index == ep.ifindex) || Some(eip) == ip;
+            if ours {
+                gone.push((eip, ep.ifindex));
+            }
+        }
+        for (eip, ifindex) in gone {
+            pinned.remove_endpoint(eip)?;
+            let pin =
+                datapath::attach::link_pin(pin_dir, ifindex, aya::programs::TcAttachType::Ingress);
+            if pin.exists() {
+                std::fs::remove_file(&pin).with_context(|| format!("remove {}", pin.display()))?;
+            }
+            removed = true;
+        }
+    }
+    if let Some(l) = link {
+        node.delete_link(l.index).await?;
+        removed = true;
+    }
+    tracing::debug!(veth = %host, removed, "endpoint detached");
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_stable_short_and_distinct() {
+        let a = host_ifname("0123456789abcdef", "eth0");
+        assert_eq!(a, host_ifname("0123456789abcdef", "eth0"));
+        assert!(a.len() <= 15 && a.starts_with("np"), "{a}");
+        assert_ne!(a, host_ifname("0123456789abcdef", "eth1"));
+        assert_ne!(a, host_ifname("0123456789abcdee", "eth0"));
+        // The separator keeps ("ab","c") and ("a","bc") apart.
+        assert_ne!(host_ifname("ab", "c"), host_ifname("a", "bc"));
+        assert_eq!(temp_ifname(&a).len(), a.len());
+    }
+}

@@ -1,0 +1,235 @@
+//! Pure planning: a spec, the local node, its underlay and the kernel's route table
+//! in; everything the node should have out — map entries and the kernel routes the
+//! node's own traffic needs. No I/O here, so every decision is unit-tested.
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use netpath_common::{Peer, RedirectMode, Route, RouteMode, Settings, VXLAN_OVERHEAD};
+
+use crate::{
+    net::Ipv4Net,
+    netlink::{RouteSpec, RouteSummary, PROTO_AGENT},
+    spec::{ClusterSpec, NodeSpec},
+};
+
+/// The node's underlay interface as found on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Underlay {
+    pub ifindex: u32,
+    pub mtu: u32,
+}
+
+/// What one node should hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Desired {
+    pub routes: BTreeMap<Ipv4Net, Route>,
+    pub nodes: BTreeMap<Ipv4Addr, Peer>,
+    /// Kernel routes to other nodes' pod CIDRs, all with protocol `PROTO_AGENT`.
+    pub kernel_routes: BTreeMap<Ipv4Net, RouteSpec>,
+    /// Peers left out because the underlay has no route to them.
+    pub unreachable: Vec<String>,
+}
+
+/// Settings the programs read, from the spec plus what the agent probed.
+pub fn settings(
+    spec: &ClusterSpec,
+    local: &NodeSpec,
+    underlay: &Underlay,
+    encap_flags: u32,
+    tc_attach: u32,
+) -> Settings {
+    let mode: RedirectMode = spec.redirect.into();
+    Settings {
+        redirect_mode: mode as u32,
+        underlay_ifindex: underlay.ifindex,
+        node_ip: local.ip().octets(),
+        cluster_ip: spec.cluster_cidr.addr.octets(),
+        cluster_prefix: spec.cluster_cidr.prefix as u32,
+        vni: spec.vni,
+        vxlan_port: spec.port,
+        vtep_mac: local.vtep_mac.octets(),
+        encap_flags,
+        tc_attach,
+    }
+}
+
+/// The gateway the main table would use for `dst` (None: on-link), by longest
+/// prefix; routes the agent owns are not underlay routes and are skipped.
+pub fn next_hop(routes: &[RouteSummary], dst: Ipv4Addr) -> Option<Option<Ipv4Addr>> {
+    routes
+        .iter()
+        .filter(|r| r.protocol != PROTO_AGENT && r.dst.contains(dst))
+        .max_by_key(|r| r.dst.prefix)
+        .map(|r| r.gateway)
+}
+
+/// The node's own traffic to remote pods follows kernel routes: straight to the
+/// owning node (direct), or to the same next hop as its underlay address, where the
+/// egress program wraps it in VXLAN (with room for the headers in the route MTU).
+/// The programs get the same next hops, sparing them a FIB lookup per packet.
+pub fn plan(
+    spec: &ClusterSpec,
+    local: &NodeSpec,
+    underlay: &Underlay,
+    table: &[RouteSummary],
+) -> Desired {
+    let mut d = Desired::default();
+    for peer in spec.nodes.iter().filter(|n| n.name != local.name) {
+        let gw = if local.underlay.contains(peer.ip()) {
+            peer.ip()
+        } else {
+            match next_hop(table, peer.ip()) {
+                Some(Some(gw)) => gw,
+                Some(None) => peer.ip(),
+                None => {
+                    d.unreachable.push(format!(
+                        "no route to node {}'s underlay address {}",
+                        peer.name,
+                        peer.ip()
+                    ));
+                    continue;
+                }
+            }
+        };
+        let mode = spec.route_mode(local, peer);
+        d.routes.insert(
+            peer.pod_cidr,
+            Route {
+                node_ip: peer.ip().octets(),
+                mode: mode as u32,
+                vtep_mac: peer.vtep_mac.octets(),
+                _pad: [0; 2],
+                next_hop: gw.octets(),
+            },
+        );
+        d.nodes.insert(
+            peer.ip(),
+            Peer {
+                vtep_mac: peer.vtep_mac.octets(),
+                _pad: [0; 2],
+            },
+        );
+        d.kernel_routes.insert(
+            peer.pod_cidr,
+            RouteSpec {
+                dst: peer.pod_cidr,
+                oif: underlay.ifindex,
+                gateway: Some(gw),
+                mtu: (mode == RouteMode::Vxlan).then_some(underlay.mtu - VXLAN_OVERHEAD),
+                protocol: PROTO_AGENT,
+            },
+        );
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::DEFAULT_SPEC;
+
+    const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 56, 1);
+
+    fn route(dst: &str, gw: Option<Ipv4Addr>, protocol: u8) -> RouteSummary {
+        RouteSummary {
+            dst: dst.parse().unwrap(),
+            gateway: gw,
+            oif: Some(2),
+            protocol,
+            mtu: None,
+        }
+    }
+
+    fn node1_table() -> Vec<RouteSummary> {
+        vec![
+            route("0.0.0.0/0", Some(ROUTER), 4),
+            route("192.168.56.0/24", None, 2),
+            // An owned route must never be taken for an underlay route.
+            route(
+                "192.168.57.0/24",
+                Some(Ipv4Addr::new(10, 9, 9, 9)),
+                PROTO_AGENT,
+            ),
+        ]
+    }
+
+    const UL: Underlay = Underlay {
+        ifindex: 2,
+        mtu: 1500,
+    };
+
+    #[test]
+    fn the_default_lab_from_node1() {
+        let spec = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
+        let d = plan(&spec, &spec.nodes[0], &UL, &node1_table());
+        assert!(d.unreachable.is_empty());
+        assert_eq!(
+            (d.routes.len(), d.nodes.len(), d.kernel_routes.len()),
+            (2, 2, 2)
+        );
+        let to2 = d.routes[&"10.244.2.0/24".parse().unwrap()];
+        assert_eq!(to2.node_ip, [192, 168, 56, 12]);
+        assert_eq!(to2.mode, RouteMode::Direct as u32);
+        assert_eq!(
+            to2.next_hop,
+            [192, 168, 56, 12],
+            "same subnet: the node itself"
+        );
+        let to3 = d.routes[&"10.244.3.0/24".parse().unwrap()];
+        assert_eq!(to3.mode, RouteMode::Vxlan as u32);
+        assert_eq!(to3.vtep_mac, spec.nodes[2].vtep_mac.octets());
+        assert_eq!(to3.next_hop, ROUTER.octets(), "other subnet: the router");
+        assert!(
+            !d.nodes.contains_key(&spec.nodes[0].ip()),
+            "not its own peer"
+        );
+        let k2 = d.kernel_routes[&"10.244.2.0/24".parse().unwrap()];
+        assert_eq!(
+            (k2.gateway, k2.mtu, k2.protocol),
+            (Some(spec.nodes[1].ip()), None, PROTO_AGENT)
+        );
+        let k3 = d.kernel_routes[&"10.244.3.0/24".parse().unwrap()];
+        assert_eq!((k3.gateway, k3.mtu), (Some(ROUTER), Some(1450)));
+    }
+
+    #[test]
+    fn an_unroutable_peer_is_reported_and_the_rest_planned() {
+        let spec = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
+        let table = vec![route("192.168.56.0/24", None, 2)];
+        let d = plan(&spec, &spec.nodes[0], &UL, &table);
+        assert_eq!(d.routes.len(), 1);
+        assert_eq!(d.unreachable.len(), 1);
+        assert!(d.unreachable[0].contains("node3"), "{:?}", d.unreachable);
+    }
+
+    #[test]
+    fn removing_a_node_from_the_spec_removes_its_entries() {
+        let spec = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
+        let mut draft = spec.to_draft();
+        draft.nodes.pop();
+        let smaller = draft.validate().unwrap();
+        let before = plan(&spec, &spec.nodes[0], &UL, &node1_table());
+        let after = plan(&smaller, &smaller.nodes[0], &UL, &node1_table());
+        let gone: Ipv4Net = "10.244.3.0/24".parse().unwrap();
+        assert!(before.kernel_routes.contains_key(&gone));
+        assert!(!after.kernel_routes.contains_key(&gone) && !after.routes.contains_key(&gone));
+        assert_eq!(after.routes.len(), 1);
+    }
+
+    #[test]
+    fn next_hop_uses_the_longest_prefix() {
+        let table = [
+            route("0.0.0.0/0", Some(ROUTER), 4),
+            route("192.168.56.0/24", None, 2),
+            route("10.244.3.0/24", Some(Ipv4Addr::new(192, 168, 56, 13)), 4),
+        ];
+        let hop = |ip: [u8; 4]| next_hop(&table, ip.into());
+        assert_eq!(hop([192, 168, 56, 12]), Some(None), "on-link");
+        assert_eq!(hop([192, 168, 57, 13]), Some(Some(ROUTER)), "default");
+        assert_eq!(hop([10, 244, 3, 9]), Some(Some([192, 168, 56, 13].into())));
+        assert_eq!(
+            next_hop(&table[1..2], [8, 8, 8, 8].into()),
+            None,
+            "unroutable"
+        );
+    }
+}

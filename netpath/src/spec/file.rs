@@ -1,0 +1,118 @@
+//! The spec as a TOML file: one source of a `SpecDraft`, and the format the lab
+//! writes for its agents.
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{invalid, Backend, ClusterSpec, Decap, NodeDraft, Redirect, SpecDraft, SpecError};
+use crate::net::Ipv4Net;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    cluster_cidr: String,
+    #[serde(default)]
+    backend: Backend,
+    #[serde(default = "default_vni")]
+    vni: u32,
+    #[serde(default = "default_port")]
+    port: u16,
+    mtu: Option<u32>,
+    #[serde(default)]
+    redirect: Redirect,
+    #[serde(default)]
+    decap: Decap,
+    bpffs_root: Option<PathBuf>,
+    #[serde(default)]
+    nodes: Vec<RawNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    underlay: String,
+    pod_cidr: String,
+    vtep_mac: Option<String>,
+}
+
+fn default_vni() -> u32 {
+    netpath_common::DEFAULT_VNI
+}
+
+fn default_port() -> u16 {
+    netpath_common::DEFAULT_VXLAN_PORT
+}
+
+fn net(field: String, text: &str) -> Result<Ipv4Net, SpecError> {
+    text.parse().map_err(|why: &str| invalid(field, text, why))
+}
+
+impl RawSpec {
+    /// Strings to typed values; a value that does not parse names its field.
+    fn into_draft(self) -> Result<SpecDraft, SpecError> {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for (i, n) in self.nodes.into_iter().enumerate() {
+            let f = |name: &str| format!("nodes[{i}].{name}");
+            let vtep_mac = match &n.vtep_mac {
+                None => None,
+                Some(m) => Some(
+                    m.parse()
+                        .map_err(|why: &str| invalid(f("vtep_mac"), m, why))?,
+                ),
+            };
+            nodes.push(NodeDraft {
+                underlay: net(f("underlay"), &n.underlay)?,
+                pod_cidr: net(f("pod_cidr"), &n.pod_cidr)?,
+                name: n.name,
+                vtep_mac,
+            });
+        }
+        Ok(SpecDraft {
+            cluster_cidr: net("cluster_cidr".into(), &self.cluster_cidr)?,
+            backend: self.backend,
+            vni: self.vni,
+            port: self.port,
+            mtu: self.mtu,
+            redirect: self.redirect,
+            decap: self.decap,
+            bpffs_root: self.bpffs_root,
+            nodes,
+        })
+    }
+}
+
+impl SpecDraft {
+    pub fn parse(text: &str) -> Result<Self, SpecError> {
+        let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
+            path: PathBuf::from("<spec>"),
+            message: e.to_string().trim().to_string(),
+        })?;
+        raw.into_draft()
+    }
+}
+
+impl ClusterSpec {
+    pub fn from_file(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            SpecError::Parse { message, .. } => SpecError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, SpecError> {
+        SpecDraft::parse(text)?.validate()
+    }
+
+    /// The spec as a TOML document (what the lab writes for its agents).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.to_draft()).expect("a spec always serializes to TOML")
+    }
+}

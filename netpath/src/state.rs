@@ -1,0 +1,81 @@
+//! The agent's published state: one JSON file per node (`<state dir>/agent.json`,
+//! default state dir `/run/netpath/<node>`), written atomically, read by `netpath
+//! status` and by anything that needs to know whether the node is ready.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_STATE_ROOT: &str = "/run/netpath";
+const FILE: &str = "agent.json";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentState {
+    pub node: String,
+    pub pid: u32,
+    pub pin_dir: PathBuf,
+    pub spec_file: PathBuf,
+    pub pod_cidr: String,
+    pub pod_mtu: u32,
+    /// Maps loaded, programs attached, routes applied at least once.
+    pub ready: bool,
+    /// How many times the desired state was planned and applied.
+    pub reconciles: u64,
+    /// Why the last spec file read was refused; the agent keeps the last good one.
+    pub spec_error: Option<String>,
+    /// Peers the last plan had to leave out, and why.
+    pub problems: Vec<String>,
+}
+
+pub fn default_dir(node: &str) -> PathBuf {
+    Path::new(DEFAULT_STATE_ROOT).join(node)
+}
+
+impl AgentState {
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let tmp = dir.join(format!(".{FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("write {}", tmp.display()))?;
+        // rename is atomic: readers see the old state or the new one, never half.
+        std::fs::rename(&tmp, dir.join(FILE))
+            .with_context(|| format!("publish {}", dir.join(FILE).display()))
+    }
+
+    /// The published state, or None when no agent has published one here.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(FILE);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(
+                serde_json::from_slice(&b).with_context(|| format!("parse {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+        }
+    }
+
+    pub fn remove(dir: &Path) {
+        let _ = std::fs::remove_file(dir.join(FILE));
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_missing_is_none() {
+        let dir = std::env::temp_dir().join(format!("netpath-state-test-{}", std::process::id()));
+        assert_eq!(AgentState::read(&dir).unwrap(), None);
+        let s = AgentState {
+            node: "n1".into(),
+            spec_error: Some("nodes[0].pod_cidr = \"x\": bad".into()),
+            ..Default::default()
+        };
+        s.write(&dir).unwrap();
+        assert_eq!(AgentState::read(&dir).unwrap(), Some(s));
+        AgentState::remove(&dir);
+        assert!(!dir.exists());
+    }
+}

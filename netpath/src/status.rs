@@ -1,0 +1,103 @@
+//! `netpath status`: the agent's published state and a snapshot of the pinned maps.
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::{datapath::Pinned, net::Mac, state::AgentState};
+
+fn mac_str(m: &[u8; 6]) -> String {
+    Mac(*m).to_string()
+}
+
+pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
+    let agent = AgentState::read(state_dir)?;
+    let pinned = Pinned::open(dir)?;
+    let endpoints = pinned.endpoints()?;
+    let counters = pinned.counters()?;
+    let mode = pinned.redirect_mode()?;
+    let routes = pinned.routes()?;
+    let nodes = pinned.nodes()?;
+    if json {
+        let eps: Vec<_> = endpoints
+            .iter()
+            .map(|(ip, ep)| {
+                serde_json::json!({
+                    "ip": ip.to_string(),
+                    "ifindex": ep.ifindex,
+                    "pod_mac": mac_str(&ep.pod_mac),
+                    "host_mac": mac_str(&ep.host_mac),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "pins": dir.display().to_string(),
+            "agent": agent,
+            "redirect": mode.name(),
+            "tc_attach": pinned.tc_attach()?.name(),
+            "endpoints": eps,
+            "routes": routes.iter().map(|(net, p, r)| serde_json::json!({
+                "pod_cidr": format!("{net}/{p}"),
+                "node_ip": std::net::Ipv4Addr::from(r.node_ip).to_string(),
+                "mode": netpath_common::RouteMode::from_u32(r.mode).map(|m| m.name()).unwrap_or("invalid"),
+                "vtep_mac": mac_str(&r.vtep_mac),
+            })).collect::<Vec<_>>(),
+            "nodes": nodes.iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>(),
+            "counters": counters,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "pins: {}   redirect: {}   tc attach: {}",
+        dir.display(),
+        mode.name(),
+        pinned.tc_attach()?.name()
+    );
+    match &agent {
+        None => println!(
+            "agent: no state published in {} (not running?)",
+            state_dir.display()
+        ),
+        Some(a) => {
+            println!(
+                "agent: pid {}   ready: {}   reconciles: {}   pod cidr {}   pod mtu {}",
+                a.pid, a.ready, a.reconciles, a.pod_cidr, a.pod_mtu
+            );
+            match &a.spec_error {
+                None => println!("spec: {} (in force)", a.spec_file.display()),
+                Some(e) => println!(
+                    "spec: {} REFUSED, forwarding on the last good one: {e}",
+                    a.spec_file.display()
+                ),
+            }
+            for p in &a.problems {
+                println!("problem: {p}");
+            }
+        }
+    }
+    println!("\nendpoints ({}):", endpoints.len());
+    for (ip, ep) in &endpoints {
+        println!(
+            "  {ip:<15} ifindex {:<5} pod {}  host {}",
+            ep.ifindex,
+            mac_str(&ep.pod_mac),
+            mac_str(&ep.host_mac)
+        );
+    }
+    println!("\nroutes ({}):", routes.len());
+    for (net, p, r) in &routes {
+        println!(
+            "  {:<18} via {:<15} {}",
+            format!("{net}/{p}"),
+            std::net::Ipv4Addr::from(r.node_ip),
+            netpath_common::RouteMode::from_u32(r.mode)
+                .map(|m| m.name())
+                .unwrap_or("invalid")
+        );
+    }
+    println!("\ncounters:");
+    for c in counters.iter().filter(|c| c.packets > 0) {
+        println!("  {:<10} {:<22} {}", c.program, c.reason, c.packets);
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! `netpath-lab`: the lab cluster (`cargo xtask run`) and the bench (`cargo xtask
+//! bench`). Test-side tooling: it drives the product's `netpath` binary and library
+//! like any user would.
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use netpath::spec::{Backend, ClusterSpec, Decap, Redirect, DEFAULT_SPEC};
+use netpath_tests::{bench, check::Proto, lab};
+
+#[derive(Parser)]
+#[command(name = "netpath-lab", about = "netpath lab clusters and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RedirectArg {
+    Peer,
+    Plain,
+}
+
+impl From<RedirectArg> for Redirect {
+    fn from(r: RedirectArg) -> Self {
+        match r {
+            RedirectArg::Peer => Redirect::Peer,
+            RedirectArg::Plain => Redirect::Plain,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DecapArg {
+    Tc,
+    Xdp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Direct,
+    Vxlan,
+    Auto,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Direct => Backend::Direct,
+            BackendArg::Vxlan => Backend::Vxlan,
+            BackendArg::Auto => Backend::Auto,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure netpath against the classic kernel paths (what `cargo xtask bench` runs).
+    Bench {
+        /// A short run: fewer rounds, shorter tests.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
+    /// Bring up a lab cluster in network namespaces, check it, and hold it until Ctrl-C.
+    Run {
+        /// Check, tear down and exit; the exit code says whether every check passed.
+        #[arg(long)]
+        once: bool,
+        /// Number of nodes (default: the embedded three-node spec).
+        #[arg(long)]
+        nodes: Option<usize>,
+        #[arg(long, default_value_t = 3)]
+        pods: usize,
+        /// Override the spec's backend.
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+        #[arg(long, value_enum)]
+        redirect: Option<RedirectArg>,
+        /// Where VXLAN is unwrapped: tc (default) or xdp.
+        #[arg(long, value_enum)]
+        decap: Option<DecapArg>,
+        /// Print every single check, not only the summary and failures.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = netpath::cli::bail_if_not_root().and_then(|()| run(Cli::parse()));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("netpath-lab: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    match cli.cmd {
+        Cmd::Bench { quick, out } => bench::run(bench::BenchArgs { quick, out }),
+        Cmd::Run {
+            once,
+            nodes,
+            pods,
+            backend,
+            redirect,
+            decap,
+            verbose,
+        } => {
+            let backend: Option<Backend> = backend.map(Into::into);
+            let mut cfg = match (nodes, backend) {
+                (None, None) => lab::LabConfig::default_spec(pods)?,
+                (None, Some(b)) => {
+                    let default = ClusterSpec::parse(DEFAULT_SPEC)?;
+                    // The default's routed third node cannot be reached directly.
+                    let spec = match default.with_backend(b) {
+                        Ok(s) => s,
+                        Err(_) => lab::generated_spec(default.nodes.len(), b)?,
+                    };
+                    lab::LabConfig::with_spec(spec, pods)?
+                }
+                (Some(n), b) => {
+                    lab::LabConfig::with_spec(lab::generated_spec(n, b.unwrap_or_default())?, pods)?
+                }
+            };
+            if let Some(r) = redirect {
+                cfg.spec.redirect = r.into();
+            }
+            if let Some(d) = decap {
+                cfg.spec.decap = match d {
+                    DecapArg::Tc => Decap::Tc,
+                    DecapArg::Xdp => Decap::Xdp,
+                };
+            }
+            run_lab(&cfg, once, verbose)
+        }
+    }
+}
+
+fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
+    println!(
+        "bringing up {} node(s) with {} pod(s) each, backend {} …",
+        cfg.spec.nodes.len(),
+        cfg.pods_per_node,
+        cfg.spec.backend.name()
+    );
+    let lab = lab::Lab::up(cfg).context("bring up the lab")?;
+    for n in &lab.nodes {
+        println!(
+            "  {:<20} underlay {:<18} pods {}",
+            n.name,
+            n.spec.underlay.to_string(),
+            n.spec.pod_cidr
+        );
+    }
+    println!();
+    let checks = lab.check_model(&[Proto::Tcp, Proto::Udp, Proto::Icmp]);
+    let invariants = lab.check_invariants();
+    let ok = lab::print_report(&checks, &invariants, verbose);
+    println!(
+        "\n{}: {} checks, {} invariants",
+        if ok {
+            "ALL PASSED"
+        } else {
+            "SOME CHECKS FAILED"
+        },
+        checks.len(),
+        invariants.len()
+    );
+    if let Some(node) = lab.nodes.first() {
+        let d = node.pin_dir.display();
+        println!(
+            "\ninspect {} (likewise the other nodes):\n  netpath status --node {}\n  bpftool map dump pinned {d}/ROUTES\n  bpftool map dump pinned {d}/ENDPOINTS\n  bpftool map dump pinned {d}/NODES\n  bpftool map dump pinned {d}/STATS",
+            node.name,
+            node.name,
+        );
+    }
+    if once {
+        return Ok(ok);
+    }
+    println!("\nlab is up; Ctrl-C tears it down");
+    wait_for_stop()?;
+    println!("tearing down");
+    drop(lab);
+    Ok(ok)
+}
+
+/// Blocks until SIGINT or SIGTERM (sent to us directly, or forwarded by xtask).
+fn wait_for_stop() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        Ok(())
+    })
+}
