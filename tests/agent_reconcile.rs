@@ -1,1 +1,350 @@
+//! The agent keeps reconciling: spec reloads add and remove nodes in maps and kernel
+//! routes, a bad spec is refused while forwarding goes on, a killed agent's leftovers
+//! are removed by its successor, restarts under load drop no connection, pins of
+//! another layout are refused, and endpoints attach and detach idempotently.
+use std::{
+    net::Ipv4Addr,
+    process::Command,
+    time::{Duration, Instant},
+};
 
+use netpath::{
+    endpoint,
+    net::Ipv4Net,
+    netlink::{RouteSummary, PROTO_AGENT},
+    spec::{Backend, ClusterSpec, Redirect},
+};
+use netpath_tests::{
+    check,
+    lab::{generated_spec, in_runtime, Lab, LabConfig},
+    netns::NetNs,
+    nl::Nl,
+    require_root,
+};
+
+fn lab_of(spec: ClusterSpec, pods: usize, keep_pins: bool) -> (Lab, LabConfig) {
+    require_root();
+    let mut cfg = LabConfig::with_spec(spec, pods).unwrap();
+    cfg.keep_pins = keep_pins;
+    (Lab::up(&cfg).expect("bring up lab"), cfg)
+}
+
+fn owned_routes(lab: &Lab, node: usize) -> Vec<RouteSummary> {
+    lab.nodes[node]
+        .ns
+        .run(|| Nl::new()?.routes())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.protocol == PROTO_AGENT)
+        .collect()
+}
+
+fn map_routes(lab: &Lab, node: usize) -> Vec<Ipv4Net> {
+    let pinned = lab.nodes[node].pinned().unwrap();
+    pinned
+        .routes()
+        .unwrap()
+        .into_iter()
+        .map(|(ip, p, _)| Ipv4Net::new(ip, p))
+        .collect()
+}
+
+/// Polls `f` until it holds or `within` passes; returns how long it took.
+fn within(within: Duration, what: &str, f: impl Fn() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.elapsed()
+}
+
+fn status_json(lab: &Lab, node: usize) -> serde_json::Value {
+    let bin = netpath_tests::lab::agent_binary().unwrap();
+    let out = Command::new(bin)
+        .args(["status", "--json", "--node", &lab.nodes[node].name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().unwrap()
+}
+
+fn tcp_ok(lab: &Lab, (na, pa): (usize, usize), (nb, pb): (usize, usize)) {
+    let (a, b) = (&lab.nodes[na].pods[pa], &lab.nodes[nb].pods[pb]);
+    let seen = check::tcp(a.ns.path(), b.ns.path(), b.ip).unwrap();
+    assert_eq!(seen, a.ip, "no NAT");
+}
+
+#[test]
+fn spec_reload_adds_and_removes_a_node_within_a_second() {
+    let spec = generated_spec(2, Backend::Auto).unwrap();
+    let (lab, _) = lab_of(spec.clone(), 1, false);
+    let stream = check::stream(
+        lab.nodes[0].pods[0].ns.path(),
+        lab.nodes[1].pods[0].ns.path(),
+        lab.nodes[1].pods[0].ip,
+    )
+    .unwrap();
+    let extra = net("10.244.9.0/24");
+    let bigger = spec
+        .to_draft()
+        .node("node9", net("192.168.56.19/24"), extra)
+        .validate()
+        .unwrap();
+    lab.write_spec(&bigger).unwrap();
+    let took = within(
+        Duration::from_secs(1),
+        "node added to maps and routes",
+        || {
+            map_routes(&lab, 0).contains(&extra)
+                && owned_routes(&lab, 0).iter().any(|r| r.dst == extra)
+        },
+    );
+    eprintln!("node added after {took:?}");
+    let r = owned_routes(&lab, 0)
+        .into_iter()
+        .find(|r| r.dst == extra)
+        .unwrap();
+    assert_eq!(r.gateway, Some(Ipv4Addr::new(192, 168, 56, 19)));
+    lab.write_spec(&spec).unwrap();
+    let took = within(
+        Duration::from_secs(1),
+        "node removed from maps and routes",
+        || {
+            !map_routes(&lab, 0).contains(&extra)
+                && !owned_routes(&lab, 0).iter().any(|r| r.dst == extra)
+        },
+    );
+    eprintln!("node removed after {took:?}");
+    assert!(
+        map_routes(&lab, 0).contains(&net("10.244.2.0/24")),
+        "node2 stays"
+    );
+    let stats = stream
+        .finish()
+        .expect("the flow to the unaffected node kept running");
+    assert!(stats.bytes > 0);
+    tcp_ok(&lab, (0, 0), (1, 0));
+}
+
+#[test]
+fn an_invalid_spec_is_refused_and_the_last_good_one_keeps_forwarding() {
+    let spec = generated_spec(2, Backend::Auto).unwrap();
+    let (lab, _) = lab_of(spec.clone(), 1, false);
+    let before = map_routes(&lab, 0);
+    let mut bad = spec.to_toml();
+    bad = bad.replace("10.244.2.0/24", "10.244.0.0/23");
+    lab.write_spec_text(&bad).unwrap();
+    within(Duration::from_secs(2), "refusal published", || {
+        status_json(&lab, 0)["agent"]["spec_error"].is_string()
+    });
+    let err = status_json(&lab, 0)["agent"]["spec_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("nodes[1].pod_cidr") && err.contains("overlaps"),
+        "{err}"
+    );
+    assert!(
+        lab.agent_log(0).contains("spec refused"),
+        "{}",
+        lab.agent_log(0)
+    );
+    assert_eq!(map_routes(&lab, 0), before, "maps untouched");
+    tcp_ok(&lab, (0, 0), (1, 0));
+    lab.write_spec(&spec).unwrap();
+    within(Duration::from_secs(2), "good spec back in force", || {
+        status_json(&lab, 0)["agent"]["spec_error"].is_null()
+    });
+}
+
+#[test]
+fn a_killed_agents_stale_routes_are_removed_by_its_successor() {
+    let spec = generated_spec(3, Backend::Auto).unwrap();
+    let (mut lab, cfg) = lab_of(spec.clone(), 1, false);
+    let gone = spec.nodes[2].pod_cidr;
+    assert!(owned_routes(&lab, 0).iter().any(|r| r.dst == gone));
+    lab.kill_agent(0);
+    // While no agent runs, node3 leaves the cluster.
+    let mut d = spec.to_draft();
+    d.nodes.pop();
+    lab.write_spec(&d.validate().unwrap()).unwrap();
+    assert!(
+        owned_routes(&lab, 0).iter().any(|r| r.dst == gone),
+        "SIGKILL left the route behind"
+    );
+    lab.start_agent(0, &cfg).unwrap();
+    let routes = owned_routes(&lab, 0);
+    assert!(
+        !routes.iter().any(|r| r.dst == gone),
+        "stale route removed: {routes:?}"
+    );
+    assert!(
+        !map_routes(&lab, 0).contains(&gone),
+        "stale map entry removed"
+    );
+    assert!(routes.iter().any(|r| r.dst == spec.nodes[1].pod_cidr));
+    tcp_ok(&lab, (0, 0), (1, 0));
+}
+
+fn from_pod_prog_ids(lab: &Lab, node: usize, pod: usize) -> Option<Vec<u32>> {
+    let ifname = lab.nodes[node].pods[pod].host_ifname.clone();
+    lab.nodes[node]
+        .ns
+        .run(move || {
+            Ok(aya::programs::SchedClassifier::query_tcx(
+                &ifname,
+                aya::programs::TcAttachType::Ingress,
+            )
+            .ok()
+            .map(|(_, progs)| progs.iter().map(|p| p.id()).collect()))
+        })
+        .unwrap()
+}
+
+#[test]
+fn restarts_under_load_drop_no_connection() {
+    let spec = generated_spec(3, Backend::Auto).unwrap();
+    let (mut lab, cfg) = lab_of(spec.clone(), 2, true);
+    let pod = |n: usize, p: usize| &lab.nodes[n].pods[p];
+    let flows = [
+        ((0, 0), (0, 1)),
+        ((0, 0), (1, 0)),
+        ((0, 1), (2, 0)),
+        ((1, 0), (0, 1)),
+    ];
+    let streams: Vec<_> = flows
+        .iter()
+        .map(|&((na, pa), (nb, pb))| {
+            check::stream(pod(na, pa).ns.path(), pod(nb, pb).ns.path(), pod(nb, pb).ip).unwrap()
+        })
+        .collect();
+    let tcx = from_pod_prog_ids(&lab, 0, 0).filter(|ids| !ids.is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    lab.stop_agent(0);
+    lab.start_agent(0, &cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The second restart runs changed programs: plain redirects instead of peer.
+    let mut d = spec.to_draft();
+    d.redirect = Redirect::Plain;
+    lab.stop_agent(0);
+    lab.write_spec(&d.validate().unwrap()).unwrap();
+    lab.start_agent(0, &cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mode = lab.nodes[0].pinned().unwrap().redirect_mode().unwrap();
+    assert_eq!(mode.name(), "plain");
+    match tcx {
+        Some(before) => {
+            let after = from_pod_prog_ids(&lab, 0, 0).unwrap();
+            assert_eq!(after.len(), 1, "one program on the pod's veth: {after:?}");
+            assert_ne!(after, before, "the pod's link now runs the new program");
+        }
+        None => eprintln!("netlink clsact attach on this kernel: filters replaced at our priority"),
+    }
+    for (s, flow) in streams.into_iter().zip(flows) {
+        let stats = s
+            .finish()
+            .unwrap_or_else(|e| panic!("flow {flow:?}: {e:#}"));
+        eprintln!(
+            "flow {flow:?}: {} MB, longest stall {:?}",
+            stats.bytes >> 20,
+            stats.max_gap
+        );
+        assert!(stats.bytes > 0);
+    }
+}
+
+#[test]
+fn pins_of_another_layout_are_refused_with_what_to_do() {
+    let spec = generated_spec(1, Backend::Auto).unwrap();
+    let (mut lab, cfg) = lab_of(spec, 0, false);
+    lab.stop_agent(0);
+    let dir = lab.nodes[0].pin_dir.clone();
+    assert!(!dir.exists(), "a clean stop removes the pins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pin = dir.join("ENDPOINTS");
+    let out = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&pin)
+        .args([
+            "type",
+            "hash",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            "16",
+            "name",
+            "ENDPOINTS",
+        ])
+        .output()
+        .expect("run bpftool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = format!("{:#}", lab.start_agent(0, &cfg).unwrap_err());
+    assert!(
+        err.contains("another layout") && err.contains("value 8 B"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("remove {}", dir.display())), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn endpoint_attach_and_detach_are_idempotent() {
+    let spec = generated_spec(1, Backend::Auto).unwrap();
+    let (lab, _) = lab_of(spec, 1, false);
+    let node = &lab.nodes[0];
+    let ns = NetNs::create(&format!("{}-extra", lab.prefix)).unwrap();
+    let a = endpoint::Attachment {
+        container_id: "extra-1".into(),
+        netns: ns.path().to_path_buf(),
+        ifname: "eth0".into(),
+        ip: node.spec.pod_cidr.nth(100),
+        mtu: 1400,
+    };
+    let attach = || in_runtime(node.ns.path(), || endpoint::attach(&node.pin_dir, &a));
+    let first = attach().unwrap();
+    let again = attach().unwrap();
+    assert_eq!(
+        first.host_ifname, again.host_ifname,
+        "same attachment, same veth"
+    );
+    let eps = node.pinned().unwrap().endpoints().unwrap();
+    assert_eq!(eps.iter().filter(|(ip, _)| *ip == a.ip).count(), 1);
+    let seen = check::tcp(ns.path(), node.pods[0].ns.path(), node.pods[0].ip).unwrap();
+    assert_eq!(seen, a.ip);
+    let detach = || {
+        in_runtime(node.ns.path(), || {
+            endpoint::detach(&node.pin_dir, "extra-1", "eth0", Some(a.ip))
+        })
+        .unwrap()
+    };
+    assert!(detach(), "first detach removes");
+    assert!(!detach(), "second detach is a no-op");
+    assert!(!node
+        .pinned()
+        .unwrap()
+        .endpoints()
+        .unwrap()
+        .iter()
+        .any(|(ip, _)| *ip == a.ip));
+    // Attached again, then its netns disappears before the detach.
+    attach().unwrap();
+    drop(ns);
+    assert!(detach(), "entry removed although the netns is gone");
+    assert!(!detach());
+}

@@ -290,3 +290,87 @@ impl UdpSocketLike {
         Ok(Some(n as usize))
     }
 }
+
+/// A TCP stream kept busy between two namespaces, to see what an event (an agent
+/// restart, a spec change) does to a live connection.
+pub struct Stream {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    client: std::thread::JoinHandle<Result<u64>>,
+    server: std::thread::JoinHandle<Result<StreamStats>>,
+}
+
+/// What the receiving end saw.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamStats {
+    pub bytes: u64,
+    /// The longest time without any data arriving.
+    pub max_gap: Duration,
+}
+
+/// Starts sending from `client_ns` to `dst` in `server_ns` until `finish`.
+pub fn stream(client_ns: &Path, server_ns: &Path, dst: Ipv4Addr) -> Result<Stream> {
+    let port = next_port();
+    let listener = netns::run_in(server_ns, || {
+        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind tcp/{port}"))
+    })?;
+    let conn = netns::run_in(client_ns, || {
+        let addr = SocketAddr::V4(SocketAddrV4::new(dst, port));
+        TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("tcp connect to {addr}"))
+    })?;
+    let (mut accepted, _) = accept_timeout(&listener)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = std::thread::spawn(move || -> Result<StreamStats> {
+        // A stall longer than this is a broken connection, not a hiccup.
+        accepted.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut bytes, mut max_gap) = (0u64, Duration::ZERO);
+        let mut last = std::time::Instant::now();
+        loop {
+            let n = accepted.read(&mut buf).context("stream receive")?;
+            if n == 0 {
+                return Ok(StreamStats { bytes, max_gap });
+            }
+            max_gap = max_gap.max(last.elapsed());
+            last = std::time::Instant::now();
+            bytes += n as u64;
+        }
+    });
+    let flag = stop.clone();
+    let client = std::thread::spawn(move || -> Result<u64> {
+        let mut conn = conn;
+        conn.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let chunk = vec![0x5au8; 1 << 16];
+        let mut sent = 0u64;
+        while !flag.load(Ordering::Relaxed) {
+            conn.write_all(&chunk).context("stream send")?;
+            sent += chunk.len() as u64;
+        }
+        conn.shutdown(std::net::Shutdown::Write)?;
+        Ok(sent)
+    });
+    Ok(Stream {
+        stop,
+        client,
+        server,
+    })
+}
+
+impl Stream {
+    /// Stops sending; fails if either end saw an error (a reset, a timeout) or bytes
+    /// went missing.
+    pub fn finish(self) -> Result<StreamStats> {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self
+            .client
+            .join()
+            .map_err(|_| anyhow!("stream client panicked"))??;
+        let stats = self
+            .server
+            .join()
+            .map_err(|_| anyhow!("stream server panicked"))??;
+        if stats.bytes != sent {
+            bail!("sent {sent} bytes, {} arrived", stats.bytes);
+        }
+        Ok(stats)
+    }
+}

@@ -56,6 +56,10 @@ impl Nl {
         Ok(self.wait(self.nl.mac(name))?.octets())
     }
 
+    pub fn routes(&self) -> Result<Vec<netpath::netlink::RouteSummary>> {
+        self.wait(self.nl.routes())
+    }
+
     pub fn add_veth(&self, name: &str, peer: &str) -> Result<()> {
         self.wait(self.nl.add_veth(name, peer))
     }

@@ -365,6 +365,27 @@ impl Lab {
             .path()
     }
 
+    /// Replaces the spec file the agents watch (atomically, as an editor or a config
+    /// manager would).
+    pub fn write_spec_text(&self, text: &str) -> Result<()> {
+        let tmp = self.workdir.join(".cluster.toml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.spec_file)?;
+        Ok(())
+    }
+
+    pub fn write_spec(&self, spec: &ClusterSpec) -> Result<()> {
+        self.write_spec_text(&spec.to_toml())
+    }
+
+    /// Kills node `i`'s agent with SIGKILL: no cleanup of any kind.
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut a) = self.agents.get_mut(i).and_then(Option::take) {
+            let _ = a.child.kill();
+            let _ = a.child.wait();
+        }
+    }
+
     /// Stops node `i`'s agent (SIGTERM; it cleans up unless started with keep_pins).
     pub fn stop_agent(&mut self, i: usize) {
         if let Some(mut a) = self.agents.get_mut(i).and_then(Option::take) {
