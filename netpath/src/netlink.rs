@@ -33,7 +33,7 @@ pub enum NetlinkError {
     #[error("{what}: {source}")]
     Call {
         what: String,
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     #[error("no link named {0}")]
     NoLink(String),
@@ -45,7 +45,10 @@ type Result<T, E = NetlinkError> = std::result::Result<T, E>;
 
 fn call(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     let what = what.into();
-    move |source| NetlinkError::Call { what, source }
+    move |source| NetlinkError::Call {
+        what,
+        source: Box::new(source),
+    }
 }
 
 pub struct Netlink {
