@@ -62,6 +62,10 @@ struct Agent {
 }
 
 async fn run_async(args: AgentArgs) -> Result<()> {
+    // First of all: a stop requested while starting up must still clean up, not kill.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let spec_text = std::fs::read(&args.spec_file)
         .with_context(|| format!("read {}", args.spec_file.display()))?;
     let spec = ClusterSpec::from_file(&args.spec_file)?;
@@ -142,9 +146,6 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     );
     forward_kernel_logs(&mut loaded);
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let mut watch = tokio::time::interval(WATCH_EVERY);
     let mut last_sync = Instant::now();
     loop {
@@ -275,7 +276,7 @@ impl Agent {
     async fn cleanup(self) -> Result<()> {
         AgentState::remove(&self.state_dir);
         if let Ok(pinned) = Pinned::open(&self.dir) {
-            for (ip, ep) in pinned.endpoints()? {
+            for (ip, ep) in pinned.endpoints().unwrap_or_default() {
                 match datapath::attach::ifname(ep.ifindex) {
                     Some(name) => {
                         if let Err(e) = datapath::detach(&self.dir, &name, TcAttachType::Ingress) {
@@ -291,7 +292,10 @@ impl Agent {
                 tracing::warn!("{e:#}");
             }
         }
-        reconcile::apply_routes(&self.nl, &Desired::default()).await?;
+        // Best effort from here: the pins go even if a route could not be removed.
+        if let Err(e) = reconcile::apply_routes(&self.nl, &Desired::default()).await {
+            tracing::warn!("remove owned routes: {e:#}");
+        }
         datapath::remove_pins(&self.dir)?;
         tracing::info!(pins = %self.dir.display(), "stopped; programs detached, routes and pins removed");
         Ok(())

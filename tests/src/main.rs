@@ -149,6 +149,7 @@ fn run(cli: Cli) -> Result<bool> {
 }
 
 fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
+    let stop = StopSignals::install()?;
     println!(
         "bringing up {} node(s) with {} pod(s) each, backend {} …",
         cfg.spec.nodes.len(),
@@ -190,25 +191,40 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
         return Ok(ok);
     }
     println!("\nlab is up; Ctrl-C tears it down");
-    wait_for_stop()?;
+    stop.wait();
     println!("tearing down");
     drop(lab);
     Ok(ok)
 }
 
-/// Blocks until SIGINT or SIGTERM (sent to us directly, or forwarded by xtask).
-fn wait_for_stop() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+/// SIGINT and SIGTERM, caught from before the lab exists: a stop that arrives while
+/// it comes up tears it down once it is up, instead of killing the process mid-way.
+struct StopSignals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        Ok(())
-    })
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _g = rt.enter();
+        let term = signal(SignalKind::terminate())?;
+        let int = signal(SignalKind::interrupt())?;
+        drop(_g);
+        Ok(Self { rt, term, int })
+    }
+
+    /// Blocks until SIGINT or SIGTERM (sent to us directly, or forwarded by xtask).
+    fn wait(mut self) {
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = self.int.recv() => {}
+                _ = self.term.recv() => {}
+            }
+        })
+    }
 }
