@@ -34,20 +34,34 @@ fn leftovers(prefix: &str) -> Vec<String> {
     left
 }
 
+/// Stops the lab process if the test fails before it does, so a failure leaves nothing.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: signalling our own child by its PID.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn sigterm_to_a_running_lab_leaves_nothing_behind() {
     require_root();
     let netpath_bin = netpath_tests::lab::agent_binary().unwrap();
     let lab_bin = netpath_bin.with_file_name("netpath-lab");
-    let mut child = Command::new(&lab_bin)
+    let child = Command::new(&lab_bin)
         .args(["run", "--nodes", "2", "--pods", "1"])
         .env("NETPATH_BIN", &netpath_bin)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", lab_bin.display()));
+    let mut child = Reap(child);
     let mut prefix = None;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(i) = line.find("netpath status --node np") {
@@ -62,10 +76,10 @@ fn sigterm_to_a_running_lab_leaves_nothing_behind() {
     // Keep reading: the lab reports its teardown on stdout.
     let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
     // SAFETY: signalling our own child by its PID.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "lab did not stop on SIGTERM");
