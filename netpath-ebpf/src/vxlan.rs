@@ -4,7 +4,7 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     helpers::generated::bpf_get_hash_recalc,
     programs::TcContext,
@@ -44,13 +44,17 @@ struct Encap {
 /// Wraps the IPv4 packet in `ctx` for `route`. The outer Ethernet header keeps its
 /// MACs: the caller either lets the kernel resolve L2 (redirect_neigh) or already
 /// has the right next hop (egress after routing). GSO packets stay GSO: the flags
-/// tell the kernel where the inner headers are so it can still segment.
+/// tell the kernel where the inner headers are so it can still segment. FIXED_GSO
+/// keeps the pod's segment size: the pod MTU already leaves room for the 50 bytes, and
+/// without it the kernel would shrink every segment by them.
 #[inline(always)]
 pub fn encapsulate(ctx: &TcContext, route: &Route, s: &Settings) -> Result<(), ()> {
     let inner_len = ctx.len().saturating_sub(ETH_LEN as u32);
     // SAFETY: the context pointer is valid for the program's whole run.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
-    let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP) as u64
+    let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+        | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
+        | BPF_F_ADJ_ROOM_FIXED_GSO) as u64
         | s.encap_flags as u64
         | encap_l2(ETH_LEN as u64);
     ctx.adjust_room(VXLAN_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, flags)

@@ -62,6 +62,11 @@ enum Cmd {
         quick: bool,
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
+        /// Only these paths (comma-separated: veth, bridge, local, n2n, host-gw, direct,
+        /// kernel-vxlan, vxlan, vxlan-xdp, n2n-routed, kernel-vxlan-routed, vxlan-routed);
+        /// skips the scale and control-plane parts.
+        #[arg(long, value_delimiter = ',', value_parser = parse_path)]
+        paths: Option<Vec<bench::PathKind>>,
     },
     /// Bring up a lab cluster in network namespaces, check it, and hold it until Ctrl-C.
     Run {
@@ -108,7 +113,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<bool> {
     match cli.cmd {
-        Cmd::Bench { quick, out } => bench::run(bench::BenchArgs { quick, out }),
+        Cmd::Bench { quick, out, paths } => bench::run(bench::BenchArgs { quick, out, paths }),
         Cmd::Run {
             once,
             nodes,
@@ -227,4 +232,14 @@ impl StopSignals {
             }
         })
     }
+}
+
+fn parse_path(s: &str) -> Result<bench::PathKind, String> {
+    bench::PathKind::ALL
+        .into_iter()
+        .find(|p| p.key() == s)
+        .ok_or_else(|| {
+            let keys: Vec<_> = bench::PathKind::ALL.iter().map(|p| p.key()).collect();
+            format!("unknown path {s:?}; one of {}", keys.join(", "))
+        })
 }

@@ -80,38 +80,46 @@ impl RawSocket {
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let mut pfd = libc::pollfd {
-                fd: self.0.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
-                continue;
-            }
-            let mut buf = vec![0u8; 2048];
-            // SAFETY: valid buffer; from-address not needed.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            let n = unsafe {
-                libc::recvfrom(
-                    self.0.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                    (&mut sll as *mut libc::sockaddr_ll).cast(),
-                    &mut len,
-                )
-            };
-            // Only frames coming in, not our own going out.
-            if n > 0 && sll.sll_pkttype != libc::PACKET_OUTGOING {
-                buf.truncate(n as usize);
-                if pred(&buf) {
-                    return Some(buf);
-                }
+            match self.recv(Duration::from_millis(50)) {
+                Some(frame) if pred(&frame) => return Some(frame),
+                _ => {}
             }
         }
         None
+    }
+
+    /// The next frame coming in (not our own going out) within `timeout`, whole up to
+    /// 64 KiB (GSO and GRO packets show up as one large frame).
+    pub fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) } <= 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: valid buffer; the from-address is plain data.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        // SAFETY: buffer and address are valid for the sizes given.
+        let n = unsafe {
+            libc::recvfrom(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&mut sll as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        };
+        if n <= 0 || sll.sll_pkttype == libc::PACKET_OUTGOING {
+            return None;
+        }
+        buf.truncate(n as usize);
+        Some(buf)
     }
 }
 

@@ -38,6 +38,9 @@ enum Cmd {
         /// A short run (under five minutes).
         #[arg(long)]
         quick: bool,
+        /// Arguments for `netpath-lab bench` (e.g. `-- --paths vxlan-routed,kernel-vxlan-routed`).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Build, then run unit and integration tests (integration tests need root).
     Test {
@@ -84,7 +87,7 @@ fn run() -> Result<ExitCode> {
             cmd.arg("run").args(&args).env("NETPATH_BIN", &bin);
             Ok(exit_code(run_forwarding_signals(cmd)?))
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, args } => {
             toolchain::ensure_packages(BENCH_PACKAGES)?;
             let bin = build_all(&root, true)?;
             require_root("the bench creates network namespaces and loads eBPF")?;
@@ -97,6 +100,7 @@ fn run() -> Result<ExitCode> {
             if quick {
                 cmd.arg("--quick");
             }
+            cmd.args(&args);
             Ok(exit_code(run_forwarding_signals(cmd)?))
         }
         Cmd::Test { kernels, args } => {

@@ -255,7 +255,7 @@ impl Cpio {
         self.pad();
     }
     fn pad(&mut self) {
-        while self.0.len() % 4 != 0 {
+        while !self.0.len().is_multiple_of(4) {
             self.0.push(0);
         }
     }
@@ -267,7 +267,7 @@ impl Cpio {
     }
     fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, &[]);
-        while self.0.len() % 512 != 0 {
+        while !self.0.len().is_multiple_of(512) {
             self.0.push(0);
         }
         self.0

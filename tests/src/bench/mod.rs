@@ -22,6 +22,8 @@ use crate::lab::{self, generated_spec, Lab, LabConfig, NodeKind, VethPair};
 
 pub struct BenchArgs {
     pub quick: bool,
+    /// Only these paths, and no scale or control-plane part (a focused comparison).
+    pub paths: Option<Vec<PathKind>>,
     pub out: PathBuf,
 }
 
@@ -31,23 +33,31 @@ pub enum PathKind {
     VethPair,
     Bridge,
     NetpathLocal,
+    N2N,
     HostGw,
     NetpathDirect,
     KernelVxlan,
     NetpathVxlan,
     NetpathVxlanXdp,
+    N2NRouted,
+    KernelVxlanRouted,
+    NetpathVxlanRouted,
 }
 
 impl PathKind {
-    pub const ALL: [PathKind; 8] = [
+    pub const ALL: [PathKind; 12] = [
         Self::VethPair,
         Self::Bridge,
         Self::NetpathLocal,
+        Self::N2N,
         Self::HostGw,
         Self::NetpathDirect,
         Self::KernelVxlan,
         Self::NetpathVxlan,
         Self::NetpathVxlanXdp,
+        Self::N2NRouted,
+        Self::KernelVxlanRouted,
+        Self::NetpathVxlanRouted,
     ];
 
     pub fn label(self) -> &'static str {
@@ -55,11 +65,33 @@ impl PathKind {
             Self::VethPair => "veth pair (limit)",
             Self::Bridge => "bridge, one node",
             Self::NetpathLocal => "netpath, one node",
+            Self::N2N => "N2N, one subnet",
             Self::HostGw => "host-gw + bridge",
             Self::NetpathDirect => "netpath direct",
             Self::KernelVxlan => "kernel vxlan + bridge",
             Self::NetpathVxlan => "netpath vxlan",
             Self::NetpathVxlanXdp => "netpath vxlan, XDP decap",
+            Self::N2NRouted => "N2N, across router",
+            Self::KernelVxlanRouted => "kernel vxlan + bridge, routed",
+            Self::NetpathVxlanRouted => "netpath vxlan, routed",
+        }
+    }
+
+    /// The name `--paths` takes.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::VethPair => "veth",
+            Self::Bridge => "bridge",
+            Self::NetpathLocal => "local",
+            Self::N2N => "n2n",
+            Self::HostGw => "host-gw",
+            Self::NetpathDirect => "direct",
+            Self::KernelVxlan => "kernel-vxlan",
+            Self::NetpathVxlan => "vxlan",
+            Self::NetpathVxlanXdp => "vxlan-xdp",
+            Self::N2NRouted => "n2n-routed",
+            Self::KernelVxlanRouted => "kernel-vxlan-routed",
+            Self::NetpathVxlanRouted => "vxlan-routed",
         }
     }
 
@@ -69,6 +101,21 @@ impl PathKind {
             Self::NetpathLocal => Some(Self::Bridge),
             Self::NetpathDirect => Some(Self::HostGw),
             Self::NetpathVxlan | Self::NetpathVxlanXdp => Some(Self::KernelVxlan),
+            Self::NetpathVxlanRouted => Some(Self::KernelVxlanRouted),
+            _ => None,
+        }
+    }
+
+    /// The node-to-node limit of a path between two nodes: the nodes themselves
+    /// talking over the same underlay.
+    pub fn n2n(self) -> Option<PathKind> {
+        match self {
+            Self::HostGw
+            | Self::NetpathDirect
+            | Self::KernelVxlan
+            | Self::NetpathVxlan
+            | Self::NetpathVxlanXdp => Some(Self::N2N),
+            Self::KernelVxlanRouted | Self::NetpathVxlanRouted => Some(Self::N2NRouted),
             _ => None,
         }
     }
@@ -87,6 +134,8 @@ pub struct Sample {
     pub udp_p99_us: f64,
     pub udp64_kpps: f64,
     pub cpu_ns_per_pkt: f64,
+    /// TCP connections per second, each with one 64-byte request and response.
+    pub crr_per_s: f64,
 }
 
 /// Per-packet cost with many routes and endpoints in the maps.
@@ -98,6 +147,10 @@ pub struct ScaleSample {
     pub udp64_kpps: f64,
     pub cpu_ns_per_pkt: f64,
     pub udp_p50_us: f64,
+    /// Kernel memory of the node's BPF maps (bpftool's bytes_memlock, summed).
+    pub map_kib: f64,
+    /// Resident memory of the node's agent.
+    pub agent_rss_kib: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,10 +175,17 @@ pub struct Run {
     pub control_plane: Option<ControlPlane>,
 }
 
+/// One end of a measurement in a lab: a node itself or one of its pods.
+#[derive(Clone, Copy)]
+enum At {
+    Node(usize),
+    Pod(usize, usize),
+}
+
 /// A built topology and the two ends it is measured between.
 enum Topo {
     Pair(VethPair),
-    Lab(Box<Lab>),
+    Lab { lab: Box<Lab>, from: At, to: At },
 }
 
 impl Topo {
@@ -136,51 +196,107 @@ impl Topo {
                 server: p.b.path(),
                 server_ip: p.b_ip,
             },
-            Topo::Lab(lab) => {
-                let first = &lab.nodes[0].pods[0];
-                let other = if lab.nodes.len() > 1 {
-                    &lab.nodes[1].pods[0]
-                } else {
-                    &lab.nodes[0].pods[1]
+            Topo::Lab { lab, from, to } => {
+                let place = |at: At| match at {
+                    At::Node(n) => (lab.nodes[n].ns.path(), lab.nodes[n].ip()),
+                    At::Pod(n, p) => (lab.nodes[n].pods[p].ns.path(), lab.nodes[n].pods[p].ip),
                 };
+                let (client, _) = place(*from);
+                let (server, server_ip) = place(*to);
                 tools::Ends {
-                    client: first.ns.path(),
-                    server: other.ns.path(),
-                    server_ip: other.ip,
+                    client,
+                    server,
+                    server_ip,
                 }
             }
         }
     }
+
+    fn lab(&self) -> &Lab {
+        match self {
+            Topo::Lab { lab, .. } => lab,
+            Topo::Pair(_) => panic!("a veth pair is not a lab"),
+        }
+    }
 }
 
-fn lab(nodes: usize, pods: usize, backend: Backend, kind: NodeKind) -> Result<Topo> {
-    lab_decap(nodes, pods, backend, kind, Decap::Tc)
-}
-
-fn lab_decap(
+/// A lab of `nodes` nodes of one kind. With three nodes and an overlay backend the
+/// last node sits behind the fabric router, on another underlay subnet.
+fn lab(
     nodes: usize,
     pods: usize,
     backend: Backend,
     kind: NodeKind,
     decap: Decap,
-) -> Result<Topo> {
+) -> Result<Box<Lab>> {
     let mut cfg = LabConfig::with_spec(generated_spec(nodes, backend)?, pods)?;
     cfg.spec.decap = decap;
     cfg.kinds = (0..nodes).map(|i| (i, kind)).collect();
-    Ok(Topo::Lab(Box::new(Lab::up(&cfg)?)))
+    Ok(Box::new(Lab::up(&cfg)?))
 }
 
 fn build(path: PathKind) -> Result<Topo> {
-    match path {
-        PathKind::VethPair => Ok(Topo::Pair(VethPair::up()?)),
-        PathKind::Bridge => lab(1, 2, Backend::Direct, NodeKind::HostGw),
-        PathKind::NetpathLocal => lab(1, 2, Backend::Direct, NodeKind::Netpath),
-        PathKind::HostGw => lab(2, 1, Backend::Direct, NodeKind::HostGw),
-        PathKind::NetpathDirect => lab(2, 1, Backend::Direct, NodeKind::Netpath),
-        PathKind::KernelVxlan => lab(2, 1, Backend::Vxlan, NodeKind::KernelVxlan),
-        PathKind::NetpathVxlan => lab(2, 1, Backend::Vxlan, NodeKind::Netpath),
-        PathKind::NetpathVxlanXdp => lab_decap(2, 1, Backend::Vxlan, NodeKind::Netpath, Decap::Xdp),
-    }
+    use At::*;
+    let (lab, from, to) = match path {
+        PathKind::VethPair => return Ok(Topo::Pair(VethPair::up()?)),
+        PathKind::Bridge => (
+            lab(1, 2, Backend::Direct, NodeKind::HostGw, Decap::Tc)?,
+            Pod(0, 0),
+            Pod(0, 1),
+        ),
+        PathKind::NetpathLocal => (
+            lab(1, 2, Backend::Direct, NodeKind::Netpath, Decap::Tc)?,
+            Pod(0, 0),
+            Pod(0, 1),
+        ),
+        // Kernel-only nodes: nothing of netpath's on the way.
+        PathKind::N2N => (
+            lab(2, 1, Backend::Direct, NodeKind::HostGw, Decap::Tc)?,
+            Node(0),
+            Node(1),
+        ),
+        PathKind::HostGw => (
+            lab(2, 1, Backend::Direct, NodeKind::HostGw, Decap::Tc)?,
+            Pod(0, 0),
+            Pod(1, 0),
+        ),
+        PathKind::NetpathDirect => (
+            lab(2, 1, Backend::Direct, NodeKind::Netpath, Decap::Tc)?,
+            Pod(0, 0),
+            Pod(1, 0),
+        ),
+        PathKind::KernelVxlan => (
+            lab(2, 1, Backend::Vxlan, NodeKind::KernelVxlan, Decap::Tc)?,
+            Pod(0, 0),
+            Pod(1, 0),
+        ),
+        PathKind::NetpathVxlan => (
+            lab(2, 1, Backend::Vxlan, NodeKind::Netpath, Decap::Tc)?,
+            Pod(0, 0),
+            Pod(1, 0),
+        ),
+        PathKind::NetpathVxlanXdp => (
+            lab(2, 1, Backend::Vxlan, NodeKind::Netpath, Decap::Xdp)?,
+            Pod(0, 0),
+            Pod(1, 0),
+        ),
+        PathKind::N2NRouted => (
+            lab(3, 1, Backend::Vxlan, NodeKind::KernelVxlan, Decap::Tc)?,
+            Node(0),
+            Node(2),
+        ),
+        PathKind::KernelVxlanRouted => (
+            lab(3, 1, Backend::Vxlan, NodeKind::KernelVxlan, Decap::Tc)?,
+            Pod(0, 0),
+            Pod(2, 0),
+        ),
+        PathKind::NetpathVxlanRouted => (
+            lab(3, 1, Backend::Vxlan, NodeKind::Netpath, Decap::Tc)?,
+            Pod(0, 0),
+            Pod(2, 0),
+        ),
+    };
+    Ok(Topo::Lab { lab, from, to })
 }
 
 fn progress(msg: &str) {
@@ -197,6 +313,7 @@ fn measure(path: PathKind, round: usize, secs: u32) -> Result<Sample> {
     let (tcp_p50, tcp_p99) = tools::latency_us(&e, secs, true)?;
     let (udp_p50, udp_p99) = tools::latency_us(&e, secs, false)?;
     let (pps, cpu_us) = tools::udp_small(&e, secs)?;
+    let crr = tools::crr_per_s(&e, secs)?;
     Ok(Sample {
         path,
         round,
@@ -208,6 +325,7 @@ fn measure(path: PathKind, round: usize, secs: u32) -> Result<Sample> {
         udp_p99_us: udp_p99,
         udp64_kpps: pps / 1e3,
         cpu_ns_per_pkt: cpu_us * 1e3,
+        crr_per_s: crr,
     })
 }
 
@@ -221,9 +339,7 @@ fn warm_up(e: &tools::Ends) -> Result<()> {
 /// that no packet of the test matches, then measures pod -> pod across nodes.
 fn measure_scale(routes: usize, endpoints: usize, round: usize, secs: u32) -> Result<ScaleSample> {
     let topo = build(PathKind::NetpathDirect)?;
-    let Topo::Lab(lab) = &topo else {
-        unreachable!("netpath direct is a lab")
-    };
+    let lab = topo.lab();
     let mut pinned = lab.nodes[0].pinned()?;
     let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
     for i in 0..routes as u32 {
@@ -254,6 +370,11 @@ fn measure_scale(routes: usize, endpoints: usize, round: usize, secs: u32) -> Re
     warm_up(&e)?;
     let (pps, cpu_us) = tools::udp_small(&e, secs)?;
     let (p50, _) = tools::latency_us(&e, secs, false)?;
+    let map_kib = tools::map_memory_kib(&lab.nodes[0].pin_dir)?;
+    let agent_rss_kib = lab
+        .agent_pid(0)
+        .context("node 0 has no agent")
+        .and_then(tools::rss_kib)?;
     Ok(ScaleSample {
         routes,
         endpoints,
@@ -261,6 +382,8 @@ fn measure_scale(routes: usize, endpoints: usize, round: usize, secs: u32) -> Re
         udp64_kpps: pps / 1e3,
         cpu_ns_per_pkt: cpu_us * 1e3,
         udp_p50_us: p50,
+        map_kib,
+        agent_rss_kib,
     })
 }
 
@@ -281,9 +404,7 @@ fn control_plane(nodes: usize) -> Result<ControlPlane> {
     let parse_validate_ms = t.elapsed().as_secs_f64() * 1e3;
 
     let topo = build(PathKind::NetpathLocal)?;
-    let Topo::Lab(lab) = &topo else {
-        unreachable!("netpath local is a lab")
-    };
+    let lab = topo.lab();
     let node = &lab.nodes[0];
     let mut pinned = node.pinned()?;
     // Every peer behind one on-link router, so the kernel accepts all the routes.
@@ -325,8 +446,14 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let (rounds, secs) = if args.quick { (3, 1) } else { (5, 4) };
     let scale_sizes = [10usize, 1_000, 100_000];
     // A quick run measures the route scale once; a full one in every round.
-    let scale_rounds = if args.quick { 1 } else { rounds };
-    let total = rounds * PathKind::ALL.len() + scale_rounds * scale_sizes.len() + 1;
+    let focused = args.paths.is_some();
+    let paths = args.paths.unwrap_or_else(|| PathKind::ALL.to_vec());
+    let scale_rounds = match (focused, args.quick) {
+        (true, _) => 0,
+        (false, true) => 1,
+        (false, false) => rounds,
+    };
+    let total = rounds * paths.len() + scale_rounds * scale_sizes.len() + usize::from(!focused);
     let started = Instant::now();
     let mut step = 0;
     let mut tick = |what: &str| {
@@ -342,7 +469,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let mut samples = Vec::new();
     let mut scale = Vec::new();
     for round in 0..rounds {
-        for path in PathKind::ALL {
+        for &path in &paths {
             tick(&format!("round {}/{rounds}: {}", round + 1, path.label()));
             samples.push(measure(path, round, secs)?);
         }
@@ -354,8 +481,12 @@ pub fn run(args: BenchArgs) -> Result<bool> {
             scale.push(measure_scale(routes, 1_000, round, secs)?);
         }
     }
-    tick("control plane: 1000 nodes");
-    let control = control_plane(1000)?;
+    let control = if focused {
+        None
+    } else {
+        tick("control plane: 1000 nodes");
+        Some(control_plane(1000)?)
+    };
     let run = Run {
         date: report::today(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -369,7 +500,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         perf_stat: tools::perf_counts_cycles(),
         samples,
         scale,
-        control_plane: Some(control),
+        control_plane: control,
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     report::write(&run, &args.out)?;

@@ -1,10 +1,12 @@
 //! The measuring tools, run inside namespaces: iperf3 (throughput, small-packet rate),
 //! sockperf (request/response latency), and /proc/stat for the CPU each packet costs.
 use std::{
-    net::Ipv4Addr,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
-    time::Duration,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -145,6 +147,117 @@ pub fn latency_us(e: &Ends, secs: u32, tcp: bool) -> Result<(f64, f64)> {
     };
     // sockperf reports half the round trip.
     Ok((pct("50.000")? * 2.0, pct("99.000")? * 2.0))
+}
+
+/// Connection rate, TCP_CRR-style: connect, one 64-byte request and response, close,
+/// as fast as one client goes, both ends pinned to CPU 0 like the ping-pong. The server
+/// closes first, so the client's ports never wait in TIME_WAIT. Connections per second.
+pub fn crr_per_s(e: &Ends, secs: u32) -> Result<f64> {
+    let addr = SocketAddr::V4(SocketAddrV4::new(e.server_ip, 5203));
+    let stop = AtomicBool::new(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            netns::run_in(e.server, || {
+                pin_to_cpu0()?;
+                let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+                let _ = ready_tx.send(());
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut c = conn.context("accept")?;
+                    let mut buf = [0u8; 64];
+                    c.read_exact(&mut buf).context("read request")?;
+                    c.write_all(&buf).context("write response")?;
+                }
+                Ok(())
+            })
+        });
+        let connect = || -> Result<TcpStream> {
+            let c = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .with_context(|| format!("connect {addr}"))?;
+            c.set_read_timeout(Some(Duration::from_secs(2)))?;
+            Ok(c)
+        };
+        let rate = ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| anyhow!("CRR server did not start"))
+            .and_then(|()| {
+                netns::run_in(e.client, || {
+                    pin_to_cpu0()?;
+                    let start = Instant::now();
+                    let end = start + Duration::from_secs(secs.into());
+                    let mut done = 0u64;
+                    let mut buf = [0u8; 64];
+                    while Instant::now() < end {
+                        let mut c = connect()?;
+                        c.write_all(&[0x5a; 64]).context("write request")?;
+                        c.read_exact(&mut buf).context("read response")?;
+                        // The server's FIN ends the exchange.
+                        let _ = c.read(&mut buf);
+                        done += 1;
+                    }
+                    Ok(done as f64 / start.elapsed().as_secs_f64())
+                })
+            });
+        stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so it sees `stop`.
+        let _ = netns::run_in(e.client, || connect().map(drop));
+        let served = server
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let rate = rate?;
+        served.context("CRR server")?;
+        Ok(rate)
+    })
+}
+
+fn pin_to_cpu0() -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error()).context("pin to CPU 0");
+        }
+    }
+    Ok(())
+}
+
+/// Kernel memory of every map pinned in `dir`, in KiB (bpftool's bytes_memlock: what
+/// the kernel charges for the map, its actual use on kernels that report it).
+pub fn map_memory_kib(dir: &Path) -> Result<f64> {
+    let mut bytes = 0.0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let path = entry?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let out = Command::new("bpftool")
+            .args(["-j", "map", "show", "pinned"])
+            .arg(&path)
+            .output()
+            .context("run bpftool")?;
+        // Program pins are not maps; bpftool refuses them.
+        if !out.status.success() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("bpftool JSON")?;
+        bytes += v["bytes_memlock"].as_f64().unwrap_or(0.0);
+    }
+    Ok(bytes / 1024.0)
+}
+
+/// Resident set size of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("read /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))
 }
 
 /// Busy CPU seconds of the whole machine so far (user, system, irq, softirq).

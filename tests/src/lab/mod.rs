@@ -43,7 +43,7 @@ use invariants::{no_bridge, no_firewall_rules};
 use prefix::reserve_prefix;
 
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
-pub(crate) const UNDERLAY_MTU: u32 = 1500;
+pub const UNDERLAY_MTU: u32 = 1500;
 
 #[derive(Debug, Clone)]
 pub struct LabConfig {
@@ -379,6 +379,11 @@ impl Lab {
     }
 
     /// Kills node `i`'s agent with SIGKILL: no cleanup of any kind.
+    /// The PID of node `i`'s agent while it runs.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.agents.get(i)?.as_ref().map(|a| a.child.id())
+    }
+
     pub fn kill_agent(&mut self, i: usize) {
         if let Some(mut a) = self.agents.get_mut(i).and_then(Option::take) {
             let _ = a.child.kill();
