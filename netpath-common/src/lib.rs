@@ -22,6 +22,7 @@ pub mod names {
     pub const FROM_UNDERLAY: &str = "from_underlay";
     pub const TO_UNDERLAY: &str = "to_underlay";
     pub const XDP_UNDERLAY: &str = "xdp_underlay";
+    pub const FROM_TUNNEL: &str = "from_tunnel";
 }
 
 /// Bytes VXLAN adds in front of the inner IP packet: outer IPv4 + UDP + VXLAN + inner Ethernet.
@@ -114,7 +115,20 @@ pub struct Settings {
     pub encap_flags: u32,
     /// How TC programs are attached on this node; one of [`TcAttach`].
     pub tc_attach: u32,
+    /// The node's kernel VXLAN device in metadata mode (0: none).
+    pub tunnel_ifindex: u32,
+    /// Which VXLAN traffic goes through that device: [`TUNNEL_TX_ROUTED`], [`TUNNEL_RX`].
+    pub tunnel_use: u32,
 }
+
+/// Encapsulate for peers behind a router in the kernel's VXLAN device (outer UDP
+/// checksum, segments the forwarding path keeps checksum-partial) instead of in place.
+pub const TUNNEL_TX_ROUTED: u32 = 1;
+/// Encapsulate for every peer in the kernel's VXLAN device.
+pub const TUNNEL_TX_ALL: u32 = 2;
+/// Hand wire-sized VXLAN frames for local pods to the kernel's VXLAN socket, whose
+/// GRO aggregates them before the pod sees them.
+pub const TUNNEL_RX: u32 = 4;
 
 /// How the TC programs are attached: TCX links where the kernel has them (6.6+),
 /// clsact qdisc filters through netlink before that.
@@ -175,14 +189,16 @@ pub enum Program {
     FromUnderlay = 1,
     ToUnderlay = 2,
     XdpUnderlay = 3,
+    FromTunnel = 4,
 }
 
 impl Program {
-    pub const ALL: [Program; 4] = [
+    pub const ALL: [Program; 5] = [
         Program::FromPod,
         Program::FromUnderlay,
         Program::ToUnderlay,
         Program::XdpUnderlay,
+        Program::FromTunnel,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -190,6 +206,7 @@ impl Program {
             Self::FromUnderlay => "from-underlay",
             Self::ToUnderlay => "to-underlay",
             Self::XdpUnderlay => "xdp-underlay",
+            Self::FromTunnel => "from-tunnel",
         }
     }
 }
@@ -234,10 +251,16 @@ pub enum Reason {
     DropDecapFailed = 16,
     /// Inside the cluster CIDR but no pod and no node route: dropped, not leaked.
     DropNoRoute = 17,
+    /// Handed to the kernel's VXLAN device to encapsulate.
+    EncapInTunnel = 18,
+    /// VXLAN for a local pod left to the kernel's VXLAN socket (GRO, decapsulation).
+    ToTunnel = 19,
+    /// Setting the tunnel metadata failed.
+    DropTunnelKey = 20,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 21;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Redirected,
         Reason::ToStack,
@@ -257,6 +280,9 @@ impl Reason {
         Reason::DropEncapFailed,
         Reason::DropDecapFailed,
         Reason::DropNoRoute,
+        Reason::EncapInTunnel,
+        Reason::ToTunnel,
+        Reason::DropTunnelKey,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -278,6 +304,9 @@ impl Reason {
             Self::DropEncapFailed => "drop-encap-failed",
             Self::DropDecapFailed => "drop-decap-failed",
             Self::DropNoRoute => "drop-no-route",
+            Self::EncapInTunnel => "encap-in-tunnel",
+            Self::ToTunnel => "to-tunnel",
+            Self::DropTunnelKey => "drop-tunnel-key",
         }
     }
     pub const fn is_drop(self) -> bool {
@@ -292,6 +321,7 @@ impl Reason {
                 | Self::DropEncapFailed
                 | Self::DropDecapFailed
                 | Self::DropNoRoute
+                | Self::DropTunnelKey
         )
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     maps::{ENDPOINTS, ROUTES, SETTINGS},
     packet::{decrement_ttl, header_mut, in_prefix, ETH_P_ARP, ETH_P_IP},
     stats::count,
-    vxlan,
+    tunnel, vxlan,
 };
 
 const PROG: Program = Program::FromPod;
@@ -98,6 +98,9 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
             Reason::DirectRouted,
         ),
         Some(RouteMode::Vxlan) => {
+            if tunnel::carries(route, s) {
+                return tunnel::send(ctx, eth, route, s);
+            }
             if vxlan::encapsulate(ctx, route, s).is_err() {
                 return (TC_ACT_SHOT, Reason::DropEncapFailed);
             }

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netpath_common::{Program, Reason};
+use netpath_common::{Program, Reason, Settings, TUNNEL_RX};
 use network_types::eth::EthHdr;
 
 use crate::{
@@ -36,6 +36,9 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
         return (TC_ACT_OK, Reason::ToStack);
     };
     match vxlan::check_rx(ctx, ip, s) {
+        RxVerdict::Accept(vx) if to_tunnel(ctx, vx.inner_dst, s) => {
+            return (TC_ACT_OK, Reason::ToTunnel)
+        }
         RxVerdict::Accept(vx) => return decapsulate(ctx, vx.inner_dst),
         RxVerdict::Drop(reason) => return (TC_ACT_SHOT, reason),
         RxVerdict::NotVxlan => {}
@@ -46,6 +49,23 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
         return deliver::to_local_pod(eth, dst, Some(s), Reason::Redirected);
     }
     (TC_ACT_OK, Reason::ToStack)
+}
+
+/// Wire-sized frames for local pods go to the kernel's VXLAN socket when the node has
+/// the tunnel device for receiving: its GRO merges them into large packets before the
+/// pod's stack sees them. GSO packets (a peer on the same link) are already large and
+/// cheapest to unwrap here.
+#[inline(always)]
+fn to_tunnel(ctx: &TcContext, inner_dst: [u8; 4], s: &Settings) -> bool {
+    if s.tunnel_ifindex == 0 || s.tunnel_use & TUNNEL_RX == 0 {
+        return false;
+    }
+    // SAFETY: the context pointer is valid for the program's whole run.
+    if unsafe { (*ctx.skb.skb).gso_size } != 0 {
+        return false;
+    }
+    // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
+    unsafe { ENDPOINTS.get(inner_dst) }.is_some()
 }
 
 /// Strips an accepted VXLAN frame's outer headers and delivers the inner packet.

@@ -4,11 +4,13 @@
 
 mod deliver;
 mod from_pod;
+mod from_tunnel;
 mod from_underlay;
 mod maps;
 mod packet;
 mod stats;
 mod to_underlay;
+mod tunnel;
 mod vxlan;
 mod xdp_underlay;
 

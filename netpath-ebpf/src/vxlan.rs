@@ -166,15 +166,18 @@ pub fn check_rx<C: Packet>(ctx: &C, ip: &Ipv4Hdr, s: &Settings) -> RxVerdict {
     let Some(inner) = header_mut::<Ipv4Hdr>(ctx, INNER_IP) else {
         return RxVerdict::Drop(Reason::DropTruncated);
     };
-    // A node may send as itself or as one of its pods; anything else is spoofed.
-    let key = aya_ebpf::maps::lpm_trie::Key::new(32, inner.src_addr);
-    let owner_ok =
-        inner.src_addr == outer_src || ROUTES.get(&key).is_some_and(|r| r.node_ip == outer_src);
-    if !owner_ok {
+    if !sender_may_send(inner.src_addr, outer_src) {
         return RxVerdict::Drop(Reason::DropSpoofed);
     }
     RxVerdict::Accept(Accepted {
         inner_eth,
         inner_dst: inner.dst_addr,
     })
+}
+
+/// A node may send as itself or as one of its pods; anything else is spoofed.
+#[inline(always)]
+pub fn sender_may_send(inner_src: [u8; 4], node: [u8; 4]) -> bool {
+    let key = aya_ebpf::maps::lpm_trie::Key::new(32, inner_src);
+    inner_src == node || ROUTES.get(&key).is_some_and(|r| r.node_ip == node)
 }

@@ -16,10 +16,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     datapath::{self, Pinned},
     netlink::Netlink,
-    plan::{self, Desired, Underlay},
+    plan::{self, Desired, Probed, Underlay},
     reconcile,
-    spec::{ClusterSpec, Decap, NodeSpec},
+    spec::{Backend, ClusterSpec, Decap, NodeSpec, VxlanDevice},
     state::{self, AgentState},
+    tunnel,
 };
 
 /// How often the spec file is looked at (a change reaches the maps well within 1 s).
@@ -55,7 +56,7 @@ struct Agent {
     state_dir: PathBuf,
     underlay: Underlay,
     underlay_name: String,
-    encap_flags: u32,
+    probed: Probed,
     tc_attach: TcAttach,
     nl: Netlink,
     state: AgentState,
@@ -96,17 +97,28 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         ifindex,
         mtu: link.mtu.unwrap_or(1500),
     };
-    let encap_flags = encap_flags();
-    let settings = plan::settings(
-        &spec,
-        &local,
-        &underlay,
-        encap_flags,
-        datapath::preferred_tc_attach() as u32,
-    );
+    let mut probed = Probed {
+        encap_flags: encap_flags(),
+        tc_attach: datapath::preferred_tc_attach() as u32,
+        ..Default::default()
+    };
+    let settings = plan::settings(&spec, &local, &underlay, &probed);
     let mut loaded = datapath::load_and_pin(&dir, settings)
         .with_context(|| format!("load datapath for node {}", local.name))?;
     let tc_attach = loaded.attach_underlay(&link.name, spec.decap == Decap::Xdp)?;
+    probed.tc_attach = tc_attach as u32;
+    if spec.backend != Backend::Direct && spec.vxlan_device != VxlanDevice::Off {
+        let mtu = spec.pod_mtu(underlay.mtu);
+        let index = tunnel::ensure(&nl, spec.port, local.vtep_mac, mtu)
+            .await
+            .context("set up the node's VXLAN device")?;
+        loaded.attach_tunnel(tunnel::NAME, tc_attach)?;
+        probed.tunnel_ifindex = index;
+        probed.tunnel_use = spec.vxlan_device.tunnel_use();
+    } else {
+        // One an earlier agent made with another spec: it would hold the VXLAN port.
+        tunnel::remove(&nl).await?;
+    }
     // An upgrade: the pods' veths get the programs just loaded, in place.
     let reattached = datapath::reattach_from_pod(&dir)?;
     let mut agent = Agent {
@@ -127,7 +139,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         state_dir,
         underlay,
         underlay_name: link.name,
-        encap_flags,
+        probed,
         tc_attach,
         nl,
     };
@@ -138,6 +150,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         underlay = %agent.underlay_name,
         backend = agent.spec.backend.name(),
         decap = agent.spec.decap.name(),
+        vxlan_device = agent.spec.vxlan_device.name(),
         tc_attach = agent.tc_attach.name(),
         kernel = %kernel_release(),
         pod_mtu = agent.state.pod_mtu,
@@ -218,6 +231,12 @@ impl Agent {
                 spec.decap.name()
             );
         }
+        if spec.vxlan_device != self.spec.vxlan_device {
+            bail!(
+                "vxlan_device changed to {}: restart the agent to set the device up",
+                spec.vxlan_device.name()
+            );
+        }
         Ok(spec)
     }
 
@@ -234,13 +253,7 @@ impl Agent {
         let table = self.nl.routes().await?;
         let want = plan::plan(&self.spec, &self.local, &self.underlay, &table);
         let mut pinned = Pinned::open(&self.dir)?;
-        let settings = plan::settings(
-            &self.spec,
-            &self.local,
-            &self.underlay,
-            self.encap_flags,
-            self.tc_attach as u32,
-        );
+        let settings = plan::settings(&self.spec, &self.local, &self.underlay, &self.probed);
         if pinned.settings()? != settings {
             pinned.write_settings(settings)?;
             tracing::info!("settings updated");
@@ -290,6 +303,14 @@ impl Agent {
         for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
             if let Err(e) = datapath::detach(&self.dir, &self.underlay_name, hook) {
                 tracing::warn!("{e:#}");
+            }
+        }
+        if self.probed.tunnel_ifindex != 0 {
+            if let Err(e) = datapath::detach(&self.dir, tunnel::NAME, TcAttachType::Ingress) {
+                tracing::warn!("{e:#}");
+            }
+            if let Err(e) = tunnel::remove(&self.nl).await {
+                tracing::warn!("remove {}: {e:#}", tunnel::NAME);
             }
         }
         // Best effort from here: the pins go even if a route could not be removed.

@@ -12,3 +12,4 @@ pub mod reconcile;
 pub mod spec;
 pub mod state;
 pub mod status;
+pub mod tunnel;

@@ -128,6 +128,32 @@ impl Netlink {
             .map_err(call(format!("create veth {name} <-> {peer}")))
     }
 
+    /// A VXLAN device in metadata mode (`ip link add NAME type vxlan external dstport
+    /// PORT nolearning udpcsum`): programs choose peer and VNI per packet.
+    pub async fn add_vxlan_external(&self, name: &str, port: u16) -> Result<()> {
+        self.handle
+            .link()
+            .add()
+            .vxlan(name.to_string(), 0)
+            .collect_metadata(true)
+            .port(port)
+            .learning(false)
+            .udp_csum(true)
+            .execute()
+            .await
+            .map_err(call(format!("create vxlan device {name} on port {port}")))
+    }
+
+    pub async fn set_mac(&self, index: u32, mac: Mac) -> Result<()> {
+        self.handle
+            .link()
+            .set(index)
+            .address(mac.octets().to_vec())
+            .execute()
+            .await
+            .map_err(call(format!("set link {index} address {mac}")))
+    }
+
     pub async fn links(&self) -> Result<Vec<LinkSummary>> {
         let msgs: Vec<LinkMessage> = self
             .handle

@@ -29,13 +29,24 @@ pub struct Desired {
     pub unreachable: Vec<String>,
 }
 
+/// What the agent found or made on this node, beside the spec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Probed {
+    /// Extra `bpf_skb_adjust_room` flags this kernel takes.
+    pub encap_flags: u32,
+    /// One of `TcAttach`.
+    pub tc_attach: u32,
+    /// The node's VXLAN device (0: none) and what goes through it (`TUNNEL_*`).
+    pub tunnel_ifindex: u32,
+    pub tunnel_use: u32,
+}
+
 /// Settings the programs read, from the spec plus what the agent probed.
 pub fn settings(
     spec: &ClusterSpec,
     local: &NodeSpec,
     underlay: &Underlay,
-    encap_flags: u32,
-    tc_attach: u32,
+    probed: &Probed,
 ) -> Settings {
     let mode: RedirectMode = spec.redirect.into();
     Settings {
@@ -47,8 +58,10 @@ pub fn settings(
         vni: spec.vni,
         vxlan_port: spec.port,
         vtep_mac: local.vtep_mac.octets(),
-        encap_flags,
-        tc_attach,
+        encap_flags: probed.encap_flags,
+        tc_attach: probed.tc_attach,
+        tunnel_ifindex: probed.tunnel_ifindex,
+        tunnel_use: probed.tunnel_use,
     }
 }
 

@@ -63,7 +63,8 @@ enum Cmd {
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
         /// Only these paths (comma-separated: veth, bridge, local, n2n, host-gw, direct,
-        /// kernel-vxlan, vxlan, vxlan-xdp, n2n-routed, kernel-vxlan-routed, vxlan-routed);
+        /// kernel-vxlan, vxlan, vxlan-xdp, n2n-routed, kernel-vxlan-routed, vxlan-routed,
+        /// vxlan-routed-gro);
         /// skips the scale and control-plane parts.
         #[arg(long, value_delimiter = ',', value_parser = parse_path)]
         paths: Option<Vec<bench::PathKind>>,

@@ -30,7 +30,12 @@ const MAPS: [&str; 5] = [
     names::STATS,
     names::SETTINGS,
 ];
-const PROGRAMS: [&str; 3] = [names::FROM_POD, names::FROM_UNDERLAY, names::TO_UNDERLAY];
+const PROGRAMS: [&str; 4] = [
+    names::FROM_POD,
+    names::FROM_UNDERLAY,
+    names::TO_UNDERLAY,
+    names::FROM_TUNNEL,
+];
 
 /// Where one node's pins live.
 pub fn node_dir(root: &Path, node: &str) -> PathBuf {
@@ -145,6 +150,26 @@ impl Loaded {
         s.tc_attach = mode as u32;
         pinned.write_settings(s)?;
         Ok(mode)
+    }
+}
+
+impl Loaded {
+    /// Attaches the receive program to the node's VXLAN device, the same way as on the
+    /// underlay.
+    pub fn attach_tunnel(&mut self, ifname: &str, mode: TcAttach) -> Result<()> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(names::FROM_TUNNEL)
+            .ok_or_else(|| anyhow!("program {} missing", names::FROM_TUNNEL))?
+            .try_into()?;
+        attach::attach_persistent(
+            prog,
+            &self.dir,
+            ifname,
+            TcAttachType::Ingress,
+            names::FROM_TUNNEL,
+            mode,
+        )
     }
 }
 

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{invalid, Backend, ClusterSpec, Decap, NodeDraft, Redirect, SpecDraft, SpecError};
+use super::{
+    invalid, Backend, ClusterSpec, Decap, NodeDraft, Redirect, SpecDraft, SpecError, VxlanDevice,
+};
 use crate::net::Ipv4Net;
 
 #[derive(Debug, Deserialize)]
@@ -22,6 +24,8 @@ struct RawSpec {
     redirect: Redirect,
     #[serde(default)]
     decap: Decap,
+    #[serde(default)]
+    vxlan_device: VxlanDevice,
     bpffs_root: Option<PathBuf>,
     #[serde(default)]
     nodes: Vec<RawNode>,
@@ -76,6 +80,7 @@ impl RawSpec {
             mtu: self.mtu,
             redirect: self.redirect,
             decap: self.decap,
+            vxlan_device: self.vxlan_device,
             bpffs_root: self.bpffs_root,
             nodes,
         })

@@ -83,6 +83,44 @@ impl Decap {
     }
 }
 
+/// What the node's kernel VXLAN device (`np-vxlan`, metadata mode) carries; with
+/// `off` there is no such device and the programs encapsulate and unwrap in place.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VxlanDevice {
+    /// Everything in place (the fastest here, see the bench report).
+    #[default]
+    Off,
+    /// Wire-sized frames for local pods go through the kernel's tunnel GRO first.
+    Receive,
+    /// Peers behind a router get packets the kernel encapsulates (outer UDP checksum).
+    Send,
+    /// Both.
+    Both,
+}
+
+impl VxlanDevice {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Receive => "receive",
+            Self::Send => "send",
+            Self::Both => "both",
+        }
+    }
+
+    /// The `TUNNEL_*` bits the programs read.
+    pub fn tunnel_use(self) -> u32 {
+        use netpath_common::{TUNNEL_RX, TUNNEL_TX_ROUTED};
+        match self {
+            Self::Off => 0,
+            Self::Receive => TUNNEL_RX,
+            Self::Send => TUNNEL_TX_ROUTED,
+            Self::Both => TUNNEL_RX | TUNNEL_TX_ROUTED,
+        }
+    }
+}
+
 /// How nodes reach each other's pods.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -129,6 +167,7 @@ pub struct SpecDraft {
     pub mtu: Option<u32>,
     pub redirect: Redirect,
     pub decap: Decap,
+    pub vxlan_device: VxlanDevice,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bpffs_root: Option<PathBuf>,
     pub nodes: Vec<NodeDraft>,
@@ -154,6 +193,7 @@ impl SpecDraft {
             mtu: None,
             redirect: Redirect::default(),
             decap: Decap::default(),
+            vxlan_device: VxlanDevice::default(),
             bpffs_root: None,
             nodes: Vec::new(),
         }
@@ -234,6 +274,7 @@ impl SpecDraft {
             mtu: self.mtu,
             redirect: self.redirect,
             decap: self.decap,
+            vxlan_device: self.vxlan_device,
             bpffs_root,
             nodes,
         })
@@ -357,6 +398,7 @@ pub struct ClusterSpec {
     pub mtu: Option<u32>,
     pub redirect: Redirect,
     pub decap: Decap,
+    pub vxlan_device: VxlanDevice,
     pub bpffs_root: PathBuf,
     pub nodes: Vec<NodeSpec>,
 }
@@ -378,6 +420,7 @@ impl ClusterSpec {
             mtu: self.mtu,
             redirect: self.redirect,
             decap: self.decap,
+            vxlan_device: self.vxlan_device,
             bpffs_root: Some(self.bpffs_root.clone()),
             nodes: self
                 .nodes

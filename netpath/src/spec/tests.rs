@@ -170,3 +170,21 @@ fn built_in_code_with_the_same_checks_as_the_file() {
         "nodes[2].pod_cidr = \"10.244.2.0/23\": overlaps nodes[1].pod_cidr 10.244.2.0/24"
     );
 }
+
+#[test]
+fn vxlan_device_is_off_unless_asked_and_maps_to_program_bits() {
+    use netpath_common::{TUNNEL_RX, TUNNEL_TX_ROUTED};
+    assert_eq!(
+        ClusterSpec::parse(TWO).unwrap().vxlan_device,
+        VxlanDevice::Off
+    );
+    let s = ClusterSpec::parse(&format!("vxlan_device = \"both\"\n{TWO}")).unwrap();
+    assert_eq!(s.vxlan_device, VxlanDevice::Both);
+    assert_eq!(s.vxlan_device.tunnel_use(), TUNNEL_RX | TUNNEL_TX_ROUTED);
+    assert_eq!(VxlanDevice::Receive.tunnel_use(), TUNNEL_RX);
+    assert_eq!(VxlanDevice::Send.tunnel_use(), TUNNEL_TX_ROUTED);
+    assert_eq!(VxlanDevice::Off.tunnel_use(), 0);
+    assert_eq!(ClusterSpec::parse(&s.to_toml()).unwrap(), s);
+    let e = err(&format!("vxlan_device = \"sometimes\"\n{TWO}"));
+    assert!(e.contains("vxlan_device") || e.contains("sometimes"), "{e}");
+}

@@ -15,7 +15,7 @@ use netpath::{
     netlink::{Netlink, RouteSummary},
     plan::{self, Underlay},
     reconcile,
-    spec::{Backend, ClusterSpec, Decap},
+    spec::{Backend, ClusterSpec, Decap, VxlanDevice},
 };
 
 use crate::lab::{self, generated_spec, Lab, LabConfig, NodeKind, VethPair};
@@ -42,10 +42,11 @@ pub enum PathKind {
     N2NRouted,
     KernelVxlanRouted,
     NetpathVxlanRouted,
+    NetpathVxlanRoutedGro,
 }
 
 impl PathKind {
-    pub const ALL: [PathKind; 12] = [
+    pub const ALL: [PathKind; 13] = [
         Self::VethPair,
         Self::Bridge,
         Self::NetpathLocal,
@@ -58,6 +59,7 @@ impl PathKind {
         Self::N2NRouted,
         Self::KernelVxlanRouted,
         Self::NetpathVxlanRouted,
+        Self::NetpathVxlanRoutedGro,
     ];
 
     pub fn label(self) -> &'static str {
@@ -74,6 +76,7 @@ impl PathKind {
             Self::N2NRouted => "N2N, across router",
             Self::KernelVxlanRouted => "kernel vxlan + bridge, routed",
             Self::NetpathVxlanRouted => "netpath vxlan, routed",
+            Self::NetpathVxlanRoutedGro => "netpath vxlan, routed, device GRO",
         }
     }
 
@@ -92,6 +95,7 @@ impl PathKind {
             Self::N2NRouted => "n2n-routed",
             Self::KernelVxlanRouted => "kernel-vxlan-routed",
             Self::NetpathVxlanRouted => "vxlan-routed",
+            Self::NetpathVxlanRoutedGro => "vxlan-routed-gro",
         }
     }
 
@@ -101,7 +105,7 @@ impl PathKind {
             Self::NetpathLocal => Some(Self::Bridge),
             Self::NetpathDirect => Some(Self::HostGw),
             Self::NetpathVxlan | Self::NetpathVxlanXdp => Some(Self::KernelVxlan),
-            Self::NetpathVxlanRouted => Some(Self::KernelVxlanRouted),
+            Self::NetpathVxlanRouted | Self::NetpathVxlanRoutedGro => Some(Self::KernelVxlanRouted),
             _ => None,
         }
     }
@@ -115,7 +119,9 @@ impl PathKind {
             | Self::KernelVxlan
             | Self::NetpathVxlan
             | Self::NetpathVxlanXdp => Some(Self::N2N),
-            Self::KernelVxlanRouted | Self::NetpathVxlanRouted => Some(Self::N2NRouted),
+            Self::KernelVxlanRouted | Self::NetpathVxlanRouted | Self::NetpathVxlanRoutedGro => {
+                Some(Self::N2NRouted)
+            }
             _ => None,
         }
     }
@@ -127,6 +133,8 @@ pub struct Sample {
     pub path: PathKind,
     pub round: usize,
     pub tcp1_gbps: f64,
+    /// Sender retransmissions per second in the 1-stream run.
+    pub tcp1_retrans_per_s: f64,
     pub tcp2_gbps: f64,
     pub tcp_p50_us: f64,
     pub tcp_p99_us: f64,
@@ -229,8 +237,20 @@ fn lab(
     kind: NodeKind,
     decap: Decap,
 ) -> Result<Box<Lab>> {
+    lab_with(nodes, pods, backend, kind, decap, VxlanDevice::Off)
+}
+
+fn lab_with(
+    nodes: usize,
+    pods: usize,
+    backend: Backend,
+    kind: NodeKind,
+    decap: Decap,
+    device: VxlanDevice,
+) -> Result<Box<Lab>> {
     let mut cfg = LabConfig::with_spec(generated_spec(nodes, backend)?, pods)?;
     cfg.spec.decap = decap;
+    cfg.spec.vxlan_device = device;
     cfg.kinds = (0..nodes).map(|i| (i, kind)).collect();
     Ok(Box::new(Lab::up(&cfg)?))
 }
@@ -295,6 +315,18 @@ fn build(path: PathKind) -> Result<Topo> {
             Pod(0, 0),
             Pod(2, 0),
         ),
+        PathKind::NetpathVxlanRoutedGro => (
+            lab_with(
+                3,
+                1,
+                Backend::Vxlan,
+                NodeKind::Netpath,
+                Decap::Tc,
+                VxlanDevice::Receive,
+            )?,
+            Pod(0, 0),
+            Pod(2, 0),
+        ),
     };
     Ok(Topo::Lab { lab, from, to })
 }
@@ -308,8 +340,8 @@ fn measure(path: PathKind, round: usize, secs: u32) -> Result<Sample> {
     let topo = build(path).with_context(|| format!("build {}", path.label()))?;
     let e = topo.ends();
     warm_up(&e)?;
-    let tcp1 = tools::tcp_gbps(&e, secs, 1)?;
-    let tcp2 = tools::tcp_gbps(&e, secs, 2)?;
+    let (tcp1, retrans) = tools::tcp_gbps(&e, secs, 1)?;
+    let (tcp2, _) = tools::tcp_gbps(&e, secs, 2)?;
     let (tcp_p50, tcp_p99) = tools::latency_us(&e, secs, true)?;
     let (udp_p50, udp_p99) = tools::latency_us(&e, secs, false)?;
     let (pps, cpu_us) = tools::udp_small(&e, secs)?;
@@ -318,6 +350,7 @@ fn measure(path: PathKind, round: usize, secs: u32) -> Result<Sample> {
         path,
         round,
         tcp1_gbps: tcp1,
+        tcp1_retrans_per_s: retrans,
         tcp2_gbps: tcp2,
         tcp_p50_us: tcp_p50,
         tcp_p99_us: tcp_p99,

@@ -26,8 +26,9 @@ pub fn today() -> String {
 type Metric = (&'static str, fn(&Sample) -> f64, bool);
 
 /// (name, accessor, higher is better)
-const METRICS: [Metric; 9] = [
+const METRICS: [Metric; 10] = [
     ("TCP 1 stream Gbit/s", |s| s.tcp1_gbps, true),
+    ("retransmits/s", |s| s.tcp1_retrans_per_s, false),
     ("TCP 2 streams Gbit/s", |s| s.tcp2_gbps, true),
     ("TCP RR p50 µs", |s| s.tcp_p50_us, false),
     ("TCP RR p99 µs", |s| s.tcp_p99_us, false),

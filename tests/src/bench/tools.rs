@@ -91,13 +91,18 @@ fn iperf3(e: &Ends, port: u16, secs: u32, extra: &[&str]) -> Result<serde_json::
     serde_json::from_str(&out).context("iperf3 JSON")
 }
 
-/// TCP throughput in Gbit/s with `streams` parallel streams.
-pub fn tcp_gbps(e: &Ends, secs: u32, streams: u32) -> Result<f64> {
+/// TCP throughput in Gbit/s with `streams` parallel streams, and the sender's
+/// retransmissions per second (reordering shows up here as spurious retransmits).
+pub fn tcp_gbps(e: &Ends, secs: u32, streams: u32) -> Result<(f64, f64)> {
     let v = iperf3(e, 5201, secs, &["-P", &streams.to_string()])?;
-    v["end"]["sum_received"]["bits_per_second"]
+    let gbps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .map(|b| b / 1e9)
-        .ok_or_else(|| anyhow!("iperf3 reported no received throughput"))
+        .ok_or_else(|| anyhow!("iperf3 reported no received throughput"))?;
+    let retrans = v["end"]["sum_sent"]["retransmits"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    Ok((gbps, retrans / f64::from(secs)))
 }
 
 /// 64-byte UDP datagrams as fast as one sender goes: (received packets per second,
