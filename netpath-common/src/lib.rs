@@ -368,6 +368,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<Route>(), 20);
         assert_eq!(core::mem::size_of::<Peer>(), 8);
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
-        assert_eq!(core::mem::size_of::<Settings>(), 40);
+        assert_eq!(core::mem::size_of::<Settings>(), 48);
     }
 }

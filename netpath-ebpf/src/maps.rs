@@ -1,5 +1,6 @@
 //! Maps shared by the programs; userspace fills them, bpftool reads them through BTF.
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
@@ -13,9 +14,10 @@ pub static ENDPOINTS: HashMap<Ipv4, Endpoint, 4096> = HashMap::new();
 #[btf_map]
 pub static ROUTES: LpmTrie<Ipv4, Route, 131072> = LpmTrie::new();
 
-/// Known nodes by underlay address: the only accepted tunnel peers.
+/// Known nodes by underlay address: the only accepted tunnel peers. As many as pod
+/// CIDR routes, allocated as used (a small cluster does not pay for a large one).
 #[btf_map]
-pub static NODES: HashMap<Ipv4, Peer, 16384> = HashMap::new();
+pub static NODES: HashMap<Ipv4, Peer, 131072, { BPF_F_NO_PREALLOC as usize }> = HashMap::new();
 
 /// Packet fates, indexed by `netpath_common::stats_index`.
 #[btf_map]

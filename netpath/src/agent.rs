@@ -49,7 +49,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
 
 struct Agent {
     spec_file: PathBuf,
-    spec_text: Vec<u8>,
+    /// Digest of the spec file's bytes when last read (a 100 000-node spec is MBs).
+    spec_digest: u64,
+    /// The spec file's identity when last read: unchanged, it is not read again.
+    spec_stamp: Option<FileStamp>,
     spec: ClusterSpec,
     local: NodeSpec,
     dir: PathBuf,
@@ -67,9 +70,13 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let spec_text = std::fs::read(&args.spec_file)
-        .with_context(|| format!("read {}", args.spec_file.display()))?;
-    let spec = ClusterSpec::from_file(&args.spec_file)?;
+    // Stamp, then read: a change in between is seen on the next look.
+    let spec_stamp = FileStamp::of(&args.spec_file);
+    let spec_digest = digest(
+        &std::fs::read(&args.spec_file)
+            .with_context(|| format!("read {}", args.spec_file.display()))?,
+    );
+    let spec = read_spec(&args.spec_file)?;
     let local = spec.node(&args.node)?.clone();
     let dir = args
         .pin_dir
@@ -132,7 +139,8 @@ async fn run_async(args: AgentArgs) -> Result<()> {
             ..Default::default()
         },
         spec_file: args.spec_file,
-        spec_text,
+        spec_digest,
+        spec_stamp,
         spec,
         local,
         dir,
@@ -144,6 +152,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         nl,
     };
     agent.reconcile().await?;
+    release_freed_memory();
     tracing::info!(
         node = %agent.local.name,
         pins = %agent.dir.display(),
@@ -188,15 +197,20 @@ async fn run_async(args: AgentArgs) -> Result<()> {
 }
 
 impl Agent {
-    fn spec_file_changed(&self) -> bool {
+    fn spec_file_changed(&mut self) -> bool {
+        let stamp = FileStamp::of(&self.spec_file);
+        if stamp.is_some() && stamp == self.spec_stamp {
+            return false;
+        }
+        self.spec_stamp = stamp;
         // Missing or unreadable counts as a change: reload reports why.
-        std::fs::read(&self.spec_file).map_or(true, |t| t != self.spec_text)
+        std::fs::read(&self.spec_file).map_or(true, |t| digest(&t) != self.spec_digest)
     }
 
     /// Reads the spec file again; a spec that fails validation (or would move this
     /// node) is refused and the last good one stays in force.
     async fn reload(&mut self, why: &str) {
-        self.spec_text = std::fs::read(&self.spec_file).unwrap_or_default();
+        self.spec_digest = digest(&std::fs::read(&self.spec_file).unwrap_or_default());
         match self.checked_spec() {
             Ok(spec) => {
                 tracing::info!(why, "spec reloaded");
@@ -215,7 +229,7 @@ impl Agent {
     }
 
     fn checked_spec(&self) -> Result<ClusterSpec> {
-        let spec = ClusterSpec::from_file(&self.spec_file)?;
+        let spec = read_spec(&self.spec_file)?;
         let local = spec.node(&self.local.name)?;
         if local.underlay != self.local.underlay {
             bail!(
@@ -246,6 +260,7 @@ impl Agent {
             self.state.problems = vec![format!("reconcile failed: {e:#}")];
             self.publish();
         }
+        release_freed_memory();
     }
 
     /// Plans from the spec and the current route table, and applies the difference.
@@ -320,6 +335,57 @@ impl Agent {
         datapath::remove_pins(&self.dir)?;
         tracing::info!(pins = %self.dir.display(), "stopped; programs detached, routes and pins removed");
         Ok(())
+    }
+}
+
+/// Parses the spec on a thread of its own and keeps a copy made here. Parsing a large
+/// spec allocates many times what it yields; the copy lands compactly in this thread's
+/// heap and the parser's heap is freed whole, so the agent's memory follows the spec's
+/// size (what a 100 000-node cluster costs), not the parser's peak.
+fn read_spec(path: &std::path::Path) -> Result<ClusterSpec> {
+    let parsed = std::thread::scope(|s| {
+        s.spawn(|| ClusterSpec::from_file(path).map(Box::new))
+            .join()
+            .map_err(|_| anyhow!("the spec parser panicked"))
+    })??;
+    Ok(ClusterSpec::clone(&parsed))
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Hands memory freed after a large reconcile (a spec parse, a route dump) back to
+/// the system, so the agent's footprint follows what it holds, not its peak.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// What tells a file's versions apart without reading it: a rename-into-place gives a
+/// new inode, an edit a new modification time or length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    ino: u64,
+    len: u64,
+    modified: std::time::SystemTime,
+}
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            ino: m.ino(),
+            len: m.len(),
+            modified: m.modified().ok()?,
+        })
     }
 }
 

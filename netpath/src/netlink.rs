@@ -13,6 +13,7 @@ use netlink_packet_route::{
     address::AddressAttribute,
     link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope},
+    AddressFamily,
 };
 use rtnetlink::Handle;
 
@@ -284,44 +285,44 @@ impl Netlink {
         )))
     }
 
-    async fn route_messages(&self) -> Result<Vec<RouteMessage>> {
+    /// IPv4 routes of the main table, summarized as the dump streams in (a node with
+    /// 100 000 routes never holds 100 000 raw messages).
+    pub async fn routes(&self) -> Result<Vec<RouteSummary>> {
         self.handle
             .route()
             .get(rtnetlink::IpVersion::V4)
             .execute()
+            .try_filter(|m| futures::future::ready(m.header.table == RT_TABLE_MAIN))
+            .map_ok(|m| route_summary(&m))
             .try_collect()
             .await
             .map_err(call("dump routes"))
     }
 
-    /// IPv4 routes of the main table.
-    pub async fn routes(&self) -> Result<Vec<RouteSummary>> {
-        Ok(self
-            .route_messages()
-            .await?
-            .iter()
-            .filter(|m| m.header.table == RT_TABLE_MAIN)
-            .map(route_summary)
-            .collect())
-    }
-
-    /// Deletes main-table IPv4 routes to exactly `dst` (of `protocol`, when given).
+    /// Deletes main-table IPv4 routes to exactly `dst` (of `protocol`, when given),
+    /// addressed by prefix, without dumping the table: gone already is fine.
     pub async fn delete_route(&self, dst: Ipv4Net, protocol: Option<u8>) -> Result<()> {
-        for m in self.route_messages().await? {
-            let s = route_summary(&m);
-            let is_it = m.header.table == RT_TABLE_MAIN
-                && s.dst == dst
-                && protocol.is_none_or(|p| p == s.protocol);
-            if is_it {
-                self.handle
-                    .route()
-                    .del(m)
-                    .execute()
-                    .await
-                    .map_err(call(format!("delete route {dst}")))?;
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.destination_prefix_length = dst.prefix;
+        m.header.table = RT_TABLE_MAIN;
+        // Any scope and type; the protocol only when asked for.
+        m.header.scope = RouteScope::NoWhere;
+        if let Some(p) = protocol {
+            m.header.protocol = RouteProtocol::from(p);
+        }
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst.addr)));
+        // One route per call; several may share the prefix (other protocols, metrics).
+        loop {
+            match self.handle.route().del(m.clone()).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => {
+                    return Ok(());
+                }
+                Err(e) => return Err(call(format!("delete route {dst}"))(e)),
             }
         }
-        Ok(())
     }
 
     /// The interface index and prefix of the address `ip`, if a link here holds it.

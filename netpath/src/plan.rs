@@ -68,9 +68,15 @@ pub fn settings(
 /// The gateway the main table would use for `dst` (None: on-link), by longest
 /// prefix; routes the agent owns are not underlay routes and are skipped.
 pub fn next_hop(routes: &[RouteSummary], dst: Ipv4Addr) -> Option<Option<Ipv4Addr>> {
+    next_hop_among(routes.iter().filter(|r| r.protocol != PROTO_AGENT), dst)
+}
+
+fn next_hop_among<'a>(
+    routes: impl Iterator<Item = &'a RouteSummary>,
+    dst: Ipv4Addr,
+) -> Option<Option<Ipv4Addr>> {
     routes
-        .iter()
-        .filter(|r| r.protocol != PROTO_AGENT && r.dst.contains(dst))
+        .filter(|r| r.dst.contains(dst))
         .max_by_key(|r| r.dst.prefix)
         .map(|r| r.gateway)
 }
@@ -86,11 +92,15 @@ pub fn plan(
     table: &[RouteSummary],
 ) -> Desired {
     let mut d = Desired::default();
+    // The underlay's own routes, without the agent's: the table holds one owned route
+    // per peer, and scanning it per peer would be quadratic in the cluster size.
+    let underlay_routes: Vec<&RouteSummary> =
+        table.iter().filter(|r| r.protocol != PROTO_AGENT).collect();
     for peer in spec.nodes.iter().filter(|n| n.name != local.name) {
         let gw = if local.underlay.contains(peer.ip()) {
             peer.ip()
         } else {
-            match next_hop(table, peer.ip()) {
+            match next_hop_among(underlay_routes.iter().copied(), peer.ip()) {
                 Some(Some(gw)) => gw,
                 Some(None) => peer.ip(),
                 None => {

@@ -114,7 +114,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<bool> {
     match cli.cmd {
-        Cmd::Bench { quick, out, paths } => bench::run(bench::BenchArgs { quick, out, paths }),
+        Cmd::Bench { quick, out, paths } => {
+            // A stop ends the bench between two measurements, tearing down what is up.
+            let signals = StopSignals::install()?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            std::thread::spawn(move || {
+                signals.wait();
+                eprintln!("stopping after the current measurement …");
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            bench::run(bench::BenchArgs {
+                quick,
+                out,
+                paths,
+                stop,
+            })
+        }
         Cmd::Run {
             once,
             nodes,

@@ -3,7 +3,7 @@
 //! that checks it, naming the field and the value of every mistake.
 mod file;
 
-use std::{fmt, net::Ipv4Addr, path::PathBuf, str::FromStr};
+use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf, str::FromStr};
 
 use netpath_common::{RedirectMode, RouteMode, DEFAULT_VNI, DEFAULT_VXLAN_PORT, VXLAN_OVERHEAD};
 use serde::{Deserialize, Serialize};
@@ -242,11 +242,13 @@ impl SpecDraft {
                 "the cluster needs at least one node",
             ));
         }
-        let mut nodes: Vec<NodeSpec> = Vec::with_capacity(self.nodes.len());
-        for (i, n) in self.nodes.into_iter().enumerate() {
-            let node = validate_node(i, n, &cidr, &nodes)?;
-            nodes.push(node);
-        }
+        let nodes = self
+            .nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| validate_node(i, n, &cidr))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_distinct(&nodes)?;
         if self.backend == Backend::Direct {
             // Direct routing hands packets to the peer on the local segment: every node
             // must share the first node's underlay subnet.
@@ -288,12 +290,7 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn validate_node(
-    i: usize,
-    n: NodeDraft,
-    cluster_cidr: &Ipv4Net,
-    earlier: &[NodeSpec],
-) -> Result<NodeSpec, SpecError> {
+fn validate_node(i: usize, n: NodeDraft, cluster_cidr: &Ipv4Net) -> Result<NodeSpec, SpecError> {
     let f = |name: &str| format!("nodes[{i}].{name}");
     if !valid_name(&n.name) {
         return Err(invalid(
@@ -340,35 +337,64 @@ fn validate_node(
             "must be a unicast address",
         ));
     }
-    for (j, other) in earlier.iter().enumerate() {
-        if other.name == n.name {
-            return Err(invalid(
-                f("name"),
-                &n.name,
-                format!("duplicate of nodes[{j}]"),
-            ));
-        }
-        if other.underlay.addr == underlay.addr {
-            return Err(invalid(
-                f("underlay"),
-                underlay,
-                format!("same address as nodes[{j}]"),
-            ));
-        }
-        if other.pod_cidr.overlaps(&pod_cidr) {
-            return Err(invalid(
-                f("pod_cidr"),
-                pod_cidr,
-                format!("overlaps nodes[{j}].pod_cidr {}", other.pod_cidr),
-            ));
-        }
-    }
     Ok(NodeSpec {
         name: n.name,
         underlay,
         pod_cidr,
         vtep_mac,
     })
+}
+
+/// Names, underlay addresses and pod CIDRs are each used once. Hashed and sorted, not
+/// compared pairwise: a 100 000-node spec validates in milliseconds.
+fn check_distinct(nodes: &[NodeSpec]) -> Result<(), SpecError> {
+    let mut names = HashMap::with_capacity(nodes.len());
+    let mut addrs = HashMap::with_capacity(nodes.len());
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(j) = names.insert(n.name.as_str(), i) {
+            let f = format!("nodes[{i}].name");
+            return Err(invalid(f, &n.name, format!("duplicate of nodes[{j}]")));
+        }
+        if let Some(j) = addrs.insert(n.underlay.addr, i) {
+            let f = format!("nodes[{i}].underlay");
+            return Err(invalid(
+                f,
+                n.underlay,
+                format!("same address as nodes[{j}]"),
+            ));
+        }
+    }
+    // CIDR blocks overlap only by nesting. In address order (wider first at the same
+    // start), a block overlaps an earlier one exactly when the earlier block reaching
+    // furthest contains its start.
+    let end = |c: &Ipv4Net| u64::from(u32::from(c.network())) + c.size() - 1;
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by_key(|&i| {
+        (
+            u32::from(nodes[i].pod_cidr.network()),
+            nodes[i].pod_cidr.prefix,
+        )
+    });
+    let mut furthest: Option<usize> = None;
+    for &i in &order {
+        let c = nodes[i].pod_cidr;
+        match furthest {
+            Some(w) if nodes[w].pod_cidr.overlaps(&c) => {
+                let (later, earlier) = (i.max(w), i.min(w));
+                return Err(invalid(
+                    format!("nodes[{later}].pod_cidr"),
+                    nodes[later].pod_cidr,
+                    format!(
+                        "overlaps nodes[{earlier}].pod_cidr {}",
+                        nodes[earlier].pod_cidr
+                    ),
+                ));
+            }
+            Some(w) if end(&nodes[w].pod_cidr) >= end(&c) => {}
+            _ => furthest = Some(i),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

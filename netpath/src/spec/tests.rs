@@ -188,3 +188,44 @@ fn vxlan_device_is_off_unless_asked_and_maps_to_program_bits() {
     let e = err(&format!("vxlan_device = \"sometimes\"\n{TWO}"));
     assert!(e.contains("vxlan_device") || e.contains("sometimes"), "{e}");
 }
+
+/// `n` nodes with /26 pod CIDRs from 10.0.0.0/8 and underlay addresses in 172.16/12.
+fn many(n: u32) -> SpecDraft {
+    let mut d = SpecDraft::new(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8));
+    for i in 0..n {
+        d = d.node(
+            &format!("n{i}"),
+            Ipv4Net::new(
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 2)) + i),
+                12,
+            ),
+            Ipv4Net::new(
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + i * 64),
+                26,
+            ),
+        );
+    }
+    d
+}
+
+#[test]
+fn a_hundred_thousand_nodes_validate_and_a_late_overlap_is_found() {
+    assert_eq!(many(100_000).validate().unwrap().nodes.len(), 100_000);
+    // The last node's /24 swallows node 4's /26 and its three neighbours: the lowest one
+    // it contains is named, the field is the later node's.
+    let mut d = many(100_000);
+    d.nodes[99_999].pod_cidr = Ipv4Net::new(Ipv4Addr::new(10, 0, 1, 0), 24);
+    let e = d.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("nodes[99999].pod_cidr") && e.contains("overlaps nodes[4].pod_cidr 10.0.1.0/26"),
+        "{e}"
+    );
+    // Adjacent blocks do not overlap; equal ones do.
+    let mut d = many(3);
+    d.nodes[2].pod_cidr = d.nodes[0].pod_cidr;
+    let e = d.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("nodes[2].pod_cidr") && e.contains("overlaps nodes[0]"),
+        "{e}"
+    );
+}

@@ -1,6 +1,7 @@
 //! `netpath bench` (run by `cargo xtask bench`): netpath against the classic kernel
 //! paths, built side by side by the lab code and measured in interleaved rounds so
 //! drift hits all alike. Writes `report.md`, `report.json` and SVG charts.
+mod memory;
 mod report;
 mod tools;
 
@@ -24,6 +25,8 @@ pub struct BenchArgs {
     pub quick: bool,
     /// Only these paths, and no scale or control-plane part (a focused comparison).
     pub paths: Option<Vec<PathKind>>,
+    /// Set when the user asked to stop: checked between measurements.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub out: PathBuf,
 }
 
@@ -181,6 +184,7 @@ pub struct Run {
     pub samples: Vec<Sample>,
     pub scale: Vec<ScaleSample>,
     pub control_plane: Option<ControlPlane>,
+    pub agent_memory: Vec<memory::AgentMemory>,
 }
 
 /// One end of a measurement in a lab: a node itself or one of its pods.
@@ -489,7 +493,11 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let total = rounds * paths.len() + scale_rounds * scale_sizes.len() + usize::from(!focused);
     let started = Instant::now();
     let mut step = 0;
-    let mut tick = |what: &str| {
+    let stop = args.stop.clone();
+    let mut tick = |what: &str| -> Result<()> {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            anyhow::bail!("stopped by signal");
+        }
         step += 1;
         let eta = if step > 1 {
             let per = started.elapsed().as_secs_f64() / (step - 1) as f64;
@@ -498,28 +506,34 @@ pub fn run(args: BenchArgs) -> Result<bool> {
             String::new()
         };
         progress(&format!("[{step:>2}/{total}] {what}{eta}"));
+        Ok(())
     };
     let mut samples = Vec::new();
     let mut scale = Vec::new();
     for round in 0..rounds {
         for &path in &paths {
-            tick(&format!("round {}/{rounds}: {}", round + 1, path.label()));
+            tick(&format!("round {}/{rounds}: {}", round + 1, path.label()))?;
             samples.push(measure(path, round, secs)?);
         }
         for &routes in scale_sizes.iter().filter(|_| round < scale_rounds) {
             tick(&format!(
                 "round {}/{rounds}: scale, {routes} routes + 1000 endpoints",
                 round + 1
-            ));
+            ))?;
             scale.push(measure_scale(routes, 1_000, round, secs)?);
         }
     }
     let control = if focused {
         None
     } else {
-        tick("control plane: 1000 nodes");
+        tick("control plane: 1000 nodes")?;
         Some(control_plane(1000)?)
     };
+    let mut agent_memory = Vec::new();
+    for &peers in scale_sizes.iter().filter(|_| !focused) {
+        tick(&format!("agent memory: {peers} peers"))?;
+        agent_memory.push(memory::agent_memory(peers)?);
+    }
     let run = Run {
         date: report::today(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -534,6 +548,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         samples,
         scale,
         control_plane: control,
+        agent_memory,
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     report::write(&run, &args.out)?;

@@ -331,6 +331,24 @@ pub fn markdown(run: &Run) -> String {
             c.program_kernel_routes_ms
         );
     }
+    if !run.agent_memory.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Memory\n\nOne node's agent given a spec with this many other nodes (one pod CIDR \
+             route, one tunnel peer and one kernel route each), measured once every kernel route \
+             is in place:\n\n| peers (routes) | agent RSS MiB | BPF map memory MiB | converged in ms |\n| --- | --- | --- | --- |"
+        );
+        for m in &run.agent_memory {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {:.1} | {:.0} |",
+                m.peers,
+                m.rss_kib / 1024.0,
+                m.map_kib / 1024.0,
+                m.converge_ms
+            );
+        }
+    }
     let _ = writeln!(
         md,
         "\n![throughput](throughput.svg)\n\n![latency](latency.svg)"
