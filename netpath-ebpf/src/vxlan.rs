@@ -100,11 +100,18 @@ pub fn encapsulate(ctx: &TcContext, route: &Route, s: &Settings) -> Result<(), (
 }
 
 /// Removes the outer IPv4/UDP/VXLAN and inner Ethernet headers, keeping the outer
-/// Ethernet header in front of the inner IP packet.
+/// Ethernet header in front of the inner IP packet. FIXED_GSO here too: without it the
+/// kernel grows a GSO packet's segment size by the 50 bytes, and a peer that kept the
+/// pod's MSS when encapsulating would hand the pod segments claiming 50 bytes more
+/// than its MTU allows.
 #[inline(always)]
 pub fn decapsulate(ctx: &TcContext) -> Result<(), ()> {
-    ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, 0)
-        .map_err(|_| ())
+    ctx.adjust_room(
+        -(VXLAN_OVERHEAD as i32),
+        BPF_ADJ_ROOM_MAC,
+        BPF_F_ADJ_ROOM_FIXED_GSO as u64,
+    )
+    .map_err(|_| ())
 }
 
 /// What the receive check makes of an IPv4 frame arriving on the underlay.

@@ -490,7 +490,10 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         (false, true) => 1,
         (false, false) => rounds,
     };
-    let total = rounds * paths.len() + scale_rounds * scale_sizes.len() + usize::from(!focused);
+    // Paths, route scale, then (unless focused) the control plane and agent memory.
+    let total = rounds * paths.len()
+        + scale_rounds * scale_sizes.len()
+        + if focused { 0 } else { 1 + scale_sizes.len() };
     let started = Instant::now();
     let mut step = 0;
     let stop = args.stop.clone();
