@@ -44,6 +44,9 @@ use prefix::reserve_prefix;
 
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 pub const UNDERLAY_MTU: u32 = 1500;
+/// How long an agent may take to load, verify and attach its programs: seconds on
+/// hardware, far more in an emulated VM (no KVM) running tests in parallel.
+const AGENT_READY_WITHIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct LabConfig {
@@ -430,7 +433,7 @@ impl Lab {
             node: node.name.clone(),
             log: log.clone(),
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + AGENT_READY_WITHIN;
         loop {
             if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("agent ready")) {
                 return Ok(());
@@ -444,9 +447,11 @@ impl Lab {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "agent for {} not ready after 20 s (log: {})",
+                    "agent for {} not ready after {} s; its log ({}):\n{}",
                     node.name,
-                    log.display()
+                    AGENT_READY_WITHIN.as_secs(),
+                    log.display(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
