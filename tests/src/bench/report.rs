@@ -175,6 +175,18 @@ pub fn targets(run: &Run) -> Vec<Target> {
         "≤ 1.05",
         |v| v <= 1.05,
     );
+    let rss = run
+        .agent_memory
+        .iter()
+        .find(|m| m.peers == 100_000)
+        .map_or(f64::NAN, |m| m.rss_kib / 1024.0);
+    target(
+        &mut t,
+        "agent RSS with 100 000 peers, MiB",
+        rss,
+        "≤ 30",
+        |v| v <= 30.0,
+    );
     t
 }
 
