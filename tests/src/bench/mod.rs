@@ -3,23 +3,17 @@
 //! drift hits all alike. Writes `report.md`, `report.json` and SVG charts.
 mod memory;
 mod report;
+mod scale;
 mod tools;
 
-use std::{collections::BTreeMap, io::Write, net::Ipv4Addr, path::PathBuf, time::Instant};
+use std::{collections::BTreeMap, io::Write, path::PathBuf, time::Instant};
 
 use anyhow::{Context, Result};
-use netpath_common::{Endpoint, Route, RouteMode};
 use serde::Serialize;
 
-use netpath::{
-    net::Ipv4Net,
-    netlink::{Netlink, RouteSummary},
-    plan::{self, Underlay},
-    reconcile,
-    spec::{Backend, ClusterSpec, Decap, VxlanDevice},
-};
+use netpath::spec::{Backend, Decap, VxlanDevice};
 
-use crate::lab::{self, generated_spec, Lab, LabConfig, NodeKind, VethPair};
+use crate::lab::{generated_spec, Lab, LabConfig, NodeKind, VethPair};
 
 pub struct BenchArgs {
     pub quick: bool,
@@ -372,113 +366,6 @@ fn warm_up(e: &tools::Ends) -> Result<()> {
     Ok(())
 }
 
-/// Fills node 0's maps with `routes` extra /32 routes and `endpoints` extra endpoints
-/// that no packet of the test matches, then measures pod -> pod across nodes.
-fn measure_scale(routes: usize, endpoints: usize, round: usize, secs: u32) -> Result<ScaleSample> {
-    let topo = build(PathKind::NetpathDirect)?;
-    let lab = topo.lab();
-    let mut pinned = lab.nodes[0].pinned()?;
-    let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
-    for i in 0..routes as u32 {
-        pinned.set_route(
-            Ipv4Addr::from(base + i),
-            32,
-            Route {
-                node_ip: [192, 168, 56, 250],
-                mode: RouteMode::Direct as u32,
-                vtep_mac: [0x0e, 0, 0, 0, 0, 1],
-                _pad: [0; 2],
-                next_hop: [192, 168, 56, 250],
-            },
-        )?;
-    }
-    let ep_base = u32::from(Ipv4Addr::new(10, 250, 0, 0));
-    for i in 0..endpoints as u32 {
-        pinned.insert_endpoint(
-            Ipv4Addr::from(ep_base + i),
-            Endpoint {
-                ifindex: 0,
-                pod_mac: [0x0e, 0, 0, 0, 0, 2],
-                host_mac: [0x0e, 0, 0, 0, 0, 3],
-            },
-        )?;
-    }
-    let e = topo.ends();
-    warm_up(&e)?;
-    let (pps, cpu_us) = tools::udp_small(&e, secs)?;
-    let (p50, _) = tools::latency_us(&e, secs, false)?;
-    let map_kib = tools::map_memory_kib(&lab.nodes[0].pin_dir)?;
-    let agent_rss_kib = lab
-        .agent_pid(0)
-        .context("node 0 has no agent")
-        .and_then(tools::rss_kib)?;
-    Ok(ScaleSample {
-        routes,
-        endpoints,
-        round,
-        udp64_kpps: pps / 1e3,
-        cpu_ns_per_pkt: cpu_us * 1e3,
-        udp_p50_us: p50,
-        map_kib,
-        agent_rss_kib,
-    })
-}
-
-/// Time to take a 1000-node cluster spec to programmed maps and kernel routes.
-fn control_plane(nodes: usize) -> Result<ControlPlane> {
-    let mut text = String::from("cluster_cidr = \"10.0.0.0/8\"\nbackend = \"auto\"\n");
-    for i in 0..=nodes {
-        text += &format!(
-            "[[nodes]]\nname = \"n{i}\"\nunderlay = \"172.16.{}.{}/16\"\npod_cidr = \"10.{}.{}.0/24\"\n",
-            i / 250,
-            i % 250 + 1,
-            i / 256,
-            i % 256
-        );
-    }
-    let t = Instant::now();
-    let spec = ClusterSpec::parse(&text)?;
-    let parse_validate_ms = t.elapsed().as_secs_f64() * 1e3;
-
-    let topo = build(PathKind::NetpathLocal)?;
-    let lab = topo.lab();
-    let node = &lab.nodes[0];
-    let mut pinned = node.pinned()?;
-    // Every peer behind one on-link router, so the kernel accepts all the routes.
-    let gw = Ipv4Addr::new(192, 168, 56, 250);
-    let (program_maps_ms, program_kernel_routes_ms) = lab::in_runtime(node.ns.path(), || async {
-        let nl = Netlink::new()?;
-        let eth0 = nl.index("eth0").await?;
-        let underlay = Underlay {
-            ifindex: eth0,
-            mtu: 1500,
-        };
-        let table = [RouteSummary {
-            dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0),
-            gateway: Some(gw),
-            oif: Some(eth0),
-            protocol: 4,
-            mtu: None,
-        }];
-        let t = Instant::now();
-        let mut want = plan::plan(&spec, &spec.nodes[0], &underlay, &table);
-        for r in want.kernel_routes.values_mut() {
-            r.gateway = Some(gw);
-        }
-        reconcile::apply_maps(&mut pinned, &want)?;
-        let maps_ms = t.elapsed().as_secs_f64() * 1e3;
-        let t = Instant::now();
-        reconcile::apply_routes(&nl, &want).await?;
-        Ok((maps_ms, t.elapsed().as_secs_f64() * 1e3))
-    })?;
-    Ok(ControlPlane {
-        nodes,
-        parse_validate_ms,
-        program_maps_ms,
-        program_kernel_routes_ms,
-    })
-}
-
 pub fn run(args: BenchArgs) -> Result<bool> {
     let (rounds, secs) = if args.quick { (3, 1) } else { (5, 4) };
     let scale_sizes = [10usize, 1_000, 100_000];
@@ -523,14 +410,14 @@ pub fn run(args: BenchArgs) -> Result<bool> {
                 "round {}/{rounds}: scale, {routes} routes + 1000 endpoints",
                 round + 1
             ))?;
-            scale.push(measure_scale(routes, 1_000, round, secs)?);
+            scale.push(scale::measure_scale(routes, 1_000, round, secs)?);
         }
     }
     let control = if focused {
         None
     } else {
         tick("control plane: 1000 nodes")?;
-        Some(control_plane(1000)?)
+        Some(scale::control_plane(1000)?)
     };
     let mut agent_memory = Vec::new();
     for &peers in scale_sizes.iter().filter(|_| !focused) {
