@@ -124,8 +124,6 @@ pub struct Settings {
 /// Encapsulate for peers behind a router in the kernel's VXLAN device (outer UDP
 /// checksum, segments the forwarding path keeps checksum-partial) instead of in place.
 pub const TUNNEL_TX_ROUTED: u32 = 1;
-/// Encapsulate for every peer in the kernel's VXLAN device.
-pub const TUNNEL_TX_ALL: u32 = 2;
 /// Hand wire-sized VXLAN frames for local pods to the kernel's VXLAN socket, whose
 /// GRO aggregates them before the pod sees them.
 pub const TUNNEL_RX: u32 = 4;

@@ -7,7 +7,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_redirect, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
     programs::TcContext,
 };
-use netpath_common::{Reason, Route, Settings, TUNNEL_TX_ALL, TUNNEL_TX_ROUTED};
+use netpath_common::{Reason, Route, Settings, TUNNEL_TX_ROUTED};
 use network_types::eth::EthHdr;
 
 /// The key up to and including `tunnel_label`: the size every kernel since 4.x takes.
@@ -20,7 +20,7 @@ pub fn carries(route: &Route, s: &Settings) -> bool {
         return false;
     }
     let routed = route.next_hop != [0; 4] && route.next_hop != route.node_ip;
-    s.tunnel_use & TUNNEL_TX_ALL != 0 || (s.tunnel_use & TUNNEL_TX_ROUTED != 0 && routed)
+    s.tunnel_use & TUNNEL_TX_ROUTED != 0 && routed
 }
 
 /// Hands the pod's frame to the tunnel device for `route`'s node, addressed VTEP to
