@@ -136,6 +136,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
             spec_file: args.spec_file.clone(),
             pod_cidr: local.pod_cidr.to_string(),
             pod_mtu: spec.pod_mtu(underlay.mtu),
+            netns: state::NetnsId::current().ok(),
             ..Default::default()
         },
         spec_file: args.spec_file,

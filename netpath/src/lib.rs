@@ -2,8 +2,10 @@
 //! on a node. Data flows one way: spec → plan → reconcile → maps → kernel programs.
 pub mod agent;
 pub mod cli;
+pub mod cni;
 pub mod datapath;
 pub mod endpoint;
+pub mod ipam;
 pub mod net;
 pub mod netlink;
 pub mod netns;

@@ -3,6 +3,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Runtimes run the plugin as `netpath` with CNI_COMMAND set and no arguments.
+    if netpath::cni::invoked() {
+        return netpath::cni::main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {

@@ -25,6 +25,44 @@ pub struct AgentState {
     pub spec_error: Option<String>,
     /// Peers the last plan had to leave out, and why.
     pub problems: Vec<String>,
+    /// The network namespace the agent serves: how a CNI plugin started in a
+    /// node's namespace finds its node's state among several on one host.
+    #[serde(default)]
+    pub netns: Option<NetnsId>,
+}
+
+/// A network namespace's identity: the nsfs device and inode of its handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NetnsId {
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// The calling thread's namespace.
+    pub fn current() -> std::io::Result<Self> {
+        Self::of(Path::new("/proc/thread-self/ns/net"))
+    }
+}
+
+/// Whether process `pid` exists (signal 0 probes without signalling).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 pub fn default_dir(node: &str) -> PathBuf {

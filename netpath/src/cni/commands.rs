@@ -1,0 +1,384 @@
+//! The verbs: ADD, DEL, CHECK, STATUS, GC, VERSION.
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use netpath_common::POD_GATEWAY;
+use serde_json::{json, Value};
+
+use super::{
+    code,
+    conf::{self, Env, NetConf},
+    node::{self, ipam_error, Node},
+    result, CniError, CniResult,
+};
+use crate::{
+    datapath::Pinned,
+    endpoint,
+    ipam::{Allocation, AttachmentId, Store},
+    net::Ipv4Net,
+    netlink::Netlink,
+};
+
+/// Runs one invocation; returns the version errors are printed in and what to print.
+pub fn run(env: &Env, input: &[u8]) -> (String, CniResult<Option<String>>) {
+    let command = env.command.clone().unwrap_or_default();
+    let value: Value = match serde_json::from_slice(input) {
+        Ok(v) => v,
+        // VERSION may come with nothing useful on stdin: it needs no config.
+        Err(_) if command == "VERSION" => json!({}),
+        Err(e) => {
+            return (
+                conf::LATEST.into(),
+                Err(CniError::new(code::UNDECODABLE, "cannot decode the network configuration").with_details(e)),
+            )
+        }
+    };
+    let version = conf::version_of(&value)
+        .filter(|v| conf::SUPPORTED_VERSIONS.contains(v))
+        .unwrap_or(conf::LATEST)
+        .to_string();
+    init_logging(value.get("logFile").and_then(Value::as_str).map(Path::new));
+    let out = dispatch(&command, env, &value).map(|o| o.map(|v| v.to_string()));
+    (version, out)
+}
+
+fn dispatch(command: &str, env: &Env, value: &Value) -> CniResult<Option<Value>> {
+    if command == "VERSION" {
+        return Ok(Some(json!({
+            "cniVersion": conf::LATEST,
+            "supportedVersions": conf::SUPPORTED_VERSIONS,
+        })));
+    }
+    let conf = NetConf::parse(value)?;
+    let newer_verb = |verb: &str| -> CniResult<()> {
+        if conf::has_status_and_gc(&conf.cni_version) {
+            return Ok(());
+        }
+        Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("{verb} needs cniVersion 1.1.0, the config has {}", conf.cni_version),
+        ))
+    };
+    match command {
+        "ADD" => add(env, &conf).map(Some),
+        "DEL" => del(env, &conf).map(|()| None),
+        "CHECK" => check(env, &conf).map(|()| None),
+        "STATUS" => {
+            newer_verb("STATUS")?;
+            status(&conf).map(|()| None)
+        }
+        "GC" => {
+            newer_verb("GC")?;
+            gc(&conf).map(|()| None)
+        }
+        other => Err(CniError::new(
+            code::BAD_ENVIRONMENT,
+            format!("CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, STATUS, GC, VERSION"),
+        )),
+    }
+}
+
+fn init_logging(file: Option<&Path>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETPATH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,netlink_packet_route=error"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let opened = file.and_then(|f| File::options().create(true).append(true).open(f).ok());
+    let _ = match opened {
+        Some(f) => builder.with_writer(std::sync::Mutex::new(f)).try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+}
+
+fn runtime() -> CniResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::new(code::IO_FAILURE, "cannot start the async runtime").with_details(e))
+}
+
+fn wiring(what: &str) -> impl FnOnce(anyhow::Error) -> CniError + '_ {
+    move |e| CniError::new(code::WIRING_FAILED, what).with_details(format!("{e:#}"))
+}
+
+fn no_node(conf: &NetConf) -> CniError {
+    CniError::new(
+        code::TRY_AGAIN_LATER,
+        format!(
+            "no netpath agent publishes state for this node under {}",
+            conf.state_root.display()
+        ),
+    )
+}
+
+fn ready_node(conf: &NetConf) -> CniResult<Node> {
+    let node = node::locate(conf)?.ok_or_else(|| no_node(conf))?;
+    node.ready()?;
+    Ok(node)
+}
+
+/// The container's namespace, opened before anything can change what its path means.
+fn open_netns(env: &Env) -> CniResult<(File, PathBuf)> {
+    let path = env.netns()?;
+    let f = File::open(path).map_err(|e| {
+        CniError::new(
+            code::BAD_ENVIRONMENT,
+            format!("CNI_NETNS {} cannot be opened", path.display()),
+        )
+        .with_details(e)
+    })?;
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    Ok((f, by_fd))
+}
+
+fn pod_cidr(node: &Node) -> CniResult<Ipv4Net> {
+    node.agent.pod_cidr.parse().map_err(|e| {
+        CniError::new(
+            code::IO_FAILURE,
+            format!("the agent published pod CIDR {:?}: {e}", node.agent.pod_cidr),
+        )
+    })
+}
+
+fn add(env: &Env, conf: &NetConf) -> CniResult<Value> {
+    let id = env.attachment()?;
+    let pod = env.pod_args()?;
+    let (_netns, netns_fd_path) = open_netns(env)?;
+    let node = ready_node(conf)?;
+    let mtu = match conf.mtu {
+        Some(m) if m > node.agent.pod_mtu => {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "invalid network configuration: mtu: {m} is above node {}'s pod MTU {}",
+                    node.agent.node, node.agent.pod_mtu
+                ),
+            ))
+        }
+        Some(m) => m,
+        None => node.agent.pod_mtu,
+    };
+    let cidr = pod_cidr(&node)?;
+    let pin_dir = node.agent.pin_dir.clone();
+    node::see_pins(&pin_dir, node.agent.pid)?;
+    let (ip, new) = {
+        let mut store = Store::open(&node.dir).map_err(ipam_error)?;
+        let got = store
+            .book
+            .allocate(
+                cidr,
+                Allocation {
+                    id: id.clone(),
+                    pod_namespace: pod.namespace,
+                    pod_name: pod.name,
+                    netns: env.netns.clone(),
+                },
+            )
+            .map_err(ipam_error)?;
+        store.book.pin_dir = Some(pin_dir.clone());
+        store.commit().map_err(ipam_error)?;
+        got
+    };
+    let a = endpoint::Attachment {
+        container_id: id.container_id.clone(),
+        netns: netns_fd_path,
+        ifname: id.ifname.clone(),
+        ip,
+        mtu,
+    };
+    let attached = runtime()?.block_on(endpoint::attach(&pin_dir, &a));
+    let attached = match attached {
+        Ok(x) => x,
+        Err(e) => {
+            if new {
+                // The address goes back: nothing of this ADD is left to own it.
+                if let Ok(mut store) = Store::open(&node.dir) {
+                    store.book.release(&id);
+                    let _ = store.commit();
+                }
+            }
+            return Err(wiring("cannot wire the pod")(e));
+        }
+    };
+    tracing::info!(container = %id.container_id, %ip, veth = %attached.host_ifname, "added");
+    Ok(result::add(
+        &conf.cni_version,
+        conf.prev_result.as_ref(),
+        &result::Wired {
+            host_ifname: attached.host_ifname,
+            host_mac: attached.host_mac,
+            ifname: id.ifname,
+            pod_mac: attached.pod_mac,
+            sandbox: env.netns.clone().unwrap_or_default(),
+            ip,
+            gateway: Ipv4Addr::from(POD_GATEWAY),
+            mtu,
+        },
+    ))
+}
+
+/// Unwires `id` and frees its address; whatever is gone already is skipped.
+fn release(dir: &Path, pin_dir: Option<&Path>, agent_pid: Option<u32>, id: &AttachmentId) -> CniResult<()> {
+    let ip = Store::open(dir).map_err(ipam_error)?.book.find(id);
+    // Without the pins (agent gone and its mount namespace with it) the veth still
+    // goes; the map entry then went with the agent's cleanup.
+    let pins = match (pin_dir, agent_pid) {
+        (Some(p), Some(pid)) if node::see_pins(p, pid).is_ok() => p.to_path_buf(),
+        (Some(p), _) => p.to_path_buf(),
+        (None, _) => PathBuf::new(),
+    };
+    runtime()?
+        .block_on(endpoint::detach(&pins, &id.container_id, &id.ifname, ip))
+        .map_err(wiring("cannot unwire the pod"))?;
+    let mut store = Store::open(dir).map_err(ipam_error)?;
+    if store.book.release(id).is_some() {
+        store.commit().map_err(ipam_error)?;
+    }
+    Ok(())
+}
+
+fn del(env: &Env, conf: &NetConf) -> CniResult<()> {
+    let id = env.attachment()?;
+    let node = node::locate(conf)?;
+    let holds = |d: &Path| -> CniResult<bool> {
+        Ok(Store::exists(d) && Store::open(d).map_err(ipam_error)?.book.find(&id).is_some())
+    };
+    let dir = match &node {
+        Some(n) if holds(&n.dir)? => Some(n.dir.clone()),
+        _ => node::book_holding(&conf.state_root, &id)?,
+    };
+    let Some(dir) = dir else {
+        // No allocation anywhere: at most a veth is left (an ADD killed between
+        // wiring and the result); it goes, and a second DEL finds nothing at all.
+        let pins = node.as_ref().map(|n| n.agent.pin_dir.clone()).unwrap_or_default();
+        runtime()?
+            .block_on(endpoint::detach(&pins, &id.container_id, &id.ifname, None))
+            .map_err(wiring("cannot unwire the pod"))?;
+        return Ok(());
+    };
+    let book_pins = Store::open(&dir).map_err(ipam_error)?.book.pin_dir;
+    let live = node.as_ref().filter(|n| n.dir == dir);
+    let pin_dir = live.map(|n| n.agent.pin_dir.clone()).or(book_pins);
+    release(&dir, pin_dir.as_deref(), live.map(|n| n.agent.pid), &id)?;
+    tracing::info!(container = %id.container_id, "deleted");
+    Ok(())
+}
+
+fn mismatch(what: String) -> CniError {
+    CniError::new(code::CHECK_FAILED, what)
+}
+
+fn check(env: &Env, conf: &NetConf) -> CniResult<()> {
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            "invalid network configuration: prevResult: CHECK needs the result of ADD",
+        )
+    })?;
+    let id = env.attachment()?;
+    let (_netns, netns_fd_path) = open_netns(env)?;
+    let node = ready_node(conf)?;
+    node::see_pins(&node.agent.pin_dir, node.agent.pid)?;
+    let ip = Store::open(&node.dir)
+        .map_err(ipam_error)?
+        .book
+        .find(&id)
+        .ok_or_else(|| mismatch(format!("no address is allocated to {}/{}", id.container_id, id.ifname)))?;
+    match result::address_of(prev, &id.ifname) {
+        Some(p) if p == ip => {}
+        Some(p) => {
+            return Err(mismatch(format!(
+                "prevResult says {p} but {ip} is allocated to {}/{}",
+                id.container_id, id.ifname
+            )))
+        }
+        None => return Err(mismatch(format!("prevResult has no address for {}", id.ifname))),
+    }
+    let host = endpoint::host_ifname(&id.container_id, &id.ifname);
+    let pin_dir = node.agent.pin_dir.clone();
+    runtime()?.block_on(async {
+        let nl = Netlink::new().map_err(|e| wiring("netlink")(e.into()))?;
+        let link = nl
+            .find_link(&host)
+            .await
+            .map_err(|e| wiring("netlink")(e.into()))?
+            .ok_or_else(|| mismatch(format!("the node-side veth {host} is missing")))?;
+        let pod = Netlink::new_in(&netns_fd_path).map_err(|e| wiring("netlink")(e.into()))?;
+        let eth = pod
+            .find_link(&id.ifname)
+            .await
+            .map_err(|e| wiring("netlink")(e.into()))?
+            .ok_or_else(|| mismatch(format!("{} is missing in the container", id.ifname)))?;
+        match pod.address_owner(ip).await.map_err(|e| wiring("netlink")(e.into()))? {
+            Some((index, 32)) if index == eth.index => {}
+            _ => return Err(mismatch(format!("{ip}/32 is not on {} in the container", id.ifname))),
+        }
+        let routes = pod.routes().await.map_err(|e| wiring("netlink")(e.into()))?;
+        let gw = Ipv4Addr::from(POD_GATEWAY);
+        if !routes
+            .iter()
+            .any(|r| r.dst.prefix == 0 && r.gateway == Some(gw) && r.oif == Some(eth.index))
+        {
+            return Err(mismatch(format!("the container has no default route via {gw}")));
+        }
+        let endpoints = Pinned::open(&pin_dir)
+            .and_then(|p| p.endpoints())
+            .map_err(wiring("read the ENDPOINTS map"))?;
+        match endpoints.iter().find(|(e, _)| *e == ip) {
+            Some((_, ep)) if ep.ifindex == link.index => Ok(()),
+            Some((_, ep)) => Err(mismatch(format!(
+                "ENDPOINTS sends {ip} to ifindex {}, not to {host} ({})",
+                ep.ifindex, link.index
+            ))),
+            None => Err(mismatch(format!("ENDPOINTS has no entry for {ip}"))),
+        }
+    })
+}
+
+fn status(conf: &NetConf) -> CniResult<()> {
+    let node = node::locate(conf)?.ok_or_else(|| {
+        CniError::new(code::NOT_AVAILABLE, no_node(conf).msg)
+    })?;
+    match node.not_ready() {
+        None => Ok(()),
+        Some(why) => Err(CniError::new(code::NOT_AVAILABLE, why)),
+    }
+}
+
+fn gc(conf: &NetConf) -> CniResult<()> {
+    let valid: BTreeSet<AttachmentId> = conf.valid_attachments.clone().ok_or_else(|| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            "invalid network configuration: cni.dev/valid-attachments: GC needs the list (it may be empty)",
+        )
+    })?;
+    // Only this node's book: each node's runtime knows only its own attachments.
+    let Some(node) = node::locate(conf)? else {
+        return Ok(());
+    };
+    if !Store::exists(&node.dir) {
+        return Ok(());
+    }
+    let stale: Vec<AttachmentId> = Store::open(&node.dir)
+        .map_err(ipam_error)?
+        .book
+        .allocations
+        .values()
+        .filter(|a| !valid.contains(&a.id))
+        .map(|a| a.id.clone())
+        .collect();
+    let mut first_error = None;
+    for id in &stale {
+        let pins = node.agent.pin_dir.clone();
+        if let Err(e) = release(&node.dir, Some(&pins), Some(node.agent.pid), id) {
+            tracing::warn!(container = %id.container_id, "GC: {e}");
+            first_error.get_or_insert(e);
+        }
+    }
+    tracing::info!(freed = stale.len(), "GC");
+    first_error.map_or(Ok(()), Err)
+}
