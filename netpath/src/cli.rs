@@ -1,11 +1,11 @@
 //! Command-line interface of the `netpath` binary: only what a node runs.
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    agent, datapath, netns,
+    agent, cni, datapath, netns,
     spec::{ClusterSpec, DEFAULT_BPFFS_ROOT},
     state, status,
 };
@@ -41,6 +41,24 @@ pub enum Cmd {
         /// Leave maps, programs and routes in place on exit so pods keep working.
         #[arg(long)]
         keep_pins: bool,
+    },
+    /// Install the CNI plugin (this binary, as `netpath`) and a conflist that
+    /// selects it, so containerd, CRI-O and podman attach containers through netpath.
+    InstallCni {
+        #[arg(long, default_value = cni::install::DEFAULT_BIN_DIR)]
+        bin_dir: PathBuf,
+        #[arg(long, default_value = cni::install::DEFAULT_CONF_DIR)]
+        conf_dir: PathBuf,
+        /// The network name in the conflist.
+        #[arg(long, default_value = "netpath")]
+        network: String,
+        /// Serve this node's state only (default: the node whose network namespace
+        /// the plugin runs in).
+        #[arg(long)]
+        node: Option<String>,
+        /// Where agents publish node state (default /run/netpath).
+        #[arg(long)]
+        state_root: Option<PathBuf>,
     },
     /// Show a node's agent state, endpoints, routes and packet counters.
     Status {
@@ -91,6 +109,28 @@ pub fn run(cli: Cli) -> Result<bool> {
                 state_dir,
                 keep_pins,
             })?;
+            Ok(true)
+        }
+        Cmd::InstallCni {
+            bin_dir,
+            conf_dir,
+            network,
+            node,
+            state_root,
+        } => {
+            let me = std::env::current_exe().context("locate this binary")?;
+            let done = cni::install::install(
+                &me,
+                &cni::install::InstallOptions {
+                    bin_dir,
+                    conf_dir,
+                    network,
+                    node,
+                    state_root,
+                },
+            )?;
+            println!("installed {}", done.binary.display());
+            println!("installed {}", done.conflist.display());
             Ok(true)
         }
         Cmd::Status {

@@ -121,8 +121,8 @@ impl Book {
         let span = last - first + 1;
         for k in 0..span {
             let ip = Ipv4Addr::from(first + (start - first + k) % span);
-            if !self.allocations.contains_key(&ip) {
-                self.allocations.insert(ip, alloc);
+            if let std::collections::btree_map::Entry::Vacant(free) = self.allocations.entry(ip) {
+                free.insert(alloc);
                 self.last = Some(ip);
                 return Ok((ip, true));
             }
@@ -182,8 +182,9 @@ impl Store {
         }
         let path = dir.join(BOOK);
         let book = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|source| IpamError::Corrupt { path, source })?,
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|source| IpamError::Corrupt { path, source })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Book::default(),
             Err(e) => return Err(io(&path)(e)),
         };

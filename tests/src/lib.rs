@@ -3,6 +3,7 @@
 //! checks, flannel-style baselines, the bench, and helpers for the integration tests.
 pub mod bench;
 pub mod check;
+pub mod cni;
 pub mod csum;
 pub mod lab;
 pub mod netns;

@@ -138,8 +138,14 @@ fn run() -> Result<ExitCode> {
 }
 
 /// Debian packages the lab and the tests call: bpftool to read pinned maps, nft to
-/// prove no firewall rule exists, ethtool to force GSO segmentation on the underlay.
-const RUNTIME_PACKAGES: &[&str] = &["bpftool", "nftables", "ethtool"];
+/// prove no firewall rule exists, ethtool to force GSO segmentation on the underlay,
+/// the reference CNI plugins (tuning in a chain with ours).
+const RUNTIME_PACKAGES: &[&str] = &[
+    "bpftool",
+    "nftables",
+    "ethtool",
+    "containernetworking-plugins",
+];
 
 /// What the bench measures with, besides the runtime packages.
 const BENCH_PACKAGES: &[&str] = &["bpftool", "nftables", "ethtool", "iperf3", "sockperf"];

@@ -34,7 +34,10 @@ pub fn run(env: &Env, input: &[u8]) -> (String, CniResult<Option<String>>) {
         Err(e) => {
             return (
                 conf::LATEST.into(),
-                Err(CniError::new(code::UNDECODABLE, "cannot decode the network configuration").with_details(e)),
+                Err(
+                    CniError::new(code::UNDECODABLE, "cannot decode the network configuration")
+                        .with_details(e),
+                ),
             )
         }
     };
@@ -61,7 +64,10 @@ fn dispatch(command: &str, env: &Env, value: &Value) -> CniResult<Option<Value>>
         }
         Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
-            format!("{verb} needs cniVersion 1.1.0, the config has {}", conf.cni_version),
+            format!(
+                "{verb} needs cniVersion 1.1.0, the config has {}",
+                conf.cni_version
+            ),
         ))
     };
     match command {
@@ -86,7 +92,9 @@ fn dispatch(command: &str, env: &Env, value: &Value) -> CniResult<Option<Value>>
 fn init_logging(file: Option<&Path>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NETPATH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,netlink_packet_route=error"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     let opened = file.and_then(|f| File::options().create(true).append(true).open(f).ok());
     let _ = match opened {
         Some(f) => builder.with_writer(std::sync::Mutex::new(f)).try_init(),
@@ -98,7 +106,9 @@ fn runtime() -> CniResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CniError::new(code::IO_FAILURE, "cannot start the async runtime").with_details(e))
+        .map_err(|e| {
+            CniError::new(code::IO_FAILURE, "cannot start the async runtime").with_details(e)
+        })
 }
 
 fn wiring(what: &str) -> impl FnOnce(anyhow::Error) -> CniError + '_ {
@@ -139,7 +149,10 @@ fn pod_cidr(node: &Node) -> CniResult<Ipv4Net> {
     node.agent.pod_cidr.parse().map_err(|e| {
         CniError::new(
             code::IO_FAILURE,
-            format!("the agent published pod CIDR {:?}: {e}", node.agent.pod_cidr),
+            format!(
+                "the agent published pod CIDR {:?}: {e}",
+                node.agent.pod_cidr
+            ),
         )
     })
 }
@@ -222,7 +235,12 @@ fn add(env: &Env, conf: &NetConf) -> CniResult<Value> {
 }
 
 /// Unwires `id` and frees its address; whatever is gone already is skipped.
-fn release(dir: &Path, pin_dir: Option<&Path>, agent_pid: Option<u32>, id: &AttachmentId) -> CniResult<()> {
+fn release(
+    dir: &Path,
+    pin_dir: Option<&Path>,
+    agent_pid: Option<u32>,
+    id: &AttachmentId,
+) -> CniResult<()> {
     let ip = Store::open(dir).map_err(ipam_error)?.book.find(id);
     // Without the pins (agent gone and its mount namespace with it) the veth still
     // goes; the map entry then went with the agent's cleanup.
@@ -254,7 +272,10 @@ fn del(env: &Env, conf: &NetConf) -> CniResult<()> {
     let Some(dir) = dir else {
         // No allocation anywhere: at most a veth is left (an ADD killed between
         // wiring and the result); it goes, and a second DEL finds nothing at all.
-        let pins = node.as_ref().map(|n| n.agent.pin_dir.clone()).unwrap_or_default();
+        let pins = node
+            .as_ref()
+            .map(|n| n.agent.pin_dir.clone())
+            .unwrap_or_default();
         runtime()?
             .block_on(endpoint::detach(&pins, &id.container_id, &id.ifname, None))
             .map_err(wiring("cannot unwire the pod"))?;
@@ -287,7 +308,12 @@ fn check(env: &Env, conf: &NetConf) -> CniResult<()> {
         .map_err(ipam_error)?
         .book
         .find(&id)
-        .ok_or_else(|| mismatch(format!("no address is allocated to {}/{}", id.container_id, id.ifname)))?;
+        .ok_or_else(|| {
+            mismatch(format!(
+                "no address is allocated to {}/{}",
+                id.container_id, id.ifname
+            ))
+        })?;
     match result::address_of(prev, &id.ifname) {
         Some(p) if p == ip => {}
         Some(p) => {
@@ -296,7 +322,12 @@ fn check(env: &Env, conf: &NetConf) -> CniResult<()> {
                 id.container_id, id.ifname
             )))
         }
-        None => return Err(mismatch(format!("prevResult has no address for {}", id.ifname))),
+        None => {
+            return Err(mismatch(format!(
+                "prevResult has no address for {}",
+                id.ifname
+            )))
+        }
     }
     let host = endpoint::host_ifname(&id.container_id, &id.ifname);
     let pin_dir = node.agent.pin_dir.clone();
@@ -313,17 +344,31 @@ fn check(env: &Env, conf: &NetConf) -> CniResult<()> {
             .await
             .map_err(|e| wiring("netlink")(e.into()))?
             .ok_or_else(|| mismatch(format!("{} is missing in the container", id.ifname)))?;
-        match pod.address_owner(ip).await.map_err(|e| wiring("netlink")(e.into()))? {
+        match pod
+            .address_owner(ip)
+            .await
+            .map_err(|e| wiring("netlink")(e.into()))?
+        {
             Some((index, 32)) if index == eth.index => {}
-            _ => return Err(mismatch(format!("{ip}/32 is not on {} in the container", id.ifname))),
+            _ => {
+                return Err(mismatch(format!(
+                    "{ip}/32 is not on {} in the container",
+                    id.ifname
+                )))
+            }
         }
-        let routes = pod.routes().await.map_err(|e| wiring("netlink")(e.into()))?;
+        let routes = pod
+            .routes()
+            .await
+            .map_err(|e| wiring("netlink")(e.into()))?;
         let gw = Ipv4Addr::from(POD_GATEWAY);
         if !routes
             .iter()
             .any(|r| r.dst.prefix == 0 && r.gateway == Some(gw) && r.oif == Some(eth.index))
         {
-            return Err(mismatch(format!("the container has no default route via {gw}")));
+            return Err(mismatch(format!(
+                "the container has no default route via {gw}"
+            )));
         }
         let endpoints = Pinned::open(&pin_dir)
             .and_then(|p| p.endpoints())
@@ -340,9 +385,8 @@ fn check(env: &Env, conf: &NetConf) -> CniResult<()> {
 }
 
 fn status(conf: &NetConf) -> CniResult<()> {
-    let node = node::locate(conf)?.ok_or_else(|| {
-        CniError::new(code::NOT_AVAILABLE, no_node(conf).msg)
-    })?;
+    let node =
+        node::locate(conf)?.ok_or_else(|| CniError::new(code::NOT_AVAILABLE, no_node(conf).msg))?;
     match node.not_ready() {
         None => Ok(()),
         Some(why) => Err(CniError::new(code::NOT_AVAILABLE, why)),

@@ -38,7 +38,10 @@ impl Env {
     /// CNI_CONTAINERID, checked as the spec defines it: alphanumerics, `_`, `.`, `-`,
     /// starting with an alphanumeric.
     pub fn container_id(&self) -> CniResult<&str> {
-        let id = self.container_id.as_deref().ok_or_else(|| missing("CNI_CONTAINERID"))?;
+        let id = self
+            .container_id
+            .as_deref()
+            .ok_or_else(|| missing("CNI_CONTAINERID"))?;
         let ok = id.starts_with(|c: char| c.is_ascii_alphanumeric())
             && id
                 .chars()
@@ -53,7 +56,10 @@ impl Env {
     }
 
     pub fn ifname(&self) -> CniResult<&str> {
-        let name = self.ifname.as_deref().ok_or_else(|| missing("CNI_IFNAME"))?;
+        let name = self
+            .ifname
+            .as_deref()
+            .ok_or_else(|| missing("CNI_IFNAME"))?;
         if name.len() > 15 || name == "." || name == ".." || name.contains(['/', ':', ' ', '\0']) {
             return Err(CniError::new(
                 code::BAD_ENVIRONMENT,
@@ -141,7 +147,10 @@ pub struct NetConf {
 }
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> CniError {
-    CniError::new(code::INVALID_CONFIG, format!("invalid network configuration: {field}: {why}"))
+    CniError::new(
+        code::INVALID_CONFIG,
+        format!("invalid network configuration: {field}: {why}"),
+    )
 }
 
 fn opt_str<'a>(v: &'a Value, field: &str) -> CniResult<Option<&'a str>> {
@@ -204,8 +213,10 @@ impl NetConf {
                 return Err(invalid("node", format!("{n:?} is not a node name")));
             }
         }
-        let state_root = opt_str(v, "stateRoot")?
-            .map_or_else(|| PathBuf::from(crate::state::DEFAULT_STATE_ROOT), PathBuf::from);
+        let state_root = opt_str(v, "stateRoot")?.map_or_else(
+            || PathBuf::from(crate::state::DEFAULT_STATE_ROOT),
+            PathBuf::from,
+        );
         if !state_root.is_absolute() {
             return Err(invalid("stateRoot", "must be an absolute path"));
         }
@@ -229,12 +240,15 @@ impl NetConf {
                     .iter()
                     .map(|a| {
                         let field = |k: &str| {
-                            a.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
-                                invalid(
-                                    "cni.dev/valid-attachments",
-                                    format!("every entry needs a string {k:?}"),
-                                )
-                            })
+                            a.get(k)
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                                .ok_or_else(|| {
+                                    invalid(
+                                        "cni.dev/valid-attachments",
+                                        format!("every entry needs a string {k:?}"),
+                                    )
+                                })
                         };
                         Ok(AttachmentId {
                             container_id: field("containerID")?,
@@ -276,12 +290,21 @@ mod tests {
         for (j, field) in [
             (r#"{"name":"n"}"#, "cniVersion"),
             (r#"{"cniVersion":"1.0.0"}"#, "name"),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#, "type"),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#,
+                "type",
+            ),
             (r#"{"cniVersion":"1.0.0","name":"n","mtu":10}"#, "mtu"),
             (r#"{"cniVersion":"1.0.0","name":"n","mtu":"big"}"#, "mtu"),
-            (r#"{"cniVersion":"1.0.0","name":"n","stateRoot":"rel"}"#, "stateRoot"),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","stateRoot":"rel"}"#,
+                "stateRoot",
+            ),
             (r#"{"cniVersion":"1.0.0","name":"n","node":"../x"}"#, "node"),
-            (r#"{"cniVersion":"1.0.0","name":"n","prevResult":3}"#, "prevResult"),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","prevResult":3}"#,
+                "prevResult",
+            ),
             (
                 r#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"ifname":"eth0"}]}"#,
                 "cni.dev/valid-attachments",
@@ -308,7 +331,10 @@ mod tests {
         let e = env("K8S_POD_NAME=x;FOO=bar").pod_args().unwrap_err();
         assert_eq!(e.code, code::BAD_ENVIRONMENT);
         assert!(e.msg.contains("FOO"), "{}", e.msg);
-        assert_eq!(env("garbage").pod_args().unwrap_err().code, code::BAD_ENVIRONMENT);
+        assert_eq!(
+            env("garbage").pod_args().unwrap_err().code,
+            code::BAD_ENVIRONMENT
+        );
     }
 
     #[test]
@@ -320,6 +346,10 @@ mod tests {
         };
         assert_eq!(env.container_id().unwrap_err().code, code::BAD_ENVIRONMENT);
         assert_eq!(env.ifname().unwrap_err().code, code::BAD_ENVIRONMENT);
-        assert!(Env::default().netns().unwrap_err().msg.contains("CNI_NETNS"));
+        assert!(Env::default()
+            .netns()
+            .unwrap_err()
+            .msg
+            .contains("CNI_NETNS"));
     }
 }

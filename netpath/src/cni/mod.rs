@@ -3,6 +3,7 @@
 //! to stderr (or the config's `logFile`), never to stdout.
 mod commands;
 mod conf;
+pub mod install;
 mod node;
 mod result;
 
@@ -79,7 +80,11 @@ pub fn main() -> ExitCode {
     let (version, outcome) = match read {
         Err(e) => (
             conf::LATEST.to_string(),
-            Err(CniError::new(code::IO_FAILURE, "cannot read the network configuration from stdin").with_details(e)),
+            Err(CniError::new(
+                code::IO_FAILURE,
+                "cannot read the network configuration from stdin",
+            )
+            .with_details(e)),
         ),
         Ok(_) => commands::run(&env, &input),
     };

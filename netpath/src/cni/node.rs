@@ -25,10 +25,16 @@ impl Node {
     pub fn not_ready(&self) -> Option<String> {
         let a = &self.agent;
         if !state::process_alive(a.pid) {
-            return Some(format!("the netpath agent of node {} (pid {}) is not running", a.node, a.pid));
+            return Some(format!(
+                "the netpath agent of node {} (pid {}) is not running",
+                a.node, a.pid
+            ));
         }
         if !a.ready {
-            return Some(format!("the netpath agent of node {} has not finished starting", a.node));
+            return Some(format!(
+                "the netpath agent of node {} has not finished starting",
+                a.node
+            ));
         }
         if let Some(e) = &a.spec_error {
             tracing::warn!("node {}: agent refused the latest spec: {e}", a.node);
@@ -64,7 +70,10 @@ pub fn locate(conf: &NetConf) -> CniResult<Option<Node>> {
         match AgentState::read(&dir) {
             Ok(Some(agent)) => Ok(Some(Node { dir, agent })),
             Ok(None) => Ok(None),
-            Err(e) => Err(CniError::new(code::IO_FAILURE, "cannot read the node's agent state").with_details(format!("{e:#}"))),
+            Err(e) => Err(
+                CniError::new(code::IO_FAILURE, "cannot read the node's agent state")
+                    .with_details(format!("{e:#}")),
+            ),
         }
     };
     if let Some(name) = &conf.node {
@@ -90,7 +99,10 @@ pub fn locate(conf: &NetConf) -> CniResult<Option<Node>> {
 /// The state directory whose address book holds `id`, searched across all nodes
 /// (DEL and GC must work after the agent is gone and its state file with it).
 pub fn book_holding(root: &Path, id: &AttachmentId) -> CniResult<Option<PathBuf>> {
-    for dir in state_dirs(root).into_iter().filter(|d| ipam::Store::exists(d)) {
+    for dir in state_dirs(root)
+        .into_iter()
+        .filter(|d| ipam::Store::exists(d))
+    {
         let store = ipam::Store::open(&dir).map_err(ipam_error)?;
         if store.book.find(id).is_some() {
             return Ok(Some(dir));
@@ -119,7 +131,10 @@ pub fn see_pins(pin_dir: &Path, agent_pid: u32) -> CniResult<()> {
     let unreachable = |why: String| {
         CniError::new(
             code::TRY_AGAIN_LATER,
-            format!("the node's pins at {} are not visible here", pin_dir.display()),
+            format!(
+                "the node's pins at {} are not visible here",
+                pin_dir.display()
+            ),
         )
         .with_details(why)
     };
@@ -134,6 +149,8 @@ pub fn see_pins(pin_dir: &Path, agent_pid: u32) -> CniResult<()> {
     if pin_dir.exists() {
         Ok(())
     } else {
-        Err(unreachable("not in the agent's mount namespace either".into()))
+        Err(unreachable(
+            "not in the agent's mount namespace either".into(),
+        ))
     }
 }

@@ -61,9 +61,9 @@ pub fn add(version: &str, prev: Option<&Value>, w: &Wired) -> Value {
 /// The address `prev` reports for interface `ifname` inside a sandbox.
 pub fn address_of(prev: &Value, ifname: &str) -> Option<Ipv4Addr> {
     let interfaces = prev.get("interfaces")?.as_array()?;
-    let index = interfaces
-        .iter()
-        .position(|i| i.get("name").and_then(Value::as_str) == Some(ifname) && i.get("sandbox").is_some())?;
+    let index = interfaces.iter().position(|i| {
+        i.get("name").and_then(Value::as_str) == Some(ifname) && i.get("sandbox").is_some()
+    })?;
     prev.get("ips")?
         .as_array()?
         .iter()

@@ -27,7 +27,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 
 use netpath::{
-    datapath, endpoint,
+    datapath, endpoint, ipam,
     net::Ipv4Net,
     spec::{Backend, ClusterSpec, NodeSpec, SpecDraft, DEFAULT_SPEC},
 };
@@ -286,8 +286,7 @@ impl Lab {
         let mtu = cfg.spec.pod_mtu(UNDERLAY_MTU);
         for node in lab.nodes.iter_mut().filter(|n| n.kind == NodeKind::Netpath) {
             for p in 1..=cfg.pods_per_node {
-                let ip = node.spec.pod_cidr.nth(1 + p as u32);
-                let pod = attach_pod(node, p, ip, mtu)?;
+                let pod = attach_pod(node, p, mtu)?;
                 node.pods.push(pod);
             }
         }
@@ -577,7 +576,8 @@ impl Drop for Lab {
             if let Err(e) = datapath::remove_pins(&node.pin_dir) {
                 tracing::warn!("{e:#}");
             }
-            netpath::state::AgentState::remove(&node.state_dir());
+            // The agent's state and the node's address book.
+            let _ = std::fs::remove_dir_all(node.state_dir());
         }
         // Pods, then nodes, then the fabric: namespaces go with their guards.
         self.nodes.clear();
@@ -623,10 +623,29 @@ fn bridge_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Result<Pod> {
 }
 
 /// A pod on a netpath node, wired by the product's endpoint module (as the CNI
-/// plugin wires one), from inside the node's namespace.
-fn attach_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Result<Pod> {
+/// plugin wires one), from inside the node's namespace, with an address from the
+/// node's address book: lab pods and CNI containers never collide.
+fn attach_pod(node: &Node, p: usize, mtu: u32) -> Result<Pod> {
     let name = format!("{}-pod{p}", node.name);
     let ns = NetNs::create(&name)?;
+    let ip = {
+        let mut book = ipam::Store::open(&node.state_dir())?;
+        let (ip, _) = book.book.allocate(
+            node.spec.pod_cidr,
+            ipam::Allocation {
+                id: ipam::AttachmentId {
+                    container_id: name.clone(),
+                    ifname: "eth0".into(),
+                },
+                pod_namespace: None,
+                pod_name: Some(name.clone()),
+                netns: Some(ns.path().display().to_string()),
+            },
+        )?;
+        book.book.pin_dir = Some(node.pin_dir.clone());
+        book.commit()?;
+        ip
+    };
     let a = endpoint::Attachment {
         container_id: name.clone(),
         netns: ns.path().to_path_buf(),
