@@ -90,6 +90,11 @@ enum Cmd {
         /// Print every single check, not only the summary and failures.
         #[arg(long)]
         verbose: bool,
+        /// Also run a busybox container per node with a private containerd, attached
+        /// through the netpath CNI plugin (installed in /opt/cni/bin and
+        /// /etc/cni/net.d for the lab's lifetime).
+        #[arg(long)]
+        containers: bool,
     },
 }
 
@@ -139,6 +144,7 @@ fn run(cli: Cli) -> Result<bool> {
             redirect,
             decap,
             verbose,
+            containers,
         } => {
             let backend: Option<Backend> = backend.map(Into::into);
             let mut cfg = match (nodes, backend) {
@@ -165,6 +171,7 @@ fn run(cli: Cli) -> Result<bool> {
                     DecapArg::Xdp => Decap::Xdp,
                 };
             }
+            cfg.containers = usize::from(containers);
             run_lab(&cfg, once, verbose)
         }
     }
@@ -185,6 +192,17 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
             n.name,
             n.spec.underlay.to_string(),
             n.spec.pod_cidr
+        );
+    }
+    for c in &lab.containers {
+        println!(
+            "  container {:<28} {:<12} on {} (containerd {})",
+            c.id,
+            c.ip.to_string(),
+            lab.nodes[c.node].name,
+            lab.containerd(c.node)
+                .map(|d| d.socket.display().to_string())
+                .unwrap_or_default()
         );
     }
     println!();

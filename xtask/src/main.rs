@@ -139,16 +139,27 @@ fn run() -> Result<ExitCode> {
 
 /// Debian packages the lab and the tests call: bpftool to read pinned maps, nft to
 /// prove no firewall rule exists, ethtool to force GSO segmentation on the underlay,
-/// the reference CNI plugins (tuning in a chain with ours).
+/// the reference CNI plugins (tuning in a chain with ours), and the container runtime
+/// of `--containers` (containerd + runc, a busybox-static image built locally).
 const RUNTIME_PACKAGES: &[&str] = &[
     "bpftool",
     "nftables",
     "ethtool",
     "containernetworking-plugins",
+    "containerd",
+    "runc",
+    "busybox-static",
 ];
 
 /// What the bench measures with, besides the runtime packages.
-const BENCH_PACKAGES: &[&str] = &["bpftool", "nftables", "ethtool", "iperf3", "sockperf"];
+const BENCH_PACKAGES: &[&str] = &[
+    "bpftool",
+    "nftables",
+    "ethtool",
+    "iperf3",
+    "sockperf",
+    "containernetworking-plugins",
+];
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     match status.code() {

@@ -8,11 +8,13 @@
 //! is torn down on drop, also on panic.
 mod agents;
 mod baselines;
+mod containers;
 mod invariants;
 mod prefix;
 mod report;
 
 pub use baselines::VethPair;
+pub use containers::{busybox_image, Container, Containerd, HostCniInstall};
 pub use invariants::Invariant;
 pub use report::print_report;
 use std::{
@@ -58,6 +60,9 @@ pub struct LabConfig {
     pub keep_pins: bool,
     /// How each node forwards, by index; nodes not listed run netpath.
     pub kinds: Vec<(usize, NodeKind)>,
+    /// Containers per netpath node, run by a private containerd per node through
+    /// the CNI plugin (0: no container runtime at all).
+    pub containers: usize,
 }
 
 impl LabConfig {
@@ -80,6 +85,7 @@ impl LabConfig {
             agent_bin: agent_binary()?,
             keep_pins: false,
             kinds: Vec::new(),
+            containers: 0,
         })
     }
 }
@@ -218,6 +224,12 @@ pub struct Lab {
     fabric: Option<NetNs>,
     workdir: PathBuf,
     spec_file: PathBuf,
+    /// Containers started through `run_container`, in start order.
+    pub containers: Vec<Container>,
+    /// One slot per node: its containerd, once containers are asked for.
+    runtimes: Vec<Option<Containerd>>,
+    host_cni: Option<HostCniInstall>,
+    image: Option<PathBuf>,
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
@@ -249,6 +261,10 @@ impl Lab {
             fabric: None,
             workdir,
             spec_file,
+            containers: Vec::new(),
+            runtimes: Vec::new(),
+            host_cni: None,
+            image: None,
         };
         let subnets: BTreeSet<Ipv4Net> =
             cfg.spec.nodes.iter().map(|n| n.underlay.subnet()).collect();
@@ -290,7 +306,46 @@ impl Lab {
                 node.pods.push(pod);
             }
         }
+        for k in 1..=cfg.containers {
+            for i in 0..lab.nodes.len() {
+                if lab.nodes[i].kind == NodeKind::Netpath {
+                    lab.run_container(i, &format!("c{k}"), cfg)?;
+                }
+            }
+        }
         Ok(lab)
+    }
+
+    /// Runs a busybox container on node `i` through its containerd and the CNI
+    /// plugin (`ip netns exec NODE ctr run --rm --cni …`); returns its index in
+    /// `containers`. The first call installs the plugin and starts containerd.
+    pub fn run_container(&mut self, i: usize, name: &str, cfg: &LabConfig) -> Result<usize> {
+        if self.host_cni.is_none() {
+            self.host_cni = Some(HostCniInstall::new(&cfg.agent_bin)?);
+        }
+        let image = match &self.image {
+            Some(i) => i.clone(),
+            None => self
+                .image
+                .insert(busybox_image(&self.workdir.join("image"))?)
+                .clone(),
+        };
+        self.runtimes.resize_with(self.nodes.len(), || None);
+        let node = &self.nodes[i];
+        if self.runtimes[i].is_none() {
+            let dir = self.workdir.join(format!("containerd-{}", node.spec.name));
+            self.runtimes[i] = Some(Containerd::start(&dir, i, node.ns.name(), &image)?);
+        }
+        let id = format!("{}-{}", node.name, name);
+        let runtime = self.runtimes[i].as_ref().expect("started above");
+        let c = runtime.run_container(&id, &["sleep", "1000000"])?;
+        self.containers.push(c);
+        Ok(self.containers.len() - 1)
+    }
+
+    /// Node `i`'s containerd, once a container ran there.
+    pub fn containerd(&self, i: usize) -> Option<&Containerd> {
+        self.runtimes.get(i)?.as_ref()
     }
 
     fn add_node(
@@ -544,6 +599,26 @@ impl Lab {
                 }
             }
         }
+        // Containers run by containerd through the CNI plugin, every pair.
+        for ca in &self.containers {
+            for cb in self.containers.iter().filter(|c| c.id != ca.id) {
+                let (a, b) = (&self.nodes[ca.node], &self.nodes[cb.node]);
+                let (_, path) = if a.name == b.name {
+                    ("2", redirect.to_string())
+                } else {
+                    self.path(a, b)
+                };
+                for &proto in protos {
+                    out.push(check::probe(
+                        "c ctr->ctr",
+                        &path,
+                        proto,
+                        &ca.host(),
+                        &cb.host(),
+                    ));
+                }
+            }
+        }
         out
     }
 
@@ -568,7 +643,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // Agents first: they detach and unpin while the namespaces still exist.
+        // Containers first (ctr's CNI DEL needs the nodes), then their runtimes and
+        // the host CNI paths; then agents, which detach and unpin while the
+        // namespaces still exist.
+        self.containers.clear();
+        self.runtimes.clear();
+        self.host_cni = None;
         for a in self.agents.iter_mut().flatten() {
             a.stop();
         }
