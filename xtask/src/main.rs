@@ -140,7 +140,8 @@ fn run() -> Result<ExitCode> {
 /// Debian packages the lab and the tests call: bpftool to read pinned maps, nft to
 /// prove no firewall rule exists, ethtool to force GSO segmentation on the underlay,
 /// the reference CNI plugins (tuning in a chain with ours), and the container runtime
-/// of `--containers` (containerd + runc, a busybox-static image built locally).
+/// of `--containers` (containerd + runc, a busybox-static image built locally) and
+/// podman for its CNI backend.
 const RUNTIME_PACKAGES: &[&str] = &[
     "bpftool",
     "nftables",
@@ -149,6 +150,7 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "containerd",
     "runc",
     "busybox-static",
+    "podman",
 ];
 
 /// What the bench measures with, besides the runtime packages.

@@ -55,8 +55,17 @@ fn blob(oci: &Path, file: &Path) -> Result<(String, u64)> {
     Ok((format!("sha256:{hex}"), size))
 }
 
-/// An OCI image tarball of a busybox-static rootfs, importable with `ctr image import`.
-pub fn busybox_image(dir: &Path) -> Result<PathBuf> {
+/// A busybox-static image, built locally.
+#[derive(Debug, Clone)]
+pub struct BusyboxImage {
+    /// OCI layout tarball, for `ctr image import`.
+    pub oci: PathBuf,
+    /// The plain rootfs tarball, for `podman import`.
+    pub rootfs: PathBuf,
+}
+
+/// Builds the image under `dir`.
+pub fn busybox_image(dir: &Path) -> Result<BusyboxImage> {
     let busybox = Path::new("/bin/busybox");
     if !busybox.exists() {
         bail!("/bin/busybox missing: `cargo xtask` installs busybox-static");
@@ -120,7 +129,10 @@ pub fn busybox_image(dir: &Path) -> Result<PathBuf> {
         .arg("-cf")
         .arg(&tarball)
         .arg("."))?;
-    Ok(tarball)
+    Ok(BusyboxImage {
+        oci: tarball,
+        rootfs: layer,
+    })
 }
 
 /// netpath installed in the host's CNI paths for as long as this lives, under an
@@ -229,7 +241,7 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    pub fn start(dir: &Path, node: usize, node_ns: &str, image: &Path) -> Result<Self> {
+    pub fn start(dir: &Path, node: usize, node_ns: &str, image: &BusyboxImage) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
@@ -282,7 +294,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             "import",
             "--base-name",
             "local/busybox",
-            &image.display().to_string(),
+            &image.oci.display().to_string(),
         ])?;
         Ok(me)
     }
@@ -428,5 +440,133 @@ impl Drop for Container {
         if let Err(e) = self.stop() {
             tracing::warn!("{e:#}");
         }
+    }
+}
+
+/// podman 4.3 with its CNI backend, private storage and configuration, running
+/// containers in one lab node (`nsenter --net`: podman needs the host's /sys for
+/// cgroups, which `ip netns exec` would hide). The plugin and conflist go into the
+/// private directory through the product's installer: podman takes plugin and
+/// config directories as options.
+pub struct Podman {
+    dir: PathBuf,
+    node_ns: PathBuf,
+    names: Vec<String>,
+}
+
+pub const PODMAN_NETWORK: &str = "netpath-lab";
+
+impl Podman {
+    pub fn new(
+        dir: &Path,
+        netpath_bin: &Path,
+        node_ns: &Path,
+        image: &BusyboxImage,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        install::install(
+            netpath_bin,
+            &InstallOptions {
+                bin_dir: dir.join("bin"),
+                conf_dir: dir.join("net.d"),
+                network: PODMAN_NETWORK.into(),
+                node: None,
+                state_root: None,
+            },
+        )?;
+        std::fs::write(
+            dir.join("containers.conf"),
+            format!(
+                r#"[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{d}/events.log"
+runtime = "runc"
+tmp_dir = "{d}/tmp"
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{d}/bin"]
+network_config_dir = "{d}/net.d"
+"#,
+                d = dir.display()
+            ),
+        )?;
+        let me = Self {
+            dir: dir.to_path_buf(),
+            node_ns: node_ns.to_path_buf(),
+            names: Vec::new(),
+        };
+        me.podman(&[
+            "import",
+            &image.rootfs.display().to_string(),
+            "local/busybox",
+        ])?;
+        Ok(me)
+    }
+
+    pub fn podman(&self, args: &[&str]) -> Result<String> {
+        run(Command::new("nsenter")
+            .arg(format!("--net={}", self.node_ns.display()))
+            .arg("podman")
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("runroot"))
+            .args(["--storage-driver", "vfs", "--network-backend", "cni"])
+            .arg("--cni-config-dir")
+            .arg(self.dir.join("net.d"))
+            .args(args)
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf")))
+    }
+
+    /// Starts a detached container on the netpath network; returns its task's
+    /// PID and its address.
+    pub fn run(&mut self, name: &str) -> Result<(u32, Ipv4Addr)> {
+        self.names.push(name.to_string());
+        self.podman(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            PODMAN_NETWORK,
+            "local/busybox",
+            "sleep",
+            "1000000",
+        ])?;
+        let pid: u32 = self
+            .podman(&["inspect", "-f", "{{.State.Pid}}", name])?
+            .trim()
+            .parse()
+            .context("podman inspect: PID")?;
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let addr = crate::run_in_ns(&netns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])?;
+        let ip = addr
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next()?.parse().ok())
+            .ok_or_else(|| anyhow!("podman container {name} has no IPv4 address: {addr}"))?;
+        Ok((pid, ip))
+    }
+
+    /// `podman rm -f`: stops the container; podman calls CNI DEL.
+    pub fn remove(&mut self, name: &str) -> Result<()> {
+        self.podman(&["rm", "-f", "-t", "0", name])?;
+        self.names.retain(|n| n != name);
+        Ok(())
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for n in std::mem::take(&mut self.names) {
+            if let Err(e) = self.podman(&["rm", "-f", "-t", "0", &n]) {
+                tracing::warn!("podman rm {n}: {e:#}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -14,7 +14,7 @@ mod prefix;
 mod report;
 
 pub use baselines::VethPair;
-pub use containers::{busybox_image, Container, Containerd, HostCniInstall};
+pub use containers::{busybox_image, BusyboxImage, Container, Containerd, HostCniInstall, Podman};
 pub use invariants::Invariant;
 pub use report::print_report;
 use std::{
@@ -229,7 +229,7 @@ pub struct Lab {
     /// One slot per node: its containerd, once containers are asked for.
     runtimes: Vec<Option<Containerd>>,
     host_cni: Option<HostCniInstall>,
-    image: Option<PathBuf>,
+    image: Option<BusyboxImage>,
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
@@ -341,6 +341,23 @@ impl Lab {
         let c = runtime.run_container(&id, &["sleep", "1000000"])?;
         self.containers.push(c);
         Ok(self.containers.len() - 1)
+    }
+
+    /// The lab's busybox image, built on first use.
+    pub fn image(&mut self) -> Result<BusyboxImage> {
+        if let Some(i) = &self.image {
+            return Ok(i.clone());
+        }
+        let built = busybox_image(&self.workdir.join("image"))?;
+        Ok(self.image.insert(built).clone())
+    }
+
+    /// A private podman for node `i` (state under the lab's work dir).
+    pub fn podman(&mut self, i: usize, cfg: &LabConfig) -> Result<Podman> {
+        let image = self.image()?;
+        let node = &self.nodes[i];
+        let dir = self.workdir.join(format!("podman-{}", node.spec.name));
+        Podman::new(&dir, &cfg.agent_bin, node.ns.path(), &image)
     }
 
     /// Node `i`'s containerd, once a container ran there.
