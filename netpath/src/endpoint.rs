@@ -50,10 +50,6 @@ pub fn host_ifname(container_id: &str, ifname: &str) -> String {
     format!("np{:011x}", h & 0xfff_ffff_ffff)
 }
 
-fn temp_ifname(host: &str) -> String {
-    format!("t{}", &host[1..])
-}
-
 impl Attachment {
     pub fn host_ifname(&self) -> String {
         host_ifname(&self.container_id, &self.ifname)
@@ -82,14 +78,11 @@ pub async fn attach(pin_dir: &Path, a: &Attachment) -> Result<Attached> {
     if let Some(old) = node.find_link(&host).await? {
         node.delete_link(old.index).await?;
     }
-    let tmp = temp_ifname(&host);
-    if let Some(stale) = node.find_link(&tmp).await? {
-        node.delete_link(stale.index).await?;
-    }
     let pod_ns = std::fs::File::open(&a.netns)
         .with_context(|| format!("open container netns {}", a.netns.display()))?;
-    node.add_veth(&host, &tmp).await?;
-    let wired = wire(&node, pin_dir, a, &host, &tmp, &pod_ns).await;
+    node.add_veth_into(&host, &a.ifname, pod_ns.as_raw_fd(), a.mtu)
+        .await?;
+    let wired = wire(&node, pin_dir, a, &host).await;
     if wired.is_err() {
         // Half-wired pods are worse than none: the veth (and its peer) go.
         if let Ok(Some(l)) = node.find_link(&host).await {
@@ -99,24 +92,10 @@ pub async fn attach(pin_dir: &Path, a: &Attachment) -> Result<Attached> {
     wired
 }
 
-async fn wire(
-    node: &Netlink,
-    pin_dir: &Path,
-    a: &Attachment,
-    host: &str,
-    tmp: &str,
-    pod_ns: &std::fs::File,
-) -> Result<Attached> {
-    let peer = node.index(tmp).await?;
-    node.move_to_netns(peer, pod_ns.as_raw_fd()).await?;
+async fn wire(node: &Netlink, pin_dir: &Path, a: &Attachment, host: &str) -> Result<Attached> {
     let h = node.link(host).await?;
-    node.set_mtu(h.index, a.mtu).await?;
-    node.set_up(h.index).await?;
-
     let pod = Netlink::new_in(&a.netns)?;
-    let eth = pod.index(tmp).await?;
-    pod.rename(eth, &a.ifname).await?;
-    pod.set_mtu(eth, a.mtu).await?;
+    let eth = pod.index(&a.ifname).await?;
     pod.add_address(eth, a.ip, 32).await?;
     pod.set_up(eth).await?;
     let gw = Ipv4Addr::from(POD_GATEWAY);
@@ -173,6 +152,7 @@ pub async fn detach(
     let node = Netlink::new()?;
     let link = node.find_link(&host).await?;
     let mut removed = false;
+    let mut link_pins = Vec::new();
     if let Ok(mut pinned) = Pinned::open(pin_dir) {
         let mut gone: Vec<(Ipv4Addr, u32)> = Vec::new();
         for (eip, ep) in pinned.endpoints()? {
@@ -183,17 +163,22 @@ pub async fn detach(
         }
         for (eip, ifindex) in gone {
             pinned.remove_endpoint(eip)?;
-            let pin =
-                datapath::attach::link_pin(pin_dir, ifindex, aya::programs::TcAttachType::Ingress);
-            if pin.exists() {
-                std::fs::remove_file(&pin).with_context(|| format!("remove {}", pin.display()))?;
-            }
+            link_pins.push(datapath::attach::link_pin(
+                pin_dir,
+                ifindex,
+                aya::programs::TcAttachType::Ingress,
+            ));
             removed = true;
         }
     }
     if let Some(l) = link {
         node.delete_link(l.index).await?;
         removed = true;
+    }
+    // After the device: releasing a TCX link that is still attached waits for an
+    // RCU grace period; one whose device is gone is released at once.
+    for pin in link_pins.iter().filter(|p| p.exists()) {
+        std::fs::remove_file(pin).with_context(|| format!("remove {}", pin.display()))?;
     }
     tracing::debug!(veth = %host, removed, "endpoint detached");
     Ok(removed)
@@ -212,6 +197,5 @@ mod tests {
         assert_ne!(a, host_ifname("0123456789abcdee", "eth0"));
         // The separator keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(host_ifname("ab", "c"), host_ifname("a", "bc"));
-        assert_eq!(temp_ifname(&a).len(), a.len());
     }
 }

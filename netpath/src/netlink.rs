@@ -11,7 +11,7 @@ use std::{
 use futures::TryStreamExt;
 use netlink_packet_route::{
     address::AddressAttribute,
-    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+    link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlag, LinkInfo, LinkMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope},
     AddressFamily,
 };
@@ -127,6 +127,34 @@ impl Netlink {
             .execute()
             .await
             .map_err(call(format!("create veth {name} <-> {peer}")))
+    }
+
+    /// A veth pair whose peer is created right inside another namespace (moving a
+    /// link between namespaces waits for the network to synchronize, ~15 ms), both
+    /// ends with `mtu`, the local end up.
+    pub async fn add_veth_into(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_netns: RawFd,
+        mtu: u32,
+    ) -> Result<()> {
+        let mut p = LinkMessage::default();
+        p.attributes.push(LinkAttribute::IfName(peer.to_string()));
+        p.attributes.push(LinkAttribute::Mtu(mtu));
+        p.attributes.push(LinkAttribute::NetNsFd(peer_netns));
+        let mut req = self.handle.link().add().name(name.to_string());
+        let m = req.message_mut();
+        m.header.flags.push(LinkFlag::Up);
+        m.header.change_mask.push(LinkFlag::Up);
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
+        ]));
+        req.execute().await.map_err(call(format!(
+            "create veth {name} <-> {peer} (in another netns)"
+        )))
     }
 
     /// A VXLAN device in metadata mode (`ip link add NAME type vxlan external dstport

@@ -68,6 +68,9 @@ enum Cmd {
         /// skips the scale and control-plane parts.
         #[arg(long, value_delimiter = ',', value_parser = parse_path)]
         paths: Option<Vec<bench::PathKind>>,
+        /// Only the CNI ADD+DEL round trips against bridge + host-local.
+        #[arg(long, conflicts_with = "paths")]
+        cni: bool,
     },
     /// Bring up a lab cluster in network namespaces, check it, and hold it until Ctrl-C.
     Run {
@@ -119,7 +122,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<bool> {
     match cli.cmd {
-        Cmd::Bench { quick, out, paths } => {
+        Cmd::Bench {
+            quick,
+            out,
+            paths,
+            cni,
+        } => {
             // A stop ends the bench between two measurements, tearing down what is up.
             let signals = StopSignals::install()?;
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -133,6 +141,7 @@ fn run(cli: Cli) -> Result<bool> {
                 quick,
                 out,
                 paths,
+                cni_only: cni,
                 stop,
             })
         }

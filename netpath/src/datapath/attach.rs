@@ -26,8 +26,18 @@ pub fn preferred_tc_attach() -> TcAttach {
     }
 }
 
+/// `from_pod` on a pod's veth: a netlink clsact filter, on every kernel. A TCX
+/// attach or detach waits for an RCU grace period (~20 ms here, measured), which
+/// would dominate a CNI ADD/DEL; nothing but netpath hooks a pod veth, so TCX's
+/// composability buys nothing there, and the filter goes with the device. A veth
+/// that an earlier version linked with TCX keeps its link, with the program
+/// swapped inside it.
 pub(crate) fn attach_from_pod(dir: &Path, ifname: &str) -> Result<()> {
-    let mode = Pinned::open(dir)?.tc_attach()?;
+    let mode = if link_pin(dir, ifindex(ifname)?, TcAttachType::Ingress).exists() {
+        TcAttach::Tcx
+    } else {
+        TcAttach::Netlink
+    };
     let pin = dir.join(names::FROM_POD);
     let mut prog = SchedClassifier::from_pin(&pin)
         .with_context(|| format!("open pinned program {}", pin.display()))?;

@@ -64,7 +64,10 @@ impl Pinned {
             let (k, v) = item.context("read endpoint")?;
             out.push((Ipv4Addr::from(k), v));
         }
+        // A hash map walked while others delete from it restarts from its first key
+        // when the current one goes, so keys can come twice.
         out.sort_by_key(|(ip, _)| *ip);
+        out.dedup_by_key(|(ip, _)| *ip);
         Ok(out)
     }
 
@@ -79,6 +82,12 @@ impl Pinned {
         match self.endpoints.remove(&ip.octets()) {
             Ok(()) => Ok(old),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            // Removed by a concurrent DEL since it was read: gone is gone.
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e).with_context(|| format!("remove endpoint {ip}")),
         }
     }
@@ -111,7 +120,10 @@ impl Pinned {
             let (k, v) = item.context("read node")?;
             out.push((Ipv4Addr::from(k), v));
         }
+        // A hash map walked while others delete from it restarts from its first key
+        // when the current one goes, so keys can come twice.
         out.sort_by_key(|(ip, _)| *ip);
+        out.dedup_by_key(|(ip, _)| *ip);
         Ok(out)
     }
 

@@ -1,6 +1,7 @@
 //! `netpath bench` (run by `cargo xtask bench`): netpath against the classic kernel
 //! paths, built side by side by the lab code and measured in interleaved rounds so
 //! drift hits all alike. Writes `report.md`, `report.json` and SVG charts.
+pub mod cni;
 mod memory;
 mod report;
 mod scale;
@@ -19,6 +20,8 @@ pub struct BenchArgs {
     pub quick: bool,
     /// Only these paths, and no scale or control-plane part (a focused comparison).
     pub paths: Option<Vec<PathKind>>,
+    /// Only the CNI ADD+DEL round trips.
+    pub cni_only: bool,
     /// Set when the user asked to stop: checked between measurements.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub out: PathBuf,
@@ -179,6 +182,7 @@ pub struct Run {
     pub scale: Vec<ScaleSample>,
     pub control_plane: Option<ControlPlane>,
     pub agent_memory: Vec<memory::AgentMemory>,
+    pub cni: Vec<cni::CniLatency>,
 }
 
 /// One end of a measurement in a lab: a node itself or one of its pods.
@@ -370,8 +374,13 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let (rounds, secs) = if args.quick { (3, 1) } else { (5, 4) };
     let scale_sizes = [10usize, 1_000, 100_000];
     // A quick run measures the route scale once; a full one in every round.
-    let focused = args.paths.is_some();
-    let paths = args.paths.unwrap_or_else(|| PathKind::ALL.to_vec());
+    let focused = args.paths.is_some() || args.cni_only;
+    let paths = match (args.cni_only, args.paths) {
+        (true, _) => Vec::new(),
+        (false, Some(p)) => p,
+        (false, None) => PathKind::ALL.to_vec(),
+    };
+    let cni_cycles = 200;
     let scale_rounds = match (focused, args.quick) {
         (true, _) => 0,
         (false, true) => 1,
@@ -380,7 +389,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     // Paths, route scale, then (unless focused) the control plane and agent memory.
     let total = rounds * paths.len()
         + scale_rounds * scale_sizes.len()
-        + if focused { 0 } else { 1 + scale_sizes.len() };
+        + if focused { 0 } else { 1 + scale_sizes.len() }
+        + usize::from(!focused || args.cni_only);
     let started = Instant::now();
     let mut step = 0;
     let stop = args.stop.clone();
@@ -424,6 +434,14 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         tick(&format!("agent memory: {peers} peers"))?;
         agent_memory.push(memory::agent_memory(peers)?);
     }
+    let cni = if !focused || args.cni_only {
+        tick(&format!(
+            "CNI ADD+DEL: {cni_cycles} cycles each, interleaved"
+        ))?;
+        cni::round_trips(cni_cycles)?
+    } else {
+        Vec::new()
+    };
     let run = Run {
         date: report::today(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -439,6 +457,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         scale,
         control_plane: control,
         agent_memory,
+        cni,
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     report::write(&run, &args.out)?;

@@ -187,6 +187,29 @@ pub fn targets(run: &Run) -> Vec<Target> {
         "≤ 30",
         |v| v <= 30.0,
     );
+    let cni = |pick: fn(&super::cni::CniLatency) -> f64| {
+        let of = |name: &str| {
+            run.cni
+                .iter()
+                .find(|c| c.plugin == name)
+                .map_or(f64::NAN, pick)
+        };
+        of("netpath") / of("bridge + host-local")
+    };
+    target(
+        &mut t,
+        "CNI ADD+DEL p50 vs bridge + host-local",
+        cni(|c| c.add_del_p50_ms),
+        "≤ 1.00",
+        |v| v <= 1.0,
+    );
+    target(
+        &mut t,
+        "CNI ADD+DEL p99 vs bridge + host-local",
+        cni(|c| c.add_del_p99_ms),
+        "≤ 1.00",
+        |v| v <= 1.0,
+    );
     t
 }
 
@@ -358,6 +381,21 @@ pub fn markdown(run: &Run) -> String {
                 m.rss_kib / 1024.0,
                 m.map_kib / 1024.0,
                 m.converge_ms
+            );
+        }
+    }
+    if !run.cni.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## CNI ADD+DEL round trip\n\nA runtime's cost per pod: exec the plugin(s), wire and \
+             allocate, unwire and free; cycles interleaved with the reference plugins.\n\n\
+             | plugin | cycles | p50 ms | p99 ms |\n| --- | --- | --- | --- |"
+        );
+        for c in &run.cni {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.1} | {:.1} |",
+                c.plugin, c.cycles, c.add_del_p50_ms, c.add_del_p99_ms
             );
         }
     }
