@@ -599,3 +599,41 @@ fn a_plugin_started_by_ip_netns_exec_still_reaches_the_pins() {
     assert!(endpoint_ips(&lab, 0).contains(&ip));
     run(&lab, 0, &call("DEL", "c1", Some(&c1)), &cni::conf("1.0.0")).expect_ok("DEL");
 }
+
+#[test]
+fn install_cni_writes_a_working_plugin_and_a_conflist() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("netpath-install-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(plugin())
+        .arg("install-cni")
+        .arg("--bin-dir")
+        .arg(dir.join("bin"))
+        .arg("--conf-dir")
+        .arg(dir.join("net.d"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("net.d/10-netpath.conflist")).unwrap())
+            .unwrap();
+    assert_eq!(conf["cniVersion"], "1.0.0");
+    assert_eq!(conf["cniVersions"], json!(["1.0.0", "1.1.0"]));
+    assert_eq!(conf["plugins"][0]["type"], "netpath");
+    // The installed copy answers as a plugin.
+    let installed = dir.join("bin/netpath");
+    let version = cni::invoke(
+        &installed,
+        Path::new("/proc/self/ns/net"),
+        &Call::new("VERSION", "", None),
+        br#"{"cniVersion":"1.1.0"}"#,
+    )
+    .unwrap();
+    assert!(version.success, "{}", version.stdout);
+    assert_eq!(version.json["supportedVersions"][2], "1.1.0");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
