@@ -14,4 +14,5 @@ pub mod reconcile;
 pub mod spec;
 pub mod state;
 pub mod status;
+pub mod store;
 pub mod tunnel;

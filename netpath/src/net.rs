@@ -173,3 +173,18 @@ mod tests {
         }
     }
 }
+
+/// Both address types read back what they print.
+macro_rules! deserialize_from_str {
+    ($t:ty) => {
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse()
+                    .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+            }
+        }
+    };
+}
+deserialize_from_str!(Ipv4Net);
+deserialize_from_str!(Mac);

@@ -139,8 +139,19 @@ pub fn see_pins(pin_dir: &Path, agent_pid: u32) -> CniResult<()> {
         .with_details(why)
     };
     let ns = File::open(&path).map_err(|e| unreachable(format!("open {path}: {e}")))?;
-    // SAFETY: plain syscall on an fd we own; the process has one thread here.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+    // Entering a mount namespace resets the root to the namespace's; the agent may
+    // run chrooted inside it (as in the test VMs), so take its root along.
+    let root_path = format!("/proc/{agent_pid}/root");
+    let root = File::open(&root_path).map_err(|e| unreachable(format!("open {root_path}: {e}")))?;
+    // SAFETY: plain syscalls on fds we own and a static path; the process has one
+    // thread here.
+    let entered = unsafe {
+        libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) == 0
+            && libc::fchdir(root.as_raw_fd()) == 0
+            && libc::chroot(c".".as_ptr()) == 0
+            && libc::chdir(c"/".as_ptr()) == 0
+    };
+    if !entered {
         return Err(unreachable(format!(
             "enter {path}: {}",
             std::io::Error::last_os_error()

@@ -209,7 +209,9 @@ impl SpecDraft {
         self
     }
 
-    pub fn validate(self) -> Result<ClusterSpec, SpecError> {
+    /// Checks everything but the nodes (what a cluster holds before any joined);
+    /// returns the bpffs root in force.
+    pub fn validate_settings(&self) -> Result<PathBuf, SpecError> {
         let cidr = self.cluster_cidr;
         if cidr.addr != cidr.network() {
             return Err(invalid("cluster_cidr", cidr, "host bits are set"));
@@ -227,6 +229,7 @@ impl SpecDraft {
         }
         let bpffs_root = self
             .bpffs_root
+            .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS_ROOT));
         if !bpffs_root.is_absolute() || bpffs_root.as_os_str().as_encoded_bytes().contains(&0) {
             return Err(invalid(
@@ -235,6 +238,12 @@ impl SpecDraft {
                 "must be an absolute path without NUL bytes",
             ));
         }
+        Ok(bpffs_root)
+    }
+
+    pub fn validate(self) -> Result<ClusterSpec, SpecError> {
+        let cidr = self.cluster_cidr;
+        let bpffs_root = self.validate_settings()?;
         if self.nodes.is_empty() {
             return Err(invalid(
                 "nodes",
@@ -283,7 +292,8 @@ impl SpecDraft {
     }
 }
 
-fn valid_name(n: &str) -> bool {
+/// A node name: 1-32 characters of [A-Za-z0-9_-].
+pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 32
         && n.chars()

@@ -1,0 +1,433 @@
+//! The cluster as it is kept in etcd, and how it becomes a `ClusterSpec`. Pure:
+//! keys, values, subnet choice and assembly; the client is in `etcd.rs`.
+//!
+//! ```text
+//! <prefix>/config                  ClusterConfig (JSON), written once by `netpath cluster init`
+//! <prefix>/subnets/10.244.3.0-24   {"node": "node3"}            a reservation, no lease: kept across restarts
+//! <prefix>/nodes/node3             NodeRecord (JSON), on the node's lease: it is alive
+//! ```
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    net::{Ipv4Net, Mac},
+    spec::{Backend, ClusterSpec, Decap, Redirect, SpecDraft, SpecError, VxlanDevice},
+};
+
+pub const DEFAULT_PREFIX: &str = "/netpath";
+
+/// What `netpath cluster init` writes: everything of the spec that is not per node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub cluster_cidr: Ipv4Net,
+    /// Prefix length of every node's pod CIDR.
+    pub subnet_len: u8,
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default = "default_vni")]
+    pub vni: u32,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub redirect: Redirect,
+    #[serde(default)]
+    pub decap: Decap,
+    #[serde(default)]
+    pub vxlan_device: VxlanDevice,
+}
+
+fn default_vni() -> u32 {
+    netpath_common::DEFAULT_VNI
+}
+
+fn default_port() -> u16 {
+    netpath_common::DEFAULT_VXLAN_PORT
+}
+
+impl ClusterConfig {
+    pub fn draft(&self) -> SpecDraft {
+        let mut d = SpecDraft::new(self.cluster_cidr);
+        d.backend = self.backend;
+        d.vni = self.vni;
+        d.port = self.port;
+        d.mtu = self.mtu;
+        d.redirect = self.redirect;
+        d.decap = self.decap;
+        d.vxlan_device = self.vxlan_device;
+        d
+    }
+
+    /// Checks with the spec's own rules and messages (a spec without nodes is
+    /// fine here: nodes join later).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !(8..=30).contains(&self.subnet_len) || self.subnet_len < self.cluster_cidr.prefix {
+            return Err(SpecError::Invalid {
+                field: "subnet_len".into(),
+                value: self.subnet_len.to_string(),
+                why: format!(
+                    "must be from {} (the cluster CIDR's length) to 30",
+                    self.cluster_cidr.prefix.max(8)
+                ),
+            });
+        }
+        self.draft().validate_settings().map(|_| ())
+    }
+}
+
+/// A live node, as it publishes itself on its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRecord {
+    pub underlay: Ipv4Net,
+    pub pod_cidr: Ipv4Net,
+    pub vtep_mac: Mac,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    pub node: String,
+}
+
+/// The key naming a subnet: `10.244.3.0-24` (no `/` inside a key segment).
+pub fn subnet_key(net: &Ipv4Net) -> String {
+    format!("{}-{}", net.network(), net.prefix)
+}
+
+pub fn parse_subnet_key(k: &str) -> Option<Ipv4Net> {
+    let (a, p) = k.split_once('-')?;
+    let net = Ipv4Net::new(a.parse().ok()?, p.parse().ok()?);
+    (net.prefix <= 32 && net.network() == net.addr).then_some(net)
+}
+
+/// Keys under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+    pub fn root(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+    pub fn config(&self) -> String {
+        format!("{}/config", self.prefix)
+    }
+    pub fn subnets(&self) -> String {
+        format!("{}/subnets/", self.prefix)
+    }
+    pub fn subnet(&self, net: &Ipv4Net) -> String {
+        format!("{}{}", self.subnets(), subnet_key(net))
+    }
+    pub fn nodes(&self) -> String {
+        format!("{}/nodes/", self.prefix)
+    }
+    pub fn node(&self, name: &str) -> String {
+        format!("{}{name}", self.nodes())
+    }
+}
+
+pub use crate::spec::valid_name as valid_node_name;
+
+/// Everything under the prefix, as read or watched, parsed leniently: a value that
+/// does not parse is reported and left out, never fatal.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub config: Option<ClusterConfig>,
+    /// subnet → node
+    pub subnets: BTreeMap<Ipv4Net, String>,
+    /// node → (the record key's create revision, record)
+    pub nodes: BTreeMap<String, (i64, NodeRecord)>,
+    /// Keys whose values were refused, and why (the latest per key).
+    pub refused: BTreeMap<String, String>,
+}
+
+impl View {
+    /// Applies one key's new value (`None`: deleted); `created` is the key's create
+    /// revision (who was first, when two records clash).
+    pub fn apply(&mut self, keys: &Keys, key: &str, value: Option<&[u8]>, created: i64) {
+        self.refused.remove(key);
+        let refuse = |v: &mut Self, why: String| {
+            v.refused.insert(key.to_string(), why);
+        };
+        if key == keys.config() {
+            match value.map(serde_json::from_slice::<ClusterConfig>) {
+                None => self.config = None,
+                Some(Ok(c)) => match c.validate() {
+                    Ok(()) => self.config = Some(c),
+                    Err(e) => refuse(self, format!("cluster config refused: {e}")),
+                },
+                Some(Err(e)) => refuse(self, format!("cluster config is not valid JSON: {e}")),
+            }
+        } else if let Some(k) = key.strip_prefix(&keys.subnets()) {
+            let Some(net) = parse_subnet_key(k) else {
+                return refuse(self, "not a subnet key".into());
+            };
+            match value.map(serde_json::from_slice::<Reservation>) {
+                None => {
+                    self.subnets.remove(&net);
+                }
+                Some(Ok(r)) if valid_node_name(&r.node) => {
+                    self.subnets.insert(net, r.node);
+                }
+                Some(Ok(r)) => refuse(
+                    self,
+                    format!("reservation for invalid node name {:?}", r.node),
+                ),
+                Some(Err(e)) => refuse(self, format!("reservation is not valid JSON: {e}")),
+            }
+        } else if let Some(name) = key.strip_prefix(&keys.nodes()) {
+            if !valid_node_name(name) {
+                return refuse(self, "invalid node name".into());
+            }
+            match value.map(serde_json::from_slice::<NodeRecord>) {
+                None => {
+                    self.nodes.remove(name);
+                }
+                Some(Ok(r)) => {
+                    self.nodes.insert(name.to_string(), (created, r));
+                }
+                Some(Err(e)) => {
+                    self.nodes.remove(name);
+                    refuse(self, format!("node record is not valid JSON: {e}"));
+                }
+            }
+        } else {
+            refuse(self, "unknown key under the prefix".into());
+        }
+    }
+
+    /// The subnet reserved for `node`, if any (the lowest, should there be several).
+    pub fn reservation_of(&self, node: &str) -> Option<Ipv4Net> {
+        self.subnets
+            .iter()
+            .find(|(_, n)| n.as_str() == node)
+            .map(|(net, _)| *net)
+    }
+
+    /// The cluster as a spec: the config and every live node whose record matches
+    /// its reservation; `local` (this agent's own node) is always in. Nodes that
+    /// would make the spec invalid (an address or CIDR clash) are left out and
+    /// named in the second value.
+    pub fn spec(
+        &self,
+        local: Option<(&str, &NodeRecord)>,
+    ) -> Result<(ClusterSpec, Vec<String>), SpecError> {
+        let config = self.config.as_ref().ok_or_else(|| SpecError::Invalid {
+            field: "config".into(),
+            value: String::new(),
+            why: "the cluster is not initialized: run `netpath cluster init`".into(),
+        })?;
+        let mut left_out = Vec::new();
+        let mut candidates: Vec<(i64, &str, &NodeRecord)> = Vec::new();
+        for (name, (created, rec)) in &self.nodes {
+            if local.is_some_and(|(l, _)| l == name) {
+                continue;
+            }
+            match self.subnets.get(&rec.pod_cidr) {
+                Some(owner) if owner == name => candidates.push((*created, name, rec)),
+                Some(owner) => left_out.push(format!(
+                    "node {name}: claims {} reserved by {owner}",
+                    rec.pod_cidr
+                )),
+                None => left_out.push(format!(
+                    "node {name}: claims {} without a reservation",
+                    rec.pod_cidr
+                )),
+            }
+        }
+        let draft = |nodes: &[(&str, &NodeRecord)]| {
+            let mut d = config.draft();
+            for (name, r) in local.into_iter().chain(nodes.iter().copied()) {
+                d = d.node(name, r.underlay, r.pod_cidr);
+                d.nodes.last_mut().expect("just added").vtep_mac = Some(r.vtep_mac);
+            }
+            d
+        };
+        candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let candidates: Vec<(&str, &NodeRecord)> =
+            candidates.into_iter().map(|(_, n, r)| (n, r)).collect();
+        if let Ok(spec) = draft(&candidates).validate() {
+            return Ok((spec, left_out));
+        }
+        // Some record clashes: admit nodes one by one, oldest record first, so the
+        // node that held an address first keeps it.
+        let mut admitted: Vec<(&str, &NodeRecord)> = Vec::new();
+        for c in candidates {
+            admitted.push(c);
+            if let Err(e) = draft(&admitted).validate() {
+                admitted.pop();
+                left_out.push(format!("node {}: {e}", c.0));
+            }
+        }
+        Ok((draft(&admitted).validate()?, left_out))
+    }
+}
+
+/// The first free subnet of `len` bits in `cluster`, skipping the cluster's first
+/// (10.244.0.0/24 stays free, as in flannel's layout).
+pub fn pick_subnet(cluster: Ipv4Net, len: u8, taken: &BTreeSet<Ipv4Net>) -> Option<Ipv4Net> {
+    if len < cluster.prefix || len > 30 {
+        return None;
+    }
+    let count = 1u64 << (len - cluster.prefix);
+    let step = 1u64 << (32 - len);
+    let base = u32::from(cluster.network()) as u64;
+    (1..count)
+        .map(|i| Ipv4Net::new(Ipv4Addr::from((base + i * step) as u32), len))
+        .find(|n| !taken.iter().any(|t| t.overlaps(n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REV: i64 = 0;
+
+    fn keys() -> Keys {
+        Keys::new("/netpath")
+    }
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn config() -> Vec<u8> {
+        br#"{"cluster_cidr":"10.244.0.0/16","subnet_len":24,"backend":"auto"}"#.to_vec()
+    }
+
+    fn record(ip: &str, cidr: &str) -> Vec<u8> {
+        serde_json::to_vec(&NodeRecord {
+            underlay: net(ip),
+            pod_cidr: net(cidr),
+            vtep_mac: crate::spec::derived_vtep_mac(net(ip).addr),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn subnets_are_picked_first_free_and_keys_round_trip() {
+        let c = net("10.244.0.0/16");
+        let mut taken = BTreeSet::new();
+        assert_eq!(pick_subnet(c, 24, &taken), Some(net("10.244.1.0/24")));
+        taken.insert(net("10.244.1.0/24"));
+        taken.insert(net("10.244.2.0/23"));
+        assert_eq!(pick_subnet(c, 24, &taken), Some(net("10.244.4.0/24")));
+        assert_eq!(pick_subnet(net("10.0.0.0/30"), 31, &taken), None);
+        let full: BTreeSet<_> = (1..4)
+            .map(|i| net(&format!("10.9.0.{}/26", i * 64)))
+            .collect();
+        assert_eq!(pick_subnet(net("10.9.0.0/24"), 26, &full), None);
+        let n = net("10.244.3.0/24");
+        assert_eq!(parse_subnet_key(&subnet_key(&n)), Some(n));
+        assert_eq!(parse_subnet_key("10.244.3.1-24"), None);
+        assert_eq!(parse_subnet_key("junk"), None);
+    }
+
+    #[test]
+    fn a_view_becomes_a_spec_and_bad_values_are_left_out() {
+        let k = keys();
+        let mut v = View::default();
+        assert!(v.spec(None).is_err(), "no config yet");
+        v.apply(&k, &k.config(), Some(&config()), REV);
+        for (n, cidr) in [
+            ("node1", "10.244.1.0/24"),
+            ("node2", "10.244.2.0/24"),
+            ("evil", "10.244.9.0/24"),
+        ] {
+            v.apply(
+                &k,
+                &k.subnet(&net(cidr)),
+                Some(format!(r#"{{"node":"{n}"}}"#).as_bytes()),
+                REV,
+            );
+        }
+        v.apply(
+            &k,
+            &k.node("node1"),
+            Some(&record("192.168.56.11/24", "10.244.1.0/24")),
+            5,
+        );
+        v.apply(
+            &k,
+            &k.node("node2"),
+            Some(&record("192.168.56.12/24", "10.244.2.0/24")),
+            6,
+        );
+        // Claims node1's CIDR: refused. Same underlay as node1, but later: refused,
+        // although its name sorts first.
+        v.apply(
+            &k,
+            &k.node("thief"),
+            Some(&record("192.168.56.13/24", "10.244.1.0/24")),
+            7,
+        );
+        v.apply(
+            &k,
+            &k.node("evil"),
+            Some(&record("192.168.56.11/24", "10.244.9.0/24")),
+            8,
+        );
+        v.apply(&k, &k.node("junk"), Some(b"{not json"), REV);
+        v.apply(&k, "/netpath/elsewhere", Some(b"x"), REV);
+        v.apply(&k, &k.subnet(&net("10.244.7.0/24")), Some(b"[]"), REV);
+        let (spec, left_out) = v.spec(None).unwrap();
+        let names: Vec<_> = spec.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["node1", "node2"]);
+        assert_eq!(left_out.len(), 2, "{left_out:?}");
+        assert!(left_out.iter().any(|l| l.contains("thief")));
+        assert!(left_out.iter().any(|l| l.contains("evil")));
+        assert_eq!(v.refused.len(), 3, "{:?}", v.refused);
+        assert_eq!(v.reservation_of("node2"), Some(net("10.244.2.0/24")));
+        // A deletion takes the node out.
+        v.apply(&k, &k.node("node2"), None, REV);
+        assert_eq!(v.spec(None).unwrap().0.nodes.len(), 1);
+        // The local node is always in, record or not.
+        let me = NodeRecord {
+            underlay: net("192.168.57.13/24"),
+            pod_cidr: net("10.244.3.0/24"),
+            vtep_mac: crate::spec::derived_vtep_mac(net("192.168.57.13/24").addr),
+        };
+        assert_eq!(v.spec(Some(("node3", &me))).unwrap().0.nodes.len(), 2);
+    }
+
+    #[test]
+    fn an_invalid_config_is_refused_with_the_spec_message() {
+        let k = keys();
+        let mut v = View::default();
+        v.apply(
+            &k,
+            &k.config(),
+            Some(br#"{"cluster_cidr":"10.244.0.0/16","subnet_len":24,"vni":0}"#),
+            REV,
+        );
+        assert!(v.config.is_none());
+        assert!(v.refused[&k.config()].contains("vni"), "{:?}", v.refused);
+        v.apply(
+            &k,
+            &k.config(),
+            Some(br#"{"cluster_cidr":"10.244.0.0/16","subnet_len":12}"#),
+            REV,
+        );
+        assert!(v.refused[&k.config()].contains("subnet_len"));
+        v.apply(
+            &k,
+            &k.config(),
+            Some(br#"{"cluster_cidr":"10.244.0.0/16","subnet_len":24,"x":1}"#),
+            REV,
+        );
+        assert!(v.refused[&k.config()].contains("unknown field"));
+    }
+}
