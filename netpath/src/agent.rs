@@ -11,15 +11,20 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use aya::programs::TcAttachType;
 use netpath_common::TcAttach;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
 
 use crate::{
     datapath::{self, Pinned},
+    net::Ipv4Net,
     netlink::Netlink,
     plan::{self, Desired, Probed, Underlay},
     reconcile,
-    spec::{Backend, ClusterSpec, Decap, NodeSpec, VxlanDevice},
+    spec::{derived_vtep_mac, Backend, ClusterSpec, Decap, NodeSpec, VxlanDevice},
     state::{self, AgentState},
+    store::etcd::{EtcdOptions, Member, Update},
     tunnel,
 };
 
@@ -29,8 +34,21 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// a changed next hop on the underlay).
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
 
+/// Where the cluster's desired state comes from.
+pub enum Source {
+    /// A spec file, re-read when it changes.
+    File(PathBuf),
+    /// etcd: the node joins (reserving its pod CIDR) and follows the cluster.
+    Etcd {
+        opts: EtcdOptions,
+        /// This node's underlay address; default: the address of the interface
+        /// that holds the default route.
+        underlay: Option<Ipv4Net>,
+    },
+}
+
 pub struct AgentArgs {
-    pub spec_file: PathBuf,
+    pub source: Source,
     pub node: String,
     /// Pin directory; `<bpffs_root>/<node>` when absent.
     pub pin_dir: Option<PathBuf>,
@@ -48,7 +66,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
 }
 
 struct Agent {
-    spec_file: PathBuf,
+    /// The spec file, when the spec comes from one (not from etcd).
+    spec_file: Option<PathBuf>,
     /// Digest of the spec file's bytes when last read (a 100 000-node spec is MBs).
     spec_digest: u64,
     /// The spec file's identity when last read: unchanged, it is not read again.
@@ -70,13 +89,36 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    // Stamp, then read: a change in between is seen on the next look.
-    let spec_stamp = FileStamp::of(&args.spec_file);
-    let spec_digest = digest(
-        &std::fs::read(&args.spec_file)
-            .with_context(|| format!("read {}", args.spec_file.display()))?,
-    );
-    let spec = read_spec(&args.spec_file)?;
+    let nl = Netlink::new()?;
+    let (spec, spec_file, spec_stamp, spec_digest, mut updates, store) = match &args.source {
+        Source::File(path) => {
+            // Stamp, then read: a change in between is seen on the next look.
+            let stamp = FileStamp::of(path);
+            let digest = digest(
+                &std::fs::read(path).with_context(|| format!("read {}", path.display()))?,
+            );
+            let spec = read_spec(path)?;
+            let store = format!("file {}", path.display());
+            (spec, Some(path.clone()), stamp, digest, None, store)
+        }
+        Source::Etcd { opts, underlay } => {
+            let underlay = match underlay {
+                Some(u) => *u,
+                None => default_route_address(&nl).await?,
+            };
+            let member = Member::join(opts, &args.node, underlay, derived_vtep_mac(underlay.addr))
+                .await
+                .context("join the cluster in etcd")?;
+            let (spec, notes) = member.spec()?;
+            for n in notes {
+                tracing::warn!("etcd: {n}");
+            }
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(member.run(tx));
+            let store = format!("etcd {} under {}", opts.endpoints.join(","), opts.prefix);
+            (spec, None, None, 0, Some(rx), store)
+        }
+    };
     let local = spec.node(&args.node)?.clone();
     let dir = args
         .pin_dir
@@ -86,7 +128,6 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| state::default_dir(&local.name));
-    let nl = Netlink::new()?;
     let (ifindex, _) = nl.address_owner(local.ip()).await?.ok_or_else(|| {
         anyhow!(
             "no interface here holds {}, node {}'s underlay address in the spec",
@@ -133,13 +174,14 @@ async fn run_async(args: AgentArgs) -> Result<()> {
             node: local.name.clone(),
             pid: std::process::id(),
             pin_dir: dir.clone(),
-            spec_file: args.spec_file.clone(),
+            spec_file: spec_file.clone().unwrap_or_default(),
+            store,
             pod_cidr: local.pod_cidr.to_string(),
             pod_mtu: spec.pod_mtu(underlay.mtu),
             netns: state::NetnsId::current().ok(),
             ..Default::default()
         },
-        spec_file: args.spec_file,
+        spec_file,
         spec_digest,
         spec_stamp,
         spec,
@@ -176,6 +218,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => agent.reload("SIGHUP").await,
+            Some(update) = next_update(&mut updates) => agent.from_store(update).await,
             _ = watch.tick() => {
                 if agent.spec_file_changed() {
                     agent.reload("spec file changed").await;
@@ -199,38 +242,72 @@ async fn run_async(args: AgentArgs) -> Result<()> {
 
 impl Agent {
     fn spec_file_changed(&mut self) -> bool {
-        let stamp = FileStamp::of(&self.spec_file);
+        let Some(file) = &self.spec_file else {
+            return false;
+        };
+        let stamp = FileStamp::of(file);
         if stamp.is_some() && stamp == self.spec_stamp {
             return false;
         }
         self.spec_stamp = stamp;
         // Missing or unreadable counts as a change: reload reports why.
-        std::fs::read(&self.spec_file).map_or(true, |t| digest(&t) != self.spec_digest)
+        std::fs::read(file).map_or(true, |t| digest(&t) != self.spec_digest)
+    }
+
+    /// What etcd says: a new cluster state to converge on, or that it is gone for
+    /// now (the datapath keeps the last state).
+    async fn from_store(&mut self, update: Update) {
+        match update {
+            Update::Disconnected(why) => {
+                self.state.store_error = Some(format!("etcd unreachable: {why}"));
+                self.publish();
+            }
+            Update::Spec(spec, notes) => {
+                self.state.store_error = None;
+                for n in &notes {
+                    tracing::warn!("etcd: {n}");
+                }
+                match self.check(spec) {
+                    Ok(spec) => self.adopt(spec, "etcd").await,
+                    Err(e) => self.refuse("etcd", e),
+                }
+            }
+        }
+    }
+
+    fn refuse(&mut self, why: &str, e: anyhow::Error) {
+        let msg = format!("{e:#}");
+        tracing::error!(why, "spec refused, forwarding on the last good one: {msg}");
+        self.state.spec_error = Some(msg);
+        self.publish();
+    }
+
+    async fn adopt(&mut self, spec: ClusterSpec, why: &str) {
+        tracing::debug!(why, nodes = spec.nodes.len(), "spec adopted");
+        self.local = spec.node(&self.local.name).expect("checked").clone();
+        self.spec = spec;
+        self.state.spec_error = None;
+        self.reconcile_logged().await;
     }
 
     /// Reads the spec file again; a spec that fails validation (or would move this
     /// node) is refused and the last good one stays in force.
     async fn reload(&mut self, why: &str) {
-        self.spec_digest = digest(&std::fs::read(&self.spec_file).unwrap_or_default());
-        match self.checked_spec() {
+        let Some(file) = self.spec_file.clone() else {
+            return self.reconcile_logged().await;
+        };
+        self.spec_digest = digest(&std::fs::read(&file).unwrap_or_default());
+        match read_spec(&file).and_then(|spec| self.check(spec)) {
             Ok(spec) => {
                 tracing::info!(why, "spec reloaded");
-                self.local = spec.node(&self.local.name).expect("checked").clone();
-                self.spec = spec;
-                self.state.spec_error = None;
-                self.reconcile_logged().await;
+                self.adopt(spec, why).await;
             }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                tracing::error!(why, "spec refused, forwarding on the last good one: {msg}");
-                self.state.spec_error = Some(msg);
-                self.publish();
-            }
+            Err(e) => self.refuse(why, e),
         }
     }
 
-    fn checked_spec(&self) -> Result<ClusterSpec> {
-        let spec = read_spec(&self.spec_file)?;
+    /// A new spec, as far as this running agent can follow it.
+    fn check(&self, spec: ClusterSpec) -> Result<ClusterSpec> {
         let local = spec.node(&self.local.name)?;
         if local.underlay != self.local.underlay {
             bail!(
@@ -350,6 +427,31 @@ fn read_spec(path: &std::path::Path) -> Result<ClusterSpec> {
             .map_err(|_| anyhow!("the spec parser panicked"))
     })??;
     Ok(ClusterSpec::clone(&parsed))
+}
+
+/// The next word from the store; never, when the spec comes from a file.
+async fn next_update(updates: &mut Option<mpsc::Receiver<Update>>) -> Option<Update> {
+    match updates {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The address (with prefix) of the interface holding the default route: the
+/// underlay, unless the operator says otherwise.
+async fn default_route_address(nl: &Netlink) -> Result<Ipv4Net> {
+    let oif = nl
+        .routes()
+        .await?
+        .into_iter()
+        .find(|r| r.dst.prefix == 0)
+        .and_then(|r| r.oif)
+        .ok_or_else(|| anyhow!("no default route here: pass --underlay ADDRESS/PREFIX"))?;
+    nl.addresses_of(oif)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the default route's interface {oif} has no IPv4 address: pass --underlay"))
 }
 
 fn digest(bytes: &[u8]) -> u64 {

@@ -2,13 +2,69 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    agent, cni, datapath, netns,
-    spec::{ClusterSpec, DEFAULT_BPFFS_ROOT},
+    agent, cni, datapath,
+    net::Ipv4Net,
+    netns,
+    spec::{Backend, ClusterSpec, DEFAULT_BPFFS_ROOT},
     state, status,
+    store::{
+        etcd::{self, EtcdOptions},
+        model::{ClusterConfig, Keys, DEFAULT_PREFIX},
+    },
 };
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// The spec file given by --config.
+    File,
+    /// etcd: nodes join, leave and restart (--etcd-endpoints).
+    Etcd,
+}
+
+/// How to reach etcd.
+#[derive(Args, Clone)]
+pub struct EtcdArgs {
+    /// Client URLs of the etcd members, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix of this cluster.
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// CA certificate (PEM) that signed the etcd servers' certificates.
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for etcd's --client-cert-auth.
+    #[arg(long)]
+    etcd_cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long)]
+    etcd_key: Option<PathBuf>,
+    /// Seconds a node stays in the cluster after its agent stops renewing.
+    #[arg(long, default_value_t = 20)]
+    lease_ttl: i64,
+}
+
+impl EtcdArgs {
+    fn options(&self) -> Result<EtcdOptions> {
+        if self.etcd_endpoints.is_empty() {
+            bail!("--etcd-endpoints is required with the etcd store");
+        }
+        if !(2..=3600).contains(&self.lease_ttl) {
+            bail!("--lease-ttl must be 2-3600 seconds, got {}", self.lease_ttl);
+        }
+        Ok(EtcdOptions {
+            endpoints: self.etcd_endpoints.clone(),
+            prefix: self.etcd_prefix.clone(),
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            lease_ttl: self.lease_ttl,
+        })
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "netpath", version, about = "eBPF container networking")]
@@ -23,9 +79,17 @@ pub enum Cmd {
     /// converged on the cluster spec (re-read on SIGHUP and when the file changes)
     /// until SIGINT/SIGTERM.
     Agent {
-        /// Cluster spec (TOML).
+        /// Cluster spec (TOML), with the file store.
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "file")]
+        store: StoreKind,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// This node's underlay address with the etcd store (default: the address of
+        /// the interface holding the default route).
+        #[arg(long)]
+        underlay: Option<Ipv4Net>,
         /// This node's name in the spec (may be left out when the spec has one node).
         #[arg(long)]
         node: Option<String>,
@@ -60,6 +124,16 @@ pub enum Cmd {
         #[arg(long)]
         state_root: Option<PathBuf>,
     },
+    /// The cluster in etcd.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Nodes in etcd.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
     /// Show a node's agent state, endpoints, routes and packet counters.
     Status {
         #[arg(long)]
@@ -74,21 +148,73 @@ pub enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Write the cluster config once (the same config again is a no-op).
+    Init {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        #[arg(long)]
+        cluster_cidr: Ipv4Net,
+        /// Prefix length of each node's pod CIDR.
+        #[arg(long, default_value_t = 24)]
+        subnet_len: u8,
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        #[arg(long, default_value_t = netpath_common::DEFAULT_VNI)]
+        vni: u32,
+        #[arg(long, default_value_t = netpath_common::DEFAULT_VXLAN_PORT)]
+        port: u16,
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// Release a node: its liveness record and its pod CIDR reservation.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
 /// Runs a command; `Ok(false)` means it ran but found a problem.
 pub fn run(cli: Cli) -> Result<bool> {
     match cli.cmd {
         Cmd::Agent {
             config,
+            store,
+            etcd,
+            underlay,
             node,
             pin_dir,
             state_dir,
             netns: ns,
             keep_pins,
         } => {
-            let node = match node {
-                Some(n) => n,
-                None => {
-                    let spec = ClusterSpec::from_file(&config)?;
+            let source = match (store, config) {
+                (StoreKind::File, Some(path)) => agent::Source::File(path),
+                (StoreKind::File, None) => bail!("--config is required with the file store"),
+                (StoreKind::Etcd, Some(_)) => bail!("--config and --store etcd exclude each other"),
+                (StoreKind::Etcd, None) => agent::Source::Etcd {
+                    opts: etcd.options()?,
+                    underlay,
+                },
+            };
+            let node = match (node, &source) {
+                (Some(n), _) => n,
+                (None, agent::Source::Etcd { .. }) => bail!("--node is required with the etcd store"),
+                (None, agent::Source::File(config)) => {
+                    let spec = ClusterSpec::from_file(config)?;
                     match spec.nodes.as_slice() {
                         [only] => only.name.clone(),
                         _ => bail!(
@@ -103,7 +229,7 @@ pub fn run(cli: Cli) -> Result<bool> {
                 netns::enter(&ns)?;
             }
             agent::run(agent::AgentArgs {
-                spec_file: config,
+                source,
                 node,
                 pin_dir,
                 state_dir,
@@ -131,6 +257,58 @@ pub fn run(cli: Cli) -> Result<bool> {
             )?;
             println!("installed {}", done.binary.display());
             println!("installed {}", done.conflist.display());
+            Ok(true)
+        }
+        Cmd::Cluster {
+            cmd:
+                ClusterCmd::Init {
+                    etcd,
+                    cluster_cidr,
+                    subnet_len,
+                    backend,
+                    vni,
+                    port,
+                    mtu,
+                },
+        } => {
+            let backend: Backend = backend.parse().map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;
+            let config = ClusterConfig {
+                cluster_cidr,
+                subnet_len,
+                backend,
+                vni,
+                port,
+                mtu,
+                redirect: Default::default(),
+                decap: Default::default(),
+                vxlan_device: Default::default(),
+            };
+            let opts = etcd.options()?;
+            let created = block_on(async {
+                let mut client = etcd::connect(&opts).await?;
+                Ok(etcd::init_cluster(&mut client, &Keys::new(&opts.prefix), &config).await?)
+            })?;
+            println!(
+                "{} {}/config",
+                if created { "initialized" } else { "already initialized, same config:" },
+                opts.prefix.trim_end_matches('/')
+            );
+            Ok(true)
+        }
+        Cmd::Node {
+            cmd: NodeCmd::Remove { name, etcd },
+        } => {
+            let opts = etcd.options()?;
+            let removed = block_on(async {
+                let mut client = etcd::connect(&opts).await?;
+                Ok(etcd::remove_node(&mut client, &Keys::new(&opts.prefix), &name).await?)
+            })?;
+            if removed.is_empty() {
+                println!("node {name}: nothing stored");
+            }
+            for k in removed {
+                println!("removed {k}");
+            }
             Ok(true)
         }
         Cmd::Status {

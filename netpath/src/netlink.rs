@@ -353,6 +353,31 @@ impl Netlink {
         }
     }
 
+    /// The IPv4 addresses (with prefix) on link `index`.
+    pub async fn addresses_of(&self, index: u32) -> Result<Vec<Ipv4Net>> {
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(call("dump addresses"))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.index == index)
+            .flat_map(|m| {
+                m.attributes.iter().filter_map(move |a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => {
+                        Some(Ipv4Net::new(*ip, m.header.prefix_len))
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     /// The interface index and prefix of the address `ip`, if a link here holds it.
     pub async fn address_owner(&self, ip: Ipv4Addr) -> Result<Option<(u32, u8)>> {
         let msgs: Vec<_> = self

@@ -15,6 +15,12 @@ pub struct AgentState {
     pub pid: u32,
     pub pin_dir: PathBuf,
     pub spec_file: PathBuf,
+    /// Where the spec comes from: `file PATH` or `etcd ENDPOINTS under PREFIX`.
+    #[serde(default)]
+    pub store: String,
+    /// Set while the store cannot be reached (the datapath forwards on the last state).
+    #[serde(default)]
+    pub store_error: Option<String>,
     pub pod_cidr: String,
     pub pod_mtu: u32,
     /// Maps loaded, programs attached, routes applied at least once.

@@ -63,12 +63,12 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
                 "agent: pid {}   ready: {}   reconciles: {}   pod cidr {}   pod mtu {}",
                 a.pid, a.ready, a.reconciles, a.pod_cidr, a.pod_mtu
             );
-            match &a.spec_error {
-                None => println!("spec: {} (in force)", a.spec_file.display()),
-                Some(e) => println!(
-                    "spec: {} REFUSED, forwarding on the last good one: {e}",
-                    a.spec_file.display()
-                ),
+            println!("store: {}", a.store);
+            if let Some(e) = &a.store_error {
+                println!("store: UNREACHABLE, forwarding on the last state: {e}");
+            }
+            if let Some(e) = &a.spec_error {
+                println!("spec: REFUSED, forwarding on the last good one: {e}");
             }
             for p in &a.problems {
                 println!("problem: {p}");

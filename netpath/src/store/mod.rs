@@ -2,3 +2,4 @@
 //! etcd, where nodes join, leave and restart. Either way the agent gets a
 //! `ClusterSpec` and reconciles toward it.
 pub mod model;
+pub mod etcd;

@@ -1,0 +1,426 @@
+//! The etcd store: the cluster config, subnet reservations kept across restarts,
+//! and each node's liveness record on its lease (layout in `model.rs`). A node
+//! joins by reserving a subnet in a compare-and-create transaction, then publishes
+//! itself; a watch from the last seen revision keeps its view current, a compacted
+//! revision or a lost connection leads to a full re-list, and an expired lease to
+//! a re-validated reservation and a new record.
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::mpsc;
+
+use super::model::{
+    pick_subnet, valid_node_name, ClusterConfig, Keys, NodeRecord, Reservation, View,
+};
+use crate::{net::Ipv4Net, spec::ClusterSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS options: {0}")]
+    Tls(String),
+    #[error("the cluster under {0} is not initialized: run `netpath cluster init`")]
+    NotInitialized(String),
+    #[error("cluster config: {0}")]
+    Config(String),
+    #[error("no free /{len} left in {cluster} for node {node}")]
+    NoSubnet {
+        node: String,
+        cluster: Ipv4Net,
+        len: u8,
+    },
+    #[error("node name {0:?} must be 1-32 characters of [A-Za-z0-9_-]")]
+    NodeName(String),
+    #[error("{0}")]
+    Spec(#[from] crate::spec::SpecError),
+    #[error("gave up reserving a subnet after {0} conflicting attempts")]
+    Contended(usize),
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Seconds a node stays in the cluster after its agent stops renewing.
+    pub lease_ttl: i64,
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| StoreError::Read {
+        path: path.clone(),
+        source,
+    })
+}
+
+pub async fn connect(o: &EtcdOptions) -> Result<Client> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    match (&o.ca, &o.cert, &o.key) {
+        (None, None, None) => {}
+        (Some(ca), cert, key) => {
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?));
+            match (cert, key) {
+                (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
+                (None, None) => {}
+                _ => return Err(StoreError::Tls("--etcd-cert and --etcd-key go together".into())),
+            }
+            opts = opts.with_tls(tls);
+        }
+        (None, _, _) => {
+            return Err(StoreError::Tls(
+                "a client certificate needs --etcd-ca too".into(),
+            ))
+        }
+    }
+    Ok(Client::connect(&o.endpoints, Some(opts)).await?)
+}
+
+/// Writes the cluster config once. Returns false when the same config is there
+/// already; a different one is an error (re-initializing would move every node).
+pub async fn init_cluster(client: &mut Client, keys: &Keys, config: &ClusterConfig) -> Result<bool> {
+    config.validate()?;
+    let value = serde_json::to_vec(config).expect("config serializes");
+    let txn = Txn::new()
+        .when(vec![Compare::create_revision(keys.config(), CompareOp::Equal, 0)])
+        .and_then(vec![TxnOp::put(keys.config(), value, None)]);
+    if client.txn(txn).await?.succeeded() {
+        return Ok(true);
+    }
+    let existing = client.get(keys.config(), None).await?;
+    let same = existing
+        .kvs()
+        .first()
+        .and_then(|kv| serde_json::from_slice::<ClusterConfig>(kv.value()).ok())
+        .is_some_and(|c| &c == config);
+    if same {
+        Ok(false)
+    } else {
+        Err(StoreError::Config(format!(
+            "{} already holds another config; remove it first to start a new cluster",
+            keys.config()
+        )))
+    }
+}
+
+/// Releases a node: its liveness record and its subnet reservation. Returns what
+/// was removed.
+pub async fn remove_node(client: &mut Client, keys: &Keys, name: &str) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    if client.delete(keys.node(name), None).await?.deleted() > 0 {
+        removed.push(keys.node(name));
+    }
+    let subnets = client
+        .get(keys.subnets(), Some(GetOptions::new().with_prefix()))
+        .await?;
+    for kv in subnets.kvs() {
+        let ours = serde_json::from_slice::<Reservation>(kv.value()).is_ok_and(|r| r.node == name);
+        if ours {
+            let key = kv.key_str()?.to_string();
+            // Only if it is still ours when deleted.
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision())])
+                .and_then(vec![TxnOp::delete(key.clone(), None)]);
+            if client.txn(txn).await?.succeeded() {
+                removed.push(key);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Everything under the prefix, and the revision it was read at.
+async fn list(client: &mut Client, keys: &Keys) -> Result<(View, i64)> {
+    let resp = client
+        .get(keys.root(), Some(GetOptions::new().with_prefix()))
+        .await?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let mut view = View::default();
+    for kv in resp.kvs() {
+        match kv.key_str() {
+            Ok(k) => view.apply(keys, k, Some(kv.value()), kv.create_revision()),
+            Err(_) => tracing::warn!("etcd: a key under {} is not UTF-8; ignored", keys.prefix),
+        }
+    }
+    Ok((view, revision))
+}
+
+/// What the store tells the agent.
+#[derive(Debug)]
+pub enum Update {
+    /// The cluster changed (or was re-read): reconcile toward this.
+    Spec(ClusterSpec, Vec<String>),
+    /// etcd cannot be reached; the datapath keeps the last state.
+    Disconnected(String),
+}
+
+/// This node's membership: its reservation, its lease and its view of the rest.
+pub struct Member {
+    client: Client,
+    opts: EtcdOptions,
+    keys: Keys,
+    name: String,
+    pub record: NodeRecord,
+    lease: i64,
+    view: View,
+    revision: i64,
+}
+
+impl Member {
+    /// Joins: reserves a subnet (or finds this node's reservation: same node, same
+    /// pod CIDR, always) and publishes the node on a fresh lease.
+    pub async fn join(
+        opts: &EtcdOptions,
+        name: &str,
+        underlay: Ipv4Net,
+        vtep_mac: crate::net::Mac,
+    ) -> Result<Self> {
+        if !valid_node_name(name) {
+            return Err(StoreError::NodeName(name.into()));
+        }
+        let keys = Keys::new(&opts.prefix);
+        let mut client = connect(opts).await?;
+        let pod_cidr = reserve(&mut client, &keys, name).await?;
+        let record = NodeRecord {
+            underlay,
+            pod_cidr,
+            vtep_mac,
+        };
+        let lease = publish(&mut client, &keys, name, &record, opts.lease_ttl).await?;
+        let (view, revision) = list(&mut client, &keys).await?;
+        tracing::info!(node = name, %pod_cidr, lease, "joined the cluster in etcd");
+        Ok(Self {
+            client,
+            opts: opts.clone(),
+            keys,
+            name: name.to_string(),
+            record,
+            lease,
+            view,
+            revision,
+        })
+    }
+
+    /// The cluster as this node sees it now.
+    pub fn spec(&self) -> Result<(ClusterSpec, Vec<String>)> {
+        let (spec, mut notes) = self.view.spec(Some((&self.name, &self.record)))?;
+        notes.extend(self.view.refused.iter().map(|(k, why)| format!("{k}: {why}")));
+        Ok((spec, notes))
+    }
+
+    /// Keeps the lease alive and the view current until the receiver goes away,
+    /// reconnecting with backoff over all endpoints.
+    pub async fn run(mut self, tx: mpsc::Sender<Update>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let why = match self.follow(&tx).await {
+                Ok(()) => return,
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!("etcd: {why}; forwarding on the last state, reconnecting");
+            if tx.send(Update::Disconnected(why)).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                match self.resync().await {
+                    Ok(()) => break,
+                    Err(e) => tracing::debug!("etcd: still unreachable: {e}"),
+                }
+            }
+            backoff = Duration::from_millis(100);
+            tracing::info!(revision = self.revision, "etcd: reconnected");
+            if self.send_spec(&tx).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// After a disconnection: a new client, the reservation re-validated (it may
+    /// have been released while this node was away), the record on a live lease,
+    /// and a full re-list.
+    async fn resync(&mut self) -> Result<()> {
+        let mut client = connect(&self.opts).await?;
+        let pod_cidr = reserve(&mut client, &self.keys, &self.name).await?;
+        if pod_cidr != self.record.pod_cidr {
+            tracing::warn!(
+                old = %self.record.pod_cidr, new = %pod_cidr,
+                "this node's reservation was released while away; it now holds another subnet"
+            );
+            self.record.pod_cidr = pod_cidr;
+        }
+        let alive = client
+            .lease_time_to_live(self.lease, None)
+            .await
+            .map(|r| r.ttl() > 0)
+            .unwrap_or(false);
+        if alive {
+            let value = serde_json::to_vec(&self.record).expect("record serializes");
+            client
+                .put(
+                    self.keys.node(&self.name),
+                    value,
+                    Some(PutOptions::new().with_lease(self.lease)),
+                )
+                .await?;
+        } else {
+            self.lease = publish(&mut client, &self.keys, &self.name, &self.record, self.opts.lease_ttl).await?;
+        }
+        let (view, revision) = list(&mut client, &self.keys).await?;
+        self.client = client;
+        self.view = view;
+        self.revision = revision;
+        Ok(())
+    }
+
+    async fn send_spec(&self, tx: &mpsc::Sender<Update>) -> std::result::Result<(), ()> {
+        match self.spec() {
+            Ok((spec, notes)) => tx.send(Update::Spec(spec, notes)).await.map_err(|_| ()),
+            Err(e) => {
+                tracing::error!("etcd: the cluster as stored is not usable, keeping the last state: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Watches from the last seen revision and renews the lease; returns on a
+    /// connection error (Err) or when the agent is gone (Ok).
+    async fn follow(&mut self, tx: &mpsc::Sender<Update>) -> Result<()> {
+        let (mut keeper, mut renewals) = self.client.lease_keep_alive(self.lease).await?;
+        let mut stream = self
+            .client
+            .watch(
+                self.keys.root(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(self.revision + 1)
+                        .with_progress_notify(),
+                ),
+            )
+            .await?;
+        let every = Duration::from_secs((self.opts.lease_ttl / 3).max(1) as u64);
+        let mut renew = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return Ok(()),
+                _ = renew.tick() => keeper.keep_alive().await?,
+                msg = renewals.message() => match msg? {
+                    Some(r) if r.ttl() > 0 => {}
+                    Some(_) => {
+                        // The lease expired (a long pause): publish anew.
+                        tracing::warn!("etcd: lease {} expired; publishing this node again", self.lease);
+                        self.lease = publish(&mut self.client, &self.keys, &self.name, &self.record, self.opts.lease_ttl).await?;
+                        return Err(StoreError::Config("lease renewed after expiry".into()));
+                    }
+                    None => return Err(StoreError::Config("lease renewal stream ended".into())),
+                },
+                msg = stream.message() => {
+                    let Some(resp) = msg? else {
+                        return Err(StoreError::Config("watch stream ended".into()));
+                    };
+                    if resp.compact_revision() > 0 || resp.canceled() {
+                        // History gone past our revision: only a full re-list is right.
+                        let (view, revision) = list(&mut self.client, &self.keys).await?;
+                        self.view = view;
+                        self.revision = revision;
+                        tracing::info!(revision, "etcd: watch compacted; re-listed");
+                        if self.send_spec(tx).await.is_err() { return Ok(()); }
+                        return Err(StoreError::Config("watch restarted after compaction".into()));
+                    }
+                    if let Some(h) = resp.header() {
+                        self.revision = self.revision.max(h.revision());
+                    }
+                    if resp.events().is_empty() {
+                        continue;
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let Ok(key) = kv.key_str() else { continue };
+                        let value = (ev.event_type() == EventType::Put).then(|| kv.value());
+                        self.view.apply(&self.keys, key, value, kv.create_revision());
+                        self.revision = self.revision.max(kv.mod_revision());
+                        if let Some(why) = self.view.refused.get(key) {
+                            tracing::warn!("etcd: {key}: {why}; ignored");
+                        }
+                    }
+                    if self.send_spec(tx).await.is_err() { return Ok(()); }
+                }
+            }
+        }
+    }
+}
+
+/// This node's subnet: the one reserved for it, or a new one taken in a
+/// compare-and-create transaction (another node taking it first means: re-read,
+/// pick again).
+async fn reserve(client: &mut Client, keys: &Keys, name: &str) -> Result<Ipv4Net> {
+    const ATTEMPTS: usize = 64;
+    for _ in 0..ATTEMPTS {
+        let (view, _) = list(client, keys).await?;
+        let config = view
+            .config
+            .as_ref()
+            .ok_or_else(|| StoreError::NotInitialized(keys.prefix.clone()))?;
+        if let Some(mine) = view.reservation_of(name) {
+            if config.cluster_cidr.contains_net(&mine) && mine.prefix == config.subnet_len {
+                return Ok(mine);
+            }
+            return Err(StoreError::Config(format!(
+                "node {name}'s reservation {mine} does not fit the cluster config ({} in /{}); \
+                 release it with `netpath node remove {name}`",
+                config.cluster_cidr, config.subnet_len
+            )));
+        }
+        let taken: BTreeSet<Ipv4Net> = view.subnets.keys().copied().collect();
+        let net = pick_subnet(config.cluster_cidr, config.subnet_len, &taken).ok_or_else(|| {
+            StoreError::NoSubnet {
+                node: name.into(),
+                cluster: config.cluster_cidr,
+                len: config.subnet_len,
+            }
+        })?;
+        let value = serde_json::to_vec(&Reservation { node: name.into() }).expect("serializes");
+        let key = keys.subnet(&net);
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then(vec![TxnOp::put(key, value, None)]);
+        if client.txn(txn).await?.succeeded() {
+            return Ok(net);
+        }
+    }
+    Err(StoreError::Contended(ATTEMPTS))
+}
+
+/// The node's liveness record on a new lease; returns the lease.
+async fn publish(
+    client: &mut Client,
+    keys: &Keys,
+    name: &str,
+    record: &NodeRecord,
+    ttl: i64,
+) -> Result<i64> {
+    let lease = client.lease_grant(ttl, None).await?.id();
+    let value = serde_json::to_vec(record).expect("record serializes");
+    client
+        .put(keys.node(name), value, Some(PutOptions::new().with_lease(lease)))
+        .await?;
+    Ok(lease)
+}
