@@ -94,9 +94,8 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         Source::File(path) => {
             // Stamp, then read: a change in between is seen on the next look.
             let stamp = FileStamp::of(path);
-            let digest = digest(
-                &std::fs::read(path).with_context(|| format!("read {}", path.display()))?,
-            );
+            let digest =
+                digest(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?);
             let spec = read_spec(path)?;
             let store = format!("file {}", path.display());
             (spec, Some(path.clone()), stamp, digest, None, store)
@@ -451,7 +450,9 @@ async fn default_route_address(nl: &Netlink) -> Result<Ipv4Net> {
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| anyhow!("the default route's interface {oif} has no IPv4 address: pass --underlay"))
+        .ok_or_else(|| {
+            anyhow!("the default route's interface {oif} has no IPv4 address: pass --underlay")
+        })
 }
 
 fn digest(bytes: &[u8]) -> u64 {

@@ -212,7 +212,9 @@ pub fn run(cli: Cli) -> Result<bool> {
             };
             let node = match (node, &source) {
                 (Some(n), _) => n,
-                (None, agent::Source::Etcd { .. }) => bail!("--node is required with the etcd store"),
+                (None, agent::Source::Etcd { .. }) => {
+                    bail!("--node is required with the etcd store")
+                }
                 (None, agent::Source::File(config)) => {
                     let spec = ClusterSpec::from_file(config)?;
                     match spec.nodes.as_slice() {
@@ -271,7 +273,9 @@ pub fn run(cli: Cli) -> Result<bool> {
                     mtu,
                 },
         } => {
-            let backend: Backend = backend.parse().map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;
+            let backend: Backend = backend
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;
             let config = ClusterConfig {
                 cluster_cidr,
                 subnet_len,
@@ -290,7 +294,11 @@ pub fn run(cli: Cli) -> Result<bool> {
             })?;
             println!(
                 "{} {}/config",
-                if created { "initialized" } else { "already initialized, same config:" },
+                if created {
+                    "initialized"
+                } else {
+                    "already initialized, same config:"
+                },
                 opts.prefix.trim_end_matches('/')
             );
             Ok(true)

@@ -98,7 +98,17 @@ enum Cmd {
         /// /etc/cni/net.d for the lab's lifetime).
         #[arg(long)]
         containers: bool,
+        /// Where the agents get the cluster from: the spec file, or a 3-member etcd
+        /// cluster started in the lab (`netpath cluster init`, nodes join through it).
+        #[arg(long, value_enum, default_value = "file")]
+        store: StoreArg,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreArg {
+    File,
+    Etcd,
 }
 
 fn main() -> ExitCode {
@@ -154,6 +164,7 @@ fn run(cli: Cli) -> Result<bool> {
             decap,
             verbose,
             containers,
+            store,
         } => {
             let backend: Option<Backend> = backend.map(Into::into);
             let mut cfg = match (nodes, backend) {
@@ -181,6 +192,9 @@ fn run(cli: Cli) -> Result<bool> {
                 };
             }
             cfg.containers = usize::from(containers);
+            if store == StoreArg::Etcd {
+                cfg.store = lab::LabStore::Etcd { tls: false };
+            }
             run_lab(&cfg, once, verbose)
         }
     }

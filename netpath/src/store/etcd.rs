@@ -79,7 +79,11 @@ pub async fn connect(o: &EtcdOptions) -> Result<Client> {
             match (cert, key) {
                 (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
                 (None, None) => {}
-                _ => return Err(StoreError::Tls("--etcd-cert and --etcd-key go together".into())),
+                _ => {
+                    return Err(StoreError::Tls(
+                        "--etcd-cert and --etcd-key go together".into(),
+                    ))
+                }
             }
             opts = opts.with_tls(tls);
         }
@@ -94,11 +98,19 @@ pub async fn connect(o: &EtcdOptions) -> Result<Client> {
 
 /// Writes the cluster config once. Returns false when the same config is there
 /// already; a different one is an error (re-initializing would move every node).
-pub async fn init_cluster(client: &mut Client, keys: &Keys, config: &ClusterConfig) -> Result<bool> {
+pub async fn init_cluster(
+    client: &mut Client,
+    keys: &Keys,
+    config: &ClusterConfig,
+) -> Result<bool> {
     config.validate()?;
     let value = serde_json::to_vec(config).expect("config serializes");
     let txn = Txn::new()
-        .when(vec![Compare::create_revision(keys.config(), CompareOp::Equal, 0)])
+        .when(vec![Compare::create_revision(
+            keys.config(),
+            CompareOp::Equal,
+            0,
+        )])
         .and_then(vec![TxnOp::put(keys.config(), value, None)]);
     if client.txn(txn).await?.succeeded() {
         return Ok(true);
@@ -135,7 +147,11 @@ pub async fn remove_node(client: &mut Client, keys: &Keys, name: &str) -> Result
             let key = kv.key_str()?.to_string();
             // Only if it is still ours when deleted.
             let txn = Txn::new()
-                .when(vec![Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision())])
+                .when(vec![Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
                 .and_then(vec![TxnOp::delete(key.clone(), None)]);
             if client.txn(txn).await?.succeeded() {
                 removed.push(key);
@@ -220,7 +236,12 @@ impl Member {
     /// The cluster as this node sees it now.
     pub fn spec(&self) -> Result<(ClusterSpec, Vec<String>)> {
         let (spec, mut notes) = self.view.spec(Some((&self.name, &self.record)))?;
-        notes.extend(self.view.refused.iter().map(|(k, why)| format!("{k}: {why}")));
+        notes.extend(
+            self.view
+                .refused
+                .iter()
+                .map(|(k, why)| format!("{k}: {why}")),
+        );
         Ok((spec, notes))
     }
 
@@ -281,7 +302,14 @@ impl Member {
                 )
                 .await?;
         } else {
-            self.lease = publish(&mut client, &self.keys, &self.name, &self.record, self.opts.lease_ttl).await?;
+            self.lease = publish(
+                &mut client,
+                &self.keys,
+                &self.name,
+                &self.record,
+                self.opts.lease_ttl,
+            )
+            .await?;
         }
         let (view, revision) = list(&mut client, &self.keys).await?;
         self.client = client;
@@ -294,7 +322,9 @@ impl Member {
         match self.spec() {
             Ok((spec, notes)) => tx.send(Update::Spec(spec, notes)).await.map_err(|_| ()),
             Err(e) => {
-                tracing::error!("etcd: the cluster as stored is not usable, keeping the last state: {e}");
+                tracing::error!(
+                    "etcd: the cluster as stored is not usable, keeping the last state: {e}"
+                );
                 Ok(())
             }
         }
@@ -400,7 +430,11 @@ async fn reserve(client: &mut Client, keys: &Keys, name: &str) -> Result<Ipv4Net
         let value = serde_json::to_vec(&Reservation { node: name.into() }).expect("serializes");
         let key = keys.subnet(&net);
         let txn = Txn::new()
-            .when(vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
             .and_then(vec![TxnOp::put(key, value, None)]);
         if client.txn(txn).await?.succeeded() {
             return Ok(net);
@@ -420,7 +454,11 @@ async fn publish(
     let lease = client.lease_grant(ttl, None).await?.id();
     let value = serde_json::to_vec(record).expect("record serializes");
     client
-        .put(keys.node(name), value, Some(PutOptions::new().with_lease(lease)))
+        .put(
+            keys.node(name),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )
         .await?;
     Ok(lease)
 }

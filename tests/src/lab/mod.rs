@@ -9,6 +9,7 @@
 mod agents;
 mod baselines;
 mod containers;
+pub mod etcd;
 mod invariants;
 mod prefix;
 mod report;
@@ -63,6 +64,17 @@ pub struct LabConfig {
     /// Containers per netpath node, run by a private containerd per node through
     /// the CNI plugin (0: no container runtime at all).
     pub containers: usize,
+    /// The agents' store: the spec file, or a 3-member etcd cluster in the lab.
+    pub store: LabStore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LabStore {
+    #[default]
+    File,
+    /// etcd in its own namespace on the underlay; `tls`: client certificates
+    /// required (etcd's --client-cert-auth).
+    Etcd { tls: bool },
 }
 
 impl LabConfig {
@@ -86,6 +98,7 @@ impl LabConfig {
             keep_pins: false,
             kinds: Vec::new(),
             containers: 0,
+            store: LabStore::File,
         })
     }
 }
@@ -230,6 +243,8 @@ pub struct Lab {
     runtimes: Vec<Option<Containerd>>,
     host_cni: Option<HostCniInstall>,
     image: Option<BusyboxImage>,
+    /// The etcd cluster with `LabStore::Etcd`.
+    pub etcd: Option<etcd::EtcdCluster>,
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
@@ -265,6 +280,7 @@ impl Lab {
             runtimes: Vec::new(),
             host_cni: None,
             image: None,
+            etcd: None,
         };
         let subnets: BTreeSet<Ipv4Net> =
             cfg.spec.nodes.iter().map(|n| n.underlay.subnet()).collect();
@@ -280,6 +296,9 @@ impl Lab {
             write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
         })?;
         lab.fabric = Some(fabric);
+        if let LabStore::Etcd { tls } = cfg.store {
+            lab.start_etcd(&subnets[0], tls, cfg)?;
+        }
         for (i, spec) in cfg.spec.nodes.iter().enumerate() {
             let kind = cfg
                 .kinds
@@ -472,6 +491,115 @@ impl Lab {
         }
     }
 
+    /// The etcd cluster on the first underlay subnet (addresses .250-.252), with
+    /// the cluster config written by `netpath cluster init`.
+    fn start_etcd(&mut self, subnet: &Ipv4Net, tls: bool, cfg: &LabConfig) -> Result<()> {
+        let ips = [subnet.nth(250), subnet.nth(251), subnet.nth(252)];
+        let tls = if tls {
+            Some(etcd::make_tls(&self.workdir.join("etcd-tls"), &ips)?)
+        } else {
+            None
+        };
+        let cluster = etcd::EtcdCluster::start(
+            &format!("{}-etcd", self.prefix),
+            self.fabric.as_ref().expect("fabric exists"),
+            "ul0",
+            ips,
+            subnet.prefix,
+            router_ip(subnet),
+            &self.workdir.join("etcd"),
+            tls,
+        )?;
+        let spec = &cfg.spec;
+        let subnet_len = spec.nodes.first().map_or(24, |n| n.pod_cidr.prefix);
+        let mut args: Vec<String> = vec![
+            "cluster".into(),
+            "init".into(),
+            "--cluster-cidr".into(),
+            spec.cluster_cidr.to_string(),
+            "--subnet-len".into(),
+            subnet_len.to_string(),
+            "--backend".into(),
+            spec.backend.name().into(),
+            "--vni".into(),
+            spec.vni.to_string(),
+            "--port".into(),
+            spec.port.to_string(),
+        ];
+        if let Some(mtu) = spec.mtu {
+            args.extend(["--mtu".into(), mtu.to_string()]);
+        }
+        args.extend(etcd_args(&cluster));
+        let out = cluster
+            .ns
+            .run(|| Ok(Command::new(&cfg.agent_bin).args(&args).output()?))?;
+        if !out.status.success() {
+            bail!(
+                "netpath cluster init: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.etcd = Some(cluster);
+        Ok(())
+    }
+
+    /// `netpath node remove NAME` against the lab's etcd.
+    pub fn remove_node_from_etcd(&self, name: &str, cfg: &LabConfig) -> Result<String> {
+        let cluster = self.etcd.as_ref().context("the lab has no etcd")?;
+        let mut args = vec!["node".to_string(), "remove".into(), name.into()];
+        args.extend(etcd_args(cluster));
+        let out = cluster
+            .ns
+            .run(|| Ok(Command::new(&cfg.agent_bin).args(&args).output()?))?;
+        if !out.status.success() {
+            bail!(
+                "netpath node remove: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A new netpath node joining through etcd while the lab runs: its namespace on
+    /// the first underlay subnet at `underlay`, its agent, `pods` pods. Returns its index.
+    pub fn join_node(
+        &mut self,
+        name: &str,
+        underlay: Ipv4Net,
+        pods: usize,
+        cfg: &LabConfig,
+    ) -> Result<usize> {
+        let subnet = underlay.subnet();
+        // The fabric's bridges are numbered by the sorted underlay subnets.
+        let known: BTreeSet<Ipv4Net> = self
+            .spec
+            .nodes
+            .iter()
+            .map(|n| n.underlay.subnet())
+            .collect();
+        let subnet_index = known
+            .iter()
+            .position(|s| *s == subnet)
+            .with_context(|| format!("{underlay} is on none of the lab's underlay subnets"))?;
+        let placeholder = NodeSpec {
+            name: name.to_string(),
+            underlay,
+            pod_cidr: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 32),
+            vtep_mac: netpath::spec::derived_vtep_mac(underlay.addr),
+        };
+        let node = self.add_node(&placeholder, NodeKind::Netpath, subnet_index, &subnet, cfg)?;
+        self.nodes.push(node);
+        self.agents.push(None);
+        let i = self.nodes.len() - 1;
+        self.start_agent(i, cfg)?;
+        let mtu = self.spec.pod_mtu(UNDERLAY_MTU);
+        for p in 1..=pods {
+            let pod = attach_pod(&self.nodes[i], p, mtu)?;
+            self.nodes[i].pods.push(pod);
+        }
+        Ok(i)
+    }
+
     /// Starts node `i`'s agent and waits until its pins are usable.
     pub fn start_agent(&mut self, i: usize, cfg: &LabConfig) -> Result<()> {
         self.stop_agent(i);
@@ -479,10 +607,16 @@ impl Lab {
         let log = self.workdir.join(format!("{}.log", node.name));
         let out = std::fs::File::create(&log)?;
         let mut cmd = Command::new(&cfg.agent_bin);
-        cmd.arg("agent")
-            .arg("--config")
-            .arg(&self.spec_file)
-            .args(["--node", &node.spec.name])
+        cmd.arg("agent");
+        match &self.etcd {
+            Some(cluster) => {
+                cmd.args(["--store", "etcd"]).args(etcd_args(cluster));
+            }
+            None => {
+                cmd.arg("--config").arg(&self.spec_file);
+            }
+        }
+        cmd.args(["--node", &node.spec.name])
             .arg("--pin-dir")
             .arg(&node.pin_dir)
             .arg("--state-dir")
@@ -507,7 +641,7 @@ impl Lab {
         let deadline = Instant::now() + AGENT_READY_WITHIN;
         loop {
             if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("agent ready")) {
-                return Ok(());
+                break;
             }
             if let Some(status) = agent.child.try_wait()? {
                 bail!(
@@ -527,6 +661,22 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        if self.etcd.is_some() {
+            // The pod CIDR is whatever etcd reserved for the node.
+            let state = netpath::state::AgentState::read(&self.nodes[i].state_dir())?
+                .context("the agent published no state")?;
+            let cidr: Ipv4Net = state
+                .pod_cidr
+                .parse()
+                .map_err(|e| anyhow!("agent state pod_cidr {:?}: {e}", state.pod_cidr))?;
+            self.nodes[i].spec.pod_cidr = cidr;
+            let name = self.nodes[i].spec.name.clone();
+            match self.spec.nodes.iter_mut().find(|n| n.name == name) {
+                Some(n) => n.pod_cidr = cidr,
+                None => self.spec.nodes.push(self.nodes[i].spec.clone()),
+            }
+        }
+        Ok(())
     }
 
     /// The agent's log so far, for failure reports.
@@ -669,6 +819,7 @@ impl Drop for Lab {
         for a in self.agents.iter_mut().flatten() {
             a.stop();
         }
+        self.etcd = None;
         for node in &self.nodes {
             if let Err(e) = datapath::remove_pins(&node.pin_dir) {
                 tracing::warn!("{e:#}");
@@ -681,6 +832,25 @@ impl Drop for Lab {
         self.fabric = None;
         let _ = std::fs::remove_dir_all(&self.workdir);
     }
+}
+
+/// The product's etcd flags for the lab's cluster.
+fn etcd_args(cluster: &etcd::EtcdCluster) -> Vec<String> {
+    let mut a = vec![
+        "--etcd-endpoints".to_string(),
+        cluster.endpoints().join(","),
+    ];
+    if let Some(t) = cluster.tls() {
+        a.extend([
+            "--etcd-ca".into(),
+            t.ca.display().to_string(),
+            "--etcd-cert".into(),
+            t.client_cert.display().to_string(),
+            "--etcd-key".into(),
+            t.client_key.display().to_string(),
+        ]);
+    }
+    a
 }
 
 /// A pod on a flannel-style node: its veth hangs off the bridge `cni0`.
