@@ -208,7 +208,7 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
         cfg.pods_per_node,
         cfg.spec.backend.name()
     );
-    let lab = lab::Lab::up(cfg).context("bring up the lab")?;
+    let mut lab = lab::Lab::up(cfg).context("bring up the lab")?;
     for n in &lab.nodes {
         println!(
             "  {:<20} underlay {:<18} pods {}",
@@ -231,7 +231,17 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
     println!();
     let checks = lab.check_model(&[Proto::Tcp, Proto::Udp, Proto::Icmp]);
     let invariants = lab.check_invariants();
-    let ok = lab::print_report(&checks, &invariants, verbose);
+    let mut ok = lab::print_report(&checks, &invariants, verbose);
+    if once && lab.etcd.is_some() {
+        println!("\nmembership through etcd:");
+        let lines = lab
+            .check_join_and_leave(cfg)
+            .unwrap_or_else(|e| vec![(format!("join/leave: {e:#}"), false)]);
+        for (line, pass) in lines {
+            println!("  {line:<100} {}", if pass { "PASS" } else { "FAIL" });
+            ok &= pass;
+        }
+    }
     println!(
         "\n{}: {} checks, {} invariants",
         if ok {

@@ -10,6 +10,7 @@ mod agents;
 mod baselines;
 mod containers;
 pub mod etcd;
+mod membership;
 mod invariants;
 mod prefix;
 mod report;
@@ -17,6 +18,7 @@ mod report;
 pub use baselines::VethPair;
 pub use containers::{busybox_image, BusyboxImage, Container, Containerd, HostCniInstall, Podman};
 pub use invariants::Invariant;
+pub use membership::PROPAGATION_WITHIN;
 pub use report::print_report;
 use std::{
     collections::BTreeSet,
@@ -66,6 +68,8 @@ pub struct LabConfig {
     pub containers: usize,
     /// The agents' store: the spec file, or a 3-member etcd cluster in the lab.
     pub store: LabStore,
+    /// With etcd: seconds a node stays in the cluster after its agent stops renewing.
+    pub lease_ttl: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,6 +103,7 @@ impl LabConfig {
             kinds: Vec::new(),
             containers: 0,
             store: LabStore::File,
+            lease_ttl: 20,
         })
     }
 }
@@ -610,7 +615,9 @@ impl Lab {
         cmd.arg("agent");
         match &self.etcd {
             Some(cluster) => {
-                cmd.args(["--store", "etcd"]).args(etcd_args(cluster));
+                cmd.args(["--store", "etcd"])
+                    .args(etcd_args(cluster))
+                    .args(["--lease-ttl", &cfg.lease_ttl.to_string()]);
             }
             None => {
                 cmd.arg("--config").arg(&self.spec_file);
