@@ -93,7 +93,31 @@ pub async fn connect(o: &EtcdOptions) -> Result<Client> {
             ))
         }
     }
-    Ok(Client::connect(&o.endpoints, Some(opts)).await?)
+    // One member at a time, each probed, starting after the one used last: a dead
+    // member is skipped at once instead of failing requests at random.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let start = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut last = None;
+    for k in 0..o.endpoints.len() {
+        let ep = &o.endpoints[(start + k) % o.endpoints.len()];
+        let probed = async {
+            let mut c = Client::connect([ep], Some(opts.clone())).await?;
+            c.status().await?;
+            Ok::<_, etcd_client::Error>(c)
+        };
+        match probed.await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                tracing::debug!(endpoint = %ep, "etcd: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.map_or_else(
+        || StoreError::Config("no etcd endpoints given".into()),
+        StoreError::Etcd,
+    ))
 }
 
 /// Writes the cluster config once. Returns false when the same config is there
@@ -254,6 +278,14 @@ impl Member {
                 Ok(()) => return,
                 Err(e) => e.to_string(),
             };
+            // Another member may serve at once (one of three lost changes nothing).
+            if self.resync().await.is_ok() {
+                tracing::info!("etcd: {why}; continued on another member");
+                if self.send_spec(&tx).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             tracing::warn!("etcd: {why}; forwarding on the last state, reconnecting");
             if tx.send(Update::Disconnected(why)).await.is_err() {
                 return;

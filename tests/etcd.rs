@@ -1,0 +1,323 @@
+//! The control plane on etcd, with real etcd processes (a 3-member cluster in the
+//! lab's own namespace) and real packets: nodes join, leave, restart and die while
+//! pods keep talking; etcd members fail; bad values appear under the prefix; TLS
+//! client certificates are required.
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use netpath::{
+    net::Ipv4Net,
+    spec::derived_vtep_mac,
+    state::AgentState,
+    store::etcd::{EtcdOptions, Member},
+};
+use netpath_tests::{
+    assert_model,
+    check::{self, Proto},
+    lab::{in_runtime, Lab, LabConfig, LabStore, PROPAGATION_WITHIN},
+    require_root,
+};
+
+/// One etcd lab at a time: three members plus agents and traffic per test already
+/// load two CPUs; parallel labs made etcd lose its leader for seconds.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct EtcdLab {
+    lab: Lab,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for EtcdLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+impl std::ops::DerefMut for EtcdLab {
+    fn deref_mut(&mut self) -> &mut Lab {
+        &mut self.lab
+    }
+}
+
+fn etcd_lab(nodes: usize, pods: usize, tweak: impl FnOnce(&mut LabConfig)) -> (EtcdLab, LabConfig) {
+    require_root();
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cfg = LabConfig::new(nodes, pods).unwrap();
+    cfg.store = LabStore::Etcd { tls: false };
+    tweak(&mut cfg);
+    let lab = Lab::up(&cfg).expect("bring up lab");
+    (
+        EtcdLab {
+            lab,
+            _serial: serial,
+        },
+        cfg,
+    )
+}
+
+fn routes_cidr(lab: &Lab, node: usize, cidr: Ipv4Net) -> bool {
+    lab.nodes[node]
+        .pinned()
+        .unwrap()
+        .routes()
+        .unwrap()
+        .iter()
+        .any(|(net, p, _)| *net == cidr.network() && *p == cidr.prefix)
+}
+
+fn wait_for(what: &str, within: Duration, cond: impl Fn() -> bool) -> Duration {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.elapsed()
+}
+
+fn state(lab: &Lab, node: usize) -> AgentState {
+    AgentState::read(&lab.nodes[node].state_dir())
+        .unwrap()
+        .expect("published state")
+}
+
+#[test]
+fn nodes_join_through_etcd_pass_the_model_and_join_and_leave_under_traffic() {
+    let (mut lab, cfg) = etcd_lab(3, 1, |_| {});
+    assert_model(&lab, &[Proto::Tcp, Proto::Udp]);
+    // Distinct reservations, and the agents say where their spec comes from.
+    let cidrs: BTreeSet<Ipv4Net> = (0..3).map(|i| lab.nodes[i].spec.pod_cidr).collect();
+    assert_eq!(cidrs.len(), 3);
+    assert!(state(&lab, 0).store.starts_with("etcd "), "{}", state(&lab, 0).store);
+    let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[2].pods[0]);
+    let stream = check::stream(a.ns.path(), b.ns.path(), b.ip).unwrap();
+    let lines = lab.check_join_and_leave(&cfg).unwrap();
+    for (line, pass) in &lines {
+        eprintln!("{line}");
+        assert!(pass, "{line}\nnode1's agent:\n{}", lab.agent_log(0));
+    }
+    let stats = stream.finish().unwrap();
+    assert!(stats.bytes > 0);
+    assert!(
+        stats.max_gap < Duration::from_millis(500),
+        "a join and a leave stalled an unrelated flow for {:?}",
+        stats.max_gap
+    );
+}
+
+#[test]
+fn a_killed_agent_restarts_with_the_same_pod_cidr_and_no_peer_notices() {
+    let (mut lab, cfg) = etcd_lab(3, 1, |c| c.keep_pins = true);
+    let cidr = lab.nodes[1].spec.pod_cidr;
+    let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[1].pods[0]);
+    let stream = check::stream(a.ns.path(), b.ns.path(), b.ip).unwrap();
+    lab.kill_agent(1);
+    // Within the lease nobody drops node2's route.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        assert!(routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 2, cidr));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lab.start_agent(1, &cfg).unwrap();
+    assert_eq!(lab.nodes[1].spec.pod_cidr, cidr, "same node, same pod CIDR");
+    assert_eq!(state(&lab, 1).pod_cidr, cidr.to_string());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 2, cidr));
+    let stats = stream.finish().unwrap();
+    assert!(stats.bytes > 0);
+    assert!(stats.max_gap < Duration::from_millis(500), "stall {:?}", stats.max_gap);
+}
+
+#[test]
+fn a_dead_node_stays_routable_until_its_lease_expires_then_vanishes_everywhere() {
+    let ttl = 3;
+    let (mut lab, _cfg) = etcd_lab(3, 0, |c| c.lease_ttl = ttl);
+    let cidr = lab.nodes[2].spec.pod_cidr;
+    lab.kill_agent(2);
+    let died = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 1, cidr), "gone before the lease");
+    wait_for("routes gone after the lease", Duration::from_secs(ttl as u64 + 5), || {
+        !routes_cidr(&lab, 0, cidr) && !routes_cidr(&lab, 1, cidr)
+    });
+    let after = died.elapsed();
+    assert!(after >= Duration::from_secs(ttl as u64 - 1), "gone after {after:?}, lease {ttl} s");
+    // Its kernel route went too.
+    let kernel = lab.nodes[0]
+        .ns
+        .run(|| netpath_tests::nl::Nl::new()?.routes())
+        .unwrap();
+    assert!(!kernel.iter().any(|r| r.dst == cidr), "{kernel:?}");
+}
+
+#[test]
+fn etcd_member_failures_leave_forwarding_alone_and_agents_converge_when_it_returns() {
+    let (mut lab, cfg) = etcd_lab(3, 1, |_| {});
+    let tcp = |lab: &Lab, x: usize, y: usize| {
+        let (a, b) = (&lab.nodes[x].pods[0], &lab.nodes[y].pods[0]);
+        check::tcp(a.ns.path(), b.ns.path(), b.ip).unwrap() == a.ip
+    };
+    // One member of three: nothing changes, a leave still propagates.
+    lab.etcd.as_mut().unwrap().kill_member(0);
+    std::thread::sleep(Duration::from_secs(3));
+    for n in 0..3 {
+        assert_eq!(state(&lab, n).store_error, None, "node {n} with one member down");
+    }
+    assert!(tcp(&lab, 0, 1) && tcp(&lab, 2, 0));
+    // All of them: forwarding continues on the last state, the agents say so.
+    for m in 1..3 {
+        lab.etcd.as_mut().unwrap().kill_member(m);
+    }
+    wait_for("agents report etcd unreachable", Duration::from_secs(20), || {
+        (0..3).all(|n| state(&lab, n).store_error.is_some())
+    });
+    assert!(tcp(&lab, 0, 1) && tcp(&lab, 1, 2) && tcp(&lab, 2, 0), "forwarding without etcd");
+    // Back: within 2 s of etcd being healthy the agents are connected again and a
+    // change made then reaches them.
+    for m in 0..3 {
+        lab.etcd.as_mut().unwrap().restart_member(m).unwrap();
+    }
+    lab.etcd.as_ref().unwrap().wait_healthy(Duration::from_secs(30)).unwrap();
+    let back = wait_for("agents reconnected", Duration::from_secs(2), || {
+        (0..3).all(|n| state(&lab, n).store_error.is_none())
+    });
+    eprintln!("agents reconnected {} ms after etcd was healthy", back.as_millis());
+    let cidr = lab.nodes[2].spec.pod_cidr;
+    lab.kill_agent(2);
+    lab.remove_node_from_etcd(&lab.nodes[2].spec.name.clone(), &cfg).unwrap();
+    let gone = wait_for("a removal after the outage", PROPAGATION_WITHIN * 2, || {
+        !routes_cidr(&lab, 0, cidr) && !routes_cidr(&lab, 1, cidr)
+    });
+    eprintln!("removal propagated in {} ms", gone.as_millis());
+    assert!(tcp(&lab, 0, 1));
+}
+
+#[test]
+fn bad_values_under_the_prefix_are_ignored_and_an_invalid_config_stops_nobody() {
+    let (lab, _cfg) = etcd_lab(2, 1, |_| {});
+    let etcd = lab.etcd.as_ref().unwrap();
+    let node1_cidr = lab.nodes[0].spec.pod_cidr;
+    let thief = serde_json::json!({
+        "underlay": "192.168.56.77/24",
+        "pod_cidr": node1_cidr.to_string(),
+        "vtep_mac": "0e:00:00:00:00:77",
+    });
+    for (k, v) in [
+        ("/netpath/nodes/junk", "{not json".to_string()),
+        ("/netpath/nodes/thief", thief.to_string()),
+        ("/netpath/subnets/not-a-subnet", "x".to_string()),
+        ("/netpath/unrelated", "hello".to_string()),
+        ("/netpath/config", r#"{"cluster_cidr":"10.244.0.0/16","subnet_len":24,"vni":0}"#.to_string()),
+    ] {
+        etcd.etcdctl(&["put", k, &v]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for n in 0..2 {
+        assert!(lab.agent_pid(n).is_some() && lab.agent_log(n).contains("ignored"));
+        let routes = lab.nodes[n].pinned().unwrap().routes().unwrap();
+        let to_node1: Vec<_> = routes
+            .iter()
+            .filter(|(net, p, _)| *net == node1_cidr.network() && *p == node1_cidr.prefix)
+            .collect();
+        assert!(to_node1.len() <= 1);
+        if n == 1 {
+            assert_eq!(
+                Ipv4Addr::from(to_node1[0].2.node_ip),
+                lab.nodes[0].ip(),
+                "node1's CIDR still goes to node1, not to the thief"
+            );
+        }
+    }
+    assert_model(&lab, &[Proto::Tcp]);
+}
+
+#[test]
+fn with_client_cert_auth_a_client_without_a_valid_certificate_is_refused() {
+    let (lab, _cfg) = etcd_lab(2, 1, |c| c.store = LabStore::Etcd { tls: true });
+    assert_model(&lab, &[Proto::Tcp]);
+    let etcd = lab.etcd.as_ref().unwrap();
+    let tls = etcd.tls().unwrap().clone();
+    let endpoints = etcd.endpoints();
+    let attempt = |ca: Option<std::path::PathBuf>,
+                   cert: Option<std::path::PathBuf>,
+                   key: Option<std::path::PathBuf>| {
+        let opts = EtcdOptions {
+            endpoints: endpoints.clone(),
+            prefix: "/netpath".into(),
+            ca,
+            cert,
+            key,
+            lease_ttl: 10,
+        };
+        in_runtime(etcd.ns.path(), || async move {
+            let mut c = netpath::store::etcd::connect(&opts).await?;
+            c.get("/netpath/config", None).await?;
+            Ok(())
+        })
+    };
+    attempt(Some(tls.ca.clone()), Some(tls.client_cert.clone()), Some(tls.client_key.clone()))
+        .expect("the right certificate is accepted");
+    let no_cert = attempt(Some(tls.ca.clone()), None, None);
+    assert!(no_cert.is_err(), "a client without a certificate got in");
+    // A certificate from another CA.
+    let other = netpath_tests::lab::etcd::make_tls(
+        &std::env::temp_dir().join(format!("netpath-other-ca-{}", std::process::id())),
+        &[Ipv4Addr::LOCALHOST],
+    )
+    .unwrap();
+    let wrong = attempt(Some(tls.ca.clone()), Some(other.client_cert.clone()), Some(other.client_key.clone()));
+    let _ = std::fs::remove_dir_all(other.ca.parent().unwrap());
+    let err = format!("{:#}", wrong.expect_err("a certificate from another CA got in"));
+    eprintln!("refused: {err}");
+    assert!(!err.is_empty());
+}
+
+#[test]
+fn fifty_nodes_join_concurrently_with_fifty_distinct_subnets() {
+    let (lab, _cfg) = etcd_lab(1, 0, |_| {});
+    let etcd = lab.etcd.as_ref().unwrap();
+    let opts = EtcdOptions {
+        endpoints: etcd.endpoints(),
+        prefix: "/netpath".into(),
+        ca: None,
+        cert: None,
+        key: None,
+        lease_ttl: 30,
+    };
+    let cidrs: Vec<Ipv4Net> = in_runtime(etcd.ns.path(), || async move {
+        let joins = (0..50u32).map(|i| {
+            let opts = opts.clone();
+            tokio::spawn(async move {
+                let underlay = Ipv4Net::new(Ipv4Addr::new(172, 20, (i / 200) as u8, (i % 200 + 2) as u8), 16);
+                Member::join(&opts, &format!("j{i}"), underlay, derived_vtep_mac(underlay.addr))
+                    .await
+                    .map(|m| m.record.pod_cidr)
+            })
+        });
+        let mut out = Vec::new();
+        for j in futures_join(joins.collect()).await {
+            out.push(j??);
+        }
+        Ok(out)
+    })
+    .unwrap();
+    let distinct: BTreeSet<_> = cidrs.iter().copied().collect();
+    assert_eq!(distinct.len(), 50, "{cidrs:?}");
+    let all: Vec<_> = distinct.iter().chain([&lab.nodes[0].spec.pod_cidr]).collect();
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert!(!a.overlaps(b), "{a} overlaps {b}");
+        }
+    }
+}
+
+async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await);
+    }
+    out
+}
