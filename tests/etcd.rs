@@ -91,7 +91,11 @@ fn nodes_join_through_etcd_pass_the_model_and_join_and_leave_under_traffic() {
     // Distinct reservations, and the agents say where their spec comes from.
     let cidrs: BTreeSet<Ipv4Net> = (0..3).map(|i| lab.nodes[i].spec.pod_cidr).collect();
     assert_eq!(cidrs.len(), 3);
-    assert!(state(&lab, 0).store.starts_with("etcd "), "{}", state(&lab, 0).store);
+    assert!(
+        state(&lab, 0).store.starts_with("etcd "),
+        "{}",
+        state(&lab, 0).store
+    );
     let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[2].pods[0]);
     let stream = check::stream(a.ns.path(), b.ns.path(), b.ip).unwrap();
     let lines = lab.check_join_and_leave(&cfg).unwrap();
@@ -128,7 +132,11 @@ fn a_killed_agent_restarts_with_the_same_pod_cidr_and_no_peer_notices() {
     assert!(routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 2, cidr));
     let stats = stream.finish().unwrap();
     assert!(stats.bytes > 0);
-    assert!(stats.max_gap < Duration::from_millis(500), "stall {:?}", stats.max_gap);
+    assert!(
+        stats.max_gap < Duration::from_millis(500),
+        "stall {:?}",
+        stats.max_gap
+    );
 }
 
 #[test]
@@ -139,12 +147,20 @@ fn a_dead_node_stays_routable_until_its_lease_expires_then_vanishes_everywhere()
     lab.kill_agent(2);
     let died = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
-    assert!(routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 1, cidr), "gone before the lease");
-    wait_for("routes gone after the lease", Duration::from_secs(ttl as u64 + 5), || {
-        !routes_cidr(&lab, 0, cidr) && !routes_cidr(&lab, 1, cidr)
-    });
+    assert!(
+        routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 1, cidr),
+        "gone before the lease"
+    );
+    wait_for(
+        "routes gone after the lease",
+        Duration::from_secs(ttl as u64 + 5),
+        || !routes_cidr(&lab, 0, cidr) && !routes_cidr(&lab, 1, cidr),
+    );
     let after = died.elapsed();
-    assert!(after >= Duration::from_secs(ttl as u64 - 1), "gone after {after:?}, lease {ttl} s");
+    assert!(
+        after >= Duration::from_secs(ttl as u64 - 1),
+        "gone after {after:?}, lease {ttl} s"
+    );
     // Its kernel route went too.
     let kernel = lab.nodes[0]
         .ns
@@ -164,30 +180,47 @@ fn etcd_member_failures_leave_forwarding_alone_and_agents_converge_when_it_retur
     lab.etcd.as_mut().unwrap().kill_member(0);
     std::thread::sleep(Duration::from_secs(3));
     for n in 0..3 {
-        assert_eq!(state(&lab, n).store_error, None, "node {n} with one member down");
+        assert_eq!(
+            state(&lab, n).store_error,
+            None,
+            "node {n} with one member down"
+        );
     }
     assert!(tcp(&lab, 0, 1) && tcp(&lab, 2, 0));
     // All of them: forwarding continues on the last state, the agents say so.
     for m in 1..3 {
         lab.etcd.as_mut().unwrap().kill_member(m);
     }
-    wait_for("agents report etcd unreachable", Duration::from_secs(20), || {
-        (0..3).all(|n| state(&lab, n).store_error.is_some())
-    });
-    assert!(tcp(&lab, 0, 1) && tcp(&lab, 1, 2) && tcp(&lab, 2, 0), "forwarding without etcd");
+    wait_for(
+        "agents report etcd unreachable",
+        Duration::from_secs(20),
+        || (0..3).all(|n| state(&lab, n).store_error.is_some()),
+    );
+    assert!(
+        tcp(&lab, 0, 1) && tcp(&lab, 1, 2) && tcp(&lab, 2, 0),
+        "forwarding without etcd"
+    );
     // Back: within 2 s of etcd being healthy the agents are connected again and a
     // change made then reaches them.
     for m in 0..3 {
         lab.etcd.as_mut().unwrap().restart_member(m).unwrap();
     }
-    lab.etcd.as_ref().unwrap().wait_healthy(Duration::from_secs(30)).unwrap();
+    lab.etcd
+        .as_ref()
+        .unwrap()
+        .wait_healthy(Duration::from_secs(30))
+        .unwrap();
     let back = wait_for("agents reconnected", Duration::from_secs(2), || {
         (0..3).all(|n| state(&lab, n).store_error.is_none())
     });
-    eprintln!("agents reconnected {} ms after etcd was healthy", back.as_millis());
+    eprintln!(
+        "agents reconnected {} ms after etcd was healthy",
+        back.as_millis()
+    );
     let cidr = lab.nodes[2].spec.pod_cidr;
     lab.kill_agent(2);
-    lab.remove_node_from_etcd(&lab.nodes[2].spec.name.clone(), &cfg).unwrap();
+    lab.remove_node_from_etcd(&lab.nodes[2].spec.name.clone(), &cfg)
+        .unwrap();
     let gone = wait_for("a removal after the outage", PROPAGATION_WITHIN * 2, || {
         !routes_cidr(&lab, 0, cidr) && !routes_cidr(&lab, 1, cidr)
     });
@@ -210,7 +243,10 @@ fn bad_values_under_the_prefix_are_ignored_and_an_invalid_config_stops_nobody() 
         ("/netpath/nodes/thief", thief.to_string()),
         ("/netpath/subnets/not-a-subnet", "x".to_string()),
         ("/netpath/unrelated", "hello".to_string()),
-        ("/netpath/config", r#"{"cluster_cidr":"10.244.0.0/16","subnet_len":24,"vni":0}"#.to_string()),
+        (
+            "/netpath/config",
+            r#"{"cluster_cidr":"10.244.0.0/16","subnet_len":24,"vni":0}"#.to_string(),
+        ),
     ] {
         etcd.etcdctl(&["put", k, &v]).unwrap();
     }
@@ -258,8 +294,12 @@ fn with_client_cert_auth_a_client_without_a_valid_certificate_is_refused() {
             Ok(())
         })
     };
-    attempt(Some(tls.ca.clone()), Some(tls.client_cert.clone()), Some(tls.client_key.clone()))
-        .expect("the right certificate is accepted");
+    attempt(
+        Some(tls.ca.clone()),
+        Some(tls.client_cert.clone()),
+        Some(tls.client_key.clone()),
+    )
+    .expect("the right certificate is accepted");
     let no_cert = attempt(Some(tls.ca.clone()), None, None);
     assert!(no_cert.is_err(), "a client without a certificate got in");
     // A certificate from another CA.
@@ -268,9 +308,16 @@ fn with_client_cert_auth_a_client_without_a_valid_certificate_is_refused() {
         &[Ipv4Addr::LOCALHOST],
     )
     .unwrap();
-    let wrong = attempt(Some(tls.ca.clone()), Some(other.client_cert.clone()), Some(other.client_key.clone()));
+    let wrong = attempt(
+        Some(tls.ca.clone()),
+        Some(other.client_cert.clone()),
+        Some(other.client_key.clone()),
+    );
     let _ = std::fs::remove_dir_all(other.ca.parent().unwrap());
-    let err = format!("{:#}", wrong.expect_err("a certificate from another CA got in"));
+    let err = format!(
+        "{:#}",
+        wrong.expect_err("a certificate from another CA got in")
+    );
     eprintln!("refused: {err}");
     assert!(!err.is_empty());
 }
@@ -291,10 +338,18 @@ fn fifty_nodes_join_concurrently_with_fifty_distinct_subnets() {
         let joins = (0..50u32).map(|i| {
             let opts = opts.clone();
             tokio::spawn(async move {
-                let underlay = Ipv4Net::new(Ipv4Addr::new(172, 20, (i / 200) as u8, (i % 200 + 2) as u8), 16);
-                Member::join(&opts, &format!("j{i}"), underlay, derived_vtep_mac(underlay.addr))
-                    .await
-                    .map(|m| m.record.pod_cidr)
+                let underlay = Ipv4Net::new(
+                    Ipv4Addr::new(172, 20, (i / 200) as u8, (i % 200 + 2) as u8),
+                    16,
+                );
+                Member::join(
+                    &opts,
+                    &format!("j{i}"),
+                    underlay,
+                    derived_vtep_mac(underlay.addr),
+                )
+                .await
+                .map(|m| m.record.pod_cidr)
             })
         });
         let mut out = Vec::new();
@@ -306,7 +361,10 @@ fn fifty_nodes_join_concurrently_with_fifty_distinct_subnets() {
     .unwrap();
     let distinct: BTreeSet<_> = cidrs.iter().copied().collect();
     assert_eq!(distinct.len(), 50, "{cidrs:?}");
-    let all: Vec<_> = distinct.iter().chain([&lab.nodes[0].spec.pod_cidr]).collect();
+    let all: Vec<_> = distinct
+        .iter()
+        .chain([&lab.nodes[0].spec.pod_cidr])
+        .collect();
     for (i, a) in all.iter().enumerate() {
         for b in &all[i + 1..] {
             assert!(!a.overlaps(b), "{a} overlaps {b}");
@@ -314,7 +372,9 @@ fn fifty_nodes_join_concurrently_with_fifty_distinct_subnets() {
     }
 }
 
-async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {
+async fn futures_join<T>(
+    handles: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
     let mut out = Vec::new();
     for h in handles {
         out.push(h.await);

@@ -217,7 +217,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => agent.reload("SIGHUP").await,
-            Some(update) = next_update(&mut updates) => agent.from_store(update).await,
+            Some(update) = next_update(&mut updates) => agent.on_store_update(update).await,
             _ = watch.tick() => {
                 if agent.spec_file_changed() {
                     agent.reload("spec file changed").await;
@@ -255,7 +255,7 @@ impl Agent {
 
     /// What etcd says: a new cluster state to converge on, or that it is gone for
     /// now (the datapath keeps the last state).
-    async fn from_store(&mut self, update: Update) {
+    async fn on_store_update(&mut self, update: Update) {
         match update {
             Update::Disconnected(why) => {
                 self.state.store_error = Some(format!("etcd unreachable: {why}"));

@@ -141,7 +141,8 @@ fn run() -> Result<ExitCode> {
 /// prove no firewall rule exists, ethtool to force GSO segmentation on the underlay,
 /// the reference CNI plugins (tuning in a chain with ours), and the container runtime
 /// of `--containers` (containerd + runc, a busybox-static image built locally) and
-/// podman for its CNI backend.
+/// podman for its CNI backend; etcd (server and etcdctl) for `--store etcd`, openssl
+/// for the tests' certificates.
 const RUNTIME_PACKAGES: &[&str] = &[
     "bpftool",
     "nftables",
@@ -151,6 +152,9 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "runc",
     "busybox-static",
     "podman",
+    "etcd-server",
+    "etcd-client",
+    "openssl",
 ];
 
 /// What the bench measures with, besides the runtime packages.
@@ -222,8 +226,13 @@ fn run_forwarding_signals(mut cmd: Command) -> Result<std::process::ExitStatus> 
 
 /// Builds the eBPF object, then the userspace against it (the product's `netpath`
 /// and the lab's `netpath-lab`); returns the `netpath` binary.
+/// What building the product needs besides Rust: protoc, for the etcd client's
+/// generated gRPC code.
+const BUILD_PACKAGES: &[&str] = &["protobuf-compiler"];
+
 fn build_all(root: &Path, release: bool) -> Result<PathBuf> {
     toolchain::ensure()?;
+    toolchain::ensure_packages(BUILD_PACKAGES)?;
     let obj = build_ebpf(root)?;
     let mut cmd = Command::new(cargo());
     cmd.current_dir(root)

@@ -49,19 +49,26 @@ fn scheme(tls: &Option<EtcdTls>) -> &'static str {
     }
 }
 
+/// Where the members sit on the underlay.
+pub struct EtcdPlace<'a> {
+    pub fabric: &'a NetNs,
+    /// The fabric bridge of the subnet.
+    pub bridge: &'a str,
+    pub ips: [Ipv4Addr; MEMBERS],
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+}
+
 impl EtcdCluster {
-    /// Starts the members in namespace `name`, joined to the fabric bridge `bridge`
-    /// (in namespace `fabric`) with addresses `ips` on `subnet_prefix`.
-    pub fn start(
-        name: &str,
-        fabric: &NetNs,
-        bridge: &str,
-        ips: [Ipv4Addr; MEMBERS],
-        prefix_len: u8,
-        gateway: Ipv4Addr,
-        dir: &Path,
-        tls: Option<EtcdTls>,
-    ) -> Result<Self> {
+    /// Starts the members in namespace `name`, one address each on the underlay.
+    pub fn start(name: &str, place: EtcdPlace, dir: &Path, tls: Option<EtcdTls>) -> Result<Self> {
+        let EtcdPlace {
+            fabric,
+            bridge,
+            ips,
+            prefix_len,
+            gateway,
+        } = place;
         let ns = NetNs::create(name)?;
         let fabric_fd = fabric.file()?;
         let port = "p-etcd";
@@ -158,12 +165,11 @@ impl EtcdCluster {
         }
         let log = std::fs::File::create(m.dir.join("etcd.log"))?;
         let child = self.ns.run(|| {
-            Ok(cmd
-                .stdin(Stdio::null())
+            cmd.stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()
-                .context("start etcd (Debian package etcd-server)")?)
+                .context("start etcd (Debian package etcd-server)")
         })?;
         self.members[i].child = Some(child);
         Ok(())
@@ -196,9 +202,8 @@ impl EtcdCluster {
                     .arg(format!("--cert={}", t.client_cert.display()))
                     .arg(format!("--key={}", t.client_key.display()));
             }
-            Ok(cmd
-                .output()
-                .context("run etcdctl (Debian package etcd-client)")?)
+            cmd.output()
+                .context("run etcdctl (Debian package etcd-client)")
         })?;
         if !out.status.success() {
             bail!(

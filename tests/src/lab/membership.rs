@@ -19,7 +19,10 @@ impl Lab {
                 continue;
             }
             let routes = n.pinned()?.routes()?;
-            if !routes.iter().any(|(net, p, _)| *net == cidr.network() && *p == cidr.prefix) {
+            if !routes
+                .iter()
+                .any(|(net, p, _)| *net == cidr.network() && *p == cidr.prefix)
+            {
                 return Ok(false);
             }
         }
@@ -32,7 +35,10 @@ impl Lab {
                 continue;
             }
             let routes = n.pinned()?.routes()?;
-            if routes.iter().any(|(net, p, _)| *net == cidr.network() && *p == cidr.prefix) {
+            if routes
+                .iter()
+                .any(|(net, p, _)| *net == cidr.network() && *p == cidr.prefix)
+            {
                 return Ok(false);
             }
         }
@@ -41,7 +47,11 @@ impl Lab {
 
     /// Polls `cond` every 5 ms for up to `within` (and a grace of 4× that, so a
     /// slow run reports its time rather than a bare failure); returns the time taken.
-    fn time_until(&self, within: Duration, cond: impl Fn(&Lab) -> Result<bool>) -> Result<Duration> {
+    fn time_until(
+        &self,
+        within: Duration,
+        cond: impl Fn(&Lab) -> Result<bool>,
+    ) -> Result<Duration> {
         let t = Instant::now();
         while t.elapsed() < within * 4 {
             if cond(self)? {
@@ -62,13 +72,21 @@ impl Lab {
         let cidr = self.nodes[j].spec.pod_cidr;
         let joined = self.time_until(PROPAGATION_WITHIN, |lab| lab.everyone_routes(cidr, j))?;
         let mut out = vec![(
-            format!("join: {cidr} routed by every node {} ms after its agent was ready", joined.as_millis()),
+            format!(
+                "join: {cidr} routed by every node {} ms after its agent was ready",
+                joined.as_millis()
+            ),
             joined <= PROPAGATION_WITHIN,
         )];
         let (a, b) = (&self.nodes[0].pods[0], &self.nodes[j].pods[0]);
         let seen = check::tcp(a.ns.path(), b.ns.path(), b.ip);
         out.push((
-            format!("join: {} -> {} over TCP, source seen {:?}", a.ip, b.ip, seen.as_ref().ok()),
+            format!(
+                "join: {} -> {} over TCP, source seen {:?}",
+                a.ip,
+                b.ip,
+                seen.as_ref().ok()
+            ),
             seen.as_ref().is_ok_and(|s| *s == a.ip),
         ));
         self.stop_agent(j);

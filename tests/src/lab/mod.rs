@@ -10,8 +10,8 @@ mod agents;
 mod baselines;
 mod containers;
 pub mod etcd;
-mod membership;
 mod invariants;
+mod membership;
 mod prefix;
 mod report;
 
@@ -507,11 +507,13 @@ impl Lab {
         };
         let cluster = etcd::EtcdCluster::start(
             &format!("{}-etcd", self.prefix),
-            self.fabric.as_ref().expect("fabric exists"),
-            "ul0",
-            ips,
-            subnet.prefix,
-            router_ip(subnet),
+            etcd::EtcdPlace {
+                fabric: self.fabric.as_ref().expect("fabric exists"),
+                bridge: "ul0",
+                ips,
+                prefix_len: subnet.prefix,
+                gateway: router_ip(subnet),
+            },
             &self.workdir.join("etcd"),
             tls,
         )?;
