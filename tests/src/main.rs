@@ -71,6 +71,9 @@ enum Cmd {
         /// Only the CNI ADD+DEL round trips against bridge + host-local.
         #[arg(long, conflicts_with = "paths")]
         cni: bool,
+        /// Only the control plane on etcd (10, 100, 1000 agent loops).
+        #[arg(long, conflicts_with_all = ["paths", "cni"])]
+        etcd: bool,
     },
     /// Bring up a lab cluster in network namespaces, check it, and hold it until Ctrl-C.
     Run {
@@ -137,6 +140,7 @@ fn run(cli: Cli) -> Result<bool> {
             out,
             paths,
             cni,
+            etcd,
         } => {
             // A stop ends the bench between two measurements, tearing down what is up.
             let signals = StopSignals::install()?;
@@ -152,6 +156,7 @@ fn run(cli: Cli) -> Result<bool> {
                 out,
                 paths,
                 cni_only: cni,
+                etcd_only: etcd,
                 stop,
             })
         }

@@ -5,6 +5,7 @@ pub mod cni;
 mod memory;
 mod report;
 mod scale;
+mod store;
 mod tools;
 
 use std::{collections::BTreeMap, io::Write, path::PathBuf, time::Instant};
@@ -22,6 +23,8 @@ pub struct BenchArgs {
     pub paths: Option<Vec<PathKind>>,
     /// Only the CNI ADD+DEL round trips.
     pub cni_only: bool,
+    /// Only the etcd control-plane scale.
+    pub etcd_only: bool,
     /// Set when the user asked to stop: checked between measurements.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub out: PathBuf,
@@ -183,6 +186,7 @@ pub struct Run {
     pub control_plane: Option<ControlPlane>,
     pub agent_memory: Vec<memory::AgentMemory>,
     pub cni: Vec<cni::CniLatency>,
+    pub store_scale: Vec<store::StoreScale>,
 }
 
 /// One end of a measurement in a lab: a node itself or one of its pods.
@@ -374,12 +378,14 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let (rounds, secs) = if args.quick { (3, 1) } else { (5, 4) };
     let scale_sizes = [10usize, 1_000, 100_000];
     // A quick run measures the route scale once; a full one in every round.
-    let focused = args.paths.is_some() || args.cni_only;
-    let paths = match (args.cni_only, args.paths) {
+    let focused = args.paths.is_some() || args.cni_only || args.etcd_only;
+    let paths = match (args.cni_only || args.etcd_only, args.paths) {
         (true, _) => Vec::new(),
         (false, Some(p)) => p,
         (false, None) => PathKind::ALL.to_vec(),
     };
+    let store_sizes = [10usize, 100, 1000];
+    let with_store = !focused || args.etcd_only;
     let cni_cycles = 200;
     let scale_rounds = match (focused, args.quick) {
         (true, _) => 0,
@@ -390,7 +396,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let total = rounds * paths.len()
         + scale_rounds * scale_sizes.len()
         + if focused { 0 } else { 1 + scale_sizes.len() }
-        + usize::from(!focused || args.cni_only);
+        + usize::from(!focused || args.cni_only)
+        + if with_store { store_sizes.len() } else { 0 };
     let started = Instant::now();
     let mut step = 0;
     let stop = args.stop.clone();
@@ -442,6 +449,11 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     } else {
         Vec::new()
     };
+    let mut store_scale = Vec::new();
+    for &m in store_sizes.iter().filter(|_| with_store) {
+        tick(&format!("control plane on etcd: {m} agent loops"))?;
+        store_scale.push(store::measure(m)?);
+    }
     let run = Run {
         date: report::today(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -458,6 +470,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         control_plane: control,
         agent_memory,
         cni,
+        store_scale,
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     report::write(&run, &args.out)?;

@@ -196,6 +196,21 @@ pub fn targets(run: &Run) -> Vec<Target> {
         };
         of("netpath") / of("bridge + host-local")
     };
+    let at_1000 = run.store_scale.iter().find(|s| s.agents == 1000);
+    target(
+        &mut t,
+        "etcd: join reaches 1 000 agents, p99 ms",
+        at_1000.map_or(f64::NAN, |s| s.join_p99_ms),
+        "≤ 1000",
+        |v| v <= 1000.0,
+    );
+    target(
+        &mut t,
+        "etcd: removal reaches 1 000 agents, p99 ms",
+        at_1000.map_or(f64::NAN, |s| s.leave_p99_ms),
+        "≤ 1000",
+        |v| v <= 1000.0,
+    );
     target(
         &mut t,
         "CNI ADD+DEL p50 vs bridge + host-local",
@@ -396,6 +411,29 @@ pub fn markdown(run: &Run) -> String {
                 md,
                 "| {} | {} | {:.1} | {:.1} |",
                 c.plugin, c.cycles, c.add_del_p50_ms, c.add_del_p99_ms
+            );
+        }
+    }
+    if !run.store_scale.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Control plane on etcd\n\nM agent control loops in one process (the product's \
+             store, plan and diff; an in-memory sink instead of maps) against the lab's 3-member \
+             etcd; a node joins, then is removed (`node remove`): time until every loop planned \
+             the change.\n\n| loops | join p50 ms | join p99 ms | leave p50 ms | leave p99 ms \
+             | etcd requests/s idle | KiB per loop |\n| --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for s in &run.store_scale {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                s.agents,
+                s.join_p50_ms,
+                s.join_p99_ms,
+                s.leave_p50_ms,
+                s.leave_p99_ms,
+                s.etcd_requests_per_s,
+                s.kib_per_agent
             );
         }
     }

@@ -518,7 +518,9 @@ network_config_dir = "{d}/net.d"
             .arg("--cni-config-dir")
             .arg(self.dir.join("net.d"))
             .args(args)
-            .env("CONTAINERS_CONF", self.dir.join("containers.conf")))
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            // containers/storage stages imports under $TMPDIR (default /var/tmp).
+            .env("TMPDIR", self.dir.join("tmp")))
     }
 
     /// Starts a detached container on the netpath network; returns its task's

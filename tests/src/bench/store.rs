@@ -1,0 +1,228 @@
+//! The control plane on etcd at scale: M agent control loops in this process (the
+//! product's store, plan and diff code, with an in-memory sink instead of maps)
+//! against the lab's 3-member etcd. Measured: from a node's join (and its removal)
+//! to every loop having planned the change, p50/p99; etcd's request rate while the
+//! cluster idles (lease renewals); memory per loop.
+use std::{
+    io::{Read, Write},
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use netpath::{
+    net::Ipv4Net,
+    netlink::RouteSummary,
+    plan::{self, Underlay},
+    spec::{derived_vtep_mac, NodeSpec},
+    store::etcd::{self as store, EtcdOptions, Member, Update},
+};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::lab::{in_runtime, Lab, LabConfig, LabStore};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreScale {
+    pub agents: usize,
+    pub join_p50_ms: f64,
+    pub join_p99_ms: f64,
+    pub leave_p50_ms: f64,
+    pub leave_p99_ms: f64,
+    /// gRPC requests etcd handled per second while the cluster idled.
+    pub etcd_requests_per_s: f64,
+    /// This process's resident memory per control loop.
+    pub kib_per_agent: f64,
+}
+
+/// When each loop first planned a route to the probe node, and first planned none.
+#[derive(Default)]
+struct Seen {
+    joined: Option<Instant>,
+    left: Option<Instant>,
+}
+
+const PROBE: &str = "probe";
+
+fn underlay_of(i: usize) -> Ipv4Net {
+    let base = u32::from(Ipv4Addr::new(172, 16, 0, 2));
+    Ipv4Net::new(Ipv4Addr::from(base + i as u32), 12)
+}
+
+fn rss_kib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Sum of `grpc_server_handled_total` on one member's /metrics.
+fn grpc_handled(endpoint: &str) -> Result<f64> {
+    let hostport = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(hostport)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {hostport}\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[(((v.len() - 1) as f64) * p).round() as usize]
+}
+
+/// One loop: every update from the store is planned (as the agent plans it) and
+/// diffed against the last plan; the probe's appearance and removal are noted.
+async fn control_loop(local: NodeSpec, mut rx: mpsc::Receiver<Update>, seen: Arc<Mutex<Seen>>) {
+    let underlay = Underlay {
+        ifindex: 2,
+        mtu: 1500,
+    };
+    // Everything is reachable through a default route, as on a real node.
+    let table = [RouteSummary {
+        dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0),
+        gateway: Some(Ipv4Addr::new(172, 16, 0, 1)),
+        oif: Some(2),
+        protocol: 0,
+        mtu: None,
+    }];
+    let mut last = plan::Desired::default();
+    while let Some(u) = rx.recv().await {
+        let Update::Spec(spec, _) = u else { continue };
+        let want = plan::plan(&spec, &local, &underlay, &table);
+        if want == last {
+            continue;
+        }
+        let has_probe = spec
+            .nodes
+            .iter()
+            .find(|n| n.name == PROBE)
+            .is_some_and(|p| want.routes.contains_key(&p.pod_cidr));
+        let mut s = seen.lock().unwrap();
+        if has_probe && s.joined.is_none() {
+            s.joined = Some(Instant::now());
+        }
+        if !has_probe && s.joined.is_some() && s.left.is_none() {
+            s.left = Some(Instant::now());
+        }
+        last = want;
+    }
+}
+
+/// `agents` loops, then a probe node joins and is removed.
+pub fn measure(agents: usize) -> Result<StoreScale> {
+    let mut cfg = LabConfig::new(1, 0)?;
+    cfg.store = LabStore::Etcd { tls: false };
+    let lab = Lab::up(&cfg)?;
+    let etcd = lab.etcd.as_ref().expect("etcd lab");
+    let opts = EtcdOptions {
+        endpoints: etcd.endpoints(),
+        prefix: "/netpath".into(),
+        ca: None,
+        cert: None,
+        key: None,
+        lease_ttl: 30,
+    };
+    let metrics_at = etcd.endpoints()[0].clone();
+    in_runtime(etcd.ns.path(), || async move {
+        let rss_before = rss_kib();
+        let members: Vec<Member> = futures::stream::iter(0..agents)
+            .map(|i| {
+                let opts = opts.clone();
+                async move {
+                    let u = underlay_of(i);
+                    Member::join(&opts, &format!("a{i}"), u, derived_vtep_mac(u.addr)).await
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let mut seen = Vec::new();
+        for (i, m) in members.into_iter().enumerate() {
+            let local = NodeSpec {
+                name: format!("a{i}"),
+                underlay: m.record.underlay,
+                pod_cidr: m.record.pod_cidr,
+                vtep_mac: m.record.vtep_mac,
+            };
+            let (tx, rx) = mpsc::channel(16);
+            let s = Arc::new(Mutex::new(Seen::default()));
+            seen.push(s.clone());
+            tokio::spawn(m.run(tx));
+            tokio::spawn(control_loop(local, rx, s));
+        }
+        // Let every loop catch up with the joins after its own.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = grpc_handled(&metrics_at)?;
+        let idle = Duration::from_secs(5);
+        tokio::time::sleep(idle).await;
+        let requests = (grpc_handled(&metrics_at)? - before) / idle.as_secs_f64();
+        let kib_per_agent = (rss_kib() - rss_before) / agents as f64;
+
+        let t0 = Instant::now();
+        let u = underlay_of(agents + 10);
+        let probe = Member::join(&opts, PROBE, u, derived_vtep_mac(u.addr)).await?;
+        drop(probe);
+        wait_all(&seen, |s| s.joined.is_some()).await?;
+        let t1 = Instant::now();
+        let mut client = store::connect(&opts).await?;
+        store::remove_node(
+            &mut client,
+            &netpath::store::model::Keys::new(&opts.prefix),
+            PROBE,
+        )
+        .await?;
+        wait_all(&seen, |s| s.left.is_some()).await?;
+        let ms = |from: Instant, pick: fn(&Seen) -> Option<Instant>| -> Vec<f64> {
+            seen.iter()
+                .filter_map(|s| pick(&s.lock().unwrap()))
+                .map(|t| t.duration_since(from).as_secs_f64() * 1e3)
+                .collect()
+        };
+        let join = ms(t0, |s| s.joined);
+        let leave = ms(t1, |s| s.left);
+        Ok(StoreScale {
+            agents,
+            join_p50_ms: percentile(join.clone(), 0.5),
+            join_p99_ms: percentile(join, 0.99),
+            leave_p50_ms: percentile(leave.clone(), 0.5),
+            leave_p99_ms: percentile(leave, 0.99),
+            etcd_requests_per_s: requests,
+            kib_per_agent,
+        })
+    })
+    .context("etcd control-plane scale")
+}
+
+async fn wait_all(seen: &[Arc<Mutex<Seen>>], done: fn(&Seen) -> bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = seen.iter().filter(|s| !done(&s.lock().unwrap())).count();
+        if pending == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{pending} of {} control loops never saw the change",
+                seen.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
