@@ -204,7 +204,9 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         vxlan_device = agent.spec.vxlan_device.name(),
         tc_attach = agent.tc_attach.name(),
         kernel = %kernel_release(),
+        pod_cidr = %agent.local.pod_cidr,
         pod_mtu = agent.state.pod_mtu,
+        store = %agent.state.store,
         reattached,
         "agent ready"
     );

@@ -13,7 +13,8 @@ use etcd_client::{
 use tokio::sync::mpsc;
 
 use super::model::{
-    pick_subnet, valid_node_name, ClusterConfig, Keys, NodeRecord, Reservation, View,
+    pick_subnet, pick_subnet_after_conflict, valid_node_name, ClusterConfig, Keys, NodeRecord,
+    Reservation, View,
 };
 use crate::{net::Ipv4Net, spec::ClusterSpec};
 
@@ -244,7 +245,7 @@ impl Member {
         };
         let lease = publish(&mut client, &keys, name, &record, opts.lease_ttl).await?;
         let (view, revision) = list(&mut client, &keys).await?;
-        tracing::info!(node = name, %pod_cidr, lease, "joined the cluster in etcd");
+        tracing::debug!(node = name, %pod_cidr, lease, "joined the cluster in etcd");
         Ok(Self {
             client,
             opts: opts.clone(),
@@ -413,6 +414,7 @@ impl Member {
                     if resp.events().is_empty() {
                         continue;
                     }
+                    let mut changed = false;
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
                         let Ok(key) = kv.key_str() else { continue };
@@ -422,8 +424,11 @@ impl Member {
                         if let Some(why) = self.view.refused.get(key) {
                             tracing::warn!("etcd: {key}: {why}; ignored");
                         }
+                        changed |= self.view.affects_spec(&self.keys, key, value.is_some());
                     }
-                    if self.send_spec(tx).await.is_err() { return Ok(()); }
+                    // A new reservation alone (a node on its way in) changes no plan:
+                    // with many agents, skipping it halves the work per join.
+                    if changed && self.send_spec(tx).await.is_err() { return Ok(()); }
                 }
             }
         }
@@ -435,8 +440,19 @@ impl Member {
 /// pick again).
 async fn reserve(client: &mut Client, keys: &Keys, name: &str) -> Result<Ipv4Net> {
     const ATTEMPTS: usize = 64;
-    for _ in 0..ATTEMPTS {
-        let (view, _) = list(client, keys).await?;
+    for attempt in 0..ATTEMPTS {
+        // The config and the reservations only: the node records can be many.
+        let mut view = View::default();
+        for prefix in [keys.config(), keys.subnets()] {
+            let resp = client
+                .get(prefix, Some(GetOptions::new().with_prefix()))
+                .await?;
+            for kv in resp.kvs() {
+                if let Ok(k) = kv.key_str() {
+                    view.apply(keys, k, Some(kv.value()), kv.create_revision());
+                }
+            }
+        }
         let config = view
             .config
             .as_ref()
@@ -452,12 +468,21 @@ async fn reserve(client: &mut Client, keys: &Keys, name: &str) -> Result<Ipv4Net
             )));
         }
         let taken: BTreeSet<Ipv4Net> = view.subnets.keys().copied().collect();
-        let net = pick_subnet(config.cluster_cidr, config.subnet_len, &taken).ok_or_else(|| {
-            StoreError::NoSubnet {
-                node: name.into(),
-                cluster: config.cluster_cidr,
-                len: config.subnet_len,
-            }
+        let pick = if attempt == 0 {
+            pick_subnet(config.cluster_cidr, config.subnet_len, &taken)
+        } else {
+            pick_subnet_after_conflict(
+                config.cluster_cidr,
+                config.subnet_len,
+                &taken,
+                name,
+                attempt,
+            )
+        };
+        let net = pick.ok_or_else(|| StoreError::NoSubnet {
+            node: name.into(),
+            cluster: config.cluster_cidr,
+            len: config.subnet_len,
         })?;
         let value = serde_json::to_vec(&Reservation { node: name.into() }).expect("serializes");
         let key = keys.subnet(&net);

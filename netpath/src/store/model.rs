@@ -209,6 +209,20 @@ impl View {
         }
     }
 
+    /// Whether a change of `key` (already applied) can change the spec: a new
+    /// reservation for a node without a record cannot.
+    pub fn affects_spec(&self, keys: &Keys, key: &str, put: bool) -> bool {
+        let Some(k) = key.strip_prefix(&keys.subnets()) else {
+            return true;
+        };
+        if !put {
+            return true;
+        }
+        parse_subnet_key(k)
+            .and_then(|net| self.subnets.get(&net))
+            .is_none_or(|node| self.nodes.contains_key(node))
+    }
+
     /// The subnet reserved for `node`, if any (the lowest, should there be several).
     pub fn reservation_of(&self, node: &str) -> Option<Ipv4Net> {
         self.subnets
@@ -279,15 +293,50 @@ impl View {
 /// The first free subnet of `len` bits in `cluster`, skipping the cluster's first
 /// (10.244.0.0/24 stays free, as in flannel's layout).
 pub fn pick_subnet(cluster: Ipv4Net, len: u8, taken: &BTreeSet<Ipv4Net>) -> Option<Ipv4Net> {
+    free_subnets(cluster, len, taken, 1).into_iter().next()
+}
+
+/// Up to `limit` free subnets, in address order.
+pub fn free_subnets(
+    cluster: Ipv4Net,
+    len: u8,
+    taken: &BTreeSet<Ipv4Net>,
+    limit: usize,
+) -> Vec<Ipv4Net> {
     if len < cluster.prefix || len > 30 {
-        return None;
+        return Vec::new();
     }
     let count = 1u64 << (len - cluster.prefix);
     let step = 1u64 << (32 - len);
     let base = u32::from(cluster.network()) as u64;
     (1..count)
         .map(|i| Ipv4Net::new(Ipv4Addr::from((base + i * step) as u32), len))
-        .find(|n| !taken.iter().any(|t| t.overlaps(n)))
+        .filter(|n| !taken.iter().any(|t| t.overlaps(n)))
+        .take(limit)
+        .collect()
+}
+
+/// After losing a race for the first free subnet: one of the first 32 free ones,
+/// chosen by node and attempt, so racing joiners spread out instead of colliding
+/// again (a lone joiner still gets the first free subnet on its first try).
+pub fn pick_subnet_after_conflict(
+    cluster: Ipv4Net,
+    len: u8,
+    taken: &BTreeSet<Ipv4Net>,
+    node: &str,
+    attempt: usize,
+) -> Option<Ipv4Net> {
+    let free = free_subnets(cluster, len, taken, 32);
+    if free.is_empty() {
+        return None;
+    }
+    // FNV-1a: stable across builds, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain(attempt.to_le_bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Some(free[(h % free.len() as u64) as usize])
 }
 
 #[cfg(test)]
@@ -326,6 +375,12 @@ mod tests {
         taken.insert(net("10.244.2.0/23"));
         assert_eq!(pick_subnet(c, 24, &taken), Some(net("10.244.4.0/24")));
         assert_eq!(pick_subnet(net("10.0.0.0/30"), 31, &taken), None);
+        // After a conflict: a free one among the first 32, different per node.
+        let spread: BTreeSet<_> = (0..20)
+            .filter_map(|i| pick_subnet_after_conflict(c, 24, &taken, &format!("n{i}"), 1))
+            .collect();
+        assert!(spread.len() > 5, "{spread:?}");
+        assert!(spread.iter().all(|n| !taken.iter().any(|t| t.overlaps(n))));
         let full: BTreeSet<_> = (1..4)
             .map(|i| net(&format!("10.9.0.{}/26", i * 64)))
             .collect();
@@ -391,6 +446,20 @@ mod tests {
         assert!(left_out.iter().any(|l| l.contains("evil")));
         assert_eq!(v.refused.len(), 3, "{:?}", v.refused);
         assert_eq!(v.reservation_of("node2"), Some(net("10.244.2.0/24")));
+        // A reservation for a node without a record changes nothing yet.
+        assert!(
+            !v.affects_spec(&k, &k.subnet(&net("10.244.9.0/24")), true)
+                || v.nodes.contains_key("evil")
+        );
+        v.apply(
+            &k,
+            &k.subnet(&net("10.244.5.0/24")),
+            Some(br#"{"node":"newcomer"}"#),
+            REV,
+        );
+        assert!(!v.affects_spec(&k, &k.subnet(&net("10.244.5.0/24")), true));
+        assert!(v.affects_spec(&k, &k.subnet(&net("10.244.5.0/24")), false));
+        assert!(v.affects_spec(&k, &k.node("node2"), true));
         // A deletion takes the node out.
         v.apply(&k, &k.node("node2"), None, REV);
         assert_eq!(v.spec(None).unwrap().0.nodes.len(), 1);

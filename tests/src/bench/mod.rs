@@ -5,7 +5,7 @@ pub mod cni;
 mod memory;
 mod report;
 mod scale;
-mod store;
+pub mod store;
 mod tools;
 
 use std::{collections::BTreeMap, io::Write, path::PathBuf, time::Instant};
@@ -452,7 +452,11 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let mut store_scale = Vec::new();
     for &m in store_sizes.iter().filter(|_| with_store) {
         tick(&format!("control plane on etcd: {m} agent loops"))?;
-        store_scale.push(store::measure(m)?);
+        // A size the machine cannot carry is reported, not fatal to the run.
+        store_scale.push(store::measure(m).unwrap_or_else(|e| {
+            progress(&format!("  {m} loops: {e:#}"));
+            store::StoreScale::failed(m, format!("{e:#}"))
+        }));
     }
     let run = Run {
         date: report::today(),

@@ -420,14 +420,21 @@ pub fn markdown(run: &Run) -> String {
             "\n## Control plane on etcd\n\nM agent control loops in one process (the product's \
              store, plan and diff; an in-memory sink instead of maps) against the lab's 3-member \
              etcd; a node joins, then is removed (`node remove`): time until every loop planned \
-             the change.\n\n| loops | join p50 ms | join p99 ms | leave p50 ms | leave p99 ms \
-             | etcd requests/s idle | KiB per loop |\n| --- | --- | --- | --- | --- | --- | --- |"
+             the change, counted from the start of the joining node's own join call (its \
+             reservation, record and first listing: \"own join\") and from the removal.\n\n\
+             | loops | own join ms | join p50 ms | join p99 ms | leave p50 ms | leave p99 ms \
+             | etcd messages/s idle | KiB per loop |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
         );
         for s in &run.store_scale {
+            if let Some(e) = &s.error {
+                let _ = writeln!(md, "| {} | not measured: {e} | | | | | | |", s.agents);
+                continue;
+            }
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 s.agents,
+                s.join_call_ms,
                 s.join_p50_ms,
                 s.join_p99_ms,
                 s.leave_p50_ms,

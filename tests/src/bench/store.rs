@@ -22,24 +22,46 @@ use netpath::{
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::lab::{in_runtime, Lab, LabConfig, LabStore};
+use crate::lab::{Lab, LabConfig, LabStore};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreScale {
     pub agents: usize,
+    /// How long the joining node's own join took (reserve, publish, list).
+    pub join_call_ms: f64,
     pub join_p50_ms: f64,
     pub join_p99_ms: f64,
     pub leave_p50_ms: f64,
     pub leave_p99_ms: f64,
-    /// gRPC requests etcd handled per second while the cluster idled.
+    /// gRPC messages the etcd members received per second while the cluster idled.
     pub etcd_requests_per_s: f64,
     /// This process's resident memory per control loop.
     pub kib_per_agent: f64,
+    /// Why this size could not be measured, if it could not.
+    pub error: Option<String>,
+}
+
+impl StoreScale {
+    pub fn failed(agents: usize, why: String) -> Self {
+        Self {
+            agents,
+            join_call_ms: f64::NAN,
+            join_p50_ms: f64::NAN,
+            join_p99_ms: f64::NAN,
+            leave_p50_ms: f64::NAN,
+            leave_p99_ms: f64::NAN,
+            etcd_requests_per_s: f64::NAN,
+            kib_per_agent: f64::NAN,
+            error: Some(why),
+        }
+    }
 }
 
 /// When each loop first planned a route to the probe node, and first planned none.
 #[derive(Default)]
 struct Seen {
+    /// The most nodes a plan of this loop has held (caught up when it holds all).
+    nodes: usize,
     joined: Option<Instant>,
     left: Option<Instant>,
 }
@@ -62,8 +84,14 @@ fn rss_kib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Sum of `grpc_server_handled_total` on one member's /metrics.
-fn grpc_handled(endpoint: &str) -> Result<f64> {
+/// gRPC messages all members received (stream messages included: lease renewals
+/// travel on one stream per client).
+fn grpc_messages(endpoints: &[String]) -> Result<f64> {
+    endpoints.iter().map(|e| grpc_received(e)).sum()
+}
+
+/// Sum of `grpc_server_msg_received_total` on one member's /metrics.
+fn grpc_received(endpoint: &str) -> Result<f64> {
     let hostport = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(hostport)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -72,7 +100,7 @@ fn grpc_handled(endpoint: &str) -> Result<f64> {
     s.read_to_string(&mut body)?;
     Ok(body
         .lines()
-        .filter(|l| l.starts_with("grpc_server_handled_total{"))
+        .filter(|l| l.starts_with("grpc_server_msg_received_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
 }
@@ -113,6 +141,7 @@ async fn control_loop(local: NodeSpec, mut rx: mpsc::Receiver<Update>, seen: Arc
             .find(|n| n.name == PROBE)
             .is_some_and(|p| want.routes.contains_key(&p.pod_cidr));
         let mut s = seen.lock().unwrap();
+        s.nodes = s.nodes.max(spec.nodes.len());
         if has_probe && s.joined.is_none() {
             s.joined = Some(Instant::now());
         }
@@ -125,7 +154,15 @@ async fn control_loop(local: NodeSpec, mut rx: mpsc::Receiver<Update>, seen: Arc
 
 /// `agents` loops, then a probe node joins and is removed.
 pub fn measure(agents: usize) -> Result<StoreScale> {
-    let mut cfg = LabConfig::new(1, 0)?;
+    // Room for 1 000 /24s and more.
+    let spec = netpath::spec::SpecDraft::new(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8))
+        .node(
+            "node1",
+            Ipv4Net::new(Ipv4Addr::new(192, 168, 56, 11), 24),
+            Ipv4Net::new(Ipv4Addr::new(10, 0, 1, 0), 24),
+        )
+        .validate()?;
+    let mut cfg = LabConfig::with_spec(spec, 0)?;
     cfg.store = LabStore::Etcd { tls: false };
     let lab = Lab::up(&cfg)?;
     let etcd = lab.etcd.as_ref().expect("etcd lab");
@@ -137,8 +174,21 @@ pub fn measure(agents: usize) -> Result<StoreScale> {
         key: None,
         lease_ttl: 30,
     };
-    let metrics_at = etcd.endpoints()[0].clone();
-    in_runtime(etcd.ns.path(), || async move {
+    let endpoints = etcd.endpoints();
+    // Threads started from inside the namespace stay in it: two workers, as the
+    // machine has two CPUs.
+    crate::netns::run_in(etcd.ns.path(), || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(run_loops(agents, opts, endpoints))
+    })
+    .context("etcd control-plane scale")
+}
+
+async fn run_loops(agents: usize, opts: EtcdOptions, endpoints: Vec<String>) -> Result<StoreScale> {
+    {
         let rss_before = rss_kib();
         let members: Vec<Member> = futures::stream::iter(0..agents)
             .map(|i| {
@@ -148,7 +198,7 @@ pub fn measure(agents: usize) -> Result<StoreScale> {
                     Member::join(&opts, &format!("a{i}"), u, derived_vtep_mac(u.addr)).await
                 }
             })
-            .buffer_unordered(32)
+            .buffer_unordered(8)
             .collect::<Vec<_>>()
             .await
             .into_iter()
@@ -167,17 +217,19 @@ pub fn measure(agents: usize) -> Result<StoreScale> {
             tokio::spawn(m.run(tx));
             tokio::spawn(control_loop(local, rx, s));
         }
-        // Let every loop catch up with the joins after its own.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let before = grpc_handled(&metrics_at)?;
-        let idle = Duration::from_secs(5);
+        // Every loop catches up with the joins after its own (and the lab's node).
+        let all = agents + 1;
+        wait_all(&seen, move |s| s.nodes >= all).await?;
+        let before = grpc_messages(&endpoints)?;
+        let idle = Duration::from_secs(10);
         tokio::time::sleep(idle).await;
-        let requests = (grpc_handled(&metrics_at)? - before) / idle.as_secs_f64();
+        let requests = (grpc_messages(&endpoints)? - before) / idle.as_secs_f64();
         let kib_per_agent = (rss_kib() - rss_before) / agents as f64;
 
         let t0 = Instant::now();
         let u = underlay_of(agents + 10);
         let probe = Member::join(&opts, PROBE, u, derived_vtep_mac(u.addr)).await?;
+        let join_call_ms = t0.elapsed().as_secs_f64() * 1e3;
         drop(probe);
         wait_all(&seen, |s| s.joined.is_some()).await?;
         let t1 = Instant::now();
@@ -199,18 +251,19 @@ pub fn measure(agents: usize) -> Result<StoreScale> {
         let leave = ms(t1, |s| s.left);
         Ok(StoreScale {
             agents,
+            join_call_ms,
             join_p50_ms: percentile(join.clone(), 0.5),
             join_p99_ms: percentile(join, 0.99),
             leave_p50_ms: percentile(leave.clone(), 0.5),
             leave_p99_ms: percentile(leave, 0.99),
             etcd_requests_per_s: requests,
             kib_per_agent,
+            error: None,
         })
-    })
-    .context("etcd control-plane scale")
+    }
 }
 
-async fn wait_all(seen: &[Arc<Mutex<Seen>>], done: fn(&Seen) -> bool) -> Result<()> {
+async fn wait_all(seen: &[Arc<Mutex<Seen>>], done: impl Fn(&Seen) -> bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let pending = seen.iter().filter(|s| !done(&s.lock().unwrap())).count();
