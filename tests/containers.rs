@@ -61,7 +61,7 @@ fn containerd_containers_talk_across_nodes_and_leave_nothing_behind() {
     let out = c[0]
         .exec(
             "ping",
-            &["ping", "-c", "1", "-W", "5", &c[2].ip.to_string()],
+            &["/bin/ping", "-c", "1", "-W", "5", &c[2].ip.to_string()],
         )
         .expect("ping from inside the container");
     assert!(out.contains("1 packets received"), "{out}");

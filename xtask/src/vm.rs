@@ -333,9 +333,10 @@ $B mount -t tmpfs tmpfs $R/run
 $B mount -t bpf bpf $R/sys/fs/bpf
 $B mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
 # Writable where the container runtimes and CNI insist on host paths (the root is
-# the host's, read-only): /opt/cni/bin, /etc/cni/net.d, libcni's cache, shm locks.
+# the host's, read-only): /opt/cni/bin, /etc/cni/net.d, libcni's cache, shm locks,
+# podman's caches and temporary files.
 $B mkdir -p $R/dev/shm
-for d in $R/dev/shm $R/opt $R/etc/cni $R/var/lib; do $B mount -t tmpfs tmpfs $d; done
+for d in $R/dev/shm $R/opt $R/etc/cni $R/var/lib $R/var/cache $R/var/tmp; do $B mount -t tmpfs tmpfs $d; done
 # The workspace again on its own, in case a tmpfs above hid it (a clone under /tmp).
 $B mkdir -p $R{work} 2>/dev/null
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro work $R{work} || {{ echo "vm: cannot mount the workspace"; echo {EXIT_MARKER}125; $B poweroff -f; }}

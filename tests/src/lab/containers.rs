@@ -534,7 +534,8 @@ network_config_dir = "{d}/net.d"
             name,
             "--network",
             PODMAN_NETWORK,
-            "local/busybox",
+            // Fully qualified: no short-name resolution (and its cache file).
+            "localhost/local/busybox:latest",
             "sleep",
             "1000000",
         ])?;
