@@ -57,14 +57,17 @@ fn containerd_containers_talk_across_nodes_and_leave_nothing_behind() {
         assert_eq!(seen, c[a].ip, "{} -> {}: source kept", c[a].id, c[b].id);
         assert!(lab.nodes[c[b].node].spec.pod_cidr.contains(c[b].ip));
     }
-    // From inside the container, with its own tools.
-    let out = c[0]
-        .exec(
-            "ping",
+    // A container's own tools: one that pings node3's container and ends.
+    let out = lab
+        .containerd(0)
+        .unwrap()
+        .run_to_end(
+            "pinger",
             &["/bin/ping", "-c", "1", "-W", "5", &c[2].ip.to_string()],
         )
-        .expect("ping from inside the container");
+        .expect("ping from a container");
     assert!(out.contains("1 packets received"), "{out}");
+    let c = &lab.containers;
     let ip = c[1].ip;
     assert!(endpoints(&lab, 1).contains(&ip) && held(&lab, 1).contains(&ip));
     assert_eq!(node_veths(&lab, 1).len(), 1);

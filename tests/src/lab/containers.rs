@@ -304,6 +304,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         run(Command::new("ctr").arg("-a").arg(&self.socket).args(args))
     }
 
+    /// A container that runs `cmd` to its end (`ctr run --rm --cni`, attached and
+    /// detached through the plugin like any other); returns its output.
+    pub fn run_to_end(&self, id: &str, cmd: &[&str]) -> Result<String> {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.node_ns, "ctr", "-a"])
+            .arg(&self.socket)
+            .args(["run", "--rm", "--cni", IMAGE, id])
+            .args(cmd))
+    }
+
     /// `ctr run --rm --cni` inside the node's namespace, as a user would run it;
     /// returns once the task runs (its network is set up before it starts).
     pub fn run_container(&self, id: &str, cmd: &[&str]) -> Result<Container> {
@@ -398,15 +408,6 @@ impl Container {
             netns: &self.netns,
             ip: self.ip,
         }
-    }
-
-    /// Runs `cmd` in the container (`ctr task exec`); returns its stdout.
-    pub fn exec(&self, exec_id: &str, cmd: &[&str]) -> Result<String> {
-        run(Command::new("ctr")
-            .arg("-a")
-            .arg(&self.socket)
-            .args(["task", "exec", "--exec-id", exec_id, &self.id])
-            .args(cmd))
     }
 
     /// Kills the task and waits until `ctr run --rm` has removed the container
