@@ -381,3 +381,70 @@ async fn futures_join<T>(
     }
     out
 }
+
+#[test]
+fn a_node_cut_off_from_etcd_keeps_forwarding_and_catches_up_when_it_returns() {
+    let (mut lab, cfg) = etcd_lab(3, 1, |_| {});
+    let members: Vec<String> = lab
+        .etcd
+        .as_ref()
+        .unwrap()
+        .endpoints()
+        .iter()
+        .map(|e| {
+            e.trim_start_matches("http://")
+                .split(':')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let node1 = lab.nodes[0].ns.path().to_path_buf();
+    let cut = |add: bool| {
+        for ip in &members {
+            let verb = if add { "add" } else { "del" };
+            netpath_tests::run_in_ns(
+                &node1,
+                &["ip", "route", verb, "blackhole", &format!("{ip}/32")],
+            )
+            .unwrap();
+        }
+    };
+    cut(true);
+    wait_for(
+        "node1 reports etcd unreachable",
+        Duration::from_secs(30),
+        || state(&lab, 0).store_error.is_some(),
+    );
+    let tcp = |lab: &Lab, x: usize, y: usize| {
+        let (a, b) = (&lab.nodes[x].pods[0], &lab.nodes[y].pods[0]);
+        check::tcp(a.ns.path(), b.ns.path(), b.ip).unwrap() == a.ip
+    };
+    assert!(
+        tcp(&lab, 0, 1) && tcp(&lab, 2, 0),
+        "forwarding while cut off"
+    );
+    // node3 leaves while node1 cannot hear it.
+    let cidr = lab.nodes[2].spec.pod_cidr;
+    lab.kill_agent(2);
+    lab.remove_node_from_etcd(&lab.nodes[2].spec.name.clone(), &cfg)
+        .unwrap();
+    wait_for("node2 drops node3", PROPAGATION_WITHIN, || {
+        !routes_cidr(&lab, 1, cidr)
+    });
+    assert!(routes_cidr(&lab, 0, cidr), "node1 cannot know yet");
+    cut(false);
+    let back = wait_for("node1 catches up", Duration::from_secs(3), || {
+        state(&lab, 0).store_error.is_none() && !routes_cidr(&lab, 0, cidr)
+    });
+    eprintln!(
+        "node1 caught up {} ms after its link to etcd came back",
+        back.as_millis()
+    );
+    assert_eq!(
+        state(&lab, 0).pod_cidr,
+        lab.nodes[0].spec.pod_cidr.to_string(),
+        "same reservation"
+    );
+    assert!(tcp(&lab, 0, 1) && tcp(&lab, 1, 0));
+}
