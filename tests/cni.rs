@@ -18,10 +18,11 @@ use netpath::{
 use netpath_tests::{
     check,
     cni::{self, Call},
+    endpoint_ips,
     lab::{agent_binary, generated_spec, Lab, LabConfig},
     netns::{self, NetNs},
     nl::Nl,
-    require_root, run_in_ns,
+    node_veths, require_root, run_in_ns,
 };
 use serde_json::{json, Value};
 
@@ -50,27 +51,6 @@ fn book(lab: &Lab, node: usize) -> ipam::Book {
     ipam::Store::open(&lab.nodes[node].state_dir())
         .expect("open the address book")
         .book
-}
-
-fn node_veths(lab: &Lab, node: usize) -> BTreeSet<String> {
-    lab.nodes[node]
-        .ns
-        .run(|| Nl::new()?.links())
-        .expect("links")
-        .into_iter()
-        .map(|l| l.name)
-        .filter(|n| n.starts_with("np"))
-        .collect()
-}
-
-fn endpoint_ips(lab: &Lab, node: usize) -> BTreeSet<Ipv4Addr> {
-    lab.nodes[node]
-        .pinned()
-        .and_then(|p| p.endpoints())
-        .expect("ENDPOINTS")
-        .into_iter()
-        .map(|(ip, _)| ip)
-        .collect()
 }
 
 fn gc_conf(valid: &[&str]) -> Value {

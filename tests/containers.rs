@@ -6,32 +6,10 @@
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use netpath_tests::{
-    check,
+    check, endpoint_ips,
     lab::{Lab, LabConfig},
-    nl::Nl,
-    require_root,
+    node_veths, require_root,
 };
-
-fn node_veths(lab: &Lab, node: usize) -> BTreeSet<String> {
-    lab.nodes[node]
-        .ns
-        .run(|| Nl::new()?.links())
-        .expect("links")
-        .into_iter()
-        .map(|l| l.name)
-        .filter(|n| n.starts_with("np"))
-        .collect()
-}
-
-fn endpoints(lab: &Lab, node: usize) -> BTreeSet<Ipv4Addr> {
-    lab.nodes[node]
-        .pinned()
-        .and_then(|p| p.endpoints())
-        .expect("ENDPOINTS")
-        .into_iter()
-        .map(|(ip, _)| ip)
-        .collect()
-}
 
 fn held(lab: &Lab, node: usize) -> BTreeSet<Ipv4Addr> {
     netpath::ipam::Store::open(&lab.nodes[node].state_dir())
@@ -69,13 +47,16 @@ fn containerd_containers_talk_across_nodes_and_leave_nothing_behind() {
     assert!(out.contains("1 packets received"), "{out}");
     let c = &lab.containers;
     let ip = c[1].ip;
-    assert!(endpoints(&lab, 1).contains(&ip) && held(&lab, 1).contains(&ip));
+    assert!(endpoint_ips(&lab, 1).contains(&ip) && held(&lab, 1).contains(&ip));
     assert_eq!(node_veths(&lab, 1).len(), 1);
 
     // `ctr task kill`; `ctr run --rm` deletes the container and calls DEL.
     lab.containers[1].stop().expect("stop the container");
     assert!(node_veths(&lab, 1).is_empty(), "veth left behind");
-    assert!(!endpoints(&lab, 1).contains(&ip), "map entry left behind");
+    assert!(
+        !endpoint_ips(&lab, 1).contains(&ip),
+        "map entry left behind"
+    );
     assert!(!held(&lab, 1).contains(&ip), "address still allocated");
     // The others are untouched.
     let c = &lab.containers;
@@ -93,7 +74,7 @@ fn podman_attaches_a_container_through_its_cni_backend() {
     let mut podman = lab.podman(0, &cfg).expect("private podman");
     let (pid, ip) = podman.run("web").expect("podman run");
     assert!(lab.nodes[0].spec.pod_cidr.contains(ip));
-    assert!(held(&lab, 0).contains(&ip) && endpoints(&lab, 0).contains(&ip));
+    assert!(held(&lab, 0).contains(&ip) && endpoint_ips(&lab, 0).contains(&ip));
     let netns = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
     // To a lab pod on the other node and back, own addresses on both sides.
     let pod = &lab.nodes[1].pods[0];
@@ -101,7 +82,10 @@ fn podman_attaches_a_container_through_its_cni_backend() {
     assert_eq!(check::tcp(pod.ns.path(), &netns, ip).unwrap(), pod.ip);
     podman.remove("web").expect("podman rm");
     assert!(!held(&lab, 0).contains(&ip), "address still allocated");
-    assert!(!endpoints(&lab, 0).contains(&ip), "map entry left behind");
+    assert!(
+        !endpoint_ips(&lab, 0).contains(&ip),
+        "map entry left behind"
+    );
     assert_eq!(
         node_veths(&lab, 0).len(),
         1,

@@ -304,3 +304,26 @@ pub fn attached_ingress(ns: &Path, ifname: &str) -> String {
     })
     .expect("query attached programs")
 }
+
+/// The pod veths (`np…`) on node `node`'s side.
+pub fn node_veths(lab: &Lab, node: usize) -> std::collections::BTreeSet<String> {
+    lab.nodes[node]
+        .ns
+        .run(|| crate::nl::Nl::new()?.links())
+        .expect("links")
+        .into_iter()
+        .map(|l| l.name)
+        .filter(|n| n.starts_with("np"))
+        .collect()
+}
+
+/// The addresses in node `node`'s ENDPOINTS map.
+pub fn endpoint_ips(lab: &Lab, node: usize) -> std::collections::BTreeSet<Ipv4Addr> {
+    lab.nodes[node]
+        .pinned()
+        .and_then(|p| p.endpoints())
+        .expect("ENDPOINTS")
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .collect()
+}

@@ -80,7 +80,7 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run { release, args } => {
-            toolchain::ensure_packages(RUNTIME_PACKAGES)?;
+            ensure_runtime_packages()?;
             let bin = build_all(&root, release)?;
             require_root("the lab creates network namespaces")?;
             let mut cmd = Command::new(lab_binary(&bin));
@@ -104,7 +104,7 @@ fn run() -> Result<ExitCode> {
             Ok(exit_code(run_forwarding_signals(cmd)?))
         }
         Cmd::Test { kernels, args } => {
-            toolchain::ensure_packages(RUNTIME_PACKAGES)?;
+            ensure_runtime_packages()?;
             let bin = build_all(&root, false)?;
             require_root("integration tests create network namespaces and load eBPF")?;
             let mut cmd = Command::new(cargo());
@@ -156,6 +156,24 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "etcd-client",
     "openssl",
 ];
+
+/// Debian's podman drops a bridge network into /etc/cni/net.d, which would become the
+/// host's default CNI network for every runtime that reads it; the tests give podman
+/// a private configuration, so when the install happens here that file goes again.
+const PODMAN_CONFLIST: &str = "/etc/cni/net.d/87-podman-bridge.conflist";
+
+fn ensure_runtime_packages() -> Result<()> {
+    let had = Path::new(PODMAN_CONFLIST).exists();
+    toolchain::ensure_packages(RUNTIME_PACKAGES)?;
+    if !had && Path::new(PODMAN_CONFLIST).exists() {
+        std::fs::remove_file(PODMAN_CONFLIST)
+            .with_context(|| format!("remove {PODMAN_CONFLIST}"))?;
+        eprintln!(
+            "packages: removed {PODMAN_CONFLIST} (podman's default network; not ours to add)"
+        );
+    }
+    Ok(())
+}
 
 /// What the bench measures with, besides the runtime packages.
 const BENCH_PACKAGES: &[&str] = &[

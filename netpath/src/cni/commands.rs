@@ -115,6 +115,10 @@ fn wiring(what: &str) -> impl FnOnce(anyhow::Error) -> CniError + '_ {
     move |e| CniError::new(code::WIRING_FAILED, what).with_details(format!("{e:#}"))
 }
 
+fn netlink_failed(e: crate::netlink::NetlinkError) -> CniError {
+    wiring("netlink")(e.into())
+}
+
 fn no_node(conf: &NetConf) -> CniError {
     CniError::new(
         code::TRY_AGAIN_LATER,
@@ -332,23 +336,19 @@ fn check(env: &Env, conf: &NetConf) -> CniResult<()> {
     let host = endpoint::host_ifname(&id.container_id, &id.ifname);
     let pin_dir = node.agent.pin_dir.clone();
     runtime()?.block_on(async {
-        let nl = Netlink::new().map_err(|e| wiring("netlink")(e.into()))?;
+        let nl = Netlink::new().map_err(netlink_failed)?;
         let link = nl
             .find_link(&host)
             .await
-            .map_err(|e| wiring("netlink")(e.into()))?
+            .map_err(netlink_failed)?
             .ok_or_else(|| mismatch(format!("the node-side veth {host} is missing")))?;
-        let pod = Netlink::new_in(&netns_fd_path).map_err(|e| wiring("netlink")(e.into()))?;
+        let pod = Netlink::new_in(&netns_fd_path).map_err(netlink_failed)?;
         let eth = pod
             .find_link(&id.ifname)
             .await
-            .map_err(|e| wiring("netlink")(e.into()))?
+            .map_err(netlink_failed)?
             .ok_or_else(|| mismatch(format!("{} is missing in the container", id.ifname)))?;
-        match pod
-            .address_owner(ip)
-            .await
-            .map_err(|e| wiring("netlink")(e.into()))?
-        {
+        match pod.address_owner(ip).await.map_err(netlink_failed)? {
             Some((index, 32)) if index == eth.index => {}
             _ => {
                 return Err(mismatch(format!(
@@ -357,10 +357,7 @@ fn check(env: &Env, conf: &NetConf) -> CniResult<()> {
                 )))
             }
         }
-        let routes = pod
-            .routes()
-            .await
-            .map_err(|e| wiring("netlink")(e.into()))?;
+        let routes = pod.routes().await.map_err(netlink_failed)?;
         let gw = Ipv4Addr::from(POD_GATEWAY);
         if !routes
             .iter()

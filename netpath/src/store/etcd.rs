@@ -43,6 +43,9 @@ pub enum StoreError {
     NodeName(String),
     #[error("{0}")]
     Spec(#[from] crate::spec::SpecError),
+    /// A stream ended or must be opened anew; the caller re-syncs.
+    #[error("{0}")]
+    Restart(&'static str),
     #[error("gave up reserving a subnet after {0} conflicting attempts")]
     Contended(usize),
 }
@@ -391,13 +394,13 @@ impl Member {
                         // The lease expired (a long pause): publish anew.
                         tracing::warn!("etcd: lease {} expired; publishing this node again", self.lease);
                         self.lease = publish(&mut self.client, &self.keys, &self.name, &self.record, self.opts.lease_ttl).await?;
-                        return Err(StoreError::Config("lease renewed after expiry".into()));
+                        return Err(StoreError::Restart("lease renewed after expiry"));
                     }
-                    None => return Err(StoreError::Config("lease renewal stream ended".into())),
+                    None => return Err(StoreError::Restart("lease renewal stream ended")),
                 },
                 msg = stream.message() => {
                     let Some(resp) = msg? else {
-                        return Err(StoreError::Config("watch stream ended".into()));
+                        return Err(StoreError::Restart("watch stream ended"));
                     };
                     if resp.compact_revision() > 0 || resp.canceled() {
                         // History gone past our revision: only a full re-list is right.
@@ -406,7 +409,7 @@ impl Member {
                         self.revision = revision;
                         tracing::info!(revision, "etcd: watch compacted; re-listed");
                         if self.send_spec(tx).await.is_err() { return Ok(()); }
-                        return Err(StoreError::Config("watch restarted after compaction".into()));
+                        return Err(StoreError::Restart("watch restarted after compaction"));
                     }
                     if let Some(h) = resp.header() {
                         self.revision = self.revision.max(h.revision());

@@ -135,6 +135,16 @@ pub fn busybox_image(dir: &Path) -> Result<BusyboxImage> {
     })
 }
 
+/// The IPv4 address a runtime's CNI call gave `eth0` inside a container's namespace.
+fn eth0_address(netns: &Path) -> Result<Ipv4Addr> {
+    let addr = crate::run_in_ns(netns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])?;
+    addr.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next()?.parse().ok())
+        .ok_or_else(|| anyhow!("no IPv4 address on eth0: {addr}"))
+}
+
 /// netpath installed in the host's CNI paths for as long as this lives, under an
 /// exclusive lock (one lab with containers at a time); what was there before is put
 /// back, what did not exist is removed.
@@ -360,13 +370,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             std::thread::sleep(Duration::from_millis(50));
         }
         c.netns = PathBuf::from(format!("/proc/{}/ns/net", c.pid));
-        let addr = crate::run_in_ns(&c.netns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])?;
-        c.ip = addr
-            .split_whitespace()
-            .skip_while(|w| *w != "inet")
-            .nth(1)
-            .and_then(|a| a.split('/').next()?.parse().ok())
-            .ok_or_else(|| anyhow!("container {id} has no IPv4 address on eth0: {addr}"))?;
+        c.ip = eth0_address(&c.netns).with_context(|| format!("container {id}"))?;
         Ok(c)
     }
 }
@@ -546,13 +550,7 @@ network_config_dir = "{d}/net.d"
             .parse()
             .context("podman inspect: PID")?;
         let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        let addr = crate::run_in_ns(&netns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])?;
-        let ip = addr
-            .split_whitespace()
-            .skip_while(|w| *w != "inet")
-            .nth(1)
-            .and_then(|a| a.split('/').next()?.parse().ok())
-            .ok_or_else(|| anyhow!("podman container {name} has no IPv4 address: {addr}"))?;
+        let ip = eth0_address(&netns).with_context(|| format!("podman container {name}"))?;
         Ok((pid, ip))
     }
 
