@@ -1,6 +1,6 @@
 //! A private 3-member etcd cluster (Debian etcd-server 3.4) in its own namespace on
 //! the lab's underlay, one address per member so one can be cut off alone. Members
-//! are stopped by PID on drop; their data lives under the lab's work dir.
+//! are stopped by PID on drop; their data lives on tmpfs, their logs in the lab's work dir.
 use std::{
     net::Ipv4Addr,
     os::fd::AsRawFd,
@@ -31,6 +31,7 @@ struct Member {
     name: String,
     ip: Ipv4Addr,
     dir: PathBuf,
+    data: PathBuf,
     child: Option<Child>,
 }
 
@@ -62,6 +63,11 @@ pub struct EtcdPlace<'a> {
 impl EtcdCluster {
     /// Starts the members in namespace `name`, one address each on the underlay.
     pub fn start(name: &str, place: EtcdPlace, dir: &Path, tls: Option<EtcdTls>) -> Result<Self> {
+        // The data on tmpfs: etcd fsyncs every commit, and on a disk busy with a
+        // build a follower's fsync can stall for seconds, delaying its watchers.
+        let data_root = data_root(name);
+        std::fs::create_dir_all(&data_root)
+            .with_context(|| format!("create {}", data_root.display()))?;
         let EtcdPlace {
             fabric,
             bridge,
@@ -97,6 +103,7 @@ impl EtcdCluster {
                     name: format!("e{}", i + 1),
                     ip: ips[i],
                     dir: dir.join(format!("e{}", i + 1)),
+                    data: data_root.join(format!("e{}", i + 1)),
                     child: None,
                 })
                 .collect(),
@@ -135,7 +142,7 @@ impl EtcdCluster {
         let mut cmd = Command::new("etcd");
         cmd.args(["--name", &m.name])
             .arg("--data-dir")
-            .arg(m.dir.join("data"))
+            .arg(&m.data)
             .args(["--listen-client-urls", &client_url])
             .args(["--advertise-client-urls", &client_url])
             .args([
@@ -244,8 +251,16 @@ impl Drop for EtcdCluster {
         for i in 0..self.members.len() {
             self.kill_member(i);
         }
+        let _ = std::fs::remove_dir_all(data_root(&self.token));
     }
 }
+
+/// Where the members of cluster `name` keep their data: tmpfs.
+pub fn data_root(name: &str) -> PathBuf {
+    Path::new(DATA_TMPFS).join(format!("netpath-{name}"))
+}
+
+const DATA_TMPFS: &str = "/dev/shm";
 
 /// A CA, a server certificate for `ips` and a client certificate, made with the
 /// openssl CLI into `dir`.

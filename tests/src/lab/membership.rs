@@ -2,7 +2,7 @@
 //! event to the other nodes' maps.
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use netpath::net::Ipv4Net;
 
 use super::{Lab, LabConfig};
@@ -12,54 +12,42 @@ use crate::check;
 pub const PROPAGATION_WITHIN: Duration = Duration::from_secs(1);
 
 impl Lab {
-    /// Whether every running netpath node other than `except` routes `cidr`.
-    fn everyone_routes(&self, cidr: Ipv4Net, except: usize) -> Result<bool> {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if i == except || self.agent_pid(i).is_none() {
-                continue;
-            }
-            let routes = n.pinned()?.routes()?;
-            if !routes
-                .iter()
-                .any(|(net, p, _)| *net == cidr.network() && *p == cidr.prefix)
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+    /// Whether node `i`'s maps route `cidr`.
+    fn routes(&self, i: usize, cidr: Ipv4Net) -> Result<bool> {
+        Ok(self.nodes[i]
+            .pinned()?
+            .routes()?
+            .iter()
+            .any(|(net, p, _)| *net == cidr.network() && *p == cidr.prefix))
     }
 
-    fn nobody_routes(&self, cidr: Ipv4Net, except: usize) -> Result<bool> {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if i == except || self.agent_pid(i).is_none() {
-                continue;
-            }
-            let routes = n.pinned()?.routes()?;
-            if routes
-                .iter()
-                .any(|(net, p, _)| *net == cidr.network() && *p == cidr.prefix)
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Polls `cond` every 5 ms for up to `within` (and a grace of 4× that, so a
-    /// slow run reports its time rather than a bare failure); returns the time taken.
-    fn time_until(
+    /// Polls every running node other than `except` every 5 ms until each meets
+    /// `cond` or `within` × 4 has passed (so a slow run reports its times rather
+    /// than a bare failure). Returns each node's time, `None` for never.
+    fn time_per_node(
         &self,
         within: Duration,
-        cond: impl Fn(&Lab) -> Result<bool>,
-    ) -> Result<Duration> {
+        except: usize,
+        cond: impl Fn(&Lab, usize) -> Result<bool>,
+    ) -> Result<Vec<(String, Option<Duration>)>> {
+        let watched: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| i != except && self.agent_pid(i).is_some())
+            .collect();
+        let mut seen: Vec<Option<Duration>> = vec![None; watched.len()];
         let t = Instant::now();
-        while t.elapsed() < within * 4 {
-            if cond(self)? {
-                return Ok(t.elapsed());
+        while t.elapsed() < within * 4 && seen.iter().any(Option::is_none) {
+            for (k, &i) in watched.iter().enumerate() {
+                if seen[k].is_none() && cond(self, i)? {
+                    seen[k] = Some(t.elapsed());
+                }
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        bail!("not within {:?}", within * 4)
+        Ok(watched
+            .iter()
+            .zip(seen)
+            .map(|(&i, d)| (self.nodes[i].name.clone(), d))
+            .collect())
     }
 
     /// A node joins (agent started, reservation made, record published) and must be
@@ -70,13 +58,13 @@ impl Lab {
         let underlay = Ipv4Net::new(first.subnet().nth(40), first.prefix);
         let j = self.join_node("node-join", underlay, 1, cfg)?;
         let cidr = self.nodes[j].spec.pod_cidr;
-        let joined = self.time_until(PROPAGATION_WITHIN, |lab| lab.everyone_routes(cidr, j))?;
+        let joined = self.time_per_node(PROPAGATION_WITHIN, j, |lab, i| lab.routes(i, cidr))?;
         let mut out = vec![(
             format!(
-                "join: {cidr} routed by every node {} ms after its agent was ready",
-                joined.as_millis()
+                "join: {cidr} routed by every node after its agent was ready: {}",
+                report(&joined)
             ),
-            joined <= PROPAGATION_WITHIN,
+            within(&joined),
         )];
         let (a, b) = (&self.nodes[0].pods[0], &self.nodes[j].pods[0]);
         let seen = check::tcp(a.ns.path(), b.ns.path(), b.ip);
@@ -93,15 +81,34 @@ impl Lab {
         let t = Instant::now();
         self.remove_node_from_etcd("node-join", cfg)?;
         let removed = t.elapsed();
-        let gone = self.time_until(PROPAGATION_WITHIN, |lab| lab.nobody_routes(cidr, j))?;
+        let gone = self.time_per_node(PROPAGATION_WITHIN, j, |lab, i| {
+            lab.routes(i, cidr).map(|r| !r)
+        })?;
         out.push((
             format!(
-                "leave: `netpath node remove` took {} ms; {cidr} gone from every node {} ms later",
+                "leave: `netpath node remove` took {} ms; {cidr} gone from every node: {}",
                 removed.as_millis(),
-                gone.as_millis()
+                report(&gone)
             ),
-            gone <= PROPAGATION_WITHIN,
+            within(&gone),
         ));
         Ok(out)
     }
+}
+
+fn report(times: &[(String, Option<Duration>)]) -> String {
+    times
+        .iter()
+        .map(|(name, d)| match d {
+            Some(d) => format!("{name} {} ms", d.as_millis()),
+            None => format!("{name} never"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn within(times: &[(String, Option<Duration>)]) -> bool {
+    times
+        .iter()
+        .all(|(_, d)| d.is_some_and(|d| d <= PROPAGATION_WITHIN))
 }

@@ -120,6 +120,7 @@ fn remove_stale_runs() {
             &prefix,
             |p| std::fs::remove_dir_all(p),
         );
+        let _ = std::fs::remove_dir_all(super::etcd::data_root(&format!("{prefix}-etcd")));
         let _ = std::fs::remove_dir_all(&workdir);
     }
 }
