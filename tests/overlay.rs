@@ -2,8 +2,7 @@
 //! segment arrives intact, and tunnel packets from strangers, with a foreign VNI or a
 //! spoofed inner source are dropped and counted.
 use std::{
-    io::{Read, Write},
-    net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -14,7 +13,7 @@ use netpath_tests::{
 };
 use netpath_tests::{
     lab::{generated_spec, Lab, LabConfig, Pod, UNDERLAY_MTU},
-    netns,
+    netns, transfer,
 };
 
 fn vxlan_lab(nodes: usize) -> Lab {
@@ -23,70 +22,10 @@ fn vxlan_lab(nodes: usize) -> Lab {
     Lab::up(&cfg).expect("bring up lab")
 }
 
-/// Cheap 64-bit mixing hash over 8-byte words (the payload is a multiple of 8).
-fn mix(h: u64, chunk: &[u8]) -> u64 {
-    chunk.chunks_exact(8).fold(h, |h, w| {
-        (h ^ u64::from_le_bytes(w.try_into().unwrap()))
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(23)
-    })
-}
-
-fn fill(buf: &mut [u8], state: &mut u64) {
-    for w in buf.chunks_exact_mut(8) {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        w.copy_from_slice(&state.to_le_bytes());
-    }
-}
-
-/// Sends `total` bytes of pseudo-random data from pod `a` to pod `b` over TCP and
-/// asserts every byte arrived unchanged; returns the seconds it took.
+/// Sends `total` bytes from pod `a` to pod `b` over TCP and asserts every byte
+/// arrived unchanged; returns the seconds it took.
 fn transfer_intact(a: &Pod, b: &Pod, total: usize) -> f64 {
-    let listener =
-        netns::run_in(b.ns.path(), || Ok(TcpListener::bind(("0.0.0.0", 9100))?)).unwrap();
-    let started = Instant::now();
-    let (sent_hash, (got_hash, got_len)) = std::thread::scope(|s| {
-        let server = s.spawn(|| {
-            let (mut c, _) = listener.accept().unwrap();
-            let (mut h, mut n) = (0u64, 0usize);
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let k = c.read(&mut buf).unwrap();
-                if k == 0 {
-                    break;
-                }
-                // Reads need not end on word boundaries: hash whole words only.
-                let mut k = k;
-                while k % 8 != 0 {
-                    let more = c.read(&mut buf[k..k + (8 - k % 8)]).unwrap();
-                    assert!(more > 0, "stream ended mid-word");
-                    k += more;
-                }
-                h = mix(h, &buf[..k]);
-                n += k;
-            }
-            (h, n)
-        });
-        let sent = netns::run_in(a.ns.path(), || {
-            let mut c = TcpStream::connect((b.ip, 9100))?;
-            let (mut h, mut state) = (0u64, 0x5eed_u64);
-            let mut buf = vec![0u8; 1 << 20];
-            for _ in 0..total / buf.len() {
-                fill(&mut buf, &mut state);
-                h = mix(h, &buf);
-                c.write_all(&buf)?;
-            }
-            c.shutdown(std::net::Shutdown::Write)?;
-            Ok(h)
-        })
-        .unwrap();
-        (sent, server.join().unwrap())
-    });
-    assert_eq!(got_len, total, "every byte arrived");
-    assert_eq!(got_hash, sent_hash, "content intact");
-    started.elapsed().as_secs_f64()
+    transfer::transfer_intact(a.ns.path(), b.ns.path(), b.ip, 9100, total).expect("intact transfer")
 }
 
 #[test]

@@ -23,6 +23,9 @@ pub mod names {
     pub const TO_UNDERLAY: &str = "to_underlay";
     pub const XDP_UNDERLAY: &str = "xdp_underlay";
     pub const FROM_TUNNEL: &str = "from_tunnel";
+    pub const NAT_OUT: &str = "NAT_OUT";
+    pub const NAT_IN: &str = "NAT_IN";
+    pub const NAT_EXEMPT: &str = "NAT_EXEMPT";
 }
 
 /// Bytes VXLAN adds in front of the inner IP packet: outer IPv4 + UDP + VXLAN + inner Ethernet.
@@ -119,6 +122,104 @@ pub struct Settings {
     pub tunnel_ifindex: u32,
     /// Which VXLAN traffic goes through that device: [`TUNNEL_TX_ROUTED`], [`TUNNEL_RX`].
     pub tunnel_use: u32,
+    /// 1: pods' flows to destinations outside the cluster and outside `NAT_EXEMPT`
+    /// leave with the node's address (source NAT).
+    pub masquerade: u32,
+    /// Translated source ports (and ICMP echo identifiers), inclusive range.
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
+}
+
+/// A pod's flow to the outside as the pod sent it: key of the `NAT_OUT` map. For ICMP
+/// echo, `pod_port` is the identifier and `remote_port` is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub pod: Ipv4,
+    pub remote: Ipv4,
+    /// Ports in network byte order, as on the wire.
+    pub pod_port: [u8; 2],
+    pub remote_port: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// A translated flow's state: value of `NAT_OUT`. Each flag is a byte of its own so
+/// two CPUs setting different ones never lose a write (5.10 has no atomic OR).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the last packet either way.
+    pub last_seen: u64,
+    /// The node-side source port (network byte order).
+    pub nat_port: [u8; 2],
+    pub seen_reply: u8,
+    pub fin_out: u8,
+    pub fin_in: u8,
+    pub rst: u8,
+    pub _pad: [u8; 2],
+}
+
+/// The translated flow as the outside sees it (the node's address implied): key of
+/// the `NAT_IN` map, which leads replies back to the pod.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NatKey {
+    pub remote: Ipv4,
+    pub remote_port: [u8; 2],
+    pub nat_port: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Where replies to a translated flow go: value of `NAT_IN`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatTarget {
+    pub pod: Ipv4,
+    pub pod_port: [u8; 2],
+    pub _pad: [u8; 2],
+}
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Flows each NAT map holds (allocated as used).
+pub const NAT_CAPACITY: u32 = 65536;
+/// Default translated port range: above Linux's default ephemeral range (32768-60999),
+/// so the node's own connections never take these ports.
+pub const DEFAULT_NAT_PORTS: (u16, u16) = (61000, 65535);
+
+/// Idle timeouts in seconds, one table for the programs and the agent's collector.
+pub mod nat_timeout {
+    /// TCP before any reply (SYN sent).
+    pub const TCP_OPENING: u64 = 30;
+    pub const TCP_ESTABLISHED: u64 = 7200;
+    /// TCP after a RST or a FIN each way.
+    pub const TCP_CLOSED: u64 = 10;
+    pub const UDP: u64 = 60;
+    pub const ICMP: u64 = 30;
+}
+
+impl Flow {
+    /// How long this flow may stay idle, in nanoseconds.
+    pub const fn timeout_ns(&self, proto: u8) -> u64 {
+        let secs = match proto {
+            IPPROTO_TCP if self.rst != 0 || (self.fin_out != 0 && self.fin_in != 0) => {
+                nat_timeout::TCP_CLOSED
+            }
+            IPPROTO_TCP if self.seen_reply == 0 => nat_timeout::TCP_OPENING,
+            IPPROTO_TCP => nat_timeout::TCP_ESTABLISHED,
+            IPPROTO_UDP => nat_timeout::UDP,
+            _ => nat_timeout::ICMP,
+        };
+        secs * 1_000_000_000
+    }
+
+    pub const fn expired(&self, proto: u8, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.last_seen) > self.timeout_ns(proto)
+    }
 }
 
 /// Encapsulate for peers behind a router in the kernel's VXLAN device (outer UDP
@@ -255,10 +356,26 @@ pub enum Reason {
     ToTunnel = 19,
     /// Setting the tunnel metadata failed.
     DropTunnelKey = 20,
+    /// A pod's packet to the outside, source-translated to the node's address.
+    Masqueraded = 21,
+    /// A reply to a translated flow, translated back and handed to its pod.
+    NatReply = 22,
+    /// An ICMP error about a translated flow, translated back and handed to its pod.
+    NatIcmpError = 23,
+    /// Every translated port toward that destination is taken.
+    DropNatNoPort = 24,
+    /// The NAT maps are full.
+    DropNatTableFull = 25,
+    /// To a translated port with no live translation for its sender (unknown,
+    /// expired or forged).
+    DropNatUnknown = 26,
+    /// To the outside but not translatable: an IP fragment or a protocol other than
+    /// TCP, UDP and ICMP echo.
+    DropNatUnsupported = 27,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 28;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Redirected,
         Reason::ToStack,
@@ -281,6 +398,13 @@ impl Reason {
         Reason::EncapInTunnel,
         Reason::ToTunnel,
         Reason::DropTunnelKey,
+        Reason::Masqueraded,
+        Reason::NatReply,
+        Reason::NatIcmpError,
+        Reason::DropNatNoPort,
+        Reason::DropNatTableFull,
+        Reason::DropNatUnknown,
+        Reason::DropNatUnsupported,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -305,6 +429,13 @@ impl Reason {
             Self::EncapInTunnel => "encap-in-tunnel",
             Self::ToTunnel => "to-tunnel",
             Self::DropTunnelKey => "drop-tunnel-key",
+            Self::Masqueraded => "masqueraded",
+            Self::NatReply => "nat-reply",
+            Self::NatIcmpError => "nat-icmp-error",
+            Self::DropNatNoPort => "drop-nat-no-port",
+            Self::DropNatTableFull => "drop-nat-table-full",
+            Self::DropNatUnknown => "drop-nat-unknown",
+            Self::DropNatUnsupported => "drop-nat-unsupported",
         }
     }
     pub const fn is_drop(self) -> bool {
@@ -320,6 +451,10 @@ impl Reason {
                 | Self::DropDecapFailed
                 | Self::DropNoRoute
                 | Self::DropTunnelKey
+                | Self::DropNatNoPort
+                | Self::DropNatTableFull
+                | Self::DropNatUnknown
+                | Self::DropNatUnsupported
         )
     }
 }
@@ -339,11 +474,44 @@ mod user {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Route {}
     unsafe impl aya::Pod for super::Peer {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::NatKey {}
+    unsafe impl aya::Pod for super::NatTarget {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flows_expire_by_protocol_and_tcp_state() {
+        let s = 1_000_000_000u64;
+        let mut f = Flow {
+            last_seen: 100 * s,
+            nat_port: [0; 2],
+            seen_reply: 0,
+            fin_out: 0,
+            fin_in: 0,
+            rst: 0,
+            _pad: [0; 2],
+        };
+        assert!(!f.expired(IPPROTO_TCP, 100 * s + 30 * s));
+        assert!(f.expired(IPPROTO_TCP, 100 * s + 31 * s), "unanswered SYN");
+        f.seen_reply = 1;
+        assert!(!f.expired(IPPROTO_TCP, 100 * s + 3600 * s), "established");
+        f.fin_out = 1;
+        assert!(!f.expired(IPPROTO_TCP, 100 * s + 3600 * s), "half closed");
+        f.fin_in = 1;
+        assert!(f.expired(IPPROTO_TCP, 100 * s + 11 * s), "closed both ways");
+        assert!(f.expired(IPPROTO_UDP, 100 * s + 61 * s));
+        assert!(!f.expired(IPPROTO_UDP, 100 * s + 59 * s));
+        assert!(f.expired(IPPROTO_ICMP, 100 * s + 31 * s));
+        assert!(
+            !f.expired(IPPROTO_ICMP, 50 * s),
+            "a clock behind last_seen is not expiry"
+        );
+    }
 
     #[test]
     fn every_reason_has_its_own_stats_slot() {
@@ -366,6 +534,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<Route>(), 20);
         assert_eq!(core::mem::size_of::<Peer>(), 8);
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
-        assert_eq!(core::mem::size_of::<Settings>(), 48);
+        assert_eq!(core::mem::size_of::<Settings>(), 56);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 16);
+        assert_eq!(core::mem::size_of::<Flow>(), 16);
+        assert_eq!(core::mem::size_of::<NatKey>(), 12);
+        assert_eq!(core::mem::size_of::<NatTarget>(), 8);
     }
 }

@@ -3,15 +3,17 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::bpf_redirect,
     macros::classifier,
+    maps::lpm_trie::Key,
     programs::TcContext,
 };
 use aya_log_ebpf::warn;
-use netpath_common::{Program, Reason, RouteMode, POD_GATEWAY};
+use netpath_common::{Program, Reason, RouteMode, Settings, POD_GATEWAY};
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     deliver,
-    maps::{ENDPOINTS, ROUTES, SETTINGS},
+    maps::{ENDPOINTS, NAT_EXEMPT, ROUTES, SETTINGS},
+    nat,
     packet::{decrement_ttl, header_mut, in_prefix, ETH_P_ARP, ETH_P_IP},
     stats::count,
     tunnel, vxlan,
@@ -80,12 +82,12 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
     let Some(s) = settings else {
         return (TC_ACT_OK, Reason::ToStack);
     };
-    let key = aya_ebpf::maps::lpm_trie::Key::new(32, ip.dst_addr);
+    let key = Key::new(32, ip.dst_addr);
     let Some(route) = ROUTES.get(&key) else {
         if in_prefix(ip.dst_addr, s.cluster_ip, s.cluster_prefix) && s.cluster_prefix > 0 {
             return (TC_ACT_SHOT, Reason::DropNoRoute);
         }
-        return (TC_ACT_OK, Reason::ToStack);
+        return outside(ctx, ip, s);
     };
     if ip.ttl <= 1 {
         return (TC_ACT_OK, Reason::ToStack);
@@ -110,6 +112,27 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
             deliver::to_underlay(s.underlay_ifindex, nh, Reason::Encapsulated)
         }
         None => (TC_ACT_SHOT, Reason::DropNoRoute),
+    }
+}
+
+/// A destination outside the cluster: masqueraded unless exempt (or multicast and
+/// broadcast, which stay on the host).
+#[inline(always)]
+fn outside(ctx: &TcContext, ip: &mut Ipv4Hdr, s: &Settings) -> (i32, Reason) {
+    if s.masquerade == 0
+        || ip.dst_addr[0] >= 224
+        || NAT_EXEMPT.get(&Key::new(32, ip.dst_addr)).is_some()
+    {
+        return (TC_ACT_OK, Reason::ToStack);
+    }
+    if ip.ttl <= 1 {
+        // The stack sends the ICMP time-exceeded, from before translation.
+        return (TC_ACT_OK, Reason::ToStack);
+    }
+    decrement_ttl(ip);
+    match nat::Ip::of(ip) {
+        Some(header) => nat::masquerade(ctx, &header, s),
+        None => (TC_ACT_SHOT, Reason::DropBadHeader),
     }
 }
 

@@ -11,6 +11,7 @@ use network_types::eth::EthHdr;
 use crate::{
     deliver,
     maps::{ENDPOINTS, SETTINGS},
+    nat,
     packet::{eth_ipv4, header_mut},
     stats::count,
     vxlan::{self, RxVerdict},
@@ -47,6 +48,11 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
         return deliver::to_local_pod(eth, dst, Some(s), Reason::Redirected);
+    }
+    if s.masquerade != 0 && ip.dst_addr == s.node_ip {
+        if let Some(verdict) = nat::Ip::of(ip).and_then(|h| nat::reply(ctx, &h, s)) {
+            return verdict;
+        }
     }
     (TC_ACT_OK, Reason::ToStack)
 }

@@ -4,7 +4,10 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
-use netpath_common::{Endpoint, Ipv4, Peer, Route, Settings, STATS_SLOTS};
+use netpath_common::{
+    Endpoint, Flow, FlowKey, Ipv4, NatKey, NatTarget, Peer, Route, Settings, NAT_CAPACITY,
+    STATS_SLOTS,
+};
 
 /// Pods on this node by IPv4.
 #[btf_map]
@@ -26,3 +29,28 @@ pub static STATS: PerCpuArray<u64, { STATS_SLOTS as usize }> = PerCpuArray::new(
 /// Agent-written tunables, one entry.
 #[btf_map]
 pub static SETTINGS: Array<Settings, 1> = Array::new();
+
+/// Masquerade: translated flows by the pod's own tuple, with their state. Not LRU:
+/// evicting a live flow would silently re-translate it; a full map is a counted drop
+/// and the agent collects expired flows.
+#[btf_map]
+pub static NAT_OUT: HashMap<
+    FlowKey,
+    Flow,
+    { NAT_CAPACITY as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// Masquerade's reverse index: the translated tuple as the outside sees it -> the pod.
+#[btf_map]
+pub static NAT_IN: HashMap<
+    NatKey,
+    NatTarget,
+    { NAT_CAPACITY as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+/// Destinations pods reach with their own address even with masquerade on: the
+/// cluster CIDR, every node's underlay address and the spec's `no_masquerade`.
+#[btf_map]
+pub static NAT_EXEMPT: LpmTrie<Ipv4, u32, 262144> = LpmTrie::new();

@@ -72,7 +72,6 @@ pub fn eth_ipv4(ctx: &impl Packet) -> Result<(&'static mut EthHdr, &'static mut 
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
-pub const IPPROTO_UDP: u8 = 17;
 
 /// TTL minus one with an incremental checksum update (RFC 1624).
 #[inline(always)]

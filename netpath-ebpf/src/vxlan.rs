@@ -10,12 +10,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::warn;
-use netpath_common::{Reason, Route, Settings, VXLAN_OVERHEAD};
+use netpath_common::{Reason, Route, Settings, IPPROTO_UDP, VXLAN_OVERHEAD};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 
 use crate::{
     maps::{NODES, ROUTES},
-    packet::{header_mut, ipv4_checksum, Packet, ETH_P_IP, IPPROTO_UDP},
+    packet::{header_mut, ipv4_checksum, Packet, ETH_P_IP},
 };
 
 const ETH_LEN: usize = 14;

@@ -22,7 +22,7 @@ use crate::{
     netlink::Netlink,
     plan::{self, Desired, Probed, Underlay},
     reconcile,
-    spec::{derived_vtep_mac, Backend, ClusterSpec, Decap, NodeSpec, VxlanDevice},
+    spec::{derived_vtep_mac, Backend, ClusterSpec, Decap, NodeSpec, PortRange, VxlanDevice},
     state::{self, AgentState},
     store::etcd::{EtcdOptions, Member, Update},
     tunnel,
@@ -33,6 +33,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// How often the node is re-planned anyway, repairing drift (a route deleted by hand,
 /// a changed next hop on the underlay).
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
+/// How often expired masquerade flows are collected (the shortest timeout is 10 s).
+const NAT_COLLECT_EVERY: Duration = Duration::from_secs(2);
 
 /// Where the cluster's desired state comes from.
 pub enum Source {
@@ -119,6 +121,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         }
     };
     let local = spec.node(&args.node)?.clone();
+    check_nat_ports(&spec)?;
     let dir = args
         .pin_dir
         .clone()
@@ -213,6 +216,8 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     forward_kernel_logs(&mut loaded);
 
     let mut watch = tokio::time::interval(WATCH_EVERY);
+    let mut collect = tokio::time::interval(NAT_COLLECT_EVERY);
+    let mut nat = datapath::Collector::default();
     let mut last_sync = Instant::now();
     loop {
         tokio::select! {
@@ -220,6 +225,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
             _ = int.recv() => break,
             _ = hup.recv() => agent.reload("SIGHUP").await,
             Some(update) = next_update(&mut updates) => agent.on_store_update(update).await,
+            _ = collect.tick() => agent.collect_nat(&mut nat),
             _ = watch.tick() => {
                 if agent.spec_file_changed() {
                     agent.reload("spec file changed").await;
@@ -324,6 +330,7 @@ impl Agent {
                 spec.decap.name()
             );
         }
+        check_nat_ports(&spec)?;
         if spec.vxlan_device != self.spec.vxlan_device {
             bail!(
                 "vxlan_device changed to {}: restart the agent to set the device up",
@@ -372,6 +379,22 @@ impl Agent {
         Ok(())
     }
 
+    /// Frees expired masquerade flows (with masquerade off, whatever is left).
+    fn collect_nat(&self, nat: &mut datapath::Collector) {
+        let mut pinned = match Pinned::open(&self.dir) {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!("collect NAT flows: {e:#}"),
+        };
+        let done = nat.run(&mut pinned, datapath::monotonic_ns());
+        if done != datapath::Collected::default() {
+            tracing::debug!(
+                expired = done.expired,
+                orphans = done.orphans,
+                "NAT flows collected"
+            );
+        }
+    }
+
     fn publish(&self) {
         if let Err(e) = self.state.write(&self.state_dir) {
             tracing::warn!("publish state: {e:#}");
@@ -415,6 +438,32 @@ impl Agent {
         tracing::info!(pins = %self.dir.display(), "stopped; programs detached, routes and pins removed");
         Ok(())
     }
+}
+
+/// Translated ports must never be ones the node's own connections pick: the node's
+/// ephemeral range (this network namespace's `ip_local_port_range`) must lie outside
+/// the masquerade range.
+fn check_nat_ports(spec: &ClusterSpec) -> Result<()> {
+    if !spec.masquerade.enabled {
+        return Ok(());
+    }
+    const SYSCTL: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = std::fs::read_to_string(SYSCTL).with_context(|| format!("read {SYSCTL}"))?;
+    let local: PortRange = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join("-")
+        .parse()
+        .map_err(|e| anyhow!("{SYSCTL}: {e}"))?;
+    let nat = spec.masquerade.ports;
+    if local.overlaps(&nat) {
+        bail!(
+            "masquerade_ports {nat} overlap this node's ephemeral ports {local} \
+             (net.ipv4.ip_local_port_range): translated flows could collide with the node's \
+             own connections; move masquerade_ports or the sysctl apart"
+        );
+    }
+    Ok(())
 }
 
 /// Parses the spec on a thread of its own and keeps a copy made here. Parsing a large

@@ -8,7 +8,7 @@ use crate::{
     agent, cni, datapath,
     net::Ipv4Net,
     netns,
-    spec::{Backend, ClusterSpec, DEFAULT_BPFFS_ROOT},
+    spec::{Backend, ClusterSpec, PortRange, DEFAULT_BPFFS_ROOT},
     state, status,
     store::{
         etcd::{self, EtcdOptions},
@@ -167,6 +167,15 @@ pub enum ClusterCmd {
         port: u16,
         #[arg(long)]
         mtu: Option<u32>,
+        /// Pods' flows to the outside keep the pod's address (no source NAT).
+        #[arg(long)]
+        no_masquerade: bool,
+        /// Destinations pods reach with their own address even with masquerade on.
+        #[arg(long, value_delimiter = ',')]
+        masquerade_exempt: Vec<Ipv4Net>,
+        /// Translated source ports, FIRST-LAST.
+        #[arg(long, default_value_t = PortRange::default())]
+        masquerade_ports: PortRange,
     },
 }
 
@@ -271,6 +280,9 @@ pub fn run(cli: Cli) -> Result<bool> {
                     vni,
                     port,
                     mtu,
+                    no_masquerade,
+                    masquerade_exempt,
+                    masquerade_ports,
                 },
         } => {
             let backend: Backend = backend
@@ -286,6 +298,9 @@ pub fn run(cli: Cli) -> Result<bool> {
                 redirect: Default::default(),
                 decap: Default::default(),
                 vxlan_device: Default::default(),
+                masquerade: !no_masquerade,
+                no_masquerade: masquerade_exempt,
+                masquerade_ports,
             };
             let opts = etcd.options()?;
             let created = block_on(async {

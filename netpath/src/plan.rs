@@ -25,6 +25,9 @@ pub struct Desired {
     pub nodes: BTreeMap<Ipv4Addr, Peer>,
     /// Kernel routes to other nodes' pod CIDRs, all with protocol `PROTO_AGENT`.
     pub kernel_routes: BTreeMap<Ipv4Net, RouteSpec>,
+    /// Destinations outside the cluster that pods reach untranslated (empty with
+    /// masquerade off): the cluster CIDR, every node and the spec's exemptions.
+    pub nat_exempt: BTreeMap<Ipv4Net, ()>,
     /// Peers left out because the underlay has no route to them.
     pub unreachable: Vec<String>,
 }
@@ -62,6 +65,9 @@ pub fn settings(
         tc_attach: probed.tc_attach,
         tunnel_ifindex: probed.tunnel_ifindex,
         tunnel_use: probed.tunnel_use,
+        masquerade: spec.masquerade.enabled as u32,
+        nat_port_min: spec.masquerade.ports.min,
+        nat_port_max: spec.masquerade.ports.max,
     }
 }
 
@@ -92,6 +98,14 @@ pub fn plan(
     table: &[RouteSummary],
 ) -> Desired {
     let mut d = Desired::default();
+    if spec.masquerade.enabled {
+        let nodes = spec.nodes.iter().map(|n| Ipv4Net::new(n.ip(), 32));
+        d.nat_exempt = std::iter::once(spec.cluster_cidr)
+            .chain(nodes)
+            .chain(spec.masquerade.exempt.iter().copied())
+            .map(|net| (net, ()))
+            .collect();
+    }
     // The underlay's own routes, without the agent's: the table holds one owned route
     // per peer, and scanning it per peer would be quadratic in the cluster size.
     let underlay_routes: Vec<&RouteSummary> =
@@ -149,6 +163,28 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::spec::DEFAULT_SPEC;
+
+    #[test]
+    fn masquerade_exempts_the_cluster_every_node_and_the_spec_list() {
+        let mut d = ClusterSpec::parse(DEFAULT_SPEC).unwrap().to_draft();
+        d.no_masquerade = vec!["203.0.113.0/24".parse().unwrap()];
+        let mut spec = d.validate().unwrap();
+        let local = spec.nodes[0].clone();
+        let d = plan(&spec, &local, &UL, &node1_table());
+        let want: Vec<&str> = vec![
+            "10.244.0.0/16",
+            "192.168.56.11/32",
+            "192.168.56.12/32",
+            "192.168.57.13/32",
+            "203.0.113.0/24",
+        ];
+        let got: Vec<String> = d.nat_exempt.keys().map(|n| n.to_string()).collect();
+        assert_eq!(got, want);
+        spec.masquerade.enabled = false;
+        assert!(plan(&spec, &local, &UL, &node1_table())
+            .nat_exempt
+            .is_empty());
+    }
 
     const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 56, 1);
 

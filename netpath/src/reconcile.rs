@@ -74,7 +74,16 @@ pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<usize> {
         .collect();
     let nodes: BTreeMap<Ipv4Addr, Peer> = pinned.nodes()?.into_iter().collect();
     let (node_changes, route_changes) = (diff(&nodes, &want.nodes), diff(&routes, &want.routes));
-    let n = node_changes.len() + route_changes.len();
+    let exempt: BTreeMap<Ipv4Net, ()> = pinned.nat_exempt()?.into_iter().map(|n| (n, ())).collect();
+    // Exemptions first, so a pod never sees its flow to a node translated.
+    let exempt_changes = diff(&exempt, &want.nat_exempt);
+    for c in &exempt_changes {
+        match c {
+            Change::Put(net, ()) => pinned.set_nat_exempt(*net)?,
+            Change::Remove(net) => pinned.remove_nat_exempt(*net)?,
+        }
+    }
+    let n = node_changes.len() + route_changes.len() + exempt_changes.len();
     // Puts: nodes first (a route is only useful once its node's tunnel is accepted);
     // removals: routes first, then the nodes they pointed at.
     for c in &node_changes {

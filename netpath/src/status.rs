@@ -17,6 +17,16 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
     let mode = pinned.redirect_mode()?;
     let routes = pinned.routes()?;
     let nodes = pinned.nodes()?;
+    let settings = pinned.settings()?;
+    let nat = pinned.nat_usage();
+    let masquerade = serde_json::json!({
+        "enabled": settings.masquerade != 0,
+        "ports": format!("{}-{}", settings.nat_port_min, settings.nat_port_max),
+        "exempt": pinned.nat_exempt()?.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "flows": nat.flows,
+        "translations": nat.translations,
+        "capacity": nat.capacity,
+    });
     if json {
         let eps: Vec<_> = endpoints
             .iter()
@@ -42,6 +52,7 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
                 "vtep_mac": mac_str(&r.vtep_mac),
             })).collect::<Vec<_>>(),
             "nodes": nodes.iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>(),
+            "masquerade": masquerade,
             "counters": counters,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -94,6 +105,25 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
                 .map(|m| m.name())
                 .unwrap_or("invalid")
         );
+    }
+    if settings.masquerade != 0 {
+        println!(
+            "\nmasquerade: on, ports {}-{}; flows {}/{} (translations {}/{}); exempt: {}",
+            settings.nat_port_min,
+            settings.nat_port_max,
+            nat.flows,
+            nat.capacity,
+            nat.translations,
+            nat.capacity,
+            pinned
+                .nat_exempt()?
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    } else {
+        println!("\nmasquerade: off");
     }
     println!("\ncounters:");
     for c in counters.iter().filter(|c| c.packets > 0) {

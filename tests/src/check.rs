@@ -51,8 +51,12 @@ pub struct CheckResult {
 
 impl CheckResult {
     pub fn ok(&self) -> bool {
+        // An echo reply alone proves reachability; where the source was recorded
+        // (egress), it must be the expected one.
         self.error.is_none()
-            && (self.proto == Proto::Icmp || self.seen_src == Some(self.expected_src))
+            && self
+                .seen_src
+                .map_or(self.proto == Proto::Icmp, |s| s == self.expected_src)
     }
 }
 
@@ -64,6 +68,36 @@ pub fn probe(step: &str, path: &str, proto: Proto, from: &Host, to: &Host) -> Ch
         // An echo reply proves reachability only; the source is proven by TCP and UDP.
         Proto::Icmp => icmp(from.netns, to.ip).map(|()| None),
     };
+    result(step, path, proto, from, to, from.ip, seen)
+}
+
+/// A probe that leaves the cluster: `to` must see `expected_src` (the node's
+/// address, masquerade), over ICMP too.
+pub fn probe_egress(
+    step: &str,
+    path: &str,
+    proto: Proto,
+    from: &Host,
+    to: &Host,
+    expected_src: Ipv4Addr,
+) -> CheckResult {
+    let seen = match proto {
+        Proto::Tcp => tcp(from.netns, to.netns, to.ip),
+        Proto::Udp => udp(from.netns, to.netns, to.ip),
+        Proto::Icmp => icmp_seen(from.netns, to.netns, to.ip),
+    };
+    result(step, path, proto, from, to, expected_src, seen.map(Some))
+}
+
+fn result(
+    step: &str,
+    path: &str,
+    proto: Proto,
+    from: &Host,
+    to: &Host,
+    expected_src: Ipv4Addr,
+    seen: Result<Option<Ipv4Addr>>,
+) -> CheckResult {
     let (seen_src, error) = match seen {
         Ok(ip) => (ip, None),
         Err(e) => (None, Some(format!("{e:#}"))),
@@ -75,7 +109,7 @@ pub fn probe(step: &str, path: &str, proto: Proto, from: &Host, to: &Host) -> Ch
         proto,
         path: path.into(),
         dst: to.ip,
-        expected_src: from.ip,
+        expected_src,
         seen_src,
         error,
     }
@@ -196,27 +230,54 @@ pub fn udp(client_ns: &Path, server_ns: &Path, dst: Ipv4Addr) -> Result<Ipv4Addr
     })
 }
 
-/// ICMP echo from inside `client_ns` to `dst`; Ok when a matching reply arrives.
-pub fn icmp(client_ns: &Path, dst: Ipv4Addr) -> Result<()> {
-    netns::run_in(client_ns, || ping(dst))
+/// ICMP echo from `client_ns` to `dst`, whose namespace `server_ns` watches with a
+/// raw socket: returns the source address the echo request arrived with.
+pub fn icmp_seen(client_ns: &Path, server_ns: &Path, dst: Ipv4Addr) -> Result<Ipv4Addr> {
+    let watch = netns::run_in(server_ns, raw_icmp)?;
+    icmp(client_ns, dst)?;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        let mut buf = [0u8; 1500];
+        let Some(n) = watch.recv(&mut buf, Duration::from_millis(100))? else {
+            continue;
+        };
+        let ihl = ((buf[0] & 0xf) as usize) * 4;
+        // Our echo request (type 8, our payload): the identifier may be translated.
+        if n >= ihl + 16 && buf[ihl] == 8 && &buf[ihl + 8..ihl + 16] == PING_PAYLOAD {
+            return Ok(Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]));
+        }
+    }
+    bail!("{dst} answered but its raw socket saw no echo request")
 }
 
-fn ping(dst: Ipv4Addr) -> Result<()> {
+const PING_PAYLOAD: &[u8; 8] = b"netpath!";
+
+fn raw_icmp() -> Result<UdpSocketLike> {
     // SAFETY: plain socket syscall.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error()).context("raw ICMP socket");
     }
     // SAFETY: we own the fd from here on.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let sock = UdpSocketLike(sock);
+    Ok(UdpSocketLike(unsafe {
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    }))
+}
+
+/// ICMP echo from inside `client_ns` to `dst`; Ok when a matching reply arrives.
+pub fn icmp(client_ns: &Path, dst: Ipv4Addr) -> Result<()> {
+    netns::run_in(client_ns, || ping(dst))
+}
+
+fn ping(dst: Ipv4Addr) -> Result<()> {
+    let sock = raw_icmp()?;
     let ident: u16 = (std::process::id() as u16) ^ 0x6e70;
     for seq in 1..=5u16 {
         let mut pkt = [0u8; 16];
         pkt[0] = 8;
         pkt[4..6].copy_from_slice(&ident.to_be_bytes());
         pkt[6..8].copy_from_slice(&seq.to_be_bytes());
-        pkt[8..16].copy_from_slice(b"netpath!");
+        pkt[8..16].copy_from_slice(PING_PAYLOAD);
         let c = crate::csum::fold(crate::csum::sum(&pkt));
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
         sock.send_to(&pkt, dst)?;

@@ -9,5 +9,6 @@ pub mod lab;
 pub mod netns;
 pub mod nl;
 pub mod support;
+pub mod transfer;
 
 pub use support::*;

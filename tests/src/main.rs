@@ -234,7 +234,11 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
         );
     }
     println!();
-    let checks = lab.check_model(&[Proto::Tcp, Proto::Udp, Proto::Icmp]);
+    let mut checks = lab.check_model(&[Proto::Tcp, Proto::Udp, Proto::Icmp]);
+    if lab.spec.masquerade.enabled {
+        // Egress: pods reach a host outside the cluster with their node's address.
+        checks.extend(lab.check_egress(&[Proto::Tcp, Proto::Udp, Proto::Icmp]));
+    }
     let invariants = lab.check_invariants();
     let mut ok = lab::print_report(&checks, &invariants, verbose);
     if once && lab.etcd.is_some() {

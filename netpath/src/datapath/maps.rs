@@ -1,13 +1,16 @@
 //! Typed access to one node's pinned maps.
 use std::{net::Ipv4Addr, path::Path};
 
+use crate::net::Ipv4Net;
+
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
     Array, HashMap, Map, MapData, PerCpuArray,
 };
 use netpath_common::{
-    names, stats_index, Endpoint, Peer, Program, Reason, RedirectMode, Route, Settings, TcAttach,
+    names, stats_index, Endpoint, Flow, FlowKey, NatKey, NatTarget, Peer, Program, Reason,
+    RedirectMode, Route, Settings, TcAttach,
 };
 
 /// The pinned maps of one node.
@@ -17,6 +20,9 @@ pub struct Pinned {
     nodes: HashMap<MapData, [u8; 4], Peer>,
     stats: PerCpuArray<MapData, u64>,
     settings: Array<MapData, Settings>,
+    pub(super) nat_out: HashMap<MapData, FlowKey, Flow>,
+    pub(super) nat_in: HashMap<MapData, NatKey, NatTarget>,
+    nat_exempt: LpmTrie<MapData, [u8; 4], u32>,
 }
 
 /// A counter with its (program, reason) and the sum over CPUs.
@@ -47,6 +53,9 @@ impl Pinned {
             nodes: open_map(dir, names::NODES)?.try_into()?,
             stats: open_map(dir, names::STATS)?.try_into()?,
             settings: open_map(dir, names::SETTINGS)?.try_into()?,
+            nat_out: open_map(dir, names::NAT_OUT)?.try_into()?,
+            nat_in: open_map(dir, names::NAT_IN)?.try_into()?,
+            nat_exempt: open_map(dir, names::NAT_EXEMPT)?.try_into()?,
         })
     }
 
@@ -137,6 +146,28 @@ impl Pinned {
         self.nodes
             .remove(&ip.octets())
             .with_context(|| format!("remove node {ip}"))
+    }
+
+    pub fn nat_exempt(&self) -> Result<Vec<Ipv4Net>> {
+        let mut out = Vec::new();
+        for item in self.nat_exempt.iter() {
+            let (k, _) = item.context("read NAT_EXEMPT")?;
+            out.push(Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn set_nat_exempt(&mut self, net: Ipv4Net) -> Result<()> {
+        self.nat_exempt
+            .insert(&Key::new(net.prefix as u32, net.addr.octets()), 1, 0)
+            .with_context(|| format!("insert NAT exemption {net}"))
+    }
+
+    pub fn remove_nat_exempt(&mut self, net: Ipv4Net) -> Result<()> {
+        self.nat_exempt
+            .remove(&Key::new(net.prefix as u32, net.addr.octets()))
+            .with_context(|| format!("remove NAT exemption {net}"))
     }
 
     pub fn counter(&self, program: Program, reason: Reason) -> Result<u64> {

@@ -5,6 +5,7 @@
 //! `netpath status`) opens those pins, so it works from any process.
 pub(crate) mod attach;
 mod maps;
+mod nat;
 
 use std::path::{Path, PathBuf};
 
@@ -19,16 +20,20 @@ use netpath_common::{names, Settings, TcAttach};
 pub use crate::spec::DEFAULT_BPFFS_ROOT;
 pub use attach::{detach, preferred_tc_attach, reattach_from_pod};
 pub use maps::{Counter, Pinned};
+pub use nat::{monotonic_ns, Collected, Collector, NatUsage};
 
 /// The compiled kernel programs, built by `cargo xtask build`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETPATH_EBPF_OBJ"));
 
-const MAPS: [&str; 5] = [
+const MAPS: [&str; 8] = [
     names::ENDPOINTS,
     names::ROUTES,
     names::NODES,
     names::STATS,
     names::SETTINGS,
+    names::NAT_OUT,
+    names::NAT_IN,
+    names::NAT_EXEMPT,
 ];
 const PROGRAMS: [&str; 4] = [
     names::FROM_POD,

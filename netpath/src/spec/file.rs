@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    invalid, Backend, ClusterSpec, Decap, NodeDraft, Redirect, SpecDraft, SpecError, VxlanDevice,
+    invalid, Backend, ClusterSpec, Decap, NodeDraft, PortRange, Redirect, SpecDraft, SpecError,
+    VxlanDevice,
 };
 use crate::net::Ipv4Net;
 
@@ -27,6 +28,11 @@ struct RawSpec {
     #[serde(default)]
     vxlan_device: VxlanDevice,
     bpffs_root: Option<PathBuf>,
+    #[serde(default = "yes")]
+    masquerade: bool,
+    #[serde(default)]
+    no_masquerade: Vec<String>,
+    masquerade_ports: Option<String>,
     #[serde(default)]
     nodes: Vec<RawNode>,
 }
@@ -38,6 +44,10 @@ struct RawNode {
     underlay: String,
     pod_cidr: String,
     vtep_mac: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_vni() -> u32 {
@@ -72,6 +82,18 @@ impl RawSpec {
                 vtep_mac,
             });
         }
+        let no_masquerade = self
+            .no_masquerade
+            .iter()
+            .enumerate()
+            .map(|(i, t)| net(format!("no_masquerade[{i}]"), t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let masquerade_ports = match &self.masquerade_ports {
+            None => PortRange::default(),
+            Some(t) => t
+                .parse()
+                .map_err(|why: String| invalid("masquerade_ports", t, why))?,
+        };
         Ok(SpecDraft {
             cluster_cidr: net("cluster_cidr".into(), &self.cluster_cidr)?,
             backend: self.backend,
@@ -82,6 +104,9 @@ impl RawSpec {
             decap: self.decap,
             vxlan_device: self.vxlan_device,
             bpffs_root: self.bpffs_root,
+            masquerade: self.masquerade,
+            no_masquerade,
+            masquerade_ports,
             nodes,
         })
     }

@@ -170,6 +170,9 @@ pub struct SpecDraft {
     pub vxlan_device: VxlanDevice,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bpffs_root: Option<PathBuf>,
+    pub masquerade: bool,
+    pub no_masquerade: Vec<Ipv4Net>,
+    pub masquerade_ports: PortRange,
     pub nodes: Vec<NodeDraft>,
 }
 
@@ -195,6 +198,9 @@ impl SpecDraft {
             decap: Decap::default(),
             vxlan_device: VxlanDevice::default(),
             bpffs_root: None,
+            masquerade: true,
+            no_masquerade: Vec::new(),
+            masquerade_ports: PortRange::default(),
             nodes: Vec::new(),
         }
     }
@@ -226,6 +232,23 @@ impl SpecDraft {
             if !(576..=9000).contains(&mtu) {
                 return Err(invalid("mtu", mtu, "must be 576-9000"));
             }
+        }
+        for (i, net) in self.no_masquerade.iter().enumerate() {
+            if net.addr != net.network() {
+                return Err(invalid(
+                    format!("no_masquerade[{i}]"),
+                    net,
+                    "host bits are set",
+                ));
+            }
+        }
+        let PortRange { min, max } = self.masquerade_ports;
+        if min < 1024 || min > max {
+            return Err(invalid(
+                "masquerade_ports",
+                self.masquerade_ports,
+                "must be FIRST-LAST with 1024 <= FIRST <= LAST <= 65535",
+            ));
         }
         let bpffs_root = self
             .bpffs_root
@@ -287,6 +310,11 @@ impl SpecDraft {
             decap: self.decap,
             vxlan_device: self.vxlan_device,
             bpffs_root,
+            masquerade: Masquerade {
+                enabled: self.masquerade,
+                exempt: self.no_masquerade,
+                ports: self.masquerade_ports,
+            },
             nodes,
         })
     }
@@ -436,7 +464,80 @@ pub struct ClusterSpec {
     pub decap: Decap,
     pub vxlan_device: VxlanDevice,
     pub bpffs_root: PathBuf,
+    pub masquerade: Masquerade,
     pub nodes: Vec<NodeSpec>,
+}
+
+/// Source NAT of pods' flows to the outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Masquerade {
+    pub enabled: bool,
+    /// Destinations pods reach with their own address, beside the cluster CIDR and
+    /// the nodes.
+    pub exempt: Vec<Ipv4Net>,
+    pub ports: PortRange,
+}
+
+/// An inclusive port range, written `FIRST-LAST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        let (min, max) = netpath_common::DEFAULT_NAT_PORTS;
+        Self { min, max }
+    }
+}
+
+impl PortRange {
+    pub fn len(&self) -> u32 {
+        (self.max as u32 + 1).saturating_sub(self.min as u32)
+    }
+
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.min <= other.max && other.min <= self.max
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("{s:?} is not FIRST-LAST"))?;
+        let port = |t: &str| {
+            t.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{t:?} is not a port (0-65535)"))
+        };
+        Ok(Self {
+            min: port(a)?,
+            max: port(b)?,
+        })
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> String {
+        r.to_string()
+    }
 }
 
 /// A VTEP MAC derived from the underlay address: locally administered, unicast, stable.
@@ -458,6 +559,9 @@ impl ClusterSpec {
             decap: self.decap,
             vxlan_device: self.vxlan_device,
             bpffs_root: Some(self.bpffs_root.clone()),
+            masquerade: self.masquerade.enabled,
+            no_masquerade: self.masquerade.exempt.clone(),
+            masquerade_ports: self.masquerade.ports,
             nodes: self
                 .nodes
                 .iter()

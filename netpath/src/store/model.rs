@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     net::{Ipv4Net, Mac},
-    spec::{Backend, ClusterSpec, Decap, Redirect, SpecDraft, SpecError, VxlanDevice},
+    spec::{Backend, ClusterSpec, Decap, PortRange, Redirect, SpecDraft, SpecError, VxlanDevice},
 };
 
 pub const DEFAULT_PREFIX: &str = "/netpath";
@@ -41,6 +41,16 @@ pub struct ClusterConfig {
     pub decap: Decap,
     #[serde(default)]
     pub vxlan_device: VxlanDevice,
+    #[serde(default = "yes")]
+    pub masquerade: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_masquerade: Vec<Ipv4Net>,
+    #[serde(default)]
+    pub masquerade_ports: PortRange,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_vni() -> u32 {
@@ -61,6 +71,9 @@ impl ClusterConfig {
         d.redirect = self.redirect;
         d.decap = self.decap;
         d.vxlan_device = self.vxlan_device;
+        d.masquerade = self.masquerade;
+        d.no_masquerade = self.no_masquerade.clone();
+        d.masquerade_ports = self.masquerade_ports;
         d
     }
 

@@ -46,10 +46,12 @@ pub enum PathKind {
     KernelVxlanRouted,
     NetpathVxlanRouted,
     NetpathVxlanRoutedGro,
+    NftMasquerade,
+    NetpathMasquerade,
 }
 
 impl PathKind {
-    pub const ALL: [PathKind; 13] = [
+    pub const ALL: [PathKind; 15] = [
         Self::VethPair,
         Self::Bridge,
         Self::NetpathLocal,
@@ -63,6 +65,8 @@ impl PathKind {
         Self::KernelVxlanRouted,
         Self::NetpathVxlanRouted,
         Self::NetpathVxlanRoutedGro,
+        Self::NftMasquerade,
+        Self::NetpathMasquerade,
     ];
 
     pub fn label(self) -> &'static str {
@@ -80,6 +84,8 @@ impl PathKind {
             Self::KernelVxlanRouted => "kernel vxlan + bridge, routed",
             Self::NetpathVxlanRouted => "netpath vxlan, routed",
             Self::NetpathVxlanRoutedGro => "netpath vxlan, routed, device GRO",
+            Self::NftMasquerade => "pod -> outside, nftables masquerade",
+            Self::NetpathMasquerade => "pod -> outside, netpath masquerade",
         }
     }
 
@@ -99,6 +105,8 @@ impl PathKind {
             Self::KernelVxlanRouted => "kernel-vxlan-routed",
             Self::NetpathVxlanRouted => "vxlan-routed",
             Self::NetpathVxlanRoutedGro => "vxlan-routed-gro",
+            Self::NftMasquerade => "nft-masquerade",
+            Self::NetpathMasquerade => "masquerade",
         }
     }
 
@@ -109,6 +117,7 @@ impl PathKind {
             Self::NetpathDirect => Some(Self::HostGw),
             Self::NetpathVxlan | Self::NetpathVxlanXdp => Some(Self::KernelVxlan),
             Self::NetpathVxlanRouted | Self::NetpathVxlanRoutedGro => Some(Self::KernelVxlanRouted),
+            Self::NetpathMasquerade => Some(Self::NftMasquerade),
             _ => None,
         }
     }
@@ -194,6 +203,8 @@ pub struct Run {
 enum At {
     Node(usize),
     Pod(usize, usize),
+    /// The host behind the fabric router, outside the cluster.
+    Outside,
 }
 
 /// A built topology and the two ends it is measured between.
@@ -214,6 +225,7 @@ impl Topo {
                 let place = |at: At| match at {
                     At::Node(n) => (lab.nodes[n].ns.path(), lab.nodes[n].ip()),
                     At::Pod(n, p) => (lab.nodes[n].pods[p].ns.path(), lab.nodes[n].pods[p].ip),
+                    At::Outside => (lab.outside_ns(), lab.outside().ip),
                 };
                 let (client, _) = place(*from);
                 let (server, server_ip) = place(*to);
@@ -333,8 +345,31 @@ fn build(path: PathKind) -> Result<Topo> {
             Pod(0, 0),
             Pod(2, 0),
         ),
+        PathKind::NftMasquerade => (masquerade_lab(false)?, Pod(0, 0), Outside),
+        PathKind::NetpathMasquerade => (masquerade_lab(true)?, Pod(0, 0), Outside),
     };
     Ok(Topo::Lab { lab, from, to })
+}
+
+/// Two netpath nodes and the outside host. `in_programs`: netpath's masquerade;
+/// otherwise the flannel way, netpath's off and one nftables masquerade rule on
+/// the node (what `flanneld --ip-masq` installs, in essence).
+fn masquerade_lab(in_programs: bool) -> Result<Box<Lab>> {
+    let mut cfg = LabConfig::with_spec(generated_spec(2, Backend::Direct)?, 1)?;
+    let mut d = cfg.spec.to_draft();
+    d.masquerade = in_programs;
+    cfg.spec = d.validate()?;
+    let lab = Box::new(Lab::up(&cfg)?);
+    if !in_programs {
+        let rules = format!(
+            "table ip netpath-bench {{ chain post {{ type nat hook postrouting priority 100; \
+             ip saddr {cidr} ip daddr != {cidr} masquerade; }} }}",
+            cidr = cfg.spec.cluster_cidr
+        );
+        crate::support::run_in_ns(lab.nodes[0].ns.path(), &["nft", &rules])
+            .context("install the nftables masquerade rule")?;
+    }
+    Ok(lab)
 }
 
 fn progress(msg: &str) {

@@ -134,6 +134,36 @@ pub fn targets(run: &Run) -> Vec<Target> {
     );
     target(
         &mut t,
+        "pod -> outside: TCP vs nftables masquerade",
+        r(NetpathMasquerade, NftMasquerade, tcp1),
+        "≥ 1.00",
+        |v| v >= 1.0,
+    );
+    target(
+        &mut t,
+        "pod -> outside: conn/s vs nftables masquerade",
+        r(NetpathMasquerade, NftMasquerade, crr),
+        "≥ 1.00",
+        |v| v >= 1.0,
+    );
+    target(
+        &mut t,
+        "pod -> outside: RR rate vs nftables masquerade",
+        r(NetpathMasquerade, NftMasquerade, rr),
+        "≥ 1.00",
+        |v| v >= 1.0,
+    );
+    target(
+        &mut t,
+        "pod -> outside: CPU per packet vs nftables (lower is better)",
+        r(NetpathMasquerade, NftMasquerade, |s: &Sample| {
+            s.cpu_ns_per_pkt
+        }),
+        "≤ 1.00",
+        |v| v <= 1.0,
+    );
+    target(
+        &mut t,
         "overlay, one subnet: TCP vs kernel vxlan",
         r(NetpathVxlan, KernelVxlan, tcp1),
         "≥ 1.10",

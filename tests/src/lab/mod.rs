@@ -12,6 +12,7 @@ mod containers;
 pub mod etcd;
 mod invariants;
 mod membership;
+mod outside;
 mod prefix;
 mod report;
 
@@ -19,6 +20,7 @@ pub use baselines::VethPair;
 pub use containers::{busybox_image, BusyboxImage, Container, Containerd, HostCniInstall, Podman};
 pub use invariants::Invariant;
 pub use membership::PROPAGATION_WITHIN;
+pub use outside::{Outside, OUTSIDE_IP, OUTSIDE_ROUTER};
 pub use report::print_report;
 use std::{
     collections::BTreeSet,
@@ -240,6 +242,8 @@ pub struct Lab {
     /// One slot per node; empty while that node's agent is stopped (or it has none).
     agents: Vec<Option<AgentProcess>>,
     fabric: Option<NetNs>,
+    /// A host behind the fabric router, outside the cluster.
+    outside: Option<Outside>,
     workdir: PathBuf,
     spec_file: PathBuf,
     /// Containers started through `run_container`, in start order.
@@ -279,6 +283,7 @@ impl Lab {
             nodes: Vec::new(),
             agents: Vec::new(),
             fabric: None,
+            outside: None,
             workdir,
             spec_file,
             containers: Vec::new(),
@@ -301,6 +306,7 @@ impl Lab {
             write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
         })?;
         lab.fabric = Some(fabric);
+        lab.outside = Some(lab.add_outside()?);
         if let LabStore::Etcd { tls } = cfg.store {
             lab.start_etcd(&subnets[0], tls, cfg)?;
         }
@@ -838,6 +844,7 @@ impl Drop for Lab {
         }
         // Pods, then nodes, then the fabric: namespaces go with their guards.
         self.nodes.clear();
+        self.outside = None;
         self.fabric = None;
         let _ = std::fs::remove_dir_all(&self.workdir);
     }

@@ -1,0 +1,601 @@
+//! Masquerade: a pod's flow to the world outside the cluster leaves with the node's
+//! underlay address (source NAT); replies and ICMP errors about it are translated
+//! back here and handed straight to the pod. The state lives in the pinned NAT maps,
+//! so an agent restart keeps every flow.
+//!
+//! Every rewrite goes through the store and checksum helpers: they keep the skb's
+//! checksum state right (CHECKSUM_PARTIAL from a pod's TSO, CHECKSUM_COMPLETE on
+//! receive), which hand-made incremental sums cannot.
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_SHOT},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    programs::TcContext,
+};
+use netpath_common::{
+    Endpoint, Flow, FlowKey, Ipv4, NatKey, NatTarget, Reason, Settings, IPPROTO_ICMP, IPPROTO_TCP,
+    IPPROTO_UDP,
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+use crate::{
+    deliver,
+    maps::{ENDPOINTS, NAT_IN, NAT_OUT},
+    packet::header_mut,
+};
+
+const IP: usize = EthHdr::LEN;
+const IP_CHECK: usize = IP + 10;
+const IP_SRC: usize = IP + 12;
+const IP_DST: usize = IP + 16;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_ECHO: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+const EEXIST: i32 = 17;
+/// Ports tried for a new flow (a bound the verifier can walk): any range up to this
+/// size is searched whole; in a larger one at 50 % use, all are taken with odds of
+/// one in four billion.
+const PROBES: u32 = 32;
+/// Taken ports then checked for an expired flow to take over.
+const RECLAIMS: u32 = 4;
+
+/// The IPv4 header fields NAT needs, copied before any helper invalidates the
+/// packet pointers.
+pub struct Ip {
+    pub src: Ipv4,
+    pub dst: Ipv4,
+    /// Header length in bytes.
+    pub len: usize,
+    pub frags: [u8; 2],
+    pub proto: u8,
+}
+
+impl Ip {
+    /// The fields of a well-formed header (version 4, at least 20 bytes).
+    #[inline(always)]
+    pub fn of(h: &Ipv4Hdr) -> Option<Self> {
+        if h.vihl >> 4 != 4 || h.vihl & 0x0f < 5 {
+            return None;
+        }
+        Some(Self {
+            src: h.src_addr,
+            dst: h.dst_addr,
+            len: (h.vihl & 0x0f) as usize * 4,
+            frags: h.frags,
+            proto: h.proto,
+        })
+    }
+
+    fn fragment(&self) -> bool {
+        // MF set or a non-zero offset.
+        self.frags[0] & 0x3f != 0 || self.frags[1] != 0
+    }
+}
+
+/// Where a packet's translated port sits and which checksum covers it.
+struct Ports {
+    /// Offset of the pod-side port (source going out, destination coming back).
+    at: usize,
+    csum: usize,
+    /// The pod-side and remote ports (ICMP echo: identifier and 0), wire order.
+    local: [u8; 2],
+    remote: [u8; 2],
+    tcp_flags: u8,
+}
+
+/// Reads the L4 header of a TCP, UDP or ICMP echo packet; `outbound` picks which
+/// port is the pod's (source) or the translated one (destination).
+#[inline(always)]
+fn ports(ctx: &TcContext, ip: &Ip, outbound: bool) -> Option<Ports> {
+    let l4 = IP + ip.len;
+    match ip.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let h: [u8; 14] = if ip.proto == IPPROTO_TCP {
+                ctx.load(l4).ok()?
+            } else {
+                let u: [u8; 8] = ctx.load(l4).ok()?;
+                [
+                    u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], 0, 0, 0, 0, 0, 0,
+                ]
+            };
+            let (src, dst) = ([h[0], h[1]], [h[2], h[3]]);
+            let (local, remote, at) = if outbound {
+                (src, dst, l4)
+            } else {
+                (dst, src, l4 + 2)
+            };
+            Some(Ports {
+                at,
+                csum: l4 + if ip.proto == IPPROTO_TCP { 16 } else { 6 },
+                local,
+                remote,
+                tcp_flags: h[13],
+            })
+        }
+        IPPROTO_ICMP => {
+            let h: [u8; 8] = ctx.load(l4).ok()?;
+            let want = if outbound { ICMP_ECHO } else { ICMP_ECHO_REPLY };
+            (h[0] == want).then_some(Ports {
+                at: l4 + 4,
+                csum: l4 + 2,
+                local: [h[4], h[5]],
+                remote: [0, 0],
+                tcp_flags: 0,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn in_range(port: [u8; 2], s: &Settings) -> bool {
+    let p = u16::from_be_bytes(port);
+    p >= s.nat_port_min && p <= s.nat_port_max
+}
+
+/// A pod's packet to a destination outside the cluster and outside `NAT_EXEMPT`:
+/// translate its source to the node's address and a port of the range, and send it
+/// out of the underlay. The caller has checked and decremented the TTL.
+#[inline(always)]
+pub fn masquerade(ctx: &TcContext, ip: &Ip, s: &Settings) -> (i32, Reason) {
+    if ip.fragment() {
+        return (TC_ACT_SHOT, Reason::DropNatUnsupported);
+    }
+    let Some(p) = ports(ctx, ip, true) else {
+        return (TC_ACT_SHOT, Reason::DropNatUnsupported);
+    };
+    let key = FlowKey {
+        pod: ip.src,
+        remote: ip.dst,
+        pod_port: p.local,
+        remote_port: p.remote,
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    let t = now();
+    let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let flow = match translation(&key, s, t, syn) {
+        Ok(f) => f,
+        Err(reason) => return (TC_ACT_SHOT, reason),
+    };
+    // SAFETY: a map value; the kernel keeps it alive under RCU while we run. Each
+    // field is a plain store of its own (see `Flow`).
+    let nat_port = unsafe {
+        let f = &mut *flow;
+        f.last_seen = t;
+        if p.tcp_flags & TCP_FIN != 0 {
+            f.fin_out = 1;
+        }
+        if p.tcp_flags & TCP_RST != 0 {
+            f.rst = 1;
+        }
+        f.nat_port
+    };
+    let rewrite = Rewrite {
+        ip_at: IP_SRC,
+        old_ip: ip.src,
+        new_ip: s.node_ip,
+        port_at: p.at,
+        old_port: p.local,
+        new_port: nat_port,
+        csum: p.csum,
+        proto: ip.proto,
+    };
+    if rewrite.apply(ctx).is_err() {
+        return (TC_ACT_SHOT, Reason::DropNatUnsupported);
+    }
+    deliver::to_underlay(s.underlay_ifindex, None, Reason::Masqueraded)
+}
+
+/// The flow's entry: the existing one, or a new one with a port of its own.
+#[inline(always)]
+fn translation(key: &FlowKey, s: &Settings, t: u64, syn: bool) -> Result<*mut Flow, Reason> {
+    if let Some(f) = NAT_OUT.get_ptr_mut(key) {
+        // SAFETY: as in `masquerade`.
+        let f = unsafe { &mut *f };
+        let closed = f.rst != 0 || (f.fin_out != 0 && f.fin_in != 0);
+        if f.expired(key.proto, t) || (syn && closed) {
+            // The same tuple again after its flow ended: a new flow on the same port.
+            f.seen_reply = 0;
+            f.fin_out = 0;
+            f.fin_in = 0;
+            f.rst = 0;
+        }
+        return Ok(f);
+    }
+    let nat_port = claim_port(key, s, t)?;
+    let flow = Flow {
+        last_seen: t,
+        nat_port,
+        seen_reply: 0,
+        fin_out: 0,
+        fin_in: 0,
+        rst: 0,
+        _pad: [0; 2],
+    };
+    if let Err(e) = NAT_OUT.insert(key, flow, BPF_NOEXIST as u64) {
+        let _ = NAT_IN.remove(nat_key(key, nat_port));
+        if e != -EEXIST {
+            return Err(Reason::DropNatTableFull);
+        }
+        // Another CPU translated the same flow first: use its port.
+    }
+    NAT_OUT.get_ptr_mut(key).ok_or(Reason::DropNatTableFull)
+}
+
+#[inline(always)]
+fn nat_key(key: &FlowKey, nat_port: [u8; 2]) -> NatKey {
+    NatKey {
+        remote: key.remote,
+        remote_port: key.remote_port,
+        nat_port,
+        proto: key.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Takes a port of the range no other flow uses toward the same remote address and
+/// port, starting at a random one (so ports are hard to guess and spread evenly).
+/// Free ports first, with a loop body small enough for the verifier to walk
+/// `PROBES` times; only if none is free, the first few taken ones are checked for a
+/// flow that expired.
+#[inline(always)]
+fn claim_port(key: &FlowKey, s: &Settings, t: u64) -> Result<[u8; 2], Reason> {
+    let (min, max) = (s.nat_port_min as u32, s.nat_port_max as u32);
+    if max < min {
+        return Err(Reason::DropNatNoPort);
+    }
+    let span = max - min + 1;
+    // SAFETY: helper without arguments.
+    let start = unsafe { bpf_get_prandom_u32() } % span;
+    let target = NatTarget {
+        pod: key.pod,
+        pod_port: key.pod_port,
+        _pad: [0; 2],
+    };
+    let port_at = |i: u32| ((min + (start + i) % span) as u16).to_be_bytes();
+    // No `i < span` in the loop conditions: a range smaller than the probes is
+    // walked again (its ports fail as taken), and the verifier sees one way out.
+    let mut i = 0;
+    while i < PROBES {
+        match NAT_IN.insert(nat_key(key, port_at(i)), target, BPF_NOEXIST as u64) {
+            Ok(()) => return Ok(port_at(i)),
+            Err(e) if e == -EEXIST => {}
+            Err(_) => return Err(Reason::DropNatTableFull),
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < RECLAIMS {
+        let nk = nat_key(key, port_at(i));
+        if reclaim(&nk, t) && NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
+            return Ok(port_at(i));
+        }
+        i += 1;
+    }
+    Err(Reason::DropNatNoPort)
+}
+
+/// Frees the translated tuple `nk` if its flow is gone or expired (the agent's
+/// collector does the same in bulk; this keeps a busy range from waiting for it).
+#[inline(always)]
+fn reclaim(nk: &NatKey, t: u64) -> bool {
+    // SAFETY: map values are plain data, copied out at once.
+    let Some(target) = (unsafe { NAT_IN.get(nk) }).copied() else {
+        return true;
+    };
+    let owner = FlowKey {
+        pod: target.pod,
+        remote: nk.remote,
+        pod_port: target.pod_port,
+        remote_port: nk.remote_port,
+        proto: nk.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: as above.
+    if let Some(f) = unsafe { NAT_OUT.get(owner) }.copied() {
+        if f.nat_port == nk.nat_port {
+            if !f.expired(nk.proto, t) {
+                return false;
+            }
+            let _ = NAT_OUT.remove(owner);
+        }
+    }
+    let _ = NAT_IN.remove(nk);
+    true
+}
+
+/// A packet to the node's own address: if it answers a translated flow (its
+/// destination port is in the range), translate it back and hand it to the pod.
+/// `None`: not NAT's business, the host stack has it.
+#[inline(always)]
+pub fn reply(ctx: &TcContext, ip: &Ip, s: &Settings) -> Option<(i32, Reason)> {
+    if ip.fragment() {
+        // Without the first fragment's ports there is nothing to match.
+        return None;
+    }
+    if ip.proto == IPPROTO_ICMP {
+        let h: [u8; 1] = ctx.load(IP + ip.len).ok()?;
+        if h[0] == ICMP_DEST_UNREACH || h[0] == ICMP_TIME_EXCEEDED {
+            return icmp_error(ctx, ip, s);
+        }
+    }
+    let p = ports(ctx, ip, false)?;
+    if !in_range(p.local, s) {
+        return None;
+    }
+    let nk = NatKey {
+        remote: ip.src,
+        remote_port: p.remote,
+        nat_port: p.local,
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    let Some((target, ep)) = live_target(&nk, p.tcp_flags) else {
+        // The node's own pings pick identifiers freely: an unknown echo reply may
+        // be one of them. TCP and UDP in the range are ours alone.
+        if ip.proto == IPPROTO_ICMP {
+            return None;
+        }
+        return Some((TC_ACT_SHOT, Reason::DropNatUnknown));
+    };
+    let rewrite = Rewrite {
+        ip_at: IP_DST,
+        old_ip: s.node_ip,
+        new_ip: target.pod,
+        port_at: p.at,
+        old_port: p.local,
+        new_port: target.pod_port,
+        csum: p.csum,
+        proto: ip.proto,
+    };
+    Some(to_pod(ctx, &rewrite, &ep, s, Reason::NatReply))
+}
+
+/// The pod behind a translated tuple, if its flow is live; marks the flow as
+/// answered (and closing on FIN or RST).
+#[inline(always)]
+fn live_target(nk: &NatKey, tcp_flags: u8) -> Option<(NatTarget, Endpoint)> {
+    // SAFETY: map values are plain data, copied out at once.
+    let target = unsafe { NAT_IN.get(nk) }.copied()?;
+    let owner = FlowKey {
+        pod: target.pod,
+        remote: nk.remote,
+        pod_port: target.pod_port,
+        remote_port: nk.remote_port,
+        proto: nk.proto,
+        _pad: [0; 3],
+    };
+    let flow = NAT_OUT.get_ptr_mut(owner)?;
+    let t = now();
+    // SAFETY: as in `masquerade`.
+    unsafe {
+        let f = &mut *flow;
+        if f.nat_port != nk.nat_port || f.expired(nk.proto, t) {
+            return None;
+        }
+        f.last_seen = t;
+        f.seen_reply = 1;
+        if tcp_flags & TCP_FIN != 0 {
+            f.fin_in = 1;
+        }
+        if tcp_flags & TCP_RST != 0 {
+            f.rst = 1;
+        }
+    }
+    // SAFETY: as above.
+    let ep = unsafe { ENDPOINTS.get(target.pod) }.copied()?;
+    Some((target, ep))
+}
+
+/// An ICMP destination-unreachable (fragmentation needed included) or
+/// time-exceeded about a translated flow: the quoted packet is the translated one,
+/// so the pod would not recognise it. Translate the outer destination and the
+/// quoted source back, so path-MTU discovery and traceroute work from pods.
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, ip: &Ip, s: &Settings) -> Option<(i32, Reason)> {
+    let icmp = IP + ip.len;
+    let inner = icmp + 8;
+    let ih: [u8; 20] = ctx.load(inner).ok()?;
+    let ihl = (ih[0] & 0x0f) as usize * 4;
+    if ih[0] >> 4 != 4 || ihl < 20 || [ih[12], ih[13], ih[14], ih[15]] != s.node_ip {
+        return None;
+    }
+    let proto = ih[9];
+    let il4 = inner + ihl;
+    let q: [u8; 8] = ctx.load(il4).ok()?;
+    let (nat_port, remote_port, port_at) = match proto {
+        IPPROTO_TCP | IPPROTO_UDP => ([q[0], q[1]], [q[2], q[3]], il4),
+        IPPROTO_ICMP if q[0] == ICMP_ECHO => ([q[4], q[5]], [0, 0], il4 + 4),
+        _ => return None,
+    };
+    if !in_range(nat_port, s) {
+        return None;
+    }
+    let nk = NatKey {
+        remote: [ih[16], ih[17], ih[18], ih[19]],
+        remote_port,
+        nat_port,
+        proto,
+        _pad: [0; 3],
+    };
+    let Some((target, ep)) = live_target(&nk, 0) else {
+        if proto == IPPROTO_ICMP {
+            return None;
+        }
+        return Some((TC_ACT_SHOT, Reason::DropNatUnknown));
+    };
+    if icmp_error_rewrite(ctx, s, &target, icmp, inner, &ih, proto, port_at, il4, &q).is_err() {
+        return Some((TC_ACT_SHOT, Reason::DropNatUnsupported));
+    }
+    let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
+        return Some((TC_ACT_SHOT, Reason::DropTruncated));
+    };
+    Some(deliver::to_local_pod(
+        eth,
+        &ep,
+        Some(s),
+        Reason::NatIcmpError,
+    ))
+}
+
+/// Outer destination, quoted source address, quoted header checksum, quoted port
+/// (or echo identifier) and the quoted UDP or ICMP checksum, each change balanced in
+/// the ICMP checksum that covers the quote.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn icmp_error_rewrite(
+    ctx: &TcContext,
+    s: &Settings,
+    target: &NatTarget,
+    icmp: usize,
+    inner: usize,
+    ih: &[u8; 20],
+    proto: u8,
+    port_at: usize,
+    il4: usize,
+    q: &[u8; 8],
+) -> Result<(), i64> {
+    let (node, pod) = (
+        u32::from_ne_bytes(s.node_ip),
+        u32::from_ne_bytes(target.pod),
+    );
+    let icmp_csum = icmp + 2;
+    ctx.store(IP_DST, &target.pod, 0)?;
+    ctx.l3_csum_replace(IP_CHECK, node as u64, pod as u64, 4)?;
+
+    ctx.store(inner + 12, &target.pod, 0)?;
+    ctx.l4_csum_replace(icmp_csum, node as u64, pod as u64, 4)?;
+    let old_check = [ih[10], ih[11]];
+    let new_check = csum_update(old_check, &s.node_ip, &target.pod);
+    ctx.store(inner + 10, &new_check, 0)?;
+    ctx.l4_csum_replace(icmp_csum, ne16(old_check), ne16(new_check), 2)?;
+
+    let nat_port = if proto == IPPROTO_ICMP {
+        [q[4], q[5]]
+    } else {
+        [q[0], q[1]]
+    };
+    ctx.store(port_at, &target.pod_port, 0)?;
+    ctx.l4_csum_replace(icmp_csum, ne16(nat_port), ne16(target.pod_port), 2)?;
+
+    // The quoted L4 checksum, where the quote holds it: UDP's (zero stays zero, it
+    // means none) and an echo's own; TCP's lies beyond the 8 bytes routers must quote.
+    let (sum_at, old_sum, new_sum) = match proto {
+        IPPROTO_UDP if q[6] | q[7] != 0 => {
+            let new = csum_update([q[6], q[7]], &s.node_ip, &target.pod);
+            let new = csum_update(new, &nat_port, &target.pod_port);
+            (
+                il4 + 6,
+                [q[6], q[7]],
+                if new == [0, 0] { [0xff, 0xff] } else { new },
+            )
+        }
+        IPPROTO_ICMP => {
+            let new = csum_update([q[2], q[3]], &nat_port, &target.pod_port);
+            (il4 + 2, [q[2], q[3]], new)
+        }
+        _ => return Ok(()),
+    };
+    ctx.store(sum_at, &new_sum, 0)?;
+    ctx.l4_csum_replace(icmp_csum, ne16(old_sum), ne16(new_sum), 2)?;
+    Ok(())
+}
+
+#[inline(always)]
+fn ne16(b: [u8; 2]) -> u64 {
+    u16::from_ne_bytes(b) as u64
+}
+
+/// RFC 1624 (eqn. 3): a checksum after the 16-bit words `old` became `new`.
+#[inline(always)]
+fn csum_update<const N: usize>(check: [u8; 2], old: &[u8; N], new: &[u8; N]) -> [u8; 2] {
+    let mut sum = !u16::from_be_bytes(check) as u32;
+    let mut i = 0;
+    while i + 1 < N {
+        sum += !u16::from_be_bytes([old[i], old[i + 1]]) as u32;
+        sum += u16::from_be_bytes([new[i], new[i + 1]]) as u32;
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be_bytes()
+}
+
+/// One address and one port replaced, with the IP and L4 checksums kept right.
+struct Rewrite {
+    ip_at: usize,
+    old_ip: Ipv4,
+    new_ip: Ipv4,
+    port_at: usize,
+    old_port: [u8; 2],
+    new_port: [u8; 2],
+    csum: usize,
+    proto: u8,
+}
+
+impl Rewrite {
+    #[inline(always)]
+    fn apply(&self, ctx: &TcContext) -> Result<(), i64> {
+        let (old, new) = (
+            u32::from_ne_bytes(self.old_ip),
+            u32::from_ne_bytes(self.new_ip),
+        );
+        // UDP's zero checksum means "none" and must stay zero.
+        let mangled = if self.proto == IPPROTO_UDP {
+            BPF_F_MARK_MANGLED_0 as u64
+        } else {
+            0
+        };
+        ctx.store(self.ip_at, &self.new_ip, 0)?;
+        ctx.l3_csum_replace(IP_CHECK, old as u64, new as u64, 4)?;
+        if self.proto != IPPROTO_ICMP {
+            // The address is in TCP's and UDP's pseudo-header; ICMP has none.
+            ctx.l4_csum_replace(
+                self.csum,
+                old as u64,
+                new as u64,
+                BPF_F_PSEUDO_HDR as u64 | mangled | 4,
+            )?;
+        }
+        ctx.store(self.port_at, &self.new_port, 0)?;
+        ctx.l4_csum_replace(
+            self.csum,
+            ne16(self.old_port),
+            ne16(self.new_port),
+            mangled | 2,
+        )?;
+        Ok(())
+    }
+}
+
+#[inline(always)]
+fn to_pod(
+    ctx: &TcContext,
+    rewrite: &Rewrite,
+    ep: &Endpoint,
+    s: &Settings,
+    ok: Reason,
+) -> (i32, Reason) {
+    if rewrite.apply(ctx).is_err() {
+        return (TC_ACT_SHOT, Reason::DropNatUnsupported);
+    }
+    // The helpers invalidated every packet pointer: look the header up again.
+    let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
+        return (TC_ACT_SHOT, Reason::DropTruncated);
+    };
+    deliver::to_local_pod(eth, ep, Some(s), ok)
+}

@@ -1,0 +1,128 @@
+//! The masquerade tables from user space: what is in use, and the collector that
+//! frees what expired. The programs reclaim a single port when they need it; the
+//! collector keeps map space from filling up with dead flows.
+use std::collections::HashSet;
+
+use netpath_common::{Flow, FlowKey, NatKey, NatTarget, NAT_CAPACITY};
+
+use super::Pinned;
+
+/// Entries in use in the two NAT maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct NatUsage {
+    pub flows: usize,
+    pub translations: usize,
+    pub capacity: u32,
+}
+
+/// What one collector pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    pub expired: usize,
+    pub orphans: usize,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The reverse-map key of a flow.
+pub fn nat_key(k: &FlowKey, f: &Flow) -> NatKey {
+    NatKey {
+        remote: k.remote,
+        remote_port: k.remote_port,
+        nat_port: f.nat_port,
+        proto: k.proto,
+        _pad: [0; 3],
+    }
+}
+
+impl Pinned {
+    /// Every translated flow. The programs insert and delete while we walk, so an
+    /// entry that vanished under us is skipped, not an error.
+    pub fn nat_flows(&self) -> Vec<(FlowKey, Flow)> {
+        let mut out: Vec<(FlowKey, Flow)> = self.nat_out.iter().filter_map(|e| e.ok()).collect();
+        out.sort_by_key(|(k, _)| *k);
+        out.dedup_by_key(|(k, _)| *k);
+        out
+    }
+
+    pub fn nat_translations(&self) -> Vec<(NatKey, NatTarget)> {
+        let mut out: Vec<(NatKey, NatTarget)> = self.nat_in.iter().filter_map(|e| e.ok()).collect();
+        out.sort_by_key(|(k, _)| *k);
+        out.dedup_by_key(|(k, _)| *k);
+        out
+    }
+
+    pub fn nat_usage(&self) -> NatUsage {
+        NatUsage {
+            flows: self.nat_out.keys().filter(|k| k.is_ok()).count(),
+            translations: self.nat_in.keys().filter(|k| k.is_ok()).count(),
+            capacity: NAT_CAPACITY,
+        }
+    }
+}
+
+/// Frees expired flows and translations left without a flow.
+#[derive(Default)]
+pub struct Collector {
+    /// Translations without a flow at the last pass. A program inserts the
+    /// translation just before its flow, so only a second sighting is an orphan.
+    suspects: HashSet<NatKey>,
+}
+
+impl Collector {
+    pub fn run(&mut self, pinned: &mut Pinned, now_ns: u64) -> Collected {
+        let mut done = Collected::default();
+        for (k, f) in pinned.nat_flows() {
+            if !f.expired(k.proto, now_ns) {
+                continue;
+            }
+            // The flow first: a program that still finds it re-uses its port, one
+            // that does not claims a new one.
+            if pinned.nat_out.remove(&k).is_ok() {
+                done.expired += 1;
+            }
+            let nk = nat_key(&k, &f);
+            if let Ok(t) = pinned.nat_in.get(&nk, 0) {
+                if t.pod == k.pod && t.pod_port == k.pod_port {
+                    let _ = pinned.nat_in.remove(&nk);
+                }
+            }
+        }
+        let mut suspects = HashSet::new();
+        for (nk, t) in pinned.nat_translations() {
+            let owner = FlowKey {
+                pod: t.pod,
+                remote: nk.remote,
+                pod_port: t.pod_port,
+                remote_port: nk.remote_port,
+                proto: nk.proto,
+                _pad: [0; 3],
+            };
+            let owned = pinned
+                .nat_out
+                .get(&owner, 0)
+                .is_ok_and(|f| f.nat_port == nk.nat_port);
+            if owned {
+                continue;
+            }
+            if self.suspects.contains(&nk) {
+                if pinned.nat_in.remove(&nk).is_ok() {
+                    done.orphans += 1;
+                }
+            } else {
+                suspects.insert(nk);
+            }
+        }
+        self.suspects = suspects;
+        done
+    }
+}

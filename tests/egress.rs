@@ -1,0 +1,413 @@
+//! Pods reach the world outside the cluster through masquerade in the programs: a
+//! host behind the fabric router (which has no route to pod CIDRs) sees the node's
+//! address; replies and ICMP errors find their way back; state survives an agent
+//! restart; ports run out as counted drops; forged replies never reach a pod.
+use std::{
+    collections::BTreeSet,
+    io::{ErrorKind, Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use netpath::spec::{ClusterSpec, PortRange, DEFAULT_SPEC};
+use netpath_common::{Program, Reason};
+use netpath_tests::{
+    assert_model,
+    check::{self, Proto},
+    counter_of, lab,
+    lab::{Lab, LabConfig, OUTSIDE_IP},
+    netns, require_root, transfer, wait_counter_of,
+};
+
+fn lab_with(pods: usize, edit: impl FnOnce(&mut LabConfig)) -> (Lab, LabConfig) {
+    require_root();
+    let mut cfg = LabConfig::with_spec(ClusterSpec::parse(DEFAULT_SPEC).unwrap(), pods).unwrap();
+    edit(&mut cfg);
+    let lab = Lab::up(&cfg).expect("bring up lab");
+    (lab, cfg)
+}
+
+fn with_ports(cfg: &mut LabConfig, min: u16, max: u16) {
+    let mut d = cfg.spec.to_draft();
+    d.masquerade_ports = PortRange { min, max };
+    cfg.spec = d.validate().unwrap();
+}
+
+fn assert_egress(lab: &Lab) {
+    let checks = lab.check_egress(&[Proto::Tcp, Proto::Udp, Proto::Icmp]);
+    assert_eq!(checks.len(), 9, "three nodes, three protocols");
+    let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
+    let logs: String = (0..lab.nodes.len()).map(|i| lab.agent_log(i)).collect();
+    assert!(failed.is_empty(), "{failed:#?}\n{logs}");
+}
+
+#[test]
+fn pods_on_every_node_reach_the_outside_as_their_node_and_keep_their_address_inside() {
+    let lab = lab(3, 1);
+    assert_egress(&lab);
+    // Inside the cluster nothing is translated: pod->pod and pod->node keep the
+    // pod's source (the model checks assert the source each server saw).
+    assert_model(&lab, &[Proto::Tcp, Proto::Udp]);
+    for i in 0..3 {
+        assert!(counter_of(&lab, i, Program::FromPod, Reason::Masqueraded) > 0);
+        assert!(counter_of(&lab, i, Program::FromUnderlay, Reason::NatReply) > 0);
+    }
+    // Masquerade is what makes it work: with it off the outside's replies have no
+    // way back to a pod address.
+    let mut off = lab.spec.to_draft();
+    off.masquerade = false;
+    lab.write_spec(&off.validate().unwrap()).unwrap();
+    let pod = &lab.nodes[0].pods[0];
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        check::tcp(pod.ns.path(), lab.outside_ns(), OUTSIDE_IP).is_err()
+    });
+    assert!(gone, "with masquerade off a pod still reached the outside");
+}
+
+#[test]
+fn path_mtu_discovery_works_through_masquerade_and_a_bulk_transfer_arrives_intact() {
+    let lab = lab(3, 1);
+    lab.set_outside_mtu(1280).unwrap();
+    for node in [0, 2] {
+        let before = counter_of(&lab, node, Program::FromUnderlay, Reason::NatIcmpError);
+        let pod = &lab.nodes[node].pods[0];
+        transfer::transfer_intact(pod.ns.path(), lab.outside_ns(), OUTSIDE_IP, 9200, 16 << 20)
+            .unwrap_or_else(|e| panic!("node {node}: {e:#}\n{}", lab.agent_log(node)));
+        assert!(
+            counter_of(&lab, node, Program::FromUnderlay, Reason::NatIcmpError) > before,
+            "the router's fragmentation-needed came back translated"
+        );
+    }
+}
+
+/// A connected UDP socket in `ns` toward `dst`, with IP_RECVERR so ICMP errors
+/// show up as errors on it, and a time-to-live.
+fn udp_socket(ns: &Path, dst: SocketAddr, ttl: u32) -> UdpSocket {
+    netns::run_in(ns, || {
+        let s = UdpSocket::bind(("0.0.0.0", 0))?;
+        s.set_ttl(ttl)?;
+        let one: libc::c_int = 1;
+        // SAFETY: a valid int option on our own socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_RECVERR,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "IP_RECVERR");
+        s.connect(dst)?;
+        s.set_read_timeout(Some(Duration::from_millis(300)))?;
+        Ok(s)
+    })
+    .unwrap()
+}
+
+/// Sends until the socket reports an error (ICMP errors are rate-limited and the
+/// first datagram may wait for ARP); returns the OS error number.
+fn first_error(s: &UdpSocket) -> Option<i32> {
+    for _ in 0..10 {
+        let _ = s.send(b"probe");
+        let mut buf = [0u8; 64];
+        match s.recv(&mut buf) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => return e.raw_os_error(),
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+#[test]
+fn icmp_errors_about_translated_flows_reach_the_pod() {
+    let lab = lab(3, 1);
+    let pod = &lab.nodes[0].pods[0];
+    let before = counter_of(&lab, 0, Program::FromUnderlay, Reason::NatIcmpError);
+    // Port unreachable from the outside host.
+    let closed = SocketAddr::V4(SocketAddrV4::new(OUTSIDE_IP, 9));
+    let s = udp_socket(pod.ns.path(), closed, 64);
+    assert_eq!(
+        first_error(&s),
+        Some(libc::ECONNREFUSED),
+        "port unreachable"
+    );
+    // Time exceeded from the router: TTL 2 is 1 after the node, 0 at the router.
+    let s = udp_socket(pod.ns.path(), closed, 2);
+    assert_eq!(first_error(&s), Some(libc::EHOSTUNREACH), "time exceeded");
+    assert!(counter_of(&lab, 0, Program::FromUnderlay, Reason::NatIcmpError) >= before + 2);
+}
+
+/// Connections from `ns` to `dst`, held open; returns those that connected.
+fn connect_many(ns: &Path, dst: SocketAddr, n: usize, timeout: Duration) -> Vec<TcpStream> {
+    netns::run_in(ns, || {
+        Ok((0..n)
+            .filter_map(|_| TcpStream::connect_timeout(&dst, timeout).ok())
+            .collect())
+    })
+    .unwrap()
+}
+
+/// A server in `ns` on `port` that accepts until stopped, records each peer and
+/// answers every byte it reads with the same byte.
+struct EchoServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<SocketAddr>>>,
+}
+
+impl EchoServer {
+    fn start(ns: &Path, port: u16) -> Self {
+        let listener = netns::run_in(ns, || Ok(TcpListener::bind(("0.0.0.0", port))?)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peers = Vec::new();
+            let mut conns: Vec<TcpStream> = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let mut idle = true;
+                while let Ok((c, peer)) = listener.accept() {
+                    c.set_nonblocking(true).unwrap();
+                    peers.push(peer);
+                    conns.push(c);
+                    idle = false;
+                }
+                let mut buf = [0u8; 16];
+                for c in &mut conns {
+                    if let Ok(n) = c.read(&mut buf) {
+                        if n > 0 {
+                            let _ = c.write_all(&buf[..n]);
+                            idle = false;
+                        }
+                    }
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            peers
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn peers(mut self) -> Vec<SocketAddr> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn echoes(c: &mut TcpStream) -> bool {
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut b = [0u8; 1];
+    c.write_all(b"x").is_ok() && c.read_exact(&mut b).is_ok() && &b == b"x"
+}
+
+/// At least `n` open files: the hard limit where it is lower cannot be passed (no
+/// CAP_SYS_RESOURCE in every sandbox), so that one must suffice.
+fn raise_fd_limit(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit pointers for this process.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max.max(n.min(lim.rlim_max));
+        if libc::setrlimit(
+            libc::RLIMIT_NOFILE,
+            &libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            },
+        ) != 0
+        {
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+    }
+    assert!(
+        lim.rlim_cur >= 11_000,
+        "need 11 000 open files, the limit is {}",
+        lim.rlim_cur
+    );
+}
+
+#[test]
+fn five_thousand_concurrent_flows_each_get_a_translated_tuple_of_their_own() {
+    const PODS: usize = 5;
+    const PER_POD: usize = 334;
+    raise_fd_limit(65536);
+    let (lab, _) = lab_with(PODS, |_| {});
+    let server = EchoServer::start(lab.outside_ns(), 9300);
+    let dst = SocketAddr::V4(SocketAddrV4::new(OUTSIDE_IP, 9300));
+    let pods: Vec<&Path> = lab
+        .nodes
+        .iter()
+        .flat_map(|n| n.pods.iter().map(|p| p.ns.path()))
+        .collect();
+    let mut conns: Vec<TcpStream> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .map(|ns| s.spawn(move || connect_many(ns, dst, PER_POD, Duration::from_secs(5))))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let total = PODS * 3 * PER_POD;
+    assert_eq!(conns.len(), total, "every flow connected");
+    let answered = conns.iter_mut().map(echoes).filter(|ok| *ok).count();
+    assert_eq!(answered, total, "every flow carried data both ways");
+    let flows: usize = (0..3)
+        .map(|i| lab.nodes[i].pinned().unwrap().nat_flows().len())
+        .sum();
+    assert!(
+        flows >= total,
+        "{flows} flows in NAT_OUT for {total} connections"
+    );
+    drop(conns);
+    let peers = server.peers();
+    let distinct: BTreeSet<SocketAddr> = peers.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        peers.len(),
+        "two flows shared a translated tuple"
+    );
+    let nodes: BTreeSet<Ipv4Addr> = lab.nodes.iter().map(|n| n.ip()).collect();
+    assert!(
+        peers
+            .iter()
+            .all(|p| matches!(p, SocketAddr::V4(a) if nodes.contains(a.ip()))),
+        "the outside saw an address that is not a node's"
+    );
+}
+
+#[test]
+fn with_the_ports_used_up_new_flows_are_counted_drops_and_the_rest_carry_on() {
+    let (lab, _) = lab_with(1, |c| with_ports(c, 61000, 61007));
+    let server = EchoServer::start(lab.outside_ns(), 9400);
+    let other = EchoServer::start(lab.outside_ns(), 9401);
+    let pod = lab.nodes[0].pods[0].ns.path();
+    let dst = SocketAddr::V4(SocketAddrV4::new(OUTSIDE_IP, 9400));
+    let mut held = connect_many(pod, dst, 8, Duration::from_secs(3));
+    assert_eq!(held.len(), 8, "eight ports, eight flows");
+    let before = counter_of(&lab, 0, Program::FromPod, Reason::DropNatNoPort);
+    let ninth = connect_many(pod, dst, 1, Duration::from_millis(800));
+    assert!(
+        ninth.is_empty(),
+        "a ninth flow got a port that does not exist"
+    );
+    assert!(counter_of(&lab, 0, Program::FromPod, Reason::DropNatNoPort) > before);
+    // The eight carry on; a flow to another remote port can reuse the ports; the
+    // node's own connection to the outside is not touched.
+    assert!(held.iter_mut().all(echoes), "a held flow broke");
+    let to_other = SocketAddr::V4(SocketAddrV4::new(OUTSIDE_IP, 9401));
+    assert_eq!(
+        connect_many(pod, to_other, 1, Duration::from_secs(3)).len(),
+        1
+    );
+    let seen = check::tcp(lab.nodes[0].ns.path(), lab.outside_ns(), OUTSIDE_IP).unwrap();
+    assert_eq!(seen, lab.nodes[0].ip());
+    // Every translated port is one of the range.
+    for p in server.peers().iter().chain(other.peers().iter()) {
+        assert!(
+            (61000..=61007).contains(&p.port()),
+            "port {} outside the range",
+            p.port()
+        );
+    }
+}
+
+#[test]
+fn flows_to_the_outside_survive_an_agent_restart() {
+    let (mut lab, cfg) = lab_with(1, |c| c.keep_pins = true);
+    let pod = &lab.nodes[1].pods[0];
+    let stream = check::stream(pod.ns.path(), lab.outside_ns(), OUTSIDE_IP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    lab.kill_agent(1);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.start_agent(1, &cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = stream.finish().expect("the flow outlived the agent");
+    assert!(stats.bytes > 0);
+    assert!(
+        stats.max_gap < Duration::from_millis(500),
+        "stall {:?}",
+        stats.max_gap
+    );
+}
+
+#[test]
+fn replies_without_a_translation_and_forged_replies_are_dropped_and_counted() {
+    let lab = lab(3, 1);
+    let node_ip = lab.nodes[0].ip();
+    let pod = &lab.nodes[0].pods[0];
+    let unknown = |lab: &Lab| counter_of(lab, 0, Program::FromUnderlay, Reason::DropNatUnknown);
+    // A datagram to a translated port nobody uses.
+    let before = unknown(&lab);
+    let outside =
+        netns::run_in(lab.outside_ns(), || Ok(UdpSocket::bind(("0.0.0.0", 9500))?)).unwrap();
+    outside.send_to(b"stray", (node_ip, 61234)).unwrap();
+    wait_counter_of(
+        &lab,
+        0,
+        Program::FromUnderlay,
+        Reason::DropNatUnknown,
+        before,
+        1,
+    );
+    // A real flow: the pod talks to the outside, which learns the translated port.
+    let to_outside = SocketAddr::V4(SocketAddrV4::new(OUTSIDE_IP, 9500));
+    let s = udp_socket(pod.ns.path(), to_outside, 64);
+    s.send(b"hello").unwrap();
+    outside
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (_, translated) = outside.recv_from(&mut buf).unwrap();
+    assert_eq!(translated.ip(), std::net::IpAddr::V4(node_ip));
+    // The router forges a reply: right port, wrong remote address.
+    let before = unknown(&lab);
+    let forger =
+        netns::run_in(lab.fabric_ns(), || Ok(UdpSocket::bind(("0.0.0.0", 9500))?)).unwrap();
+    forger.send_to(b"forged", translated).unwrap();
+    wait_counter_of(
+        &lab,
+        0,
+        Program::FromUnderlay,
+        Reason::DropNatUnknown,
+        before,
+        1,
+    );
+    // The genuine reply arrives, and only it.
+    outside.send_to(b"genuine", translated).unwrap();
+    let t = Instant::now();
+    let mut got = Vec::new();
+    while t.elapsed() < Duration::from_secs(1) {
+        if let Ok(n) = s.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+    }
+    assert_eq!(got, vec![b"genuine".to_vec()]);
+}
