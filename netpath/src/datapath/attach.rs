@@ -13,8 +13,9 @@ use netpath_common::{names, TcAttach};
 
 use super::maps::Pinned;
 
-/// TC priority and handle of our filter on every veth, fixed so a re-attach replaces it.
-const TC_PRIORITY: u16 = 1;
+/// TC priorities of our netlink filter: a re-attach puts the new program at the one
+/// not in use and then removes the old (make before break), and the handle.
+const TC_PRIORITIES: [u16; 2] = [1, 2];
 const TC_HANDLE: TcHandle = TcHandle::new(0, 1);
 
 /// TCX links on 6.6+ (they compose with other programs and need no qdisc), netlink
@@ -127,22 +128,34 @@ pub(super) fn attach_persistent(
         }
         TcAttach::Netlink => {
             add_clsact(ifname)?;
-            let opts = || {
+            // Never a moment without a program: packets would meet the host stack,
+            // which answers a masqueraded flow's reply with a reset. The new filter
+            // goes in beside the old one, then the old one goes.
+            let opts = |priority| {
                 TcAttachOptions::Netlink(NlOptions {
-                    priority: TC_PRIORITY,
+                    priority,
                     handle: TC_HANDLE,
                     classid: None,
                 })
             };
-            let id = match prog.attach_with_options(ifname, hook, opts()) {
-                Ok(id) => id,
-                Err(_) => {
-                    netlink_detach(ifname, hook)?;
-                    prog.attach_with_options(ifname, hook, opts())
-                        .with_context(|| format!("attach {name} to {ifname}"))?
-                }
+            let [first, second] = TC_PRIORITIES;
+            let (id, old) = match prog.attach_with_options(ifname, hook, opts(first)) {
+                Ok(id) => (id, second),
+                Err(_) => match prog.attach_with_options(ifname, hook, opts(second)) {
+                    Ok(id) => (id, first),
+                    Err(_) => {
+                        // Both taken (a swap cut short): one goes first.
+                        netlink_detach_at(ifname, hook, second)?;
+                        let id = prog
+                            .attach_with_options(ifname, hook, opts(second))
+                            .with_context(|| format!("attach {name} to {ifname}"))?;
+                        (id, first)
+                    }
+                },
             };
             std::mem::forget(prog.take_link(id)?);
+            // Absent on a first attach.
+            let _ = netlink_detach_at(ifname, hook, old);
             Ok(())
         }
     }
@@ -158,11 +171,20 @@ pub fn detach(dir: &Path, ifname: &str, hook: TcAttachType) -> Result<()> {
     netlink_detach(ifname, hook)
 }
 
+/// Removes our filter at either priority; fails only if there was none to remove.
 fn netlink_detach(ifname: &str, hook: TcAttachType) -> Result<()> {
-    let link = SchedClassifierLink::attached(ifname, hook, TC_PRIORITY, TC_HANDLE, None)?;
+    let results = TC_PRIORITIES.map(|p| netlink_detach_at(ifname, hook, p));
+    if results.iter().any(Result::is_ok) {
+        return Ok(());
+    }
+    results.into_iter().next().expect("two priorities")
+}
+
+fn netlink_detach_at(ifname: &str, hook: TcAttachType, priority: u16) -> Result<()> {
+    let link = SchedClassifierLink::attached(ifname, hook, priority, TC_HANDLE, None)?;
     match link.detach() {
         Ok(()) => Ok(()),
-        Err(e) => bail!("detach from {ifname}: {e}"),
+        Err(e) => bail!("detach from {ifname} (priority {priority}): {e}"),
     }
 }
 
