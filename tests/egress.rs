@@ -411,3 +411,57 @@ fn replies_without_a_translation_and_forged_replies_are_dropped_and_counted() {
     }
     assert_eq!(got, vec![b"genuine".to_vec()]);
 }
+
+#[test]
+fn a_closed_tcp_flow_leaves_the_tables_after_its_short_timeout_while_udp_stays() {
+    use netpath_common::{nat_timeout, IPPROTO_TCP, IPPROTO_UDP};
+    let lab = lab(3, 1);
+    let pod = &lab.nodes[0].pods[0];
+    let outside = OUTSIDE_IP.octets();
+    let flows = |proto: u8| {
+        let pinned = lab.nodes[0].pinned().unwrap();
+        let f: Vec<_> = pinned
+            .nat_flows()
+            .into_iter()
+            .filter(|(k, _)| k.proto == proto && k.remote == outside)
+            .collect();
+        let t = pinned
+            .nat_translations()
+            .into_iter()
+            .filter(|(k, _)| k.proto == proto)
+            .count();
+        (f, t)
+    };
+    // One TCP exchange, closed by both ends; one UDP exchange.
+    check::tcp(pod.ns.path(), lab.outside_ns(), OUTSIDE_IP).unwrap();
+    check::udp(pod.ns.path(), lab.outside_ns(), OUTSIDE_IP).unwrap();
+    let closed = Instant::now();
+    let (tcp, _) = flows(IPPROTO_TCP);
+    assert_eq!(tcp.len(), 1, "{tcp:?}");
+    let f = tcp[0].1;
+    assert!(
+        f.seen_reply == 1 && f.fin_out == 1 && f.fin_in == 1,
+        "{f:?}"
+    );
+    let limit = Duration::from_secs(nat_timeout::TCP_CLOSED + 6);
+    while !flows(IPPROTO_TCP).0.is_empty() {
+        assert!(
+            closed.elapsed() < limit,
+            "closed TCP flow still there after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        closed.elapsed() >= Duration::from_secs(nat_timeout::TCP_CLOSED - 1),
+        "collected after {:?}, before its timeout",
+        closed.elapsed()
+    );
+    assert_eq!(flows(IPPROTO_TCP).1, 0, "its translation went with it");
+    let (udp, translations) = flows(IPPROTO_UDP);
+    assert_eq!(
+        (udp.len(), translations),
+        (1, 1),
+        "UDP idles for {} s",
+        nat_timeout::UDP
+    );
+}

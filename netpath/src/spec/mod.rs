@@ -494,10 +494,6 @@ impl Default for PortRange {
 }
 
 impl PortRange {
-    pub fn len(&self) -> u32 {
-        (self.max as u32 + 1).saturating_sub(self.min as u32)
-    }
-
     pub fn overlaps(&self, other: &PortRange) -> bool {
         self.min <= other.max && other.min <= self.max
     }

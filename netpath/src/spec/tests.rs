@@ -229,3 +229,45 @@ fn a_hundred_thousand_nodes_validate_and_a_late_overlap_is_found() {
         "{e}"
     );
 }
+
+#[test]
+fn masquerade_fields_default_on_parse_and_name_their_mistakes() {
+    let s = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
+    assert!(s.masquerade.enabled);
+    assert!(s.masquerade.exempt.is_empty());
+    assert_eq!(
+        s.masquerade.ports,
+        PortRange {
+            min: 61000,
+            max: 65535
+        }
+    );
+    let with =
+        |fields: &str| DEFAULT_SPEC.replacen("[[nodes]]", &format!("{fields}\n[[nodes]]"), 1);
+    let s = ClusterSpec::parse(&with(
+        "masquerade = false\nno_masquerade = [\"192.0.2.0/24\"]\nmasquerade_ports = \"40000-40999\"",
+    ))
+    .unwrap();
+    assert!(!s.masquerade.enabled);
+    assert_eq!(s.masquerade.exempt, vec!["192.0.2.0/24".parse().unwrap()]);
+    assert_eq!(
+        s.masquerade.ports,
+        PortRange {
+            min: 40000,
+            max: 40999
+        }
+    );
+    // A round trip through TOML keeps them.
+    assert_eq!(ClusterSpec::parse(&s.to_toml()).unwrap(), s);
+    for (fields, named) in [
+        ("no_masquerade = [\"192.0.2.1/24\"]", "no_masquerade[0]"),
+        ("no_masquerade = [\"nonsense\"]", "no_masquerade[0]"),
+        ("masquerade_ports = \"65000-61000\"", "masquerade_ports"),
+        ("masquerade_ports = \"80-90\"", "masquerade_ports"),
+        ("masquerade_ports = \"61000\"", "masquerade_ports"),
+        ("masquerade_ports = \"61000-70000\"", "masquerade_ports"),
+    ] {
+        let e = err(&with(fields));
+        assert!(e.contains(named), "{fields}: {e}");
+    }
+}
