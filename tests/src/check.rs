@@ -45,6 +45,8 @@ pub struct CheckResult {
     pub path: String,
     pub dst: Ipv4Addr,
     pub expected_src: Ipv4Addr,
+    /// Whose address `expected_src` is, for reports.
+    pub expected_is: &'static str,
     pub seen_src: Option<Ipv4Addr>,
     pub error: Option<String>,
 }
@@ -68,7 +70,7 @@ pub fn probe(step: &str, path: &str, proto: Proto, from: &Host, to: &Host) -> Ch
         // An echo reply proves reachability only; the source is proven by TCP and UDP.
         Proto::Icmp => icmp(from.netns, to.ip).map(|()| None),
     };
-    result(step, path, proto, from, to, from.ip, seen)
+    result(step, path, proto, from, to, (from.ip, "sender's own IP"), seen)
 }
 
 /// A probe that leaves the cluster: `to` must see `expected_src` (the node's
@@ -86,7 +88,15 @@ pub fn probe_egress(
         Proto::Udp => udp(from.netns, to.netns, to.ip),
         Proto::Icmp => icmp_seen(from.netns, to.netns, to.ip),
     };
-    result(step, path, proto, from, to, expected_src, seen.map(Some))
+    result(
+        step,
+        path,
+        proto,
+        from,
+        to,
+        (expected_src, "its node's IP"),
+        seen.map(Some),
+    )
 }
 
 fn result(
@@ -95,7 +105,7 @@ fn result(
     proto: Proto,
     from: &Host,
     to: &Host,
-    expected_src: Ipv4Addr,
+    (expected_src, expected_is): (Ipv4Addr, &'static str),
     seen: Result<Option<Ipv4Addr>>,
 ) -> CheckResult {
     let (seen_src, error) = match seen {
@@ -110,6 +120,7 @@ fn result(
         path: path.into(),
         dst: to.ip,
         expected_src,
+        expected_is,
         seen_src,
         error,
     }

@@ -2,7 +2,7 @@
 use std::collections::BTreeSet;
 
 use super::Invariant;
-use crate::check::{CheckResult, Proto};
+use crate::check::CheckResult;
 
 /// Prints checks grouped by step and path, failures in full, then the invariants;
 /// returns whether everything passed.
@@ -22,9 +22,9 @@ pub fn print_report(checks: &[CheckResult], invariants: &[Invariant], verbose: b
         if c.ok() {
             g.0 += 1;
         }
-        if c.proto != Proto::Icmp {
+        if c.seen_src.is_some() {
             g.2.insert(if c.seen_src == Some(c.expected_src) {
-                "sender's own IP".to_string()
+                c.expected_is.to_string()
             } else {
                 "OTHER".to_string()
             });
