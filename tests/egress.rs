@@ -465,3 +465,46 @@ fn a_closed_tcp_flow_leaves_the_tables_after_its_short_timeout_while_udp_stays()
         nat_timeout::UDP
     );
 }
+
+#[test]
+fn a_closed_flows_port_serves_the_next_flow_at_once() {
+    const N: usize = 200;
+    let (lab, _) = lab_with(1, |c| with_ports(c, 61000, 61003));
+    let listener =
+        netns::run_in(lab.outside_ns(), || Ok(TcpListener::bind(("0.0.0.0", 9600))?)).unwrap();
+    let pod = lab.nodes[0].pods[0].ns.path();
+    let dst = SocketAddr::V4(SocketAddrV4::new(OUTSIDE_IP, 9600));
+    let started = Instant::now();
+    let ports: BTreeSet<u16> = std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            (0..N)
+                .map(|_| {
+                    // The server closes first, as a web server does.
+                    let (mut c, peer) = listener.accept().unwrap();
+                    let mut b = [0u8; 1];
+                    c.read_exact(&mut b).unwrap();
+                    c.write_all(&b).unwrap();
+                    peer.port()
+                })
+                .collect()
+        });
+        netns::run_in(pod, || {
+            for i in 0..N {
+                let mut c = TcpStream::connect_timeout(&dst, Duration::from_secs(3))
+                    .map_err(|e| anyhow::anyhow!("connection {i}: {e}"))?;
+                c.write_all(b"x")?;
+                let mut b = Vec::new();
+                c.read_to_end(&mut b)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        server.join().unwrap()
+    });
+    assert!(ports.iter().all(|p| (61000..=61003).contains(p)), "{ports:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{N} connections over 4 ports took {:?}: closed ports waited for their timeout",
+        started.elapsed()
+    );
+}

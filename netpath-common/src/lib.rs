@@ -157,7 +157,10 @@ pub struct Flow {
     pub fin_out: u8,
     pub fin_in: u8,
     pub rst: u8,
-    pub _pad: [u8; 2],
+    /// The closing handshake is over (an ACK after a FIN each way): the translated
+    /// port may go to a new flow at once.
+    pub closed: u8,
+    pub _pad: u8,
 }
 
 /// The translated flow as the outside sees it (the node's address implied): key of
@@ -366,8 +369,8 @@ pub enum Reason {
     DropNatNoPort = 24,
     /// The NAT maps are full.
     DropNatTableFull = 25,
-    /// To a translated port with no live translation for its sender (unknown,
-    /// expired or forged).
+    /// No live translation: a reply to a translated port from an unknown, expired or
+    /// forged sender, or a pod's TCP segment other than a SYN for an untranslated flow.
     DropNatUnknown = 26,
     /// To the outside but not translatable: an IP fragment or a protocol other than
     /// TCP, UDP and ICMP echo.
@@ -494,7 +497,8 @@ mod tests {
             fin_out: 0,
             fin_in: 0,
             rst: 0,
-            _pad: [0; 2],
+            closed: 0,
+            _pad: 0,
         };
         assert!(!f.expired(IPPROTO_TCP, 100 * s + 30 * s));
         assert!(f.expired(IPPROTO_TCP, 100 * s + 31 * s), "unanswered SYN");

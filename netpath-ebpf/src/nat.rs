@@ -167,7 +167,10 @@ pub fn masquerade(ctx: &TcContext, ip: &Ip, s: &Settings) -> (i32, Reason) {
     };
     let t = now();
     let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let flow = match translation(&key, s, t, syn) {
+    // Only a SYN opens a TCP translation: a stray segment of a flow gone (its port
+    // maybe another flow's by now) must not take a port of its own.
+    let opens = ip.proto != IPPROTO_TCP || syn;
+    let flow = match translation(&key, s, t, syn, opens) {
         Ok(f) => f,
         Err(reason) => return (TC_ACT_SHOT, reason),
     };
@@ -176,11 +179,9 @@ pub fn masquerade(ctx: &TcContext, ip: &Ip, s: &Settings) -> (i32, Reason) {
     let nat_port = unsafe {
         let f = &mut *flow;
         f.last_seen = t;
+        track_close(f, p.tcp_flags);
         if p.tcp_flags & TCP_FIN != 0 {
             f.fin_out = 1;
-        }
-        if p.tcp_flags & TCP_RST != 0 {
-            f.rst = 1;
         }
         f.nat_port
     };
@@ -200,21 +201,48 @@ pub fn masquerade(ctx: &TcContext, ip: &Ip, s: &Settings) -> (i32, Reason) {
     deliver::to_underlay(s.underlay_ifindex, None, Reason::Masqueraded)
 }
 
-/// The flow's entry: the existing one, or a new one with a port of its own.
+/// RST, and the ACK that ends a closing handshake (FIN each way already seen),
+/// both ways alike. Each flag is its own byte: no read-modify-write.
 #[inline(always)]
-fn translation(key: &FlowKey, s: &Settings, t: u64, syn: bool) -> Result<*mut Flow, Reason> {
+fn track_close(f: &mut Flow, tcp_flags: u8) {
+    if tcp_flags & TCP_RST != 0 {
+        f.rst = 1;
+    } else if f.fin_out != 0 && f.fin_in != 0 && tcp_flags & (TCP_FIN | TCP_SYN) == 0 {
+        f.closed = 1;
+    }
+}
+
+/// A flow whose port another flow may take now.
+#[inline(always)]
+fn reusable(f: &Flow, proto: u8, t: u64) -> bool {
+    f.rst != 0 || f.closed != 0 || f.expired(proto, t)
+}
+
+/// The flow's entry: the existing one, or (if `opens`) a new one with a port of its own.
+#[inline(always)]
+fn translation(
+    key: &FlowKey,
+    s: &Settings,
+    t: u64,
+    syn: bool,
+    opens: bool,
+) -> Result<*mut Flow, Reason> {
     if let Some(f) = NAT_OUT.get_ptr_mut(key) {
         // SAFETY: as in `masquerade`.
         let f = unsafe { &mut *f };
-        let closed = f.rst != 0 || (f.fin_out != 0 && f.fin_in != 0);
-        if f.expired(key.proto, t) || (syn && closed) {
+        let ended = f.rst != 0 || f.closed != 0 || (f.fin_out != 0 && f.fin_in != 0);
+        if f.expired(key.proto, t) || (syn && ended) {
             // The same tuple again after its flow ended: a new flow on the same port.
             f.seen_reply = 0;
             f.fin_out = 0;
             f.fin_in = 0;
             f.rst = 0;
+            f.closed = 0;
         }
         return Ok(f);
+    }
+    if !opens {
+        return Err(Reason::DropNatUnknown);
     }
     let nat_port = claim_port(key, s, t)?;
     let flow = Flow {
@@ -224,7 +252,8 @@ fn translation(key: &FlowKey, s: &Settings, t: u64, syn: bool) -> Result<*mut Fl
         fin_out: 0,
         fin_in: 0,
         rst: 0,
-        _pad: [0; 2],
+        closed: 0,
+        _pad: 0,
     };
     if let Err(e) = NAT_OUT.insert(key, flow, BPF_NOEXIST as u64) {
         let _ = NAT_IN.remove(nat_key(key, nat_port));
@@ -289,8 +318,9 @@ fn claim_port(key: &FlowKey, s: &Settings, t: u64) -> Result<[u8; 2], Reason> {
     Err(Reason::DropNatNoPort)
 }
 
-/// Frees the translated tuple `nk` if its flow is gone or expired (the agent's
-/// collector does the same in bulk; this keeps a busy range from waiting for it).
+/// Frees the translated tuple `nk` if its flow is gone, closed or expired (the
+/// agent's collector frees expired ones in bulk; this keeps a busy range, thousands
+/// of short connections a second to one server, from waiting for it).
 #[inline(always)]
 fn reclaim(nk: &NatKey, t: u64) -> bool {
     // SAFETY: map values are plain data, copied out at once.
@@ -308,7 +338,7 @@ fn reclaim(nk: &NatKey, t: u64) -> bool {
     // SAFETY: as above.
     if let Some(f) = unsafe { NAT_OUT.get(owner) }.copied() {
         if f.nat_port == nk.nat_port {
-            if !f.expired(nk.proto, t) {
+            if !reusable(&f, nk.proto, t) {
                 return false;
             }
             let _ = NAT_OUT.remove(owner);
@@ -389,11 +419,9 @@ fn live_target(nk: &NatKey, tcp_flags: u8) -> Option<(NatTarget, Endpoint)> {
         }
         f.last_seen = t;
         f.seen_reply = 1;
+        track_close(f, tcp_flags);
         if tcp_flags & TCP_FIN != 0 {
             f.fin_in = 1;
-        }
-        if tcp_flags & TCP_RST != 0 {
-            f.rst = 1;
         }
     }
     // SAFETY: as above.

@@ -70,7 +70,15 @@ pub fn probe(step: &str, path: &str, proto: Proto, from: &Host, to: &Host) -> Ch
         // An echo reply proves reachability only; the source is proven by TCP and UDP.
         Proto::Icmp => icmp(from.netns, to.ip).map(|()| None),
     };
-    result(step, path, proto, from, to, (from.ip, "sender's own IP"), seen)
+    result(
+        step,
+        path,
+        proto,
+        from,
+        to,
+        (from.ip, "sender's own IP"),
+        seen,
+    )
 }
 
 /// A probe that leaves the cluster: `to` must see `expected_src` (the node's

@@ -264,10 +264,18 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
     if let Some(node) = lab.nodes.first() {
         let d = node.pin_dir.display();
         println!(
-            "\ninspect {} (likewise the other nodes):\n  netpath status --node {}\n  bpftool map dump pinned {d}/ROUTES\n  bpftool map dump pinned {d}/ENDPOINTS\n  bpftool map dump pinned {d}/NODES\n  bpftool map dump pinned {d}/STATS",
+            "\ninspect {} (likewise the other nodes):\n  netpath status --node {}\n  bpftool map dump pinned {d}/ROUTES\n  bpftool map dump pinned {d}/ENDPOINTS\n  bpftool map dump pinned {d}/NODES\n  bpftool map dump pinned {d}/STATS\n  bpftool map dump pinned {d}/NAT_OUT      # masqueraded flows",
             node.name,
             node.name,
         );
+        if let Some(pod) = node.pods.first() {
+            println!(
+                "\na host outside the cluster, behind the router ({}): ip netns exec {} ping {}",
+                lab.outside().ns.name(),
+                pod.ns.name(),
+                lab::OUTSIDE_IP,
+            );
+        }
     }
     if once {
         return Ok(ok);
