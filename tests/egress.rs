@@ -470,8 +470,10 @@ fn a_closed_tcp_flow_leaves_the_tables_after_its_short_timeout_while_udp_stays()
 fn a_closed_flows_port_serves_the_next_flow_at_once() {
     const N: usize = 200;
     let (lab, _) = lab_with(1, |c| with_ports(c, 61000, 61003));
-    let listener =
-        netns::run_in(lab.outside_ns(), || Ok(TcpListener::bind(("0.0.0.0", 9600))?)).unwrap();
+    let listener = netns::run_in(lab.outside_ns(), || {
+        Ok(TcpListener::bind(("0.0.0.0", 9600))?)
+    })
+    .unwrap();
     let pod = lab.nodes[0].pods[0].ns.path();
     let dst = SocketAddr::V4(SocketAddrV4::new(OUTSIDE_IP, 9600));
     let started = Instant::now();
@@ -501,7 +503,10 @@ fn a_closed_flows_port_serves_the_next_flow_at_once() {
         .unwrap();
         server.join().unwrap()
     });
-    assert!(ports.iter().all(|p| (61000..=61003).contains(p)), "{ports:?}");
+    assert!(
+        ports.iter().all(|p| (61000..=61003).contains(p)),
+        "{ports:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "{N} connections over 4 ports took {:?}: closed ports waited for their timeout",

@@ -361,13 +361,31 @@ fn masquerade_lab(in_programs: bool) -> Result<Box<Lab>> {
     cfg.spec = d.validate()?;
     let lab = Box::new(Lab::up(&cfg)?);
     if !in_programs {
-        let rules = format!(
-            "table ip netpath-bench {{ chain post {{ type nat hook postrouting priority 100; \
-             ip saddr {cidr} ip daddr != {cidr} masquerade; }} }}",
-            cidr = cfg.spec.cluster_cidr
-        );
-        crate::support::run_in_ns(lab.nodes[0].ns.path(), &["nft", &rules])
-            .context("install the nftables masquerade rule")?;
+        let ns = lab.nodes[0].ns.path();
+        let cidr = cfg.spec.cluster_cidr.to_string();
+        let chain = "{ type nat hook postrouting priority 100 ; }";
+        for cmd in [
+            vec!["nft", "add", "table", "ip", "netpath-bench"],
+            vec!["nft", "add", "chain", "ip", "netpath-bench", "post", chain],
+            vec![
+                "nft",
+                "add",
+                "rule",
+                "ip",
+                "netpath-bench",
+                "post",
+                "ip",
+                "saddr",
+                &cidr,
+                "ip",
+                "daddr",
+                "!=",
+                &cidr,
+                "masquerade",
+            ],
+        ] {
+            crate::support::run_in_ns(ns, &cmd).context("install the nftables masquerade rule")?;
+        }
     }
     Ok(lab)
 }
