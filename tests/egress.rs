@@ -20,9 +20,9 @@ use netpath_common::{Program, Reason};
 use netpath_tests::{
     assert_model,
     check::{self, Proto},
-    counter_of, lab,
+    counter_of, csum, lab,
     lab::{Lab, LabConfig, OUTSIDE_IP},
-    netns, require_root, transfer, wait_counter_of,
+    netns, require_root, transfer, wait_counter_of, RawSocket,
 };
 
 fn lab_with(pods: usize, edit: impl FnOnce(&mut LabConfig)) -> (Lab, LabConfig) {
@@ -512,4 +512,143 @@ fn a_closed_flows_port_serves_the_next_flow_at_once() {
         "{N} connections over 4 ports took {:?}: closed ports waited for their timeout",
         started.elapsed()
     );
+}
+
+/// An IPv4 packet (no options, DF clear) around `l4`, with a correct header checksum.
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, id: u16, l4: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    h[4..6].copy_from_slice(&id.to_be_bytes());
+    h[8] = 64;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let c = csum::fold(csum::sum(&h));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(l4);
+    h
+}
+
+fn pseudo_sum(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u32 {
+    csum::sum(src) + csum::sum(dst) + proto as u32 + len as u32
+}
+
+/// Fills in the TCP or UDP checksum of `l4` (at `at`) for `src` -> `dst`.
+fn with_l4_checksum(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    mut l4: Vec<u8>,
+    at: usize,
+) -> Vec<u8> {
+    l4[at..at + 2].copy_from_slice(&[0, 0]);
+    let c = csum::fold(pseudo_sum(&src.octets(), &dst.octets(), proto, l4.len()) + csum::sum(&l4));
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    l4
+}
+
+/// The checksums of a captured IPv4 frame: header, and L4 (`None`: a UDP zero).
+fn verify(frame: &[u8]) -> (bool, Option<bool>) {
+    let ip = &frame[14..];
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let (hdr, l4) = (&ip[..ihl], &ip[ihl..total]);
+    let header_ok = csum::fold(csum::sum(hdr)) == 0;
+    let l4_ok = match ip[9] {
+        17 if l4[6..8] == [0, 0] => None,
+        p @ (6 | 17) => {
+            Some(csum::fold(pseudo_sum(&ip[12..16], &ip[16..20], p, l4.len()) + csum::sum(l4)) == 0)
+        }
+        _ => Some(csum::fold(csum::sum(l4)) == 0),
+    };
+    (header_ok, l4_ok)
+}
+
+#[test]
+fn translated_packets_carry_valid_checksums_and_a_zero_udp_checksum_stays_zero() {
+    let lab = lab(3, 1);
+    let pod = &lab.nodes[0].pods[0];
+    let node_ip = lab.nodes[0].ip();
+    let host_mac = lab.nodes[0]
+        .pinned()
+        .unwrap()
+        .endpoints()
+        .unwrap()
+        .into_iter()
+        .find(|(ip, _)| *ip == pod.ip)
+        .unwrap()
+        .1
+        .host_mac;
+    let tx = RawSocket::open(pod.ns.path(), "eth0").unwrap();
+    let rx = RawSocket::open(lab.outside_ns(), "eth0").unwrap();
+    let mut udp = vec![0x0f, 0xa0, 0x23, 0x29, 0, 16, 0, 0];
+    udp.extend_from_slice(b"checksum");
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&4002u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&9u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02;
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let mut echo = vec![8, 0, 0, 0, 0x4e, 0x50, 0, 1];
+    echo.extend_from_slice(b"checksum");
+    let c = csum::fold(csum::sum(&echo));
+    echo[2..4].copy_from_slice(&c.to_be_bytes());
+    let cases: Vec<(&str, u16, Vec<u8>, Option<bool>)> = vec![
+        (
+            "udp, zero checksum",
+            0x7701,
+            ipv4(pod.ip, OUTSIDE_IP, 17, 0x7701, &udp),
+            None,
+        ),
+        (
+            "udp",
+            0x7702,
+            ipv4(
+                pod.ip,
+                OUTSIDE_IP,
+                17,
+                0x7702,
+                &with_l4_checksum(pod.ip, OUTSIDE_IP, 17, udp.clone(), 6),
+            ),
+            Some(true),
+        ),
+        (
+            "tcp syn",
+            0x7703,
+            ipv4(
+                pod.ip,
+                OUTSIDE_IP,
+                6,
+                0x7703,
+                &with_l4_checksum(pod.ip, OUTSIDE_IP, 6, tcp, 16),
+            ),
+            Some(true),
+        ),
+        (
+            "icmp echo",
+            0x7704,
+            ipv4(pod.ip, OUTSIDE_IP, 1, 0x7704, &echo),
+            Some(true),
+        ),
+    ];
+    for (what, id, packet, want) in cases {
+        tx.send(&netpath_tests::eth(
+            host_mac,
+            pod.mac,
+            netpath_tests::ETH_P_IP,
+            &packet,
+        ))
+        .unwrap();
+        let got = rx
+            .wait_for(Duration::from_secs(2), |f| netpath_tests::is_ip_id(f, id))
+            .unwrap_or_else(|| panic!("{what}: never reached the outside"));
+        assert_eq!(&got[26..30], &node_ip.octets(), "{what}: source translated");
+        assert_eq!(
+            verify(&got),
+            (true, want),
+            "{what}: checksums after translation"
+        );
+    }
 }
