@@ -412,83 +412,134 @@ fn replies_without_a_translation_and_forged_replies_are_dropped_and_counted() {
     assert_eq!(got, vec![b"genuine".to_vec()]);
 }
 
+/// Closes `c` with a RST (SO_LINGER 0).
+fn reset(c: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid linger option on our own socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+}
+
 #[test]
-fn a_closed_tcp_flow_leaves_the_tables_after_its_short_timeout_while_udp_stays() {
+fn a_reset_tcp_flow_leaves_the_tables_after_its_short_timeout_closed_and_udp_ones_stay() {
     use netpath_common::{nat_timeout, IPPROTO_TCP, IPPROTO_UDP};
     let lab = lab(3, 1);
     let pod = &lab.nodes[0].pods[0];
     let outside = OUTSIDE_IP.octets();
-    let flows = |proto: u8| {
-        let pinned = lab.nodes[0].pinned().unwrap();
-        let f: Vec<_> = pinned
+    let flows = |proto: u8, remote_port: u16| {
+        lab.nodes[0]
+            .pinned()
+            .unwrap()
             .nat_flows()
             .into_iter()
-            .filter(|(k, _)| k.proto == proto && k.remote == outside)
-            .collect();
-        let t = pinned
-            .nat_translations()
-            .into_iter()
-            .filter(|(k, _)| k.proto == proto)
-            .count();
-        (f, t)
+            .filter(|(k, _)| {
+                k.proto == proto
+                    && k.remote == outside
+                    && (remote_port == 0 || k.remote_port == remote_port.to_be_bytes())
+            })
+            .map(|(_, f)| f)
+            .collect::<Vec<_>>()
     };
-    // One TCP exchange, closed by both ends; one UDP exchange.
+    // A TCP flow closed by a FIN each way, one ended by a RST, one UDP exchange.
     check::tcp(pod.ns.path(), lab.outside_ns(), OUTSIDE_IP).unwrap();
+    let _server = EchoServer::start(lab.outside_ns(), 9650);
+    let dst = SocketAddr::V4(SocketAddrV4::new(OUTSIDE_IP, 9650));
+    let mut c = connect_many(pod.ns.path(), dst, 1, Duration::from_secs(3))
+        .pop()
+        .unwrap();
+    assert!(echoes(&mut c));
+    reset(c);
     check::udp(pod.ns.path(), lab.outside_ns(), OUTSIDE_IP).unwrap();
-    let closed = Instant::now();
-    let (tcp, _) = flows(IPPROTO_TCP);
-    assert_eq!(tcp.len(), 1, "{tcp:?}");
-    let f = tcp[0].1;
+    let ended = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    let reset_flows = flows(IPPROTO_TCP, 9650);
+    assert_eq!(reset_flows.len(), 1);
+    assert_eq!(reset_flows[0].rst, 1, "{reset_flows:?}");
+    let closed: Vec<_> = flows(IPPROTO_TCP, 0)
+        .into_iter()
+        .filter(|f| f.rst == 0)
+        .collect();
+    assert_eq!(closed.len(), 1);
+    let f = closed[0];
     assert!(
-        f.seen_reply == 1 && f.fin_out == 1 && f.fin_in == 1,
+        f.seen_reply == 1 && f.fin_out == 1 && f.fin_in == 1 && f.closed == 1,
         "{f:?}"
     );
-    let limit = Duration::from_secs(nat_timeout::TCP_CLOSED + 6);
-    while !flows(IPPROTO_TCP).0.is_empty() {
+    assert_ne!(f.fin_seq, [0; 4], "the FIN's sequence number is recorded");
+    let limit = Duration::from_secs(nat_timeout::TCP_RESET + 6);
+    while !flows(IPPROTO_TCP, 9650).is_empty() {
         assert!(
-            closed.elapsed() < limit,
-            "closed TCP flow still there after {limit:?}"
+            ended.elapsed() < limit,
+            "reset TCP flow still there after {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
-        closed.elapsed() >= Duration::from_secs(nat_timeout::TCP_CLOSED - 1),
+        ended.elapsed() >= Duration::from_secs(nat_timeout::TCP_RESET - 1),
         "collected after {:?}, before its timeout",
-        closed.elapsed()
+        ended.elapsed()
     );
-    assert_eq!(flows(IPPROTO_TCP).1, 0, "its translation went with it");
-    let (udp, translations) = flows(IPPROTO_UDP);
+    // The closed flow waits out the remote's TIME_WAIT; UDP idles for a minute.
+    assert_eq!(flows(IPPROTO_TCP, 0).len(), 1, "the closed flow stays");
+    assert_eq!(flows(IPPROTO_UDP, 0).len(), 1, "UDP stays");
+    let translations = lab.nodes[0].pinned().unwrap().nat_translations();
     assert_eq!(
-        (udp.len(), translations),
-        (1, 1),
-        "UDP idles for {} s",
-        nat_timeout::UDP
+        translations.len(),
+        2,
+        "the reset flow's translation went with it"
     );
 }
 
 #[test]
-fn a_closed_flows_port_serves_the_next_flow_at_once() {
-    const N: usize = 200;
-    let (lab, _) = lab_with(1, |c| with_ports(c, 61000, 61003));
+fn short_connections_reuse_ports_the_remotes_time_wait_accepts() {
+    const N: usize = 300;
+    let (lab, _) = lab_with(1, |c| with_ports(c, 61000, 61015));
     let listener = netns::run_in(lab.outside_ns(), || {
         Ok(TcpListener::bind(("0.0.0.0", 9600))?)
     })
     .unwrap();
     let pod = lab.nodes[0].pods[0].ns.path();
     let dst = SocketAddr::V4(SocketAddrV4::new(OUTSIDE_IP, 9600));
-    let started = Instant::now();
-    let ports: BTreeSet<u16> = std::thread::scope(|s| {
+    let node_ip = lab.nodes[0].ip().octets();
+    // Resets from the node: a pod answering a TIME_WAIT's challenge ACK.
+    let rx = RawSocket::open(lab.outside_ns(), "eth0").unwrap();
+    let stop = AtomicBool::new(false);
+    let (ports, resets) = std::thread::scope(|s| {
+        let sniffer = s.spawn(|| {
+            let mut resets = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(f) = rx.recv(Duration::from_millis(50)) {
+                    let tcp = f.len() >= 54 && f[12..14] == [8, 0] && f[23] == 6;
+                    if tcp && f[26..30] == node_ip && f[14 + 20 + 13] & 0x04 != 0 {
+                        resets += 1;
+                    }
+                }
+            }
+            resets
+        });
         let server = s.spawn(|| {
             (0..N)
                 .map(|_| {
-                    // The server closes first, as a web server does.
+                    // The server closes first, as a web server does: it keeps the
+                    // TIME_WAIT of every translated tuple.
                     let (mut c, peer) = listener.accept().unwrap();
                     let mut b = [0u8; 1];
                     c.read_exact(&mut b).unwrap();
                     c.write_all(&b).unwrap();
                     peer.port()
                 })
-                .collect()
+                .collect::<BTreeSet<u16>>()
         });
         netns::run_in(pod, || {
             for i in 0..N {
@@ -501,16 +552,21 @@ fn a_closed_flows_port_serves_the_next_flow_at_once() {
             Ok(())
         })
         .unwrap();
-        server.join().unwrap()
+        let ports = server.join().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        (ports, sniffer.join().unwrap())
     });
     assert!(
-        ports.iter().all(|p| (61000..=61003).contains(p)),
+        ports.iter().all(|p| (61000..=61015).contains(p)),
         "{ports:?}"
     );
+    // Each of 16 ports served ~19 connections, every one inside the server's
+    // TIME_WAIT of the last. Picked blind, half would be refused once (a reset and a
+    // retry each); picked by timestamp, only when none of 8 candidates qualifies.
     assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "{N} connections over 4 ports took {:?}: closed ports waited for their timeout",
-        started.elapsed()
+        resets <= N / 30,
+        "{resets} of {N} connections were refused once"
     );
 }
 

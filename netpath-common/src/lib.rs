@@ -161,6 +161,11 @@ pub struct Flow {
     /// port may go to a new flow at once.
     pub closed: u8,
     pub _pad: u8,
+    /// The pod's last TCP timestamp value while closing (0: none seen), and the
+    /// sequence number after its FIN: what a remote in TIME_WAIT holds against a new
+    /// SYN on the same translated tuple.
+    pub last_tsval: [u8; 4],
+    pub fin_seq: [u8; 4],
 }
 
 /// The translated flow as the outside sees it (the node's address implied): key of
@@ -199,8 +204,11 @@ pub mod nat_timeout {
     /// TCP before any reply (SYN sent).
     pub const TCP_OPENING: u64 = 30;
     pub const TCP_ESTABLISHED: u64 = 7200;
-    /// TCP after a RST or a FIN each way.
-    pub const TCP_CLOSED: u64 = 10;
+    /// TCP after a FIN each way: as long as the remote's TIME_WAIT (60 s on Linux),
+    /// so a port is not handed on blind while the remote still remembers it.
+    pub const TCP_CLOSED: u64 = 60;
+    /// TCP after a RST (it ends TIME_WAIT too).
+    pub const TCP_RESET: u64 = 10;
     pub const UDP: u64 = 60;
     pub const ICMP: u64 = 30;
 }
@@ -209,9 +217,8 @@ impl Flow {
     /// How long this flow may stay idle, in nanoseconds.
     pub const fn timeout_ns(&self, proto: u8) -> u64 {
         let secs = match proto {
-            IPPROTO_TCP if self.rst != 0 || (self.fin_out != 0 && self.fin_in != 0) => {
-                nat_timeout::TCP_CLOSED
-            }
+            IPPROTO_TCP if self.rst != 0 => nat_timeout::TCP_RESET,
+            IPPROTO_TCP if self.fin_out != 0 && self.fin_in != 0 => nat_timeout::TCP_CLOSED,
             IPPROTO_TCP if self.seen_reply == 0 => nat_timeout::TCP_OPENING,
             IPPROTO_TCP => nat_timeout::TCP_ESTABLISHED,
             IPPROTO_UDP => nat_timeout::UDP,
@@ -499,6 +506,8 @@ mod tests {
             rst: 0,
             closed: 0,
             _pad: 0,
+            last_tsval: [0; 4],
+            fin_seq: [0; 4],
         };
         assert!(!f.expired(IPPROTO_TCP, 100 * s + 30 * s));
         assert!(f.expired(IPPROTO_TCP, 100 * s + 31 * s), "unanswered SYN");
@@ -507,7 +516,13 @@ mod tests {
         f.fin_out = 1;
         assert!(!f.expired(IPPROTO_TCP, 100 * s + 3600 * s), "half closed");
         f.fin_in = 1;
-        assert!(f.expired(IPPROTO_TCP, 100 * s + 11 * s), "closed both ways");
+        assert!(
+            !f.expired(IPPROTO_TCP, 100 * s + 59 * s),
+            "closed: the remote's TIME_WAIT"
+        );
+        assert!(f.expired(IPPROTO_TCP, 100 * s + 61 * s), "closed both ways");
+        f.rst = 1;
+        assert!(f.expired(IPPROTO_TCP, 100 * s + 11 * s), "reset");
         assert!(f.expired(IPPROTO_UDP, 100 * s + 61 * s));
         assert!(!f.expired(IPPROTO_UDP, 100 * s + 59 * s));
         assert!(f.expired(IPPROTO_ICMP, 100 * s + 31 * s));
@@ -540,7 +555,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
         assert_eq!(core::mem::size_of::<Settings>(), 56);
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
-        assert_eq!(core::mem::size_of::<Flow>(), 16);
+        assert_eq!(core::mem::size_of::<Flow>(), 24);
         assert_eq!(core::mem::size_of::<NatKey>(), 12);
         assert_eq!(core::mem::size_of::<NatTarget>(), 8);
     }

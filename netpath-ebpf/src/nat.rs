@@ -8,7 +8,7 @@
 //! receive), which hand-made incremental sums cannot.
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_SHOT},
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_skb_load_bytes},
     programs::TcContext,
 };
 use netpath_common::{
@@ -43,8 +43,8 @@ const EEXIST: i32 = 17;
 /// size is searched whole; in a larger one at 50 % use, all are taken with odds of
 /// one in four billion.
 const PROBES: u32 = 32;
-/// Taken ports then checked for an expired flow to take over.
-const RECLAIMS: u32 = 4;
+/// Taken ports then checked for an ended flow to take over.
+const RECLAIMS: u32 = 8;
 
 /// The IPv4 header fields NAT needs, copied before any helper invalidates the
 /// packet pointers.
@@ -55,6 +55,8 @@ pub struct Ip {
     pub len: usize,
     pub frags: [u8; 2],
     pub proto: u8,
+    /// Total length in bytes.
+    pub total: usize,
 }
 
 impl Ip {
@@ -70,6 +72,7 @@ impl Ip {
             len: (h.vihl & 0x0f) as usize * 4,
             frags: h.frags,
             proto: h.proto,
+            total: u16::from_be_bytes(h.tot_len) as usize,
         })
     }
 
@@ -88,6 +91,10 @@ struct Ports {
     local: [u8; 2],
     remote: [u8; 2],
     tcp_flags: u8,
+    /// TCP only: the header's offset, its length in bytes and the sequence number.
+    l4: usize,
+    doff: usize,
+    seq: [u8; 4],
 }
 
 /// Reads the L4 header of a TCP, UDP or ICMP echo packet; `outbound` picks which
@@ -117,6 +124,9 @@ fn ports(ctx: &TcContext, ip: &Ip, outbound: bool) -> Option<Ports> {
                 local,
                 remote,
                 tcp_flags: h[13],
+                l4,
+                doff: (h[12] >> 4) as usize * 4,
+                seq: [h[4], h[5], h[6], h[7]],
             })
         }
         IPPROTO_ICMP => {
@@ -128,10 +138,74 @@ fn ports(ctx: &TcContext, ip: &Ip, outbound: bool) -> Option<Ports> {
                 local: [h[4], h[5]],
                 remote: [0, 0],
                 tcp_flags: 0,
+                l4,
+                doff: 0,
+                seq: [0; 4],
             })
         }
         _ => None,
     }
+}
+
+/// The TCP timestamp value (RFC 7323) of the segment `p`, if it carries one.
+#[inline(always)]
+fn tcp_tsval(ctx: &TcContext, p: &Ports) -> Option<[u8; 4]> {
+    let len = p.doff.wrapping_sub(20);
+    if len == 0 || len > 40 {
+        return None;
+    }
+    let mut opts = [0u8; 40];
+    // SAFETY: the buffer holds 40 bytes and `len` is 1-40.
+    let ret = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            (p.l4 + 20) as u32,
+            opts.as_mut_ptr().cast(),
+            len as u32,
+        )
+    };
+    if ret != 0 {
+        return None;
+    }
+    let mut i = 0usize;
+    let mut n = 0;
+    while n < 20 && i < len {
+        let kind = *opts.get(i)?;
+        match kind {
+            0 => return None,
+            1 => i += 1,
+            _ => {
+                let olen = *opts.get(i + 1)? as usize;
+                if kind == 8 && olen == 10 && i + 6 <= len {
+                    return Some([
+                        *opts.get(i + 2)?,
+                        *opts.get(i + 3)?,
+                        *opts.get(i + 4)?,
+                        *opts.get(i + 5)?,
+                    ]);
+                }
+                if olen < 2 {
+                    return None;
+                }
+                i += olen;
+            }
+        }
+        n += 1;
+    }
+    None
+}
+
+/// What a remote's TIME_WAIT checks a new SYN on an old tuple by.
+#[derive(Clone, Copy)]
+struct Syn {
+    seq: [u8; 4],
+    tsval: Option<[u8; 4]>,
+}
+
+/// `a` comes after `b` in 32-bit sequence space.
+#[inline(always)]
+fn after(a: [u8; 4], b: [u8; 4]) -> bool {
+    (u32::from_be_bytes(a).wrapping_sub(u32::from_be_bytes(b)) as i32) > 0
 }
 
 #[inline(always)]
@@ -170,7 +244,11 @@ pub fn masquerade(ctx: &TcContext, ip: &Ip, s: &Settings) -> (i32, Reason) {
     // Only a SYN opens a TCP translation: a stray segment of a flow gone (its port
     // maybe another flow's by now) must not take a port of its own.
     let opens = ip.proto != IPPROTO_TCP || syn;
-    let flow = match translation(&key, s, t, syn, opens) {
+    let new = Syn {
+        seq: p.seq,
+        tsval: if syn { tcp_tsval(ctx, &p) } else { None },
+    };
+    let flow = match translation(&key, s, t, syn.then_some(new), opens) {
         Ok(f) => f,
         Err(reason) => return (TC_ACT_SHOT, reason),
     };
@@ -180,8 +258,19 @@ pub fn masquerade(ctx: &TcContext, ip: &Ip, s: &Settings) -> (i32, Reason) {
         let f = &mut *flow;
         f.last_seen = t;
         track_close(f, p.tcp_flags);
-        if p.tcp_flags & TCP_FIN != 0 {
-            f.fin_out = 1;
+        let fin = p.tcp_flags & TCP_FIN != 0;
+        if ip.proto == IPPROTO_TCP && (fin || f.fin_in != 0 || f.fin_out != 0) {
+            // Closing: remember what the remote's TIME_WAIT will hold.
+            if let Some(ts) = tcp_tsval(ctx, &p) {
+                f.last_tsval = ts;
+            }
+            if fin {
+                let payload = ip.total.saturating_sub(ip.len + p.doff) as u32;
+                f.fin_seq = u32::from_be_bytes(p.seq)
+                    .wrapping_add(payload + 1)
+                    .to_be_bytes();
+                f.fin_out = 1;
+            }
         }
         f.nat_port
     };
@@ -224,14 +313,14 @@ fn translation(
     key: &FlowKey,
     s: &Settings,
     t: u64,
-    syn: bool,
+    syn: Option<Syn>,
     opens: bool,
 ) -> Result<*mut Flow, Reason> {
     if let Some(f) = NAT_OUT.get_ptr_mut(key) {
         // SAFETY: as in `masquerade`.
         let f = unsafe { &mut *f };
         let ended = f.rst != 0 || f.closed != 0 || (f.fin_out != 0 && f.fin_in != 0);
-        if f.expired(key.proto, t) || (syn && ended) {
+        if f.expired(key.proto, t) || (syn.is_some() && ended) {
             // The same tuple again after its flow ended: a new flow on the same port.
             f.seen_reply = 0;
             f.fin_out = 0;
@@ -244,7 +333,7 @@ fn translation(
     if !opens {
         return Err(Reason::DropNatUnknown);
     }
-    let nat_port = claim_port(key, s, t)?;
+    let nat_port = claim_port(key, s, t, syn)?;
     let flow = Flow {
         last_seen: t,
         nat_port,
@@ -254,6 +343,8 @@ fn translation(
         rst: 0,
         closed: 0,
         _pad: 0,
+        last_tsval: [0; 4],
+        fin_seq: [0; 4],
     };
     if let Err(e) = NAT_OUT.insert(key, flow, BPF_NOEXIST as u64) {
         let _ = NAT_IN.remove(nat_key(key, nat_port));
@@ -282,7 +373,7 @@ fn nat_key(key: &FlowKey, nat_port: [u8; 2]) -> NatKey {
 /// `PROBES` times; only if none is free, the first few taken ones are checked for a
 /// flow that expired.
 #[inline(always)]
-fn claim_port(key: &FlowKey, s: &Settings, t: u64) -> Result<[u8; 2], Reason> {
+fn claim_port(key: &FlowKey, s: &Settings, t: u64, syn: Option<Syn>) -> Result<[u8; 2], Reason> {
     let (min, max) = (s.nat_port_min as u32, s.nat_port_max as u32);
     if max < min {
         return Err(Reason::DropNatNoPort);
@@ -307,25 +398,68 @@ fn claim_port(key: &FlowKey, s: &Settings, t: u64) -> Result<[u8; 2], Reason> {
         }
         i += 1;
     }
+    // Every port probed is taken: take over one whose flow ended, preferring one
+    // the remote will accept a SYN on (see `judge`); failing that, any that ended
+    // (the pod then retries once, ~10 ms later).
+    let mut fallback = None;
     let mut i = 0;
     while i < RECLAIMS {
         let nk = nat_key(key, port_at(i));
-        if reclaim(&nk, t) && NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
-            return Ok(port_at(i));
+        match judge(&nk, t, syn) {
+            Judge::Free => {
+                if NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
+                    return Ok(port_at(i));
+                }
+            }
+            Judge::Ended {
+                owner,
+                accepted: true,
+            } => {
+                take(&nk, &owner);
+                if NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
+                    return Ok(port_at(i));
+                }
+            }
+            Judge::Ended {
+                owner,
+                accepted: false,
+            } => {
+                if fallback.is_none() {
+                    fallback = Some((i, owner));
+                }
+            }
+            Judge::Live => {}
         }
         i += 1;
+    }
+    if let Some((i, owner)) = fallback {
+        let nk = nat_key(key, port_at(i));
+        take(&nk, &owner);
+        if NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
+            return Ok(port_at(i));
+        }
     }
     Err(Reason::DropNatNoPort)
 }
 
-/// Frees the translated tuple `nk` if its flow is gone, closed or expired (the
-/// agent's collector frees expired ones in bulk; this keeps a busy range, thousands
-/// of short connections a second to one server, from waiting for it).
+/// What holds a translated tuple.
+enum Judge {
+    /// Nothing any more.
+    Free,
+    /// A flow that ended (closed, reset or expired); `accepted`: a remote still in
+    /// TIME_WAIT for it takes the new SYN as a new connection (a newer timestamp, or
+    /// without timestamps a sequence number past the old FIN). Linux gives every
+    /// connection its own timestamp offset, so about half the ended flows qualify.
+    Ended { owner: FlowKey, accepted: bool },
+    /// A live flow.
+    Live,
+}
+
 #[inline(always)]
-fn reclaim(nk: &NatKey, t: u64) -> bool {
+fn judge(nk: &NatKey, t: u64, syn: Option<Syn>) -> Judge {
     // SAFETY: map values are plain data, copied out at once.
     let Some(target) = (unsafe { NAT_IN.get(nk) }).copied() else {
-        return true;
+        return Judge::Free;
     };
     let owner = FlowKey {
         pod: target.pod,
@@ -336,16 +470,37 @@ fn reclaim(nk: &NatKey, t: u64) -> bool {
         _pad: [0; 3],
     };
     // SAFETY: as above.
-    if let Some(f) = unsafe { NAT_OUT.get(owner) }.copied() {
-        if f.nat_port == nk.nat_port {
-            if !reusable(&f, nk.proto, t) {
-                return false;
-            }
-            let _ = NAT_OUT.remove(owner);
-        }
+    let Some(f) = unsafe { NAT_OUT.get(owner) }.copied() else {
+        return Judge::Ended {
+            owner,
+            accepted: true,
+        };
+    };
+    if f.nat_port != nk.nat_port {
+        return Judge::Ended {
+            owner,
+            accepted: true,
+        };
     }
+    if !reusable(&f, nk.proto, t) {
+        return Judge::Live;
+    }
+    let accepted = match syn {
+        _ if f.rst != 0 || f.expired(nk.proto, t) => true,
+        Some(Syn {
+            tsval: Some(ts), ..
+        }) if f.last_tsval != [0; 4] => after(ts, f.last_tsval),
+        Some(Syn { seq, tsval: None }) => after(seq, f.fin_seq),
+        _ => false,
+    };
+    Judge::Ended { owner, accepted }
+}
+
+/// Frees a tuple that `judge` found ended.
+#[inline(always)]
+fn take(nk: &NatKey, owner: &FlowKey) {
+    let _ = NAT_OUT.remove(owner);
     let _ = NAT_IN.remove(nk);
-    true
 }
 
 /// A packet to the node's own address: if it answers a translated flow (its

@@ -267,6 +267,11 @@ impl Agent {
         match update {
             Update::Disconnected(why) => {
                 self.state.store_error = Some(format!("etcd unreachable: {why}"));
+                self.state.store_watching = false;
+                self.publish();
+            }
+            Update::Watching => {
+                self.state.store_watching = true;
                 self.publish();
             }
             Update::Spec(spec, notes) => {

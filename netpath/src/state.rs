@@ -21,6 +21,9 @@ pub struct AgentState {
     /// Set while the store cannot be reached (the datapath forwards on the last state).
     #[serde(default)]
     pub store_error: Option<String>,
+    /// etcd only: the watch is live, so changes reach this node as they happen.
+    #[serde(default)]
+    pub store_watching: bool,
     pub pod_cidr: String,
     pub pod_mtu: u32,
     /// Maps loaded, programs attached, routes applied at least once.

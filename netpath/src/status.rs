@@ -74,7 +74,12 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
                 "agent: pid {}   ready: {}   reconciles: {}   pod cidr {}   pod mtu {}",
                 a.pid, a.ready, a.reconciles, a.pod_cidr, a.pod_mtu
             );
-            println!("store: {}", a.store);
+            let watching = if a.store.starts_with("etcd") && !a.store_watching {
+                "   (watch not live yet)"
+            } else {
+                ""
+            };
+            println!("store: {}{watching}", a.store);
             if let Some(e) = &a.store_error {
                 println!("store: UNREACHABLE, forwarding on the last state: {e}");
             }

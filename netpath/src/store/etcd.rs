@@ -212,6 +212,8 @@ pub enum Update {
     Spec(ClusterSpec, Vec<String>),
     /// etcd cannot be reached; the datapath keeps the last state.
     Disconnected(String),
+    /// The watch is live: from here on changes reach this node as they happen.
+    Watching,
 }
 
 /// This node's membership: its reservation, its lease and its view of the rest.
@@ -402,6 +404,9 @@ impl Member {
                     let Some(resp) = msg? else {
                         return Err(StoreError::Restart("watch stream ended"));
                     };
+                    if resp.created() && tx.send(Update::Watching).await.is_err() {
+                        return Ok(());
+                    }
                     if resp.compact_revision() > 0 || resp.canceled() {
                         // History gone past our revision: only a full re-list is right.
                         let (view, revision) = list(&mut self.client, &self.keys).await?;

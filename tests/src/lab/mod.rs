@@ -654,8 +654,19 @@ impl Lab {
             log: log.clone(),
         });
         let deadline = Instant::now() + AGENT_READY_WITHIN;
+        let state_dir = node.state_dir();
+        // With etcd, ready means watching too: a change before that would reach the
+        // node only on its first watch response.
+        let watching = || {
+            self.etcd.is_none()
+                || netpath::state::AgentState::read(&state_dir)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.store_watching)
+        };
         loop {
-            if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("agent ready")) {
+            if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("agent ready")) && watching()
+            {
                 break;
             }
             if let Some(status) = agent.child.try_wait()? {
