@@ -73,9 +73,11 @@ impl Pinned {
 /// Frees expired flows and translations left without a flow.
 #[derive(Default)]
 pub struct Collector {
-    /// Translations without a flow at the last pass. A program inserts the
-    /// translation just before its flow, so only a second sighting is an orphan.
-    suspects: HashSet<NatKey>,
+    /// Translations (with the pod they led to) without a flow at the last pass. A
+    /// program inserts the translation just before its flow, and hands a port on to
+    /// a new flow in a few steps, so only a second sighting of the same pair, still
+    /// there when looked at again, is an orphan.
+    suspects: HashSet<(NatKey, [u8; 4], [u8; 2])>,
 }
 
 impl Collector {
@@ -84,6 +86,11 @@ impl Collector {
         for (k, f) in pinned.nat_flows() {
             if !f.expired(k.proto, now_ns) {
                 continue;
+            }
+            // Read again: a new SYN on the same tuple may have revived it since.
+            match pinned.nat_out.get(&k, 0) {
+                Ok(now) if now.expired(k.proto, now_ns) => {}
+                _ => continue,
             }
             // The flow first: a program that still finds it re-uses its port, one
             // that does not claims a new one.
@@ -114,12 +121,14 @@ impl Collector {
             if owned {
                 continue;
             }
-            if self.suspects.contains(&nk) {
+            let suspect = (nk, t.pod, t.pod_port);
+            let unchanged = pinned.nat_in.get(&nk, 0).is_ok_and(|now| now == t);
+            if self.suspects.contains(&suspect) && unchanged {
                 if pinned.nat_in.remove(&nk).is_ok() {
                     done.orphans += 1;
                 }
             } else {
-                suspects.insert(nk);
+                suspects.insert(suspect);
             }
         }
         self.suspects = suspects;
