@@ -8,7 +8,7 @@
 //! receive), which hand-made incremental sums cannot.
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_SHOT},
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_skb_load_bytes},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     programs::TcContext,
 };
 use netpath_common::{
@@ -147,50 +147,26 @@ fn ports(ctx: &TcContext, ip: &Ip, outbound: bool) -> Option<Ports> {
     }
 }
 
-/// The TCP timestamp value (RFC 7323) of the segment `p`, if it carries one.
+/// The TCP timestamp value (RFC 7323) of the segment `p`, where Linux puts it: after
+/// MSS and SACK-permitted (or two NOPs) in a SYN, option offset 6; after two NOPs in
+/// other segments, offset 2. Fixed offsets and fixed-size reads, no option walk: a
+/// data-dependent loop costs the verifier too much on this path (and 5.10 refuses the
+/// variable-offset reads it needs). Elsewhere the timestamp counts as absent.
 #[inline(always)]
 fn tcp_tsval(ctx: &TcContext, p: &Ports) -> Option<[u8; 4]> {
-    let len = p.doff.wrapping_sub(20);
-    if len == 0 || len > 40 {
-        return None;
-    }
-    let mut opts = [0u8; 40];
-    // SAFETY: the buffer holds 40 bytes and `len` is 1-40.
-    let ret = unsafe {
-        bpf_skb_load_bytes(
-            ctx.skb.skb.cast(),
-            (p.l4 + 20) as u32,
-            opts.as_mut_ptr().cast(),
-            len as u32,
-        )
-    };
-    if ret != 0 {
-        return None;
-    }
-    let mut i = 0usize;
-    let mut n = 0;
-    while n < 20 && i < len {
-        let kind = *opts.get(i)?;
-        match kind {
-            0 => return None,
-            1 => i += 1,
-            _ => {
-                let olen = *opts.get(i + 1)? as usize;
-                if kind == 8 && olen == 10 && i + 6 <= len {
-                    return Some([
-                        *opts.get(i + 2)?,
-                        *opts.get(i + 3)?,
-                        *opts.get(i + 4)?,
-                        *opts.get(i + 5)?,
-                    ]);
-                }
-                if olen < 2 {
-                    return None;
-                }
-                i += olen;
-            }
+    let opts = p.doff.wrapping_sub(20);
+    let start = p.l4 + 20;
+    if opts >= 16 {
+        let o: [u8; 12] = ctx.load(start + 4).ok()?;
+        if o[2] == 8 && o[3] == 10 {
+            return Some([o[4], o[5], o[6], o[7]]);
         }
-        n += 1;
+    }
+    if opts >= 12 {
+        let o: [u8; 8] = ctx.load(start).ok()?;
+        if o[2] == 8 && o[3] == 10 {
+            return Some([o[4], o[5], o[6], o[7]]);
+        }
     }
     None
 }
