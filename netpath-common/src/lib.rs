@@ -189,6 +189,33 @@ pub struct NatTarget {
     pub _pad: [u8; 2],
 }
 
+impl FlowKey {
+    /// The translated tuple of this flow on `nat_port`.
+    pub const fn translated(&self, nat_port: [u8; 2]) -> NatKey {
+        NatKey {
+            remote: self.remote,
+            remote_port: self.remote_port,
+            nat_port,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+impl NatKey {
+    /// The flow this translated tuple leads back to.
+    pub const fn owner(&self, target: &NatTarget) -> FlowKey {
+        FlowKey {
+            pod: target.pod,
+            remote: self.remote,
+            pod_port: target.pod_port,
+            remote_port: self.remote_port,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;

@@ -323,24 +323,13 @@ fn translation(
         fin_seq: [0; 4],
     };
     if let Err(e) = NAT_OUT.insert(key, flow, BPF_NOEXIST as u64) {
-        let _ = NAT_IN.remove(nat_key(key, nat_port));
+        let _ = NAT_IN.remove(key.translated(nat_port));
         if e != -EEXIST {
             return Err(Reason::DropNatTableFull);
         }
         // Another CPU translated the same flow first: use its port.
     }
     NAT_OUT.get_ptr_mut(key).ok_or(Reason::DropNatTableFull)
-}
-
-#[inline(always)]
-fn nat_key(key: &FlowKey, nat_port: [u8; 2]) -> NatKey {
-    NatKey {
-        remote: key.remote,
-        remote_port: key.remote_port,
-        nat_port,
-        proto: key.proto,
-        _pad: [0; 3],
-    }
 }
 
 /// Takes a port of the range no other flow uses toward the same remote address and
@@ -367,7 +356,7 @@ fn claim_port(key: &FlowKey, s: &Settings, t: u64, syn: Option<Syn>) -> Result<[
     // walked again (its ports fail as taken), and the verifier sees one way out.
     let mut i = 0;
     while i < PROBES {
-        match NAT_IN.insert(nat_key(key, port_at(i)), target, BPF_NOEXIST as u64) {
+        match NAT_IN.insert(key.translated(port_at(i)), target, BPF_NOEXIST as u64) {
             Ok(()) => return Ok(port_at(i)),
             Err(e) if e == -EEXIST => {}
             Err(_) => return Err(Reason::DropNatTableFull),
@@ -380,7 +369,7 @@ fn claim_port(key: &FlowKey, s: &Settings, t: u64, syn: Option<Syn>) -> Result<[
     let mut fallback = None;
     let mut i = 0;
     while i < RECLAIMS {
-        let nk = nat_key(key, port_at(i));
+        let nk = key.translated(port_at(i));
         match judge(&nk, t, syn) {
             Judge::Free => {
                 if NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
@@ -409,7 +398,7 @@ fn claim_port(key: &FlowKey, s: &Settings, t: u64, syn: Option<Syn>) -> Result<[
         i += 1;
     }
     if let Some((i, owner)) = fallback {
-        let nk = nat_key(key, port_at(i));
+        let nk = key.translated(port_at(i));
         take(&nk, &owner);
         if NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
             return Ok(port_at(i));
@@ -437,14 +426,7 @@ fn judge(nk: &NatKey, t: u64, syn: Option<Syn>) -> Judge {
     let Some(target) = (unsafe { NAT_IN.get(nk) }).copied() else {
         return Judge::Free;
     };
-    let owner = FlowKey {
-        pod: target.pod,
-        remote: nk.remote,
-        pod_port: target.pod_port,
-        remote_port: nk.remote_port,
-        proto: nk.proto,
-        _pad: [0; 3],
-    };
+    let owner = nk.owner(&target);
     // SAFETY: as above.
     let Some(f) = unsafe { NAT_OUT.get(owner) }.copied() else {
         return Judge::Ended {
@@ -532,14 +514,7 @@ pub fn reply(ctx: &TcContext, ip: &Ip, s: &Settings) -> Option<(i32, Reason)> {
 fn live_target(nk: &NatKey, tcp_flags: u8) -> Option<(NatTarget, Endpoint)> {
     // SAFETY: map values are plain data, copied out at once.
     let target = unsafe { NAT_IN.get(nk) }.copied()?;
-    let owner = FlowKey {
-        pod: target.pod,
-        remote: nk.remote,
-        pod_port: target.pod_port,
-        remote_port: nk.remote_port,
-        proto: nk.proto,
-        _pad: [0; 3],
-    };
+    let owner = nk.owner(&target);
     let flow = NAT_OUT.get_ptr_mut(owner)?;
     let t = now();
     // SAFETY: as in `masquerade`.

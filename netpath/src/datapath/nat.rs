@@ -33,17 +33,6 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The reverse-map key of a flow.
-pub fn nat_key(k: &FlowKey, f: &Flow) -> NatKey {
-    NatKey {
-        remote: k.remote,
-        remote_port: k.remote_port,
-        nat_port: f.nat_port,
-        proto: k.proto,
-        _pad: [0; 3],
-    }
-}
-
 impl Pinned {
     /// Every translated flow. The programs insert and delete while we walk, so an
     /// entry that vanished under us is skipped, not an error.
@@ -97,7 +86,7 @@ impl Collector {
             if pinned.nat_out.remove(&k).is_ok() {
                 done.expired += 1;
             }
-            let nk = nat_key(&k, &f);
+            let nk = k.translated(f.nat_port);
             if let Ok(t) = pinned.nat_in.get(&nk, 0) {
                 if t.pod == k.pod && t.pod_port == k.pod_port {
                     let _ = pinned.nat_in.remove(&nk);
@@ -106,14 +95,7 @@ impl Collector {
         }
         let mut suspects = HashSet::new();
         for (nk, t) in pinned.nat_translations() {
-            let owner = FlowKey {
-                pod: t.pod,
-                remote: nk.remote,
-                pod_port: t.pod_port,
-                remote_port: nk.remote_port,
-                proto: nk.proto,
-                _pad: [0; 3],
-            };
+            let owner = nk.owner(&t);
             let owned = pinned
                 .nat_out
                 .get(&owner, 0)
