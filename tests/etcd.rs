@@ -164,7 +164,8 @@ fn a_dead_node_stays_routable_until_its_lease_expires_then_vanishes_everywhere()
     std::thread::sleep(Duration::from_secs(1));
     assert!(
         routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 1, cidr),
-        "gone before the lease"
+        "gone before the lease\n{}",
+        agent_logs(&lab)
     );
     // Maps and kernel routes: the agent updates the maps first, the kernel next.
     wait_for(

@@ -60,7 +60,11 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // One worker beside the main loop: the etcd member (lease keep-alive, watch) must
+    // keep running while the loop blocks — loading the programs takes seconds on a
+    // slow machine, longer than a short lease.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("start the agent's runtime")?;
