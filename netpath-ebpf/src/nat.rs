@@ -488,12 +488,7 @@ pub fn reply(ctx: &TcContext, ip: &Ip, s: &Settings) -> Option<(i32, Reason)> {
         _pad: [0; 3],
     };
     let Some((target, ep)) = live_target(&nk, p.tcp_flags) else {
-        // The node's own pings pick identifiers freely: an unknown echo reply may
-        // be one of them. TCP and UDP in the range are ours alone.
-        if ip.proto == IPPROTO_ICMP {
-            return None;
-        }
-        return Some((TC_ACT_SHOT, Reason::DropNatUnknown));
+        return unknown(ip.proto);
     };
     let rewrite = Rewrite {
         ip_at: IP_DST,
@@ -506,6 +501,17 @@ pub fn reply(ctx: &TcContext, ip: &Ip, s: &Settings) -> Option<(i32, Reason)> {
         proto: ip.proto,
     };
     Some(to_pod(ctx, &rewrite, &ep, s, Reason::NatReply))
+}
+
+/// What becomes of a packet (or an error about one) for a translated port with no
+/// live translation. The node's own pings pick identifiers freely, so an unknown
+/// echo may be one of them: the stack has it. TCP and UDP in the range are ours alone.
+#[inline(always)]
+fn unknown(proto: u8) -> Option<(i32, Reason)> {
+    if proto == IPPROTO_ICMP {
+        return None;
+    }
+    Some((TC_ACT_SHOT, Reason::DropNatUnknown))
 }
 
 /// The pod behind a translated tuple, if its flow is live; marks the flow as
@@ -567,10 +573,7 @@ fn icmp_error(ctx: &TcContext, ip: &Ip, s: &Settings) -> Option<(i32, Reason)> {
         _pad: [0; 3],
     };
     let Some((target, ep)) = live_target(&nk, 0) else {
-        if proto == IPPROTO_ICMP {
-            return None;
-        }
-        return Some((TC_ACT_SHOT, Reason::DropNatUnknown));
+        return unknown(proto);
     };
     if icmp_error_rewrite(ctx, s, &target, icmp, inner, &ih, proto, port_at, il4, &q).is_err() {
         return Some((TC_ACT_SHOT, Reason::DropNatUnsupported));
