@@ -3,7 +3,7 @@
 //! spoofed inner source are dropped and counted.
 use std::{
     net::{Ipv4Addr, UdpSocket},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use netpath::spec::{Backend, VxlanDevice};
@@ -278,16 +278,6 @@ fn tunnel_packets_from_strangers_foreign_vnis_and_spoofed_sources_are_dropped() 
                 .is_none(),
             "{what}: packet reached the pod"
         );
-    }
-    // The kernel side logs the stranger (aya-log), and the agent prints it.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !lab.agent_log(0).contains("dropped VXLAN from 192.168.56.1") {
-        assert!(
-            Instant::now() < deadline,
-            "no kernel log line in:\n{}",
-            lab.agent_log(0)
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
     // The same packet from the real node, with its own pod as source, is delivered.
     let before = decapsulated(&lab, 0);

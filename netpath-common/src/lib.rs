@@ -5,6 +5,9 @@
 //! are stored as byte arrays in network order so dumps read as `[10,244,1,2]`.
 #![no_std]
 
+mod event;
+pub use event::*;
+
 /// IPv4 address in network byte order.
 pub type Ipv4 = [u8; 4];
 
@@ -26,6 +29,9 @@ pub mod names {
     pub const NAT_OUT: &str = "NAT_OUT";
     pub const NAT_IN: &str = "NAT_IN";
     pub const NAT_EXEMPT: &str = "NAT_EXEMPT";
+    pub const EVENTS: &str = "EVENTS";
+    pub const MONITOR: &str = "MONITOR";
+    pub const MONITOR_LIMIT: &str = "MONITOR_LIMIT";
 }
 
 /// Bytes VXLAN adds in front of the inner IP packet: outer IPv4 + UDP + VXLAN + inner Ethernet.
@@ -329,6 +335,14 @@ pub enum Program {
 }
 
 impl Program {
+    /// The program an event's number names.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        if (v as usize) < Self::ALL.len() {
+            Some(Self::ALL[v as usize])
+        } else {
+            None
+        }
+    }
     pub const ALL: [Program; 5] = [
         Program::FromPod,
         Program::FromUnderlay,
@@ -413,6 +427,14 @@ pub enum Reason {
 
 impl Reason {
     pub const COUNT: u32 = 28;
+    /// The reason an event's number names.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        if (v as u32) < Self::COUNT {
+            Some(Self::ALL[v as usize])
+        } else {
+            None
+        }
+    }
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Redirected,
         Reason::ToStack,
@@ -515,6 +537,8 @@ mod user {
     unsafe impl aya::Pod for super::Flow {}
     unsafe impl aya::Pod for super::NatKey {}
     unsafe impl aya::Pod for super::NatTarget {}
+    unsafe impl aya::Pod for super::MonitorConfig {}
+    unsafe impl aya::Pod for super::MonitorLimit {}
 }
 
 #[cfg(test)]
@@ -585,5 +609,20 @@ mod tests {
         assert_eq!(core::mem::size_of::<Flow>(), 24);
         assert_eq!(core::mem::size_of::<NatKey>(), 12);
         assert_eq!(core::mem::size_of::<NatTarget>(), 8);
+        assert_eq!(core::mem::size_of::<Event>(), 40);
+        assert_eq!(core::mem::size_of::<MonitorConfig>(), 24);
+        assert_eq!(core::mem::size_of::<MonitorLimit>(), 40);
+    }
+
+    #[test]
+    fn events_name_their_program_and_reason() {
+        for p in Program::ALL {
+            assert_eq!(Program::from_u8(p as u8), Some(p));
+        }
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_u8(r as u8), Some(r));
+        }
+        assert_eq!(Reason::from_u8(Reason::COUNT as u8), None);
+        assert_eq!(Program::from_u8(200), None);
     }
 }

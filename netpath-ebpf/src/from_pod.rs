@@ -6,16 +6,15 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
-use aya_log_ebpf::warn;
 use netpath_common::{Program, Reason, RouteMode, Settings, POD_GATEWAY};
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     deliver,
     maps::{ENDPOINTS, NAT_EXEMPT, ROUTES, SETTINGS},
+    monitor::observe,
     nat,
     packet::{decrement_ttl, header_mut, in_prefix, ETH_P_ARP, ETH_P_IP},
-    stats::count,
     tunnel, vxlan,
 };
 
@@ -24,7 +23,7 @@ const PROG: Program = Program::FromPod;
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
     let (action, reason) = classify(&ctx);
-    count(PROG, reason);
+    observe(&ctx, PROG, reason);
     action
 }
 
@@ -58,16 +57,7 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     match unsafe { ENDPOINTS.get(ip.src_addr) } {
         Some(ep) if ep.ifindex == ingress_ifindex(ctx) => {}
-        _ => {
-            // Rare and worth a look; the ring buffer drops records under a flood.
-            warn!(
-                ctx,
-                "dropped spoofed source {:i} from veth ifindex {}",
-                u32::from_be_bytes(ip.src_addr),
-                ingress_ifindex(ctx)
-            );
-            return (TC_ACT_SHOT, Reason::DropSpoofed);
-        }
+        _ => return (TC_ACT_SHOT, Reason::DropSpoofed),
     }
     let settings = SETTINGS.get(0);
     // SAFETY: as above.

@@ -11,8 +11,8 @@ use netpath_common::{Program, Reason};
 use crate::{
     deliver,
     maps::{ENDPOINTS, NODES, SETTINGS},
+    monitor::observe,
     packet::eth_ipv4,
-    stats::count,
     tunnel, vxlan,
 };
 
@@ -21,7 +21,7 @@ const PROG: Program = Program::FromTunnel;
 #[classifier]
 pub fn from_tunnel(ctx: TcContext) -> i32 {
     let (action, reason) = classify(&ctx);
-    count(PROG, reason);
+    observe(&ctx, PROG, reason);
     action
 }
 

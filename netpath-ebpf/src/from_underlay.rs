@@ -11,9 +11,9 @@ use network_types::eth::EthHdr;
 use crate::{
     deliver,
     maps::{ENDPOINTS, SETTINGS},
+    monitor::observe,
     nat,
     packet::{eth_ipv4, header_mut},
-    stats::count,
     vxlan::{self, RxVerdict},
 };
 
@@ -22,7 +22,7 @@ const PROG: Program = Program::FromUnderlay;
 #[classifier]
 pub fn from_underlay(ctx: TcContext) -> i32 {
     let (action, reason) = classify(&ctx);
-    count(PROG, reason);
+    observe(&ctx, PROG, reason);
     action
 }
 

@@ -1,12 +1,12 @@
 //! Maps shared by the programs; userspace fills them, bpftool reads them through BTF.
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use netpath_common::{
-    Endpoint, Flow, FlowKey, Ipv4, NatKey, NatTarget, Peer, Route, Settings, NAT_CAPACITY,
-    STATS_SLOTS,
+    Endpoint, Event, Flow, FlowKey, Ipv4, MonitorConfig, MonitorLimit, NatKey, NatTarget, Peer,
+    Route, Settings, EVENTS_BYTES, NAT_CAPACITY, STATS_SLOTS,
 };
 
 /// Pods on this node by IPv4.
@@ -54,3 +54,15 @@ pub static NAT_IN: HashMap<
 /// cluster CIDR, every node's underlay address and the spec's `no_masquerade`.
 #[btf_map]
 pub static NAT_EXEMPT: LpmTrie<Ipv4, u32, 262144> = LpmTrie::new();
+
+/// Monitor events (drops, and sampled forwarding while a monitor traces).
+#[btf_map]
+pub static EVENTS: RingBuf<Event, { EVENTS_BYTES as usize }> = RingBuf::new();
+
+/// Monitor settings, one entry.
+#[btf_map]
+pub static MONITOR: Array<MonitorConfig, 1> = Array::new();
+
+/// Per-CPU event budget and what went unsent.
+#[btf_map]
+pub static MONITOR_LIMIT: PerCpuArray<MonitorLimit, 1> = PerCpuArray::new();

@@ -39,12 +39,12 @@ const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
 const EEXIST: i32 = 17;
-/// Ports tried for a new flow (a bound the verifier can walk): any range up to this
-/// size is searched whole; in a larger one at 50 % use, all are taken with odds of
-/// one in four billion.
-const PROBES: u32 = 32;
-/// Taken ports then checked for an ended flow to take over.
-const RECLAIMS: u32 = 8;
+/// Ports looked at for a new flow (a bound the verifier can walk, on 5.10 too). Each
+/// is free, or its flow ended and the remote's TIME_WAIT takes a new SYN there
+/// (about half of the ended ones, see `judge`), or neither: only if all are neither
+/// (odds of 1 in 65 536 in a range of ended flows) does a SYN go where the remote
+/// refuses it once. A range up to this size is searched whole.
+const CANDIDATES: u32 = 16;
 
 /// The IPv4 header fields NAT needs, copied before any helper invalidates the
 /// packet pointers.
@@ -171,11 +171,14 @@ fn tcp_tsval(ctx: &TcContext, p: &Ports) -> Option<[u8; 4]> {
     None
 }
 
-/// What a remote's TIME_WAIT checks a new SYN on an old tuple by.
+/// What a remote's TIME_WAIT checks a new SYN on an old tuple by. Plain fields, no
+/// `Option` inside: an absent payload is uninitialised stack, which 5.10's verifier
+/// refuses to see copied.
 #[derive(Clone, Copy)]
 struct Syn {
     seq: [u8; 4],
-    tsval: Option<[u8; 4]>,
+    tsval: [u8; 4],
+    has_ts: bool,
 }
 
 /// `a` comes after `b` in 32-bit sequence space.
@@ -220,11 +223,13 @@ pub fn masquerade(ctx: &TcContext, ip: &Ip, s: &Settings) -> (i32, Reason) {
     // Only a SYN opens a TCP translation: a stray segment of a flow gone (its port
     // maybe another flow's by now) must not take a port of its own.
     let opens = ip.proto != IPPROTO_TCP || syn;
+    let ts = if syn { tcp_tsval(ctx, &p) } else { None };
     let new = Syn {
         seq: p.seq,
-        tsval: if syn { tcp_tsval(ctx, &p) } else { None },
+        tsval: ts.unwrap_or([0; 4]),
+        has_ts: ts.is_some(),
     };
-    let flow = match translation(&key, s, t, syn.then_some(new), opens) {
+    let flow = match translation(&key, s, t, syn.then_some(&new), opens) {
         Ok(f) => f,
         Err(reason) => return (TC_ACT_SHOT, reason),
     };
@@ -289,7 +294,7 @@ fn translation(
     key: &FlowKey,
     s: &Settings,
     t: u64,
-    syn: Option<Syn>,
+    syn: Option<&Syn>,
     opens: bool,
 ) -> Result<*mut Flow, Reason> {
     if let Some(f) = NAT_OUT.get_ptr_mut(key) {
@@ -334,11 +339,11 @@ fn translation(
 
 /// Takes a port of the range no other flow uses toward the same remote address and
 /// port, starting at a random one (so ports are hard to guess and spread evenly).
-/// Free ports first, with a loop body small enough for the verifier to walk
-/// `PROBES` times; only if none is free, the first few taken ones are checked for a
-/// flow that expired.
+/// Each port is tried as free first and, if taken, judged at once: a busy range is
+/// all ended flows (closed ones are held for the remote's TIME_WAIT), and the first
+/// one the remote accepts a SYN on is as good as a free port.
 #[inline(always)]
-fn claim_port(key: &FlowKey, s: &Settings, t: u64, syn: Option<Syn>) -> Result<[u8; 2], Reason> {
+fn claim_port(key: &FlowKey, s: &Settings, t: u64, syn: Option<&Syn>) -> Result<[u8; 2], Reason> {
     let (min, max) = (s.nat_port_min as u32, s.nat_port_max as u32);
     if max < min {
         return Err(Reason::DropNatNoPort);
@@ -352,56 +357,42 @@ fn claim_port(key: &FlowKey, s: &Settings, t: u64, syn: Option<Syn>) -> Result<[
         _pad: [0; 2],
     };
     let port_at = |i: u32| ((min + (start + i) % span) as u16).to_be_bytes();
-    // No `i < span` in the loop conditions: a range smaller than the probes is
-    // walked again (its ports fail as taken), and the verifier sees one way out.
+    // No `i < span` in the loop condition: a range smaller than the candidates is
+    // walked again (its ports fail as taken), and the verifier sees one way out. The
+    // loop keeps no state but `i`, so the verifier's work grows with CANDIDATES, not
+    // with its square.
     let mut i = 0;
-    while i < PROBES {
-        match NAT_IN.insert(key.translated(port_at(i)), target, BPF_NOEXIST as u64) {
+    while i < CANDIDATES {
+        let nk = key.translated(port_at(i));
+        match NAT_IN.insert(nk, target, BPF_NOEXIST as u64) {
             Ok(()) => return Ok(port_at(i)),
             Err(e) if e == -EEXIST => {}
             Err(_) => return Err(Reason::DropNatTableFull),
         }
-        i += 1;
-    }
-    // Every port probed is taken: take over one whose flow ended, preferring one
-    // the remote will accept a SYN on (see `judge`); failing that, any that ended
-    // (the pod then retries once, ~10 ms later).
-    let mut fallback = None;
-    let mut i = 0;
-    while i < RECLAIMS {
-        let nk = key.translated(port_at(i));
-        match judge(&nk, t, syn) {
-            Judge::Free => {
-                if NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
-                    return Ok(port_at(i));
-                }
-            }
+        let freed = match judge(&nk, t, syn) {
+            Judge::Free => true,
             Judge::Ended {
                 owner,
                 accepted: true,
             } => {
                 take(&nk, &owner);
-                if NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
-                    return Ok(port_at(i));
-                }
+                true
             }
-            Judge::Ended {
-                owner,
-                accepted: false,
-            } => {
-                if fallback.is_none() {
-                    fallback = Some((i, owner));
-                }
-            }
-            Judge::Live => {}
+            _ => false,
+        };
+        // Free now; another CPU may still have been quicker.
+        if freed && NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
+            return Ok(port_at(i));
         }
         i += 1;
     }
-    if let Some((i, owner)) = fallback {
-        let nk = key.translated(port_at(i));
+    // The last resort: the first port, if its flow ended, though the remote refuses
+    // the SYN there once (the pod retries ~10 ms later).
+    let nk = key.translated(port_at(0));
+    if let Judge::Ended { owner, .. } = judge(&nk, t, syn) {
         take(&nk, &owner);
         if NAT_IN.insert(nk, target, BPF_NOEXIST as u64).is_ok() {
-            return Ok(port_at(i));
+            return Ok(port_at(0));
         }
     }
     Err(Reason::DropNatNoPort)
@@ -412,16 +403,17 @@ enum Judge {
     /// Nothing any more.
     Free,
     /// A flow that ended (closed, reset or expired); `accepted`: a remote still in
-    /// TIME_WAIT for it takes the new SYN as a new connection (a newer timestamp, or
-    /// without timestamps a sequence number past the old FIN). Linux gives every
-    /// connection its own timestamp offset, so about half the ended flows qualify.
+    /// TIME_WAIT for it takes the new SYN as a new connection (Linux: a newer
+    /// timestamp, or an equal one and a sequence number past the old FIN; without
+    /// timestamps that sequence check alone). Linux gives every connection its own
+    /// timestamp offset, so about half the ended flows qualify.
     Ended { owner: FlowKey, accepted: bool },
     /// A live flow.
     Live,
 }
 
 #[inline(always)]
-fn judge(nk: &NatKey, t: u64, syn: Option<Syn>) -> Judge {
+fn judge(nk: &NatKey, t: u64, syn: Option<&Syn>) -> Judge {
     // SAFETY: map values are plain data, copied out at once.
     let Some(target) = (unsafe { NAT_IN.get(nk) }).copied() else {
         return Judge::Free;
@@ -445,10 +437,10 @@ fn judge(nk: &NatKey, t: u64, syn: Option<Syn>) -> Judge {
     }
     let accepted = match syn {
         _ if f.rst != 0 || f.expired(nk.proto, t) => true,
-        Some(Syn {
-            tsval: Some(ts), ..
-        }) if f.last_tsval != [0; 4] => after(ts, f.last_tsval),
-        Some(Syn { seq, tsval: None }) => after(seq, f.fin_seq),
+        Some(n) if n.has_ts && f.last_tsval != [0; 4] => {
+            after(n.tsval, f.last_tsval) || (n.tsval == f.last_tsval && after(n.seq, f.fin_seq))
+        }
+        Some(n) if !n.has_ts => after(n.seq, f.fin_seq),
         _ => false,
     };
     Judge::Ended { owner, accepted }

@@ -1,20 +1,21 @@
 //! Bounds-checked access to headers in direct packet memory, for TC and XDP alike,
 //! and the small header arithmetic every program needs.
-use aya_ebpf::{
-    programs::{TcContext, XdpContext},
-    EbpfContext,
-};
+use aya_ebpf::programs::{TcContext, XdpContext};
 use netpath_common::Reason;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 /// A program context with direct packet access: the one thing a header check needs,
 /// so the same check serves a TC and an XDP hook (as Cilium's `overloadable_skb.h` /
-/// `overloadable_xdp.h` do). `EbpfContext` comes along for aya-log's macros.
-pub trait Packet: EbpfContext {
+/// `overloadable_xdp.h` do).
+pub trait Packet {
     /// Address of the first byte of the linear packet data.
     fn data(&self) -> usize;
     /// Address one past its last byte.
     fn data_end(&self) -> usize;
+    /// The interface the packet arrived on.
+    fn ifindex(&self) -> u32;
+    /// The whole packet's length in bytes.
+    fn len(&self) -> u32;
 }
 
 impl Packet for TcContext {
@@ -27,6 +28,17 @@ impl Packet for TcContext {
     fn data_end(&self) -> usize {
         TcContext::data_end(self)
     }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: the context pointer is valid for the program's whole run.
+        unsafe { (*self.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        TcContext::len(self)
+    }
 }
 
 impl Packet for XdpContext {
@@ -38,6 +50,17 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn data_end(&self) -> usize {
         XdpContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        // SAFETY: the context pointer is valid for the program's whole run.
+        unsafe { (*self.ctx).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        (XdpContext::data_end(self) - XdpContext::data(self)) as u32
     }
 }
 

@@ -11,8 +11,8 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     maps::{ROUTES, SETTINGS},
+    monitor::observe,
     packet::{header_mut, ETH_P_IP},
-    stats::count,
     vxlan,
 };
 
@@ -21,7 +21,7 @@ const PROG: Program = Program::ToUnderlay;
 #[classifier]
 pub fn to_underlay(ctx: TcContext) -> i32 {
     let (action, reason) = classify(&ctx);
-    count(PROG, reason);
+    observe(&ctx, PROG, reason);
     action
 }
 

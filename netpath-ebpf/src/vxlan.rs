@@ -9,7 +9,6 @@ use aya_ebpf::{
     helpers::generated::bpf_get_hash_recalc,
     programs::TcContext,
 };
-use aya_log_ebpf::warn;
 use netpath_common::{Reason, Route, Settings, IPPROTO_UDP, VXLAN_OVERHEAD};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 
@@ -150,12 +149,6 @@ pub fn check_rx<C: Packet>(ctx: &C, ip: &Ipv4Hdr, s: &Settings) -> RxVerdict {
     let outer_src = ip.src_addr;
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     if unsafe { NODES.get(outer_src) }.is_none() {
-        // Rare and worth a look; the ring buffer drops records under a flood.
-        warn!(
-            ctx,
-            "dropped VXLAN from {:i}, not a known node",
-            u32::from_be_bytes(outer_src)
-        );
         return RxVerdict::Drop(Reason::DropUnknownPeer);
     }
     let Some(vx) = header_mut::<[u8; 8]>(ctx, VXLAN_HDR) else {

@@ -11,8 +11,8 @@ use netpath_common::{Program, Reason, VXLAN_OVERHEAD};
 
 use crate::{
     maps::SETTINGS,
+    monitor::observe,
     packet::eth_ipv4,
-    stats::count,
     vxlan::{self, RxVerdict},
 };
 
@@ -22,7 +22,7 @@ const PROG: Program = Program::XdpUnderlay;
 pub fn xdp_underlay(ctx: XdpContext) -> u32 {
     let (action, reason) = classify(&ctx);
     if let Some(r) = reason {
-        count(PROG, r);
+        observe(&ctx, PROG, r);
     }
     action
 }

@@ -217,7 +217,6 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         reattached,
         "agent ready"
     );
-    forward_kernel_logs(&mut loaded);
 
     let mut watch = tokio::time::interval(WATCH_EVERY);
     let mut collect = tokio::time::interval(NAT_COLLECT_EVERY);
@@ -567,34 +566,4 @@ fn encap_flags() -> u32 {
         Ok(v) if v >= aya::util::KernelVersion::new(5, 15, 0) => BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
         _ => 0,
     }
-}
-
-/// Forwards the programs' log records (drops worth a look) to this process's log,
-/// on the agent's runtime.
-fn forward_kernel_logs(loaded: &mut datapath::Loaded) {
-    let logger = match loaded.logger() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!("kernel-side logs unavailable: {e:#}");
-            return;
-        }
-    };
-    // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd holds
-    // the logger, and always reports that same fd.
-    let fd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-    };
-    let mut fd = match fd {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::warn!("watch the eBPF log ring: {}", e.into_parts().1);
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        while let Ok(mut ready) = fd.readable_mut().await {
-            ready.get_inner_mut().flush();
-            ready.clear_ready();
-        }
-    });
 }

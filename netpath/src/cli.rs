@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    agent, cni, datapath,
+    agent, cni, datapath, monitor,
     net::Ipv4Net,
     netns,
     spec::{Backend, ClusterSpec, PortRange, DEFAULT_BPFFS_ROOT},
@@ -145,6 +145,33 @@ pub enum Cmd {
         state_dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+    /// Stream a node's drop events live, with their tuple and reason (and, with
+    /// --trace, a sample of forwarded packets) until Ctrl-C.
+    Monitor {
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
+        bpffs_root: PathBuf,
+        /// The node agent's state directory (default: /run/netpath/<node>); the
+        /// monitor's lock lives beside it.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Only events of this reason (a name `netpath status` prints, e.g. drop-spoofed).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only packets from or to this address.
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// Also trace forwarded packets (redirected, encapsulated, decapsulated, …).
+        #[arg(long)]
+        trace: bool,
+        /// With --trace: one forwarded packet in N per CPU.
+        #[arg(long, default_value_t = 1)]
+        sample: u32,
     },
 }
 
@@ -342,6 +369,34 @@ pub fn run(cli: Cli) -> Result<bool> {
         } => {
             let state_dir = state_dir.unwrap_or_else(|| state::default_dir(&node));
             status::show(&datapath::node_dir(&bpffs_root, &node), &state_dir, json)?;
+            Ok(true)
+        }
+        Cmd::Monitor {
+            node,
+            bpffs_root,
+            state_dir,
+            json,
+            reason,
+            ip,
+            trace,
+            sample,
+        } => {
+            let reason = reason
+                .map(|r| monitor::reason_named(&r))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--reason: {e}"))?;
+            if sample == 0 {
+                bail!("--sample must be 1 or more");
+            }
+            let state_dir = state_dir.unwrap_or_else(|| state::default_dir(&node));
+            monitor::run(monitor::MonitorArgs {
+                dir: datapath::node_dir(&bpffs_root, &node),
+                lock_path: PathBuf::from(format!("{}.monitor.lock", state_dir.display())),
+                node,
+                json,
+                filter: monitor::Filter { reason, ip },
+                trace_every: trace.then_some(sample),
+            })?;
             Ok(true)
         }
     }

@@ -6,6 +6,7 @@ pub mod cni;
 pub mod datapath;
 pub mod endpoint;
 pub mod ipam;
+pub mod monitor;
 pub mod net;
 pub mod netlink;
 pub mod netns;

@@ -245,8 +245,9 @@ fn run_forwarding_signals(mut cmd: Command) -> Result<std::process::ExitStatus> 
 /// Builds the eBPF object, then the userspace against it (the product's `netpath`
 /// and the lab's `netpath-lab`); returns the `netpath` binary.
 /// What building the product needs besides Rust: protoc, for the etcd client's
-/// generated gRPC code.
-const BUILD_PACKAGES: &[&str] = &["protobuf-compiler"];
+/// generated gRPC code, and the well-known `.proto` files it imports
+/// (`google/protobuf/descriptor.proto`), which are only protoc's Recommends.
+const BUILD_PACKAGES: &[&str] = &["protobuf-compiler", "libprotobuf-dev"];
 
 fn build_all(root: &Path, release: bool) -> Result<PathBuf> {
     toolchain::ensure()?;

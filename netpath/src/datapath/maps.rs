@@ -9,8 +9,8 @@ use aya::maps::{
     Array, HashMap, Map, MapData, PerCpuArray,
 };
 use netpath_common::{
-    names, stats_index, Endpoint, Flow, FlowKey, NatKey, NatTarget, Peer, Program, Reason,
-    RedirectMode, Route, Settings, TcAttach,
+    names, stats_index, Endpoint, Flow, FlowKey, MonitorConfig, MonitorLimit, NatKey, NatTarget,
+    Peer, Program, Reason, RedirectMode, Route, Settings, TcAttach,
 };
 
 /// The pinned maps of one node.
@@ -23,6 +23,17 @@ pub struct Pinned {
     pub(super) nat_out: HashMap<MapData, FlowKey, Flow>,
     pub(super) nat_in: HashMap<MapData, NatKey, NatTarget>,
     nat_exempt: LpmTrie<MapData, [u8; 4], u32>,
+    monitor: Array<MapData, MonitorConfig>,
+    monitor_limit: PerCpuArray<MapData, MonitorLimit>,
+}
+
+/// What the per-CPU event budgets held back, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EventLoss {
+    /// Over the budget: counted, not emitted.
+    pub suppressed: u64,
+    /// No room in the ring buffer (no monitor reading, or one too slow).
+    pub lost: u64,
 }
 
 /// A counter with its (program, reason) and the sum over CPUs.
@@ -56,7 +67,30 @@ impl Pinned {
             nat_out: open_map(dir, names::NAT_OUT)?.try_into()?,
             nat_in: open_map(dir, names::NAT_IN)?.try_into()?,
             nat_exempt: open_map(dir, names::NAT_EXEMPT)?.try_into()?,
+            monitor: open_map(dir, names::MONITOR)?.try_into()?,
+            monitor_limit: open_map(dir, names::MONITOR_LIMIT)?.try_into()?,
         })
+    }
+
+    pub fn monitor_config(&self) -> Result<MonitorConfig> {
+        self.monitor.get(&0, 0).context("read MONITOR")
+    }
+
+    pub fn write_monitor_config(&mut self, c: MonitorConfig) -> Result<()> {
+        self.monitor.set(0, c, 0).context("write MONITOR")
+    }
+
+    pub fn event_loss(&self) -> Result<EventLoss> {
+        let per_cpu = self
+            .monitor_limit
+            .get(&0, 0)
+            .context("read MONITOR_LIMIT")?;
+        Ok(per_cpu
+            .iter()
+            .fold(EventLoss::default(), |acc, l| EventLoss {
+                suppressed: acc.suppressed + l.suppressed,
+                lost: acc.lost + l.lost,
+            }))
     }
 
     pub fn write_settings(&mut self, s: Settings) -> Result<()> {

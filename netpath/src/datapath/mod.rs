@@ -4,6 +4,7 @@
 //! `<root>/<node>/`; everything else (endpoint setup from the lab or the CNI plugin,
 //! `netpath status`) opens those pins, so it works from any process.
 pub(crate) mod attach;
+pub mod attached;
 mod maps;
 mod nat;
 
@@ -15,17 +16,18 @@ use aya::{
     programs::{links::FdLink, SchedClassifier, TcAttachType, Xdp, XdpMode},
     EbpfLoader,
 };
-use netpath_common::{names, Settings, TcAttach};
+use netpath_common::{names, Settings, TcAttach, DEFAULT_DROPS_PER_SEC, DEFAULT_TRACES_PER_SEC};
 
 pub use crate::spec::DEFAULT_BPFFS_ROOT;
 pub use attach::{detach, preferred_tc_attach, reattach_from_pod};
-pub use maps::{Counter, Pinned};
+pub use maps::{Counter, EventLoss, Pinned};
 pub use nat::{monotonic_ns, Collected, Collector, NatUsage};
 
 /// The compiled kernel programs, built by `cargo xtask build`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETPATH_EBPF_OBJ"));
 
-const MAPS: [&str; 8] = [
+/// Every map of the object, all pinned.
+pub const MAPS: [&str; 11] = [
     names::ENDPOINTS,
     names::ROUTES,
     names::NODES,
@@ -34,6 +36,9 @@ const MAPS: [&str; 8] = [
     names::NAT_OUT,
     names::NAT_IN,
     names::NAT_EXEMPT,
+    names::EVENTS,
+    names::MONITOR,
+    names::MONITOR_LIMIT,
 ];
 const PROGRAMS: [&str; 4] = [
     names::FROM_POD,
@@ -87,6 +92,11 @@ pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
         .map_err(|e| verifier_error(names::XDP_UNDERLAY, e))?;
     let mut pinned = Pinned::open(dir)?;
     pinned.write_settings(settings)?;
+    // The budgets are the agent's; a tracing monitor's sampling stays as it is.
+    let mut monitor = pinned.monitor_config()?;
+    monitor.drops_per_sec = DEFAULT_DROPS_PER_SEC;
+    monitor.traces_per_sec = DEFAULT_TRACES_PER_SEC;
+    pinned.write_monitor_config(monitor)?;
     Ok(Loaded {
         ebpf,
         dir: dir.to_path_buf(),
@@ -97,11 +107,6 @@ pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
 const XDP_LINK_PIN: &str = "xdp_underlay_link";
 
 impl Loaded {
-    /// Starts reading the programs' log records (aya-log) into this process's logger.
-    pub fn logger(&mut self) -> Result<aya_log::EbpfLogger<&'static dyn log::Log>> {
-        aya_log::EbpfLogger::init(&mut self.ebpf).context("init eBPF logger")
-    }
-
     /// Attaches the underlay programs: decap/deliver on ingress, encap on egress, and
     /// with `xdp` the XDP decapsulation in front of them.
     /// Returns how the TC programs ended up attached: TCX is probed first where the
