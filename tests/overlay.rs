@@ -9,7 +9,7 @@ use std::{
 use netpath::spec::{Backend, VxlanDevice};
 use netpath_common::{Program, Reason};
 use netpath_tests::{
-    counter_of, is_ip_id, require_root, run_in_ns, wait_counter_of, Ipv4Packet, RawSocket,
+    counter_of, is_ip_id, require_root, run_in_ns, vxlan_payload, wait_counter_of, RawSocket,
 };
 use netpath_tests::{
     lab::{generated_spec, Lab, LabConfig, Pod, UNDERLAY_MTU},
@@ -209,15 +209,6 @@ fn vxlan_device_encapsulates_for_routed_peers_and_aggregates_what_it_receives() 
     lab.stop_agent(2);
     let links = run_in_ns(&node3, &["ip", "-br", "link"]).unwrap();
     assert!(!links.contains("np-vxlan"), "device left behind: {links}");
-}
-
-/// A VXLAN datagram carrying a UDP/IPv4 packet from `inner_src` to `inner_dst`.
-fn vxlan_payload(vni: u32, inner_src: Ipv4Addr, inner_dst: Ipv4Addr, id: u16) -> Vec<u8> {
-    let mut p = vec![0x08, 0, 0, 0];
-    p.extend_from_slice(&(vni << 8).to_be_bytes());
-    p.extend_from_slice(&[0x0e, 0, 0, 0, 0, 1, 0x0e, 0, 0, 0, 0, 2, 0x08, 0x00]);
-    p.extend_from_slice(&Ipv4Packet::udp(inner_src, inner_dst, id, b"tunnelled").bytes());
-    p
 }
 
 #[test]

@@ -21,7 +21,7 @@ use crate::{
     net::Ipv4Net,
     netlink::Netlink,
     plan::{self, Desired, Probed, Underlay},
-    reconcile,
+    reconcile, serve,
     spec::{derived_vtep_mac, Backend, ClusterSpec, Decap, NodeSpec, PortRange, VxlanDevice},
     state::{self, AgentState},
     store::etcd::{EtcdOptions, Member, Update},
@@ -57,6 +57,8 @@ pub struct AgentArgs {
     /// Where the agent publishes its state; `/run/netpath/<node>` when absent.
     pub state_dir: Option<PathBuf>,
     pub keep_pins: bool,
+    /// Where to serve /metrics, /healthz and /readyz (None: nowhere).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
@@ -88,6 +90,7 @@ struct Agent {
     tc_attach: TcAttach,
     nl: Netlink,
     state: AgentState,
+    shared: std::sync::Arc<serve::Shared>,
 }
 
 async fn run_async(args: AgentArgs) -> Result<()> {
@@ -96,6 +99,24 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let nl = Netlink::new()?;
+    // Listening first: a taken port fails the start before anything is loaded, and
+    // /readyz answers "not ready" (with the reason) while the agent starts.
+    let shared = serve::Shared::new();
+    let mut early = AgentState {
+        node: args.node.clone(),
+        pid: std::process::id(),
+        waiting: Some(match &args.source {
+            Source::File(_) => "reading the cluster spec".into(),
+            Source::Etcd { .. } => "joining the cluster in etcd".into(),
+        }),
+        ..Default::default()
+    };
+    if let Some(addr) = args.metrics_addr {
+        let bound = serve::start(addr, shared.clone()).await?;
+        tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+        early.metrics_addr = Some(bound.to_string());
+    }
+    shared.set_state(&early);
     let (spec, spec_file, spec_stamp, spec_digest, mut updates, store) = match &args.source {
         Source::File(path) => {
             // Stamp, then read: a change in between is seen on the next look.
@@ -134,13 +155,13 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| state::default_dir(&local.name));
-    let (ifindex, _) = nl.address_owner(local.ip()).await?.ok_or_else(|| {
-        anyhow!(
-            "no interface here holds {}, node {}'s underlay address in the spec",
-            local.ip(),
-            local.name
-        )
-    })?;
+    early.pin_dir = dir.clone();
+    let Some(ifindex) =
+        wait_for_underlay(&nl, &local, &shared, &mut early, &mut term, &mut int).await?
+    else {
+        tracing::info!("stopped while waiting for the underlay address");
+        return Ok(());
+    };
     let link = nl
         .links()
         .await?
@@ -185,8 +206,14 @@ async fn run_async(args: AgentArgs) -> Result<()> {
             pod_cidr: local.pod_cidr.to_string(),
             pod_mtu: spec.pod_mtu(underlay.mtu),
             netns: state::NetnsId::current().ok(),
+            maps_loaded: true,
+            underlay: link.name.clone(),
+            tunnel: probed.tunnel_ifindex != 0,
+            metrics_addr: early.metrics_addr.clone(),
+            store_synced_unix_ms: Some(state::unix_ms()),
             ..Default::default()
         },
+        shared,
         spec_file,
         spec_digest,
         spec_stamp,
@@ -210,7 +237,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         decap = agent.spec.decap.name(),
         vxlan_device = agent.spec.vxlan_device.name(),
         tc_attach = agent.tc_attach.name(),
-        kernel = %kernel_release(),
+        kernel = %state::kernel_release(),
         pod_cidr = %agent.local.pod_cidr,
         pod_mtu = agent.state.pod_mtu,
         store = %agent.state.store,
@@ -275,10 +302,12 @@ impl Agent {
             }
             Update::Watching => {
                 self.state.store_watching = true;
+                self.state.store_synced_unix_ms = Some(state::unix_ms());
                 self.publish();
             }
             Update::Spec(spec, notes) => {
                 self.state.store_error = None;
+                self.state.store_synced_unix_ms = Some(state::unix_ms());
                 for n in &notes {
                     tracing::warn!("etcd: {n}");
                 }
@@ -315,6 +344,7 @@ impl Agent {
         match read_spec(&file).and_then(|spec| self.check(spec)) {
             Ok(spec) => {
                 tracing::info!(why, "spec reloaded");
+                self.state.store_synced_unix_ms = Some(state::unix_ms());
                 self.adopt(spec, why).await;
             }
             Err(e) => self.refuse(why, e),
@@ -352,6 +382,7 @@ impl Agent {
         if let Err(e) = self.reconcile().await {
             tracing::error!("reconcile failed: {e:#}");
             self.state.problems = vec![format!("reconcile failed: {e:#}")];
+            self.state.reconcile_error = Some(format!("{e:#}"));
             self.publish();
         }
         release_freed_memory();
@@ -359,6 +390,18 @@ impl Agent {
 
     /// Plans from the spec and the current route table, and applies the difference.
     async fn reconcile(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let m = self.shared.metrics.clone();
+        m.reconciles.inc();
+        let result = self.plan_and_apply().await;
+        m.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            m.reconcile_errors.inc();
+        }
+        result
+    }
+
+    async fn plan_and_apply(&mut self) -> Result<()> {
         let table = self.nl.routes().await?;
         let want = plan::plan(&self.spec, &self.local, &self.underlay, &table);
         let mut pinned = Pinned::open(&self.dir)?;
@@ -383,6 +426,7 @@ impl Agent {
         self.state.pod_mtu = self.spec.pod_mtu(self.underlay.mtu);
         self.state.reconciles += 1;
         self.state.ready = true;
+        self.state.reconcile_error = None;
         self.publish();
         Ok(())
     }
@@ -404,6 +448,7 @@ impl Agent {
     }
 
     fn publish(&self) {
+        self.shared.set_state(&self.state);
         if let Err(e) = self.state.write(&self.state_dir) {
             tracing::warn!("publish state: {e:#}");
         }
@@ -445,6 +490,41 @@ impl Agent {
         datapath::remove_pins(&self.dir)?;
         tracing::info!(pins = %self.dir.display(), "stopped; programs detached, routes and pins removed");
         Ok(())
+    }
+}
+
+/// The interface holding the node's underlay address. A node whose network is not
+/// up yet (the agent started first) is waited for, saying so in /readyz and every
+/// 10 s in the log; `None`: stopped by a signal meanwhile.
+async fn wait_for_underlay(
+    nl: &Netlink,
+    local: &NodeSpec,
+    shared: &serve::Shared,
+    early: &mut AgentState,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> Result<Option<u32>> {
+    let mut said = None::<Instant>;
+    loop {
+        if let Some((ifindex, _)) = nl.address_owner(local.ip()).await? {
+            return Ok(Some(ifindex));
+        }
+        let why = format!(
+            "waiting for an interface with {}, node {}'s underlay address in the spec",
+            local.ip(),
+            local.name
+        );
+        if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            tracing::warn!("{why}");
+            said = Some(Instant::now());
+        }
+        early.waiting = Some(why);
+        shared.set_state(early);
+        tokio::select! {
+            _ = term.recv() => return Ok(None),
+            _ = int.recv() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     }
 }
 
@@ -550,12 +630,6 @@ impl FileStamp {
             modified: m.modified().ok()?,
         })
     }
-}
-
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// `BPF_F_ADJ_ROOM_ENCAP_L2_ETH` tells GSO the inner L2 is Ethernet; 5.15 knows it,

@@ -105,6 +105,10 @@ pub enum Cmd {
         /// Leave maps, programs and routes in place on exit so pods keep working.
         #[arg(long)]
         keep_pins: bool,
+        /// Serve /metrics, /healthz and /readyz here (inside the agent's network
+        /// namespace); `off` serves nothing.
+        #[arg(long, default_value = "127.0.0.1:9970")]
+        metrics_addr: String,
     },
     /// Install the CNI plugin (this binary, as `netpath`) and a conflist that
     /// selects it, so containerd, CRI-O and podman attach containers through netpath.
@@ -236,7 +240,14 @@ pub fn run(cli: Cli) -> Result<bool> {
             state_dir,
             netns: ns,
             keep_pins,
+            metrics_addr,
         } => {
+            let metrics_addr = match metrics_addr.as_str() {
+                "off" => None,
+                a => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
+                    anyhow::anyhow!("--metrics-addr {a:?}: {e} (want IP:PORT or off)")
+                })?),
+            };
             let source = match (store, config) {
                 (StoreKind::File, Some(path)) => agent::Source::File(path),
                 (StoreKind::File, None) => bail!("--config is required with the file store"),
@@ -272,6 +283,7 @@ pub fn run(cli: Cli) -> Result<bool> {
                 pin_dir,
                 state_dir,
                 keep_pins,
+                metrics_addr,
             })?;
             Ok(true)
         }

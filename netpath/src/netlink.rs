@@ -52,6 +52,7 @@ fn call(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkErro
     }
 }
 
+#[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
 }

@@ -28,6 +28,28 @@ pub struct AgentState {
     pub pod_mtu: u32,
     /// Maps loaded, programs attached, routes applied at least once.
     pub ready: bool,
+    /// The programs are loaded and pinned and the underlay ones attached.
+    #[serde(default)]
+    pub maps_loaded: bool,
+    /// What the agent waits for before it can load (e.g. its underlay address).
+    #[serde(default)]
+    pub waiting: Option<String>,
+    /// Why the last plan-and-apply pass failed (the datapath keeps its last state).
+    #[serde(default)]
+    pub reconcile_error: Option<String>,
+    /// When the store last confirmed this node's view (Unix ms): the spec file read
+    /// and accepted, or an etcd update or watch confirmation.
+    #[serde(default)]
+    pub store_synced_unix_ms: Option<u64>,
+    /// The underlay interface, and whether the node has its kernel VXLAN device:
+    /// where the programs must be attached.
+    #[serde(default)]
+    pub underlay: String,
+    #[serde(default)]
+    pub tunnel: bool,
+    /// Where the agent serves /metrics, /healthz and /readyz (None: off).
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
     /// How many times the desired state was planned and applied.
     pub reconciles: u64,
     /// Why the last spec file read was refused; the agent keeps the last good one.
@@ -72,6 +94,20 @@ pub fn process_alive(pid: u32) -> bool {
     pid > 0
         && (unsafe { libc::kill(pid, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 pub fn default_dir(node: &str) -> PathBuf {

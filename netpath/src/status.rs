@@ -3,7 +3,13 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::{datapath::Pinned, net::Mac, state::AgentState};
+use crate::{
+    datapath::Pinned,
+    health::{self, Report},
+    net::Mac,
+    netlink::Netlink,
+    state::{process_alive, AgentState},
+};
 
 fn mac_str(m: &[u8; 6]) -> String {
     Mac(*m).to_string()
@@ -19,6 +25,10 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
     let nodes = pinned.nodes()?;
     let settings = pinned.settings()?;
     let nat = pinned.nat_usage();
+    let ready = health::readiness(agent.as_ref());
+    let healthy = node_health(agent.as_ref())?;
+    let fill = pinned.fill(dir)?;
+    let loss = pinned.event_loss()?;
     let masquerade = serde_json::json!({
         "enabled": settings.masquerade != 0,
         "ports": format!("{}-{}", settings.nat_port_min, settings.nat_port_max),
@@ -53,6 +63,10 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
             })).collect::<Vec<_>>(),
             "nodes": nodes.iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>(),
             "masquerade": masquerade,
+            "ready": ready,
+            "health": healthy,
+            "maps": fill,
+            "monitor_events": loss,
             "counters": counters,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -80,6 +94,9 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
                 ""
             };
             println!("store: {}{watching}", a.store);
+            if let Some(addr) = &a.metrics_addr {
+                println!("metrics: http://{addr}/metrics   health: /healthz   ready: /readyz");
+            }
             if let Some(e) = &a.store_error {
                 println!("store: UNREACHABLE, forwarding on the last state: {e}");
             }
@@ -91,6 +108,8 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
             }
         }
     }
+    print_report("ready", &ready);
+    print_report("healthy", &healthy);
     println!("\nendpoints ({}):", endpoints.len());
     for (ip, ep) in &endpoints {
         println!(
@@ -130,9 +149,42 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
     } else {
         println!("\nmasquerade: off");
     }
+    println!("\nmaps (entries/capacity):");
+    for f in &fill {
+        match f.entries {
+            Some(n) => println!("  {:<14} {n}/{}", f.name, f.capacity),
+            None => println!("  {:<14} ring of {} bytes", f.name, f.capacity),
+        }
+    }
+    if loss.suppressed + loss.lost > 0 {
+        println!(
+            "monitor events: {} over the budget, {} lost (ring full)",
+            loss.suppressed, loss.lost
+        );
+    }
     println!("\ncounters:");
     for c in counters.iter().filter(|c| c.packets > 0) {
         println!("  {:<10} {:<22} {}", c.program, c.reason, c.packets);
     }
     Ok(())
+}
+
+/// The agent's process is checked here, the attachments through the kernel.
+fn node_health(agent: Option<&AgentState>) -> Result<Report> {
+    let alive = agent.is_some_and(|a| process_alive(a.pid));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let nl = Netlink::new()?;
+            Ok(health::health(&nl, agent, alive).await)
+        })
+}
+
+fn print_report(what: &str, r: &Report) {
+    if r.ok {
+        println!("{what}: yes");
+    } else {
+        println!("{what}: NO — {}", r.failing.join("; "));
+    }
 }

@@ -8,6 +8,7 @@ pub mod csum;
 pub mod lab;
 pub mod netns;
 pub mod nl;
+pub mod observe;
 pub mod support;
 pub mod transfer;
 

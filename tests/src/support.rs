@@ -189,6 +189,15 @@ impl Ipv4Packet {
     }
 }
 
+/// A VXLAN datagram carrying a UDP/IPv4 packet from `inner_src` to `inner_dst`.
+pub fn vxlan_payload(vni: u32, inner_src: Ipv4Addr, inner_dst: Ipv4Addr, id: u16) -> Vec<u8> {
+    let mut p = vec![0x08, 0, 0, 0];
+    p.extend_from_slice(&(vni << 8).to_be_bytes());
+    p.extend_from_slice(&[0x0e, 0, 0, 0, 0, 1, 0x0e, 0, 0, 0, 0, 2, 0x08, 0x00]);
+    p.extend_from_slice(&Ipv4Packet::udp(inner_src, inner_dst, id, b"tunnelled").bytes());
+    p
+}
+
 /// Is `frame` an IPv4 packet with this IP id?
 pub fn is_ip_id(frame: &[u8], id: u16) -> bool {
     frame.len() >= 34

@@ -142,7 +142,7 @@ fn run() -> Result<ExitCode> {
 /// the reference CNI plugins (tuning in a chain with ours), and the container runtime
 /// of `--containers` (containerd + runc, a busybox-static image built locally) and
 /// podman for its CNI backend; etcd (server and etcdctl) for `--store etcd`, openssl
-/// for the tests' certificates.
+/// for the tests' certificates, Prometheus to scrape an agent.
 const RUNTIME_PACKAGES: &[&str] = &[
     "bpftool",
     "nftables",
@@ -155,6 +155,7 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
     "openssl",
+    "prometheus",
 ];
 
 /// Debian's podman drops a bridge network into /etc/cni/net.d, which would become the

@@ -36,6 +36,15 @@ pub struct EventLoss {
     pub lost: u64,
 }
 
+/// One map's fill: entries in use (None for the ring buffer, whose capacity is in
+/// bytes) against the most it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Fill {
+    pub name: &'static str,
+    pub entries: Option<usize>,
+    pub capacity: u32,
+}
+
 /// A counter with its (program, reason) and the sum over CPUs.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Counter {
@@ -70,6 +79,70 @@ impl Pinned {
             monitor: open_map(dir, names::MONITOR)?.try_into()?,
             monitor_limit: open_map(dir, names::MONITOR_LIMIT)?.try_into()?,
         })
+    }
+
+    /// Every map's fill. Hash maps and tries are walked key by key (a scrape of a
+    /// 100 000-route node walks 100 000 keys); arrays are always full.
+    pub fn fill(&self, dir: &Path) -> Result<Vec<Fill>> {
+        let capacity = |name: &str| -> Result<u32> {
+            let path = dir.join(name);
+            Ok(aya::maps::MapInfo::from_pin(&path)
+                .with_context(|| format!("inspect {}", path.display()))?
+                .max_entries())
+        };
+        let counted = [
+            (
+                names::ENDPOINTS,
+                self.endpoints.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::ROUTES,
+                self.routes.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::NODES,
+                self.nodes.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::NAT_OUT,
+                self.nat_out.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::NAT_IN,
+                self.nat_in.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::NAT_EXEMPT,
+                self.nat_exempt.keys().filter(|k| k.is_ok()).count(),
+            ),
+        ];
+        let mut out = Vec::new();
+        for (name, n) in counted {
+            out.push(Fill {
+                name,
+                entries: Some(n),
+                capacity: capacity(name)?,
+            });
+        }
+        for name in [
+            names::STATS,
+            names::SETTINGS,
+            names::MONITOR,
+            names::MONITOR_LIMIT,
+        ] {
+            let c = capacity(name)?;
+            out.push(Fill {
+                name,
+                entries: Some(c as usize),
+                capacity: c,
+            });
+        }
+        out.push(Fill {
+            name: names::EVENTS,
+            entries: None,
+            capacity: capacity(names::EVENTS)?,
+        });
+        Ok(out)
     }
 
     pub fn monitor_config(&self) -> Result<MonitorConfig> {

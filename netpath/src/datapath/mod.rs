@@ -20,7 +20,7 @@ use netpath_common::{names, Settings, TcAttach, DEFAULT_DROPS_PER_SEC, DEFAULT_T
 
 pub use crate::spec::DEFAULT_BPFFS_ROOT;
 pub use attach::{detach, preferred_tc_attach, reattach_from_pod};
-pub use maps::{Counter, EventLoss, Pinned};
+pub use maps::{Counter, EventLoss, Fill, Pinned};
 pub use nat::{monotonic_ns, Collected, Collector, NatUsage};
 
 /// The compiled kernel programs, built by `cargo xtask build`.

@@ -615,6 +615,12 @@ impl Lab {
 
     /// Starts node `i`'s agent and waits until its pins are usable.
     pub fn start_agent(&mut self, i: usize, cfg: &LabConfig) -> Result<()> {
+        self.spawn_agent(i, cfg)?;
+        self.wait_agent_ready(i)
+    }
+
+    /// Starts node `i`'s agent without waiting for it to be ready.
+    pub fn spawn_agent(&mut self, i: usize, cfg: &LabConfig) -> Result<()> {
         self.stop_agent(i);
         let node = &self.nodes[i];
         let log = self.workdir.join(format!("{}.log", node.name));
@@ -648,11 +654,21 @@ impl Lab {
             .spawn()
             .with_context(|| format!("start agent {}", cfg.agent_bin.display()))?;
         prefix::record_pid(&self.workdir, child.id());
-        let agent = self.agents[i].insert(AgentProcess {
+        self.agents[i] = Some(AgentProcess {
             child,
             node: node.name.clone(),
-            log: log.clone(),
+            log,
         });
+        Ok(())
+    }
+
+    /// Waits until node `i`'s agent says it is ready (and with etcd, watching).
+    pub fn wait_agent_ready(&mut self, i: usize) -> Result<()> {
+        let node = &self.nodes[i];
+        let Some(agent) = self.agents[i].as_mut() else {
+            bail!("no agent started for {}", node.name);
+        };
+        let log = agent.log.clone();
         let deadline = Instant::now() + AGENT_READY_WITHIN;
         let state_dir = node.state_dir();
         // With etcd, ready means watching too: a change before that would reach the

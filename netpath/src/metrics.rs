@@ -1,0 +1,201 @@
+//! Prometheus metrics of one node in the text format: packet fates and map fill read
+//! from the pinned maps at scrape time, the agent's own counters beside them.
+use std::path::Path;
+
+use anyhow::Result;
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+        info::Info,
+    },
+    registry::Registry,
+};
+
+use crate::{datapath::Pinned, state::AgentState};
+
+/// What the agent counts itself; cheap to clone (the handles share their values).
+#[derive(Clone)]
+pub struct AgentMetrics {
+    pub reconciles: Counter,
+    pub reconcile_errors: Counter,
+    pub reconcile_seconds: Histogram,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Counter::default(),
+            reconcile_errors: Counter::default(),
+            // 1 ms .. ~16 s: a small node's pass to a 100 000-route one.
+            reconcile_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Fate {
+    program: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabel {
+    map: &'static str,
+}
+
+/// The page `/metrics` serves. `dir` is the node's pin directory; without pins
+/// (still starting) the datapath metrics are left out, the rest is there.
+pub fn render(
+    dir: &Path,
+    state: &AgentState,
+    m: &AgentMetrics,
+    now_unix_ms: u64,
+) -> Result<String> {
+    let mut reg = Registry::with_prefix("netpath");
+    reg.register(
+        "build",
+        "This agent's version and the kernel it runs on",
+        Info::new(vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("kernel", crate::state::kernel_release()),
+        ]),
+    );
+    reg.register("reconciles", "Plan-and-apply passes", m.reconciles.clone());
+    reg.register(
+        "reconcile_errors",
+        "Passes that failed (the datapath keeps its last state)",
+        m.reconcile_errors.clone(),
+    );
+    reg.register(
+        "reconcile_duration_seconds",
+        "How long a plan-and-apply pass took",
+        m.reconcile_seconds.clone(),
+    );
+    reg.register(
+        "ready",
+        "1 when /readyz says ready",
+        gauge(state.ready as i64),
+    );
+    let store_up = state.store_error.is_none() && state.spec_error.is_none();
+    reg.register(
+        "store_up",
+        "1 when the last read of the store succeeded and its spec was accepted",
+        gauge(store_up as i64),
+    );
+    if state.store.starts_with("etcd") {
+        reg.register(
+            "store_watching",
+            "1 while the etcd watch is live",
+            gauge(state.store_watching as i64),
+        );
+    }
+    if let Some(at) = state.store_synced_unix_ms {
+        reg.register(
+            "store_last_sync_age_seconds",
+            "Seconds since the store last confirmed this node's view",
+            ConstGauge::new(now_unix_ms.saturating_sub(at) as f64 / 1000.0),
+        );
+    }
+    if let Ok(pinned) = Pinned::open(dir) {
+        datapath_metrics(&mut reg, dir, &pinned)?;
+    }
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+fn gauge(v: i64) -> ConstGauge {
+    ConstGauge::new(v)
+}
+
+fn datapath_metrics(reg: &mut Registry, dir: &Path, pinned: &Pinned) -> Result<()> {
+    let packets = Family::<Fate, ConstCounterCell>::default();
+    for c in pinned.counters()? {
+        packets
+            .get_or_create(&Fate {
+                program: c.program,
+                reason: c.reason,
+            })
+            .set(c.packets);
+    }
+    reg.register(
+        "packets",
+        "Packets by program and fate (summed over CPUs)",
+        packets,
+    );
+    let entries = Family::<MapLabel, Gauge>::default();
+    let capacity = Family::<MapLabel, Gauge>::default();
+    for fill in pinned.fill(dir)? {
+        let label = MapLabel { map: fill.name };
+        if let Some(n) = fill.entries {
+            entries.get_or_create(&label).set(n as i64);
+        }
+        capacity.get_or_create(&label).set(fill.capacity as i64);
+    }
+    reg.register("map_entries", "Entries in use per map", entries);
+    reg.register(
+        "map_capacity",
+        "Entries each map holds at most (EVENTS: bytes)",
+        capacity,
+    );
+    let endpoints = pinned.endpoints()?.len();
+    reg.register(
+        "endpoints",
+        "Pods wired on this node",
+        gauge(endpoints as i64),
+    );
+    reg.register(
+        "peer_nodes",
+        "Other nodes this one forwards to",
+        gauge(pinned.nodes()?.len() as i64),
+    );
+    let loss = pinned.event_loss()?;
+    reg.register(
+        "monitor_events_suppressed",
+        "Monitor events over the per-CPU budget (the packets are counted all the same)",
+        ConstCounter::new(loss.suppressed),
+    );
+    reg.register(
+        "monitor_events_lost",
+        "Monitor events the full ring buffer had no room for",
+        ConstCounter::new(loss.lost),
+    );
+    Ok(())
+}
+
+/// A counter whose value is read from the kernel, not counted here.
+#[derive(Debug, Default)]
+struct ConstCounterCell(std::sync::atomic::AtomicU64);
+
+impl ConstCounterCell {
+    fn set(&self, v: u64) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for ConstCounterCell {
+    const TYPE: prometheus_client::metrics::MetricType =
+        prometheus_client::metrics::MetricType::Counter;
+}
+
+impl prometheus_client::encoding::EncodeMetric for ConstCounterCell {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+            &self.0.load(std::sync::atomic::Ordering::Relaxed),
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Counter
+    }
+}
