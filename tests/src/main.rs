@@ -74,6 +74,10 @@ enum Cmd {
         /// Only the control plane on etcd (10, 100, 1000 agent loops).
         #[arg(long, conflicts_with_all = ["paths", "cni"])]
         etcd: bool,
+        /// Only what watching costs: forwarding with and without a tracing monitor,
+        /// and a /metrics scrape of a node with 100 000 routes.
+        #[arg(long, conflicts_with_all = ["paths", "cni", "etcd"])]
+        monitor: bool,
     },
     /// Bring up a lab cluster in network namespaces, check it, and hold it until Ctrl-C.
     Run {
@@ -117,8 +121,9 @@ enum StoreArg {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -141,6 +146,7 @@ fn run(cli: Cli) -> Result<bool> {
             paths,
             cni,
             etcd,
+            monitor,
         } => {
             // A stop ends the bench between two measurements, tearing down what is up.
             let signals = StopSignals::install()?;
@@ -157,6 +163,7 @@ fn run(cli: Cli) -> Result<bool> {
                 paths,
                 cni_only: cni,
                 etcd_only: etcd,
+                monitor_only: monitor,
                 stop,
             })
         }
@@ -267,6 +274,11 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
             "\ninspect {} (likewise the other nodes):\n  netpath status --node {}\n  bpftool map dump pinned {d}/ROUTES\n  bpftool map dump pinned {d}/ENDPOINTS\n  bpftool map dump pinned {d}/NODES\n  bpftool map dump pinned {d}/STATS\n  bpftool map dump pinned {d}/NAT_OUT      # masqueraded flows",
             node.name,
             node.name,
+        );
+        println!(
+            "\nmetrics, health and readiness (each agent serves inside its node's namespace):\n  ip netns exec {ns} curl -s http://127.0.0.1:9970/metrics\n  ip netns exec {ns} curl -s http://127.0.0.1:9970/healthz\n  ip netns exec {ns} curl -s http://127.0.0.1:9970/readyz\nlive drops with their tuple and reason (--trace adds forwarding, --json one object per line):\n  netpath monitor --node {}",
+            node.name,
+            ns = node.ns.name(),
         );
         if let Some(pod) = node.pods.first() {
             println!(

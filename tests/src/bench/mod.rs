@@ -3,6 +3,7 @@
 //! drift hits all alike. Writes `report.md`, `report.json` and SVG charts.
 pub mod cni;
 mod memory;
+mod observe;
 mod report;
 mod scale;
 pub mod store;
@@ -25,6 +26,8 @@ pub struct BenchArgs {
     pub cni_only: bool,
     /// Only the etcd control-plane scale.
     pub etcd_only: bool,
+    /// Only what watching costs (trace on/off, a scrape of 100 000 routes).
+    pub monitor_only: bool,
     /// Set when the user asked to stop: checked between measurements.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub out: PathBuf,
@@ -431,8 +434,11 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let (rounds, secs) = if args.quick { (3, 1) } else { (5, 4) };
     let scale_sizes = [10usize, 1_000, 100_000];
     // A quick run measures the route scale once; a full one in every round.
-    let focused = args.paths.is_some() || args.cni_only || args.etcd_only;
-    let paths = match (args.cni_only || args.etcd_only, args.paths) {
+    let focused = args.paths.is_some() || args.cni_only || args.etcd_only || args.monitor_only;
+    let paths = match (
+        args.cni_only || args.etcd_only || args.monitor_only,
+        args.paths,
+    ) {
         (true, _) => Vec::new(),
         (false, Some(p)) => p,
         (false, None) => PathKind::ALL.to_vec(),
@@ -450,6 +456,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         + scale_rounds * scale_sizes.len()
         + if focused { 0 } else { 1 + scale_sizes.len() }
         + usize::from(!focused || args.cni_only)
+        + usize::from(!focused || args.monitor_only)
         + if with_store { store_sizes.len() } else { 0 };
     let started = Instant::now();
     let mut step = 0;
@@ -502,6 +509,13 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     } else {
         Vec::new()
     };
+    if !focused || args.monitor_only {
+        tick(&format!(
+            "what watching costs: {rounds} rounds trace off/on, a scrape of 100 000 routes"
+        ))?;
+        observe::run(rounds, secs, &args.out)?;
+        progress(&format!("  {}", args.out.join("observe.md").display()));
+    }
     let mut store_scale = Vec::new();
     for &m in store_sizes.iter().filter(|_| with_store) {
         tick(&format!("control plane on etcd: {m} agent loops"))?;
@@ -529,6 +543,10 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         cni,
         store_scale,
     };
+    if args.monitor_only {
+        // Its own report is written; report.md of an earlier run stays.
+        return Ok(true);
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     report::write(&run, &args.out)?;
     progress(&format!(
