@@ -19,6 +19,9 @@ const SECOND_NS: u64 = 1_000_000_000;
 #[inline(always)]
 pub fn observe<C: Packet>(ctx: &C, program: Program, reason: Reason) {
     count(program, reason);
+    if !cfg!(feature = "monitor") {
+        return;
+    }
     let Some(cfg) = MONITOR.get(0) else {
         return;
     };

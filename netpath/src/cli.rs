@@ -138,29 +138,18 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: NodeCmd,
     },
-    /// Show a node's agent state, endpoints, routes and packet counters.
+    /// Show a node's agent state, health, endpoints, routes, map fill and counters.
     Status {
-        #[arg(long)]
-        node: String,
-        #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
-        bpffs_root: PathBuf,
-        /// Where the node's agent publishes its state (default: /run/netpath/<node>).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: NodeArgs,
         #[arg(long)]
         json: bool,
     },
     /// Stream a node's drop events live, with their tuple and reason (and, with
     /// --trace, a sample of forwarded packets) until Ctrl-C.
     Monitor {
-        #[arg(long)]
-        node: String,
-        #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
-        bpffs_root: PathBuf,
-        /// The node agent's state directory (default: /run/netpath/<node>); the
-        /// monitor's lock lives beside it.
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: NodeArgs,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -177,6 +166,31 @@ pub enum Cmd {
         #[arg(long, default_value_t = 1)]
         sample: u32,
     },
+}
+
+/// Which node's pins and published state a command reads.
+#[derive(Args, Clone)]
+pub struct NodeArgs {
+    #[arg(long)]
+    node: String,
+    #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
+    bpffs_root: PathBuf,
+    /// Where the node's agent publishes its state (default: /run/netpath/<node>);
+    /// the monitor's lock lives beside it.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn pin_dir(&self) -> PathBuf {
+        datapath::node_dir(&self.bpffs_root, &self.node)
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| state::default_dir(&self.node))
+    }
 }
 
 #[derive(Subcommand)]
@@ -373,20 +387,12 @@ pub fn run(cli: Cli) -> Result<bool> {
             }
             Ok(true)
         }
-        Cmd::Status {
-            node,
-            bpffs_root,
-            state_dir,
-            json,
-        } => {
-            let state_dir = state_dir.unwrap_or_else(|| state::default_dir(&node));
-            status::show(&datapath::node_dir(&bpffs_root, &node), &state_dir, json)?;
+        Cmd::Status { at, json } => {
+            status::show(&at.pin_dir(), &at.state_dir(), json)?;
             Ok(true)
         }
         Cmd::Monitor {
-            node,
-            bpffs_root,
-            state_dir,
+            at,
             json,
             reason,
             ip,
@@ -400,11 +406,10 @@ pub fn run(cli: Cli) -> Result<bool> {
             if sample == 0 {
                 bail!("--sample must be 1 or more");
             }
-            let state_dir = state_dir.unwrap_or_else(|| state::default_dir(&node));
             monitor::run(monitor::MonitorArgs {
-                dir: datapath::node_dir(&bpffs_root, &node),
-                lock_path: PathBuf::from(format!("{}.monitor.lock", state_dir.display())),
-                node,
+                dir: at.pin_dir(),
+                lock_path: PathBuf::from(format!("{}.monitor.lock", at.state_dir().display())),
+                node: at.node,
                 json,
                 filter: monitor::Filter { reason, ip },
                 trace_every: trace.then_some(sample),

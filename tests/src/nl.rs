@@ -64,6 +64,10 @@ impl Nl {
         self.wait(self.nl.add_veth(name, peer))
     }
 
+    pub fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.wait(self.nl.set_mac(index, netpath::net::Mac(mac)))
+    }
+
     pub fn set_up(&self, index: u32) -> Result<()> {
         self.wait(self.nl.set_up(index))
     }

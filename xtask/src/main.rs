@@ -92,6 +92,14 @@ fn run() -> Result<ExitCode> {
             let bin = build_all(&root, true)?;
             require_root("the bench creates network namespaces and loads eBPF")?;
             let mut cmd = Command::new(lab_binary(&bin));
+            // The monitor's cost is measured against the programs without it; only
+            // runs that measure it pay for the second build.
+            let focused = args
+                .iter()
+                .any(|a| ["--paths", "--cni", "--etcd"].contains(&a.as_str()));
+            if !focused || args.iter().any(|a| a == "--monitor") {
+                cmd.env("NETPATH_BASELINE_BIN", build_baseline(&root)?);
+            }
             cmd.current_dir(&root)
                 .arg("bench")
                 .arg("--out")
@@ -243,6 +251,32 @@ fn run_forwarding_signals(mut cmd: Command) -> Result<std::process::ExitStatus> 
     Ok(status)
 }
 
+/// The bench's "before the monitor" baseline: the programs built without their
+/// monitor events (`--no-default-features`), in a `netpath` binary of their own
+/// (`target/baseline/release/netpath`), so one run compares both objects.
+fn build_baseline(root: &Path) -> Result<PathBuf> {
+    let obj = build_ebpf_into(root, "target/ebpf-baseline", &["--no-default-features"])?;
+    let status = Command::new(cargo())
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "netpath",
+            "--bin",
+            "netpath",
+        ])
+        .arg("--target-dir")
+        .arg(root.join("target/baseline"))
+        .env("NETPATH_EBPF_OBJ", &obj)
+        .status()
+        .context("build the baseline netpath")?;
+    if !status.success() {
+        bail!("building the baseline netpath failed");
+    }
+    Ok(root.join("target/baseline/release/netpath"))
+}
+
 /// Builds the eBPF object, then the userspace against it (the product's `netpath`
 /// and the lab's `netpath-lab`); returns the `netpath` binary.
 /// What building the product needs besides Rust: protoc, for the etcd client's
@@ -279,8 +313,13 @@ fn build_all(root: &Path, release: bool) -> Result<PathBuf> {
 }
 
 fn build_ebpf(root: &Path) -> Result<PathBuf> {
+    build_ebpf_into(root, "target/ebpf", &[])
+}
+
+/// The eBPF object built into `target_dir` with extra cargo arguments (features).
+fn build_ebpf_into(root: &Path, target_dir: &str, extra: &[&str]) -> Result<PathBuf> {
     let dir = root.join("netpath-ebpf");
-    let target_dir = root.join("target/ebpf");
+    let target_dir = root.join(target_dir);
     let mut cmd = Command::new("cargo");
     // The outer cargo's settings belong to the host build, not to the BPF one.
     for var in [
@@ -307,6 +346,7 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
             "--target-dir",
         ])
         .arg(&target_dir)
+        .args(extra)
         // BTF in the object is what lets bpftool print typed map entries.
         .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
         .env("PATH", toolchain::path_with_cargo_bin());

@@ -1,22 +1,34 @@
-//! What watching costs: forwarding with a tracing monitor and without, in one lab
-//! and interleaved, and a `/metrics` scrape of a node whose maps hold 100 000 routes.
-use std::{
-    net::{Ipv4Addr, SocketAddr},
-    path::Path,
-    time::Instant,
-};
+//! What watching costs: forwarding through programs built without their monitor
+//! events (the object before the monitor existed), with them and no monitor, and
+//! with a tracing monitor — interleaved, round by round — and a `/metrics` scrape of
+//! a node whose maps hold 100 000 routes.
+use std::{net::SocketAddr, path::Path, time::Instant};
 
 use anyhow::{Context, Result};
-use netpath_common::{Route, RouteMode};
+use netpath::spec::Backend;
 use serde::Serialize;
 
-use super::{build, stats, tools, warm_up, PathKind};
-use crate::observe::{http_get, Monitor};
+use super::{build, scale, stats, tools, warm_up, At, PathKind, Topo};
+use crate::{
+    lab::{generated_spec, Lab, LabConfig, NodeKind},
+    observe::{http_get, Monitor},
+};
+
+/// What a round measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Variant {
+    /// The programs built without monitor events (`NETPATH_BASELINE_BIN`).
+    WithoutMonitor,
+    /// Today's programs, no monitor running.
+    MonitorOff,
+    /// Today's programs, `netpath monitor --trace` on both nodes.
+    Tracing,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TraceSample {
     pub round: usize,
-    pub trace: bool,
+    pub variant: Variant,
     pub udp64_kpps: f64,
     pub cpu_ns_per_pkt: f64,
     pub tcp_p50_us: f64,
@@ -37,36 +49,70 @@ pub struct Observe {
     pub scrape: Vec<ScrapeSample>,
 }
 
-/// netpath direct, pod -> pod across two nodes; each round measures once without a
-/// monitor and once with `netpath monitor --trace` on both nodes.
+/// netpath direct, pod -> pod across two nodes, by the baseline binary's agents in a
+/// second lab.
+fn baseline_topo(bin: std::path::PathBuf) -> Result<Topo> {
+    let mut cfg = LabConfig::with_spec(generated_spec(2, Backend::Direct)?, 1)?;
+    cfg.kinds = (0..2).map(|i| (i, NodeKind::Netpath)).collect();
+    cfg.agent_bin = bin;
+    Ok(Topo::Lab {
+        lab: Box::new(Lab::up(&cfg)?),
+        from: At::Pod(0, 0),
+        to: At::Pod(1, 0),
+    })
+}
+
+fn tracing_monitors(lab: &Lab, bin: &Path) -> Result<Vec<Monitor>> {
+    let mut m = Vec::new();
+    for n in &lab.nodes {
+        let root = n.pin_dir.parent().context("pin root")?;
+        let state = n.state_dir();
+        let args = [
+            "--node",
+            n.name.as_str(),
+            "--bpffs-root",
+            root.to_str().context("pin root")?,
+            "--state-dir",
+            state.to_str().context("state dir")?,
+            "--trace",
+        ];
+        m.push(Monitor::start(bin, &args)?);
+    }
+    Ok(m)
+}
+
 pub fn measure(rounds: usize, secs: u32, bin: &Path) -> Result<Observe> {
     let topo = build(PathKind::NetpathDirect)?;
+    let baseline = match std::env::var_os("NETPATH_BASELINE_BIN") {
+        Some(b) => Some(baseline_topo(b.into())?),
+        None => {
+            eprintln!("  NETPATH_BASELINE_BIN unset (not run by xtask?): no baseline object");
+            None
+        }
+    };
     let lab = topo.lab();
-    let e = topo.ends();
-    warm_up(&e)?;
+    warm_up(&topo.ends())?;
+    if let Some(b) = &baseline {
+        warm_up(&b.ends())?;
+    }
     let mut trace = Vec::new();
     for round in 0..rounds {
-        for on in [false, true] {
-            let monitors = if on {
-                let mut m = Vec::new();
-                for n in &lab.nodes {
-                    let root = n.pin_dir.parent().context("pin root")?;
-                    let state = n.state_dir();
-                    let args = [
-                        "--node",
-                        n.name.as_str(),
-                        "--bpffs-root",
-                        root.to_str().context("pin root")?,
-                        "--state-dir",
-                        state.to_str().context("state dir")?,
-                        "--trace",
-                    ];
-                    m.push(Monitor::start(bin, &args)?);
-                }
-                m
+        for variant in [
+            Variant::WithoutMonitor,
+            Variant::MonitorOff,
+            Variant::Tracing,
+        ] {
+            let t = match (variant, &baseline) {
+                (Variant::WithoutMonitor, None) => continue,
+                (Variant::WithoutMonitor, Some(b)) => b,
+                _ => &topo,
+            };
+            let monitors = if variant == Variant::Tracing {
+                tracing_monitors(lab, bin)?
             } else {
                 Vec::new()
             };
+            let e = t.ends();
             let (pps, cpu_us) = tools::udp_small(&e, secs)?;
             let (p50, _) = tools::latency_us(&e, secs, true)?;
             for m in monitors {
@@ -74,7 +120,7 @@ pub fn measure(rounds: usize, secs: u32, bin: &Path) -> Result<Observe> {
             }
             trace.push(TraceSample {
                 round,
-                trace: on,
+                variant,
                 udp64_kpps: pps / 1e3,
                 cpu_ns_per_pkt: cpu_us * 1e3,
                 tcp_p50_us: p50,
@@ -83,22 +129,9 @@ pub fn measure(rounds: usize, secs: u32, bin: &Path) -> Result<Observe> {
     }
     let mut scrape = Vec::new();
     let mut pinned = lab.nodes[0].pinned()?;
-    let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
     let mut filled = 0;
     for routes in [10usize, 100_000] {
-        for i in filled..routes as u32 {
-            pinned.set_route(
-                Ipv4Addr::from(base + i),
-                32,
-                Route {
-                    node_ip: [192, 168, 56, 250],
-                    mode: RouteMode::Direct as u32,
-                    vtep_mac: [0x0e, 0, 0, 0, 0, 1],
-                    _pad: [0; 2],
-                    next_hop: [192, 168, 56, 250],
-                },
-            )?;
-        }
+        scale::add_unused_routes(&mut pinned, filled..routes as u32)?;
         filled = routes as u32;
         let pid = lab.agent_pid(0).context("node 0 has no agent")?;
         let addr: SocketAddr = "127.0.0.1:9970".parse()?;
@@ -133,24 +166,44 @@ fn cpu_ms(pid: u32) -> Result<f64> {
 /// A table row: its name and the figure it reads from a sample.
 type Row = (&'static str, fn(&TraceSample) -> f64);
 
+/// Same-round ratios of `num` to `den` for one figure.
+fn ratios(o: &Observe, f: fn(&TraceSample) -> f64, num: Variant, den: Variant) -> Vec<f64> {
+    let of = |v: Variant| -> std::collections::BTreeMap<usize, f64> {
+        o.trace
+            .iter()
+            .filter(|s| s.variant == v)
+            .map(|s| (s.round, f(s)))
+            .collect()
+    };
+    let (n, d) = (of(num), of(den));
+    n.iter()
+        .filter_map(|(r, a)| d.get(r).map(|b| a / b))
+        .collect()
+}
+
 /// `observe.md`: the ratios of the same rounds, and the scrape costs.
 pub fn markdown(o: &Observe) -> String {
     let mut md = String::from("# netpath bench — what watching costs\n\n");
-    md += "netpath direct, pod -> pod across two nodes; every round measures without a monitor and with `netpath monitor --trace` (every forwarded packet sampled, the per-CPU budget of 1000 events/s) on both nodes. Ratios are trace-on / trace-off of the same round, median (min–max).\n\n";
-    md += "| metric | trace off | trace on | ratio |\n| --- | --- | --- | --- |\n";
+    md += "netpath direct, pod -> pod across two nodes, interleaved round by round: the programs built without monitor events (the baseline: the object before the monitor existed, run by its own agents in a second lab), today's programs with no monitor, and today's with `netpath monitor --trace` (every forwarded packet sampled, the per-CPU budget of 1000 events/s) on both nodes. Medians over rounds; ratios are of the same round, median (min–max).\n\n";
+    md += "| metric | without monitor code | monitor off | --trace | off / without | trace / off |\n| --- | --- | --- | --- | --- | --- |\n";
     let rows: [Row; 3] = [
         ("UDP 64 B kpps", |s| s.udp64_kpps),
         ("CPU ns/packet", |s| s.cpu_ns_per_pkt),
         ("TCP RR p50 µs", |s| s.tcp_p50_us),
     ];
     for (name, f) in rows {
-        let of =
-            |on: bool| -> Vec<f64> { o.trace.iter().filter(|s| s.trace == on).map(f).collect() };
-        let ratios: Vec<f64> = of(true).iter().zip(of(false)).map(|(a, b)| a / b).collect();
-        let (off, on, r) = (stats(of(false)), stats(of(true)), stats(ratios));
+        let med = |v: Variant| stats(o.trace.iter().filter(|s| s.variant == v).map(f).collect()).0;
+        let r = |num, den| {
+            let (m, lo, hi) = stats(ratios(o, f, num, den));
+            format!("{m:.3} ({lo:.3}–{hi:.3})")
+        };
         md += &format!(
-            "| {name} | {:.1} | {:.1} | {:.3} ({:.3}–{:.3}) |\n",
-            off.0, on.0, r.0, r.1, r.2
+            "| {name} | {:.1} | {:.1} | {:.1} | {} | {} |\n",
+            med(Variant::WithoutMonitor),
+            med(Variant::MonitorOff),
+            med(Variant::Tracing),
+            r(Variant::MonitorOff, Variant::WithoutMonitor),
+            r(Variant::Tracing, Variant::MonitorOff),
         );
     }
     md += "\n| routes in the node's maps | /metrics ms (median of 3) | agent CPU ms | bytes |\n| --- | --- | --- | --- |\n";

@@ -4,6 +4,7 @@ use std::{net::Ipv4Addr, time::Instant};
 
 use anyhow::{Context, Result};
 use netpath::{
+    datapath::Pinned,
     net::Ipv4Net,
     netlink::{Netlink, RouteSummary},
     plan::{self, Underlay},
@@ -26,20 +27,7 @@ pub(super) fn measure_scale(
     let topo = build(PathKind::NetpathDirect)?;
     let lab = topo.lab();
     let mut pinned = lab.nodes[0].pinned()?;
-    let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
-    for i in 0..routes as u32 {
-        pinned.set_route(
-            Ipv4Addr::from(base + i),
-            32,
-            Route {
-                node_ip: [192, 168, 56, 250],
-                mode: RouteMode::Direct as u32,
-                vtep_mac: [0x0e, 0, 0, 0, 0, 1],
-                _pad: [0; 2],
-                next_hop: [192, 168, 56, 250],
-            },
-        )?;
-    }
+    add_unused_routes(&mut pinned, 0..routes as u32)?;
     let ep_base = u32::from(Ipv4Addr::new(10, 250, 0, 0));
     for i in 0..endpoints as u32 {
         pinned.insert_endpoint(
@@ -70,6 +58,26 @@ pub(super) fn measure_scale(
         map_kib,
         agent_rss_kib,
     })
+}
+
+/// /32 routes in 100.64.0.0/10 (numbered by `range`) that no packet of the bench
+/// matches: what a large cluster puts in a node's ROUTES trie.
+pub(super) fn add_unused_routes(pinned: &mut Pinned, range: std::ops::Range<u32>) -> Result<()> {
+    let base = u32::from(Ipv4Addr::new(100, 64, 0, 0));
+    for i in range {
+        pinned.set_route(
+            Ipv4Addr::from(base + i),
+            32,
+            Route {
+                node_ip: [192, 168, 56, 250],
+                mode: RouteMode::Direct as u32,
+                vtep_mac: [0x0e, 0, 0, 0, 0, 1],
+                _pad: [0; 2],
+                next_hop: [192, 168, 56, 250],
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Time to take a 1000-node cluster spec to programmed maps and kernel routes.

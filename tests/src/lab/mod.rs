@@ -300,6 +300,10 @@ impl Lab {
             let nl = Nl::new()?;
             for (k, net) in subnets.iter().enumerate() {
                 let br = nl.add_bridge(&format!("ul{k}"))?;
+                // A bridge whose MAC was never set takes its lowest port's: a node
+                // joining or leaving would change the router's MAC under everyone's
+                // ARP entry, and traffic through the router would vanish for seconds.
+                nl.set_mac(br, [0x02, 0xfa, 0xb0, 0, 0, k as u8 + 1])?;
                 nl.add_address(br, router_ip(net), net.prefix)?;
                 nl.set_up(br)?;
             }
