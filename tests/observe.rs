@@ -176,11 +176,11 @@ fn readyz_waits_for_the_underlay_and_healthz_sees_a_detached_program() {
         agent_http(),
         "/readyz",
         Duration::from_secs(20),
-        |s, _| s == 503,
+        // Early on it says it reads its spec; then what it waits for.
+        |s, b| s == 503 && b.contains("waiting for an interface with"),
     )
     .unwrap();
-    assert_eq!(status, 503);
-    assert!(body.contains("waiting for an interface with"), "{body}");
+    assert_eq!(status, 503, "{body}");
     netpath_tests::run_in_ns(&ns, &["ip", "addr", "add", &addr, "dev", &underlay]).unwrap();
     let (status, body) = http_wait(
         &ns,

@@ -162,6 +162,8 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         tracing::info!("stopped while waiting for the underlay address");
         return Ok(());
     };
+    early.waiting = Some("loading and attaching the programs".into());
+    shared.set_state(&early);
     let link = nl
         .links()
         .await?
