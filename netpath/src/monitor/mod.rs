@@ -192,7 +192,8 @@ fn realtime_ns() -> i128 {
 /// One monitor per node: the ring buffer has a single read position, and two
 /// readers would each see a random half of the events.
 struct Lock {
-    file: std::fs::File,
+    /// Holds the flock; closing it (after the unlink) releases the lock.
+    _file: std::fs::File,
     path: PathBuf,
 }
 
@@ -216,7 +217,7 @@ impl Lock {
             );
         }
         Ok(Self {
-            file,
+            _file: file,
             path: path.to_path_buf(),
         })
     }
@@ -225,6 +226,5 @@ impl Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-        let _ = &self.file;
     }
 }
