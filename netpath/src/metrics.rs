@@ -115,14 +115,16 @@ fn gauge(v: i64) -> ConstGauge {
 }
 
 fn datapath_metrics(reg: &mut Registry, dir: &Path, pinned: &Pinned) -> Result<()> {
-    let packets = Family::<Fate, ConstCounterCell>::default();
+    // A fresh registry per scrape: a new counter raised by the kernel's total is
+    // that total.
+    let packets = Family::<Fate, Counter>::default();
     for c in pinned.counters()? {
         packets
             .get_or_create(&Fate {
                 program: c.program,
                 reason: c.reason,
             })
-            .set(c.packets);
+            .inc_by(c.packets);
     }
     reg.register(
         "packets",
@@ -167,35 +169,4 @@ fn datapath_metrics(reg: &mut Registry, dir: &Path, pinned: &Pinned) -> Result<(
         ConstCounter::new(loss.lost),
     );
     Ok(())
-}
-
-/// A counter whose value is read from the kernel, not counted here.
-#[derive(Debug, Default)]
-struct ConstCounterCell(std::sync::atomic::AtomicU64);
-
-impl ConstCounterCell {
-    fn set(&self, v: u64) {
-        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl prometheus_client::metrics::TypedMetric for ConstCounterCell {
-    const TYPE: prometheus_client::metrics::MetricType =
-        prometheus_client::metrics::MetricType::Counter;
-}
-
-impl prometheus_client::encoding::EncodeMetric for ConstCounterCell {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
-            &self.0.load(std::sync::atomic::Ordering::Relaxed),
-            None,
-        )
-    }
-
-    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
-        prometheus_client::metrics::MetricType::Counter
-    }
 }
