@@ -142,7 +142,7 @@ fn a_killed_agent_restarts_with_the_same_pod_cidr_and_no_peer_notices() {
     }
     lab.start_agent(1, &cfg).unwrap();
     assert_eq!(lab.nodes[1].spec.pod_cidr, cidr, "same node, same pod CIDR");
-    assert_eq!(state(&lab, 1).pod_cidr, cidr.to_string());
+    assert_eq!(state(&lab, 1).pod_cidr, Some(cidr));
     std::thread::sleep(Duration::from_millis(500));
     assert!(routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 2, cidr));
     let stats = stream.finish().unwrap();
@@ -454,7 +454,7 @@ fn a_node_cut_off_from_etcd_keeps_forwarding_and_catches_up_when_it_returns() {
     );
     assert_eq!(
         state(&lab, 0).pod_cidr,
-        lab.nodes[0].spec.pod_cidr.to_string(),
+        Some(lab.nodes[0].spec.pod_cidr),
         "same reservation"
     );
     assert!(tcp(&lab, 0, 1) && tcp(&lab, 1, 0));

@@ -2,27 +2,20 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::{
     agent, cni, datapath, monitor,
     net::Ipv4Net,
     netns,
     spec::{Backend, ClusterSpec, PortRange, DEFAULT_BPFFS_ROOT},
-    state, status,
+    state::{self, AgentState, StoreKind},
+    status,
     store::{
         etcd::{self, EtcdOptions},
         model::{ClusterConfig, Keys, DEFAULT_PREFIX},
     },
 };
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StoreKind {
-    /// The spec file given by --config.
-    File,
-    /// etcd: nodes join, leave and restart (--etcd-endpoints).
-    Etcd,
-}
 
 /// How to reach etcd.
 #[derive(Args, Clone)]
@@ -168,13 +161,19 @@ pub enum Cmd {
     },
 }
 
-/// Which node's pins and published state a command reads.
+/// Which node's pins and published state a command reads. The pins are where the
+/// node's agent says it put them; the flags override that.
 #[derive(Args, Clone)]
 pub struct NodeArgs {
     #[arg(long)]
     node: String,
-    #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
-    bpffs_root: PathBuf,
+    /// The node's pin directory (default: the one its agent published, else
+    /// <bpffs-root>/<node>).
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+    /// Where agents pin unless told otherwise.
+    #[arg(long)]
+    bpffs_root: Option<PathBuf>,
     /// Where the node's agent publishes its state (default: /run/netpath/<node>);
     /// the monitor's lock lives beside it.
     #[arg(long)]
@@ -182,14 +181,26 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    fn pin_dir(&self) -> PathBuf {
-        datapath::node_dir(&self.bpffs_root, &self.node)
-    }
-
     fn state_dir(&self) -> PathBuf {
         self.state_dir
             .clone()
             .unwrap_or_else(|| state::default_dir(&self.node))
+    }
+
+    /// The published state (None: none published) and the pin directory in force.
+    fn resolve(&self) -> Result<(Option<AgentState>, PathBuf)> {
+        let agent = AgentState::read(&self.state_dir())?;
+        let published = agent
+            .as_ref()
+            .map(|a| a.pin_dir.clone())
+            .filter(|d| !d.as_os_str().is_empty());
+        let dir = match (&self.pin_dir, &self.bpffs_root, published) {
+            (Some(d), _, _) => d.clone(),
+            (None, Some(root), _) => datapath::node_dir(root, &self.node),
+            (None, None, Some(d)) => d,
+            (None, None, None) => datapath::node_dir(DEFAULT_BPFFS_ROOT.as_ref(), &self.node),
+        };
+        Ok((agent, dir))
     }
 }
 
@@ -235,13 +246,11 @@ pub enum NodeCmd {
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f)
+    crate::files::one_shot_runtime()?.block_on(f)
 }
 
-/// Runs a command; `Ok(false)` means it ran but found a problem.
+/// Runs a command; `Ok(false)` means it ran but found a problem (`status` of a node
+/// that is not ready or not healthy).
 pub fn run(cli: Cli) -> Result<bool> {
     match cli.cmd {
         Cmd::Agent {
@@ -388,8 +397,10 @@ pub fn run(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Cmd::Status { at, json } => {
-            status::show(&at.pin_dir(), &at.state_dir(), json)?;
-            Ok(true)
+            let (agent, dir) = at.resolve()?;
+            let snapshot = status::gather(&dir, &at.state_dir(), agent)?;
+            status::render(&snapshot, json)?;
+            Ok(snapshot.ok())
         }
         Cmd::Monitor {
             at,
@@ -406,8 +417,9 @@ pub fn run(cli: Cli) -> Result<bool> {
             if sample == 0 {
                 bail!("--sample must be 1 or more");
             }
+            let (_, dir) = at.resolve()?;
             monitor::run(monitor::MonitorArgs {
-                dir: at.pin_dir(),
+                dir,
                 lock_path: PathBuf::from(format!("{}.monitor.lock", at.state_dir().display())),
                 node: at.node,
                 json,

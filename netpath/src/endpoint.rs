@@ -41,12 +41,7 @@ pub struct Attached {
 /// The host-side veth name of an attachment: a pure function of (container id,
 /// ifname), so DEL finds it without stored state, and at most 15 bytes (IFNAMSIZ).
 pub fn host_ifname(container_id: &str, ifname: &str) -> String {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = crate::files::fnv1a(container_id.bytes().chain([0]).chain(ifname.bytes()));
     format!("np{:011x}", h & 0xfff_ffff_ffff)
 }
 
@@ -177,8 +172,9 @@ pub async fn detach(
     }
     // After the device: releasing a TCX link that is still attached waits for an
     // RCU grace period; one whose device is gone is released at once.
-    for pin in link_pins.iter().filter(|p| p.exists()) {
-        std::fs::remove_file(pin).with_context(|| format!("remove {}", pin.display()))?;
+    for pin in &link_pins {
+        crate::files::remove_file_if_present(pin)
+            .with_context(|| format!("remove {}", pin.display()))?;
     }
     tracing::debug!(veth = %host, removed, "endpoint detached");
     Ok(removed)

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     datapath::{attach::ifname, attached, Pinned},
     netlink::Netlink,
-    state::AgentState,
+    state::{AgentState, StoreKind},
 };
 
 /// One thing checked.
@@ -83,10 +83,15 @@ pub fn readiness(state: Option<&AgentState>) -> Report {
         None => Err("no agent state".to_string()),
         Some(s) => store_synced(s),
     };
+    let membership = match state.and_then(|s| s.membership_error.as_ref()) {
+        Some(e) => Err(e.clone()),
+        None => Ok(()),
+    };
     Report::of(vec![
         check("maps loaded", maps),
         check("routes applied", routes),
         check("store synced", store),
+        check("pod CIDR held", membership),
     ])
 }
 
@@ -97,7 +102,7 @@ fn store_synced(s: &AgentState) -> Result<(), String> {
     if let Some(e) = &s.spec_error {
         return Err(format!("spec refused: {e}"));
     }
-    if s.store.starts_with("etcd") && !s.store_watching {
+    if s.store_kind == StoreKind::Etcd && !s.store_watching {
         return Err("etcd watch not live yet".to_string());
     }
     if s.store_synced_unix_ms.is_none() {

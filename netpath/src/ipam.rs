@@ -11,9 +11,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs::File,
-    io::Write,
     net::Ipv4Addr,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
 
@@ -163,23 +161,9 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let lock_path = dir.join(LOCK);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        loop {
-            // SAFETY: flock on an fd we own; the lock ends when the fd closes,
-            // including when the process is killed.
-            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io(&lock_path)(e));
-            }
-        }
+        let lock = crate::files::lock_exclusive(&lock_path, true)
+            .map_err(io(&lock_path))?
+            .expect("a waiting lock is always taken");
         let path = dir.join(BOOK);
         let book = match std::fs::read(&path) {
             Ok(b) => {
@@ -202,16 +186,9 @@ impl Store {
 
     /// Writes the book: temporary file, fsync, rename, fsync of the directory.
     pub fn commit(&self) -> Result<()> {
-        let tmp = self.dir.join(format!(".{BOOK}.tmp"));
         let path = self.dir.join(BOOK);
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
         let text = serde_json::to_vec_pretty(&self.book).expect("the book serializes");
-        f.write_all(&text).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))
+        crate::files::write_atomic(&path, &text, true).map_err(io(&path))
     }
 }
 

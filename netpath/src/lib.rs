@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cni;
 pub mod datapath;
 pub mod endpoint;
+pub mod files;
 pub mod health;
 pub mod ipam;
 pub mod metrics;

@@ -14,6 +14,12 @@ fn main() -> ExitCode {
             }),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: a log file or a journal
+        // gets plain text, and NO_COLOR is honoured.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     let cli = netpath::cli::Cli::parse();
     let result = netpath::cli::bail_if_not_root().and_then(|()| netpath::cli::run(cli));

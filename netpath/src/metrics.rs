@@ -88,7 +88,7 @@ pub fn render(
         "1 when the last read of the store succeeded and its spec was accepted",
         gauge(store_up as i64),
     );
-    if state.store.starts_with("etcd") {
+    if state.store_kind == crate::state::StoreKind::Etcd {
         reg.register(
             "store_watching",
             "1 while the etcd watch is live",

@@ -270,13 +270,13 @@ impl Netlink {
             .map_err(call(format!("move link {index} to another namespace")))
     }
 
+    /// Deletes link `index`; one already gone (a veth whose peer's namespace went,
+    /// a concurrent DEL) is deleted as far as the caller is concerned.
     pub async fn delete_link(&self, index: u32) -> Result<()> {
-        self.handle
-            .link()
-            .del(index)
-            .execute()
-            .await
-            .map_err(call(format!("delete link {index}")))
+        match self.handle.link().del(index).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
+            r => r.map_err(call(format!("delete link {index}"))),
+        }
     }
 
     pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {

@@ -21,6 +21,8 @@ pub struct Underlay {
 /// What one node should hold.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Desired {
+    /// What the programs read at every packet (`SETTINGS`).
+    pub settings: Settings,
     pub routes: BTreeMap<Ipv4Net, Route>,
     pub nodes: BTreeMap<Ipv4Addr, Peer>,
     /// Kernel routes to other nodes' pod CIDRs, all with protocol `PROTO_AGENT`.
@@ -45,7 +47,7 @@ pub struct Probed {
 }
 
 /// Settings the programs read, from the spec plus what the agent probed.
-pub fn settings(
+fn settings(
     spec: &ClusterSpec,
     local: &NodeSpec,
     underlay: &Underlay,
@@ -95,9 +97,13 @@ pub fn plan(
     spec: &ClusterSpec,
     local: &NodeSpec,
     underlay: &Underlay,
+    probed: &Probed,
     table: &[RouteSummary],
 ) -> Desired {
-    let mut d = Desired::default();
+    let mut d = Desired {
+        settings: settings(spec, local, underlay, probed),
+        ..Desired::default()
+    };
     if spec.masquerade.enabled {
         let nodes = spec.nodes.iter().map(|n| Ipv4Net::new(n.ip(), 32));
         d.nat_exempt = std::iter::once(spec.cluster_cidr)
@@ -170,7 +176,7 @@ mod tests {
         d.no_masquerade = vec!["203.0.113.0/24".parse().unwrap()];
         let mut spec = d.validate().unwrap();
         let local = spec.nodes[0].clone();
-        let d = plan(&spec, &local, &UL, &node1_table());
+        let d = plan(&spec, &local, &UL, &Probed::default(), &node1_table());
         let want: Vec<&str> = vec![
             "10.244.0.0/16",
             "192.168.56.11/32",
@@ -181,7 +187,7 @@ mod tests {
         let got: Vec<String> = d.nat_exempt.keys().map(|n| n.to_string()).collect();
         assert_eq!(got, want);
         spec.masquerade.enabled = false;
-        assert!(plan(&spec, &local, &UL, &node1_table())
+        assert!(plan(&spec, &local, &UL, &Probed::default(), &node1_table())
             .nat_exempt
             .is_empty());
     }
@@ -219,7 +225,13 @@ mod tests {
     #[test]
     fn the_default_lab_from_node1() {
         let spec = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
-        let d = plan(&spec, &spec.nodes[0], &UL, &node1_table());
+        let d = plan(
+            &spec,
+            &spec.nodes[0],
+            &UL,
+            &Probed::default(),
+            &node1_table(),
+        );
         assert!(d.unreachable.is_empty());
         assert_eq!(
             (d.routes.len(), d.nodes.len(), d.kernel_routes.len()),
@@ -254,7 +266,7 @@ mod tests {
     fn an_unroutable_peer_is_reported_and_the_rest_planned() {
         let spec = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
         let table = vec![route("192.168.56.0/24", None, 2)];
-        let d = plan(&spec, &spec.nodes[0], &UL, &table);
+        let d = plan(&spec, &spec.nodes[0], &UL, &Probed::default(), &table);
         assert_eq!(d.routes.len(), 1);
         assert_eq!(d.unreachable.len(), 1);
         assert!(d.unreachable[0].contains("node3"), "{:?}", d.unreachable);
@@ -266,8 +278,20 @@ mod tests {
         let mut draft = spec.to_draft();
         draft.nodes.pop();
         let smaller = draft.validate().unwrap();
-        let before = plan(&spec, &spec.nodes[0], &UL, &node1_table());
-        let after = plan(&smaller, &smaller.nodes[0], &UL, &node1_table());
+        let before = plan(
+            &spec,
+            &spec.nodes[0],
+            &UL,
+            &Probed::default(),
+            &node1_table(),
+        );
+        let after = plan(
+            &smaller,
+            &smaller.nodes[0],
+            &UL,
+            &Probed::default(),
+            &node1_table(),
+        );
         let gone: Ipv4Net = "10.244.3.0/24".parse().unwrap();
         assert!(before.kernel_routes.contains_key(&gone));
         assert!(!after.kernel_routes.contains_key(&gone) && !after.routes.contains_key(&gone));

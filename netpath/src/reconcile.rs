@@ -1,6 +1,7 @@
-//! Desired state -> maps and kernel routes, applied as a diff against what is there
-//! now (read back from the pins and the kernel every time, never from memory), so a
-//! restart, a spec change or a killed predecessor's leftovers all converge the same way.
+//! Desired state -> settings, maps and kernel routes, applied as a diff against what
+//! is there now (read back from the pins and the kernel every time, never from
+//! memory), so a restart, a spec change or a killed predecessor's leftovers all
+//! converge the same way. The one writer of every map the agent owns.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::Result;
@@ -9,7 +10,7 @@ use netpath_common::{Peer, Route};
 use crate::{
     datapath::Pinned,
     net::Ipv4Net,
-    netlink::{Netlink, RouteSpec, PROTO_AGENT},
+    netlink::{Netlink, RouteSpec, RouteSummary, PROTO_AGENT},
     plan::Desired,
 };
 
@@ -41,16 +42,15 @@ pub fn diff<K: Ord + Clone, V: PartialEq + Clone>(
 /// How much an `apply` changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
+    pub settings: bool,
     pub map_entries: usize,
     pub kernel_routes: usize,
 }
 
-/// The kernel routes the agent owns now (by protocol), keyed like `Desired`.
-pub async fn owned_routes(nl: &Netlink) -> Result<BTreeMap<Ipv4Net, RouteSpec>> {
-    Ok(nl
-        .routes()
-        .await?
-        .into_iter()
+/// The kernel routes the agent owns in `table` (by protocol), keyed like `Desired`.
+pub fn owned_routes(table: &[RouteSummary]) -> BTreeMap<Ipv4Net, RouteSpec> {
+    table
+        .iter()
         .filter(|r| r.protocol == PROTO_AGENT)
         .map(|r| {
             let spec = RouteSpec {
@@ -62,11 +62,17 @@ pub async fn owned_routes(nl: &Netlink) -> Result<BTreeMap<Ipv4Net, RouteSpec>> 
             };
             (r.dst, spec)
         })
-        .collect())
+        .collect()
 }
 
-/// Applies `want` to the pinned maps: returns how many entries changed.
-pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<usize> {
+/// Applies `want` to the pinned maps: the settings first (what every other entry
+/// is read with), then the entries; returns whether the settings changed and how
+/// many entries did.
+pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> {
+    let settings = pinned.settings()? != want.settings;
+    if settings {
+        pinned.write_settings(want.settings)?;
+    }
     let routes: BTreeMap<Ipv4Net, Route> = pinned
         .routes()?
         .into_iter()
@@ -102,14 +108,13 @@ pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<usize> {
             pinned.remove_node(ip)?;
         }
     }
-    Ok(n)
+    Ok((settings, n))
 }
 
-/// Applies `want`'s kernel routes: replaces what differs, deletes owned routes that
-/// are no longer desired.
-pub async fn apply_routes(nl: &Netlink, want: &Desired) -> Result<usize> {
-    let have = owned_routes(nl).await?;
-    let changes = diff(&have, &want.kernel_routes);
+/// Applies `want`'s kernel routes to the main table as it was dumped (`table`):
+/// replaces what differs, deletes owned routes that are no longer desired.
+pub async fn apply_routes(nl: &Netlink, table: &[RouteSummary], want: &Desired) -> Result<usize> {
+    let changes = diff(&owned_routes(table), &want.kernel_routes);
     for c in &changes {
         match c {
             Change::Put(_, r) => nl.replace_route(r).await?,
@@ -119,10 +124,18 @@ pub async fn apply_routes(nl: &Netlink, want: &Desired) -> Result<usize> {
     Ok(changes.len())
 }
 
-pub async fn apply(pinned: &mut Pinned, nl: &Netlink, want: &Desired) -> Result<Applied> {
-    let map_entries = apply_maps(pinned, want)?;
-    let kernel_routes = apply_routes(nl, want).await?;
+/// Applies everything `want` holds; `table` is the route table `want` was planned
+/// from (dumped once per pass).
+pub async fn apply(
+    pinned: &mut Pinned,
+    nl: &Netlink,
+    table: &[RouteSummary],
+    want: &Desired,
+) -> Result<Applied> {
+    let (settings, map_entries) = apply_maps(pinned, want)?;
+    let kernel_routes = apply_routes(nl, table, want).await?;
     Ok(Applied {
+        settings,
         map_entries,
         kernel_routes,
     })

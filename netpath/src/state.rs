@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::net::Ipv4Net;
+
 pub const DEFAULT_STATE_ROOT: &str = "/run/netpath";
 const FILE: &str = "agent.json";
 
@@ -15,7 +17,10 @@ pub struct AgentState {
     pub pid: u32,
     pub pin_dir: PathBuf,
     pub spec_file: PathBuf,
-    /// Where the spec comes from: `file PATH` or `etcd ENDPOINTS under PREFIX`.
+    /// Which kind of store the spec comes from.
+    #[serde(default)]
+    pub store_kind: StoreKind,
+    /// Where exactly: `file PATH` or `etcd ENDPOINTS under PREFIX`.
     #[serde(default)]
     pub store: String,
     /// Set while the store cannot be reached (the datapath forwards on the last state).
@@ -24,7 +29,10 @@ pub struct AgentState {
     /// etcd only: the watch is live, so changes reach this node as they happen.
     #[serde(default)]
     pub store_watching: bool,
-    pub pod_cidr: String,
+    /// The subnet this node's pods get addresses from, as of the last pass; None
+    /// while the node has none it may hand out (starting, or its reservation lost).
+    #[serde(default)]
+    pub pod_cidr: Option<Ipv4Net>,
     pub pod_mtu: u32,
     /// Maps loaded, programs attached, routes applied at least once.
     pub ready: bool,
@@ -56,10 +64,26 @@ pub struct AgentState {
     pub spec_error: Option<String>,
     /// Peers the last plan had to leave out, and why.
     pub problems: Vec<String>,
+    /// Why this node may not hand out addresses from its pod CIDR any more (its
+    /// reservation was released and taken by another node): until it is settled
+    /// the node is not ready and the CNI plugin wires no pods.
+    #[serde(default)]
+    pub membership_error: Option<String>,
     /// The network namespace the agent serves: how a CNI plugin started in a
     /// node's namespace finds its node's state among several on one host.
     #[serde(default)]
     pub netns: Option<NetnsId>,
+}
+
+/// The kinds of store a cluster's state can come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A spec file (`--config`), re-read when it changes.
+    #[default]
+    File,
+    /// etcd: nodes join, leave and restart (`--etcd-endpoints`).
+    Etcd,
 }
 
 /// A network namespace's identity: the nsfs device and inode of its handle.
@@ -117,12 +141,9 @@ pub fn default_dir(node: &str) -> PathBuf {
 impl AgentState {
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let tmp = dir.join(format!(".{FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("write {}", tmp.display()))?;
-        // rename is atomic: readers see the old state or the new one, never half.
-        std::fs::rename(&tmp, dir.join(FILE))
-            .with_context(|| format!("publish {}", dir.join(FILE).display()))
+        let path = dir.join(FILE);
+        crate::files::write_atomic(&path, &serde_json::to_vec_pretty(self)?, false)
+            .with_context(|| format!("publish {}", path.display()))
     }
 
     /// The published state, or None when no agent has published one here.

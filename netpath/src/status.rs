@@ -1,161 +1,211 @@
-//! `netpath status`: the agent's published state and a snapshot of the pinned maps.
-use std::path::Path;
+//! `netpath status`: the agent's published state and a snapshot of the pinned maps,
+//! gathered once into a `Snapshot` and then printed as text or JSON. Health is
+//! judged inside the agent's network namespace (device names and attachments are
+//! per namespace), wherever the command itself runs.
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::Serialize;
 
 use crate::{
-    datapath::Pinned,
+    datapath::{Counter, EventLoss, Fill, Pinned},
     health::{self, Report},
     net::Mac,
     netlink::Netlink,
-    state::{process_alive, AgentState},
+    state::{process_alive, AgentState, NetnsId},
 };
+
+#[derive(Debug, Serialize)]
+pub struct EndpointRow {
+    pub ip: String,
+    pub ifindex: u32,
+    pub pod_mac: String,
+    pub host_mac: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteRow {
+    pub pod_cidr: String,
+    pub node_ip: String,
+    pub mode: &'static str,
+    pub vtep_mac: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MasqueradeRow {
+    pub enabled: bool,
+    pub ports: String,
+    pub exempt: Vec<String>,
+    pub flows: usize,
+    pub translations: usize,
+    pub capacity: u32,
+}
+
+/// Everything `netpath status` shows, read once.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub pins: String,
+    pub agent: Option<AgentState>,
+    pub redirect: &'static str,
+    pub tc_attach: &'static str,
+    pub endpoints: Vec<EndpointRow>,
+    pub routes: Vec<RouteRow>,
+    pub nodes: Vec<String>,
+    pub masquerade: MasqueradeRow,
+    pub ready: Report,
+    pub health: Report,
+    pub maps: Vec<Fill>,
+    pub monitor_events: EventLoss,
+    pub counters: Vec<Counter>,
+    #[serde(skip)]
+    state_dir: PathBuf,
+}
+
+impl Snapshot {
+    /// Whether the node serves pods: ready and healthy.
+    pub fn ok(&self) -> bool {
+        self.ready.ok && self.health.ok
+    }
+}
 
 fn mac_str(m: &[u8; 6]) -> String {
     Mac(*m).to_string()
 }
 
-pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
-    let agent = AgentState::read(state_dir)?;
+/// Reads the node's state and maps; `agent` is what its agent published (None:
+/// nothing published).
+pub fn gather(dir: &Path, state_dir: &Path, agent: Option<AgentState>) -> Result<Snapshot> {
     let pinned = Pinned::open(dir)?;
-    let endpoints = pinned.endpoints()?;
-    let counters = pinned.counters()?;
-    let mode = pinned.redirect_mode()?;
-    let routes = pinned.routes()?;
-    let nodes = pinned.nodes()?;
     let settings = pinned.settings()?;
     let nat = pinned.nat_usage();
-    let ready = health::readiness(agent.as_ref());
-    let healthy = node_health(agent.as_ref())?;
-    let fill = pinned.fill(dir)?;
-    let loss = pinned.event_loss()?;
-    let masquerade = serde_json::json!({
-        "enabled": settings.masquerade != 0,
-        "ports": format!("{}-{}", settings.nat_port_min, settings.nat_port_max),
-        "exempt": pinned.nat_exempt()?.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        "flows": nat.flows,
-        "translations": nat.translations,
-        "capacity": nat.capacity,
-    });
-    if json {
-        let eps: Vec<_> = endpoints
+    let endpoints = pinned
+        .endpoints()?
+        .into_iter()
+        .map(|(ip, ep)| EndpointRow {
+            ip: ip.to_string(),
+            ifindex: ep.ifindex,
+            pod_mac: mac_str(&ep.pod_mac),
+            host_mac: mac_str(&ep.host_mac),
+        })
+        .collect();
+    let routes = pinned
+        .routes()?
+        .into_iter()
+        .map(|(net, p, r)| RouteRow {
+            pod_cidr: format!("{net}/{p}"),
+            node_ip: std::net::Ipv4Addr::from(r.node_ip).to_string(),
+            mode: netpath_common::RouteMode::from_u32(r.mode).map_or("invalid", |m| m.name()),
+            vtep_mac: mac_str(&r.vtep_mac),
+        })
+        .collect();
+    Ok(Snapshot {
+        pins: dir.display().to_string(),
+        redirect: pinned.redirect_mode()?.name(),
+        tc_attach: pinned.tc_attach()?.name(),
+        endpoints,
+        routes,
+        nodes: pinned
+            .nodes()?
             .iter()
-            .map(|(ip, ep)| {
-                serde_json::json!({
-                    "ip": ip.to_string(),
-                    "ifindex": ep.ifindex,
-                    "pod_mac": mac_str(&ep.pod_mac),
-                    "host_mac": mac_str(&ep.host_mac),
-                })
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "pins": dir.display().to_string(),
-            "agent": agent,
-            "redirect": mode.name(),
-            "tc_attach": pinned.tc_attach()?.name(),
-            "endpoints": eps,
-            "routes": routes.iter().map(|(net, p, r)| serde_json::json!({
-                "pod_cidr": format!("{net}/{p}"),
-                "node_ip": std::net::Ipv4Addr::from(r.node_ip).to_string(),
-                "mode": netpath_common::RouteMode::from_u32(r.mode).map(|m| m.name()).unwrap_or("invalid"),
-                "vtep_mac": mac_str(&r.vtep_mac),
-            })).collect::<Vec<_>>(),
-            "nodes": nodes.iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>(),
-            "masquerade": masquerade,
-            "ready": ready,
-            "health": healthy,
-            "maps": fill,
-            "monitor_events": loss,
-            "counters": counters,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+            .map(|(ip, _)| ip.to_string())
+            .collect(),
+        masquerade: MasqueradeRow {
+            enabled: settings.masquerade != 0,
+            ports: format!("{}-{}", settings.nat_port_min, settings.nat_port_max),
+            exempt: pinned.nat_exempt()?.iter().map(|n| n.to_string()).collect(),
+            flows: nat.flows,
+            translations: nat.translations,
+            capacity: nat.capacity,
+        },
+        ready: health::readiness(agent.as_ref()),
+        health: node_health(agent.as_ref())?,
+        maps: pinned.fill(dir)?,
+        monitor_events: pinned.event_loss()?,
+        counters: pinned.counters()?,
+        agent,
+        state_dir: state_dir.to_path_buf(),
+    })
+}
+
+/// The agent's process is checked here, the attachments through the kernel, in the
+/// agent's network namespace.
+fn node_health(agent: Option<&AgentState>) -> Result<Report> {
+    let alive = agent.is_some_and(|a| process_alive(a.pid));
+    let judge = || -> Result<Report> {
+        crate::files::one_shot_runtime()?.block_on(async {
+            let nl = Netlink::new()?;
+            Ok(health::health(&nl, agent, alive).await)
+        })
+    };
+    match agent
+        .filter(|_| alive)
+        .and_then(|a| Some((a.pid, a.netns?)))
+    {
+        Some((pid, id)) if NetnsId::current().ok() != Some(id) => {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            // The pid could have been reused by another process since it published.
+            if NetnsId::of(&path).ok() != Some(id) {
+                anyhow::bail!("agent pid {pid} no longer serves the published network namespace");
+            }
+            crate::netns::run_in(&path, judge)
+                .with_context(|| format!("judge health inside {}", path.display()))
+        }
+        _ => judge(),
+    }
+}
+
+/// Prints the snapshot: JSON, or the text a user reads.
+pub fn render(s: &Snapshot, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
         return Ok(());
     }
     println!(
         "pins: {}   redirect: {}   tc attach: {}",
-        dir.display(),
-        mode.name(),
-        pinned.tc_attach()?.name()
+        s.pins, s.redirect, s.tc_attach
     );
-    match &agent {
+    match &s.agent {
         None => println!(
             "agent: no state published in {} (not running?)",
-            state_dir.display()
+            s.state_dir.display()
         ),
-        Some(a) => {
-            println!(
-                "agent: pid {}   ready: {}   reconciles: {}   pod cidr {}   pod mtu {}",
-                a.pid, a.ready, a.reconciles, a.pod_cidr, a.pod_mtu
-            );
-            let watching = if a.store.starts_with("etcd") && !a.store_watching {
-                "   (watch not live yet)"
-            } else {
-                ""
-            };
-            println!("store: {}{watching}", a.store);
-            if let Some(addr) = &a.metrics_addr {
-                println!("metrics: http://{addr}/metrics   health: /healthz   ready: /readyz");
-            }
-            if let Some(e) = &a.store_error {
-                println!("store: UNREACHABLE, forwarding on the last state: {e}");
-            }
-            if let Some(e) = &a.spec_error {
-                println!("spec: REFUSED, forwarding on the last good one: {e}");
-            }
-            for p in &a.problems {
-                println!("problem: {p}");
-            }
-        }
+        Some(a) => render_agent(a),
     }
-    print_report("ready", &ready);
-    print_report("healthy", &healthy);
-    println!("\nendpoints ({}):", endpoints.len());
-    for (ip, ep) in &endpoints {
+    print_report("ready", &s.ready);
+    print_report("healthy", &s.health);
+    println!("\nendpoints ({}):", s.endpoints.len());
+    for e in &s.endpoints {
         println!(
-            "  {ip:<15} ifindex {:<5} pod {}  host {}",
-            ep.ifindex,
-            mac_str(&ep.pod_mac),
-            mac_str(&ep.host_mac)
+            "  {:<15} ifindex {:<5} pod {}  host {}",
+            e.ip, e.ifindex, e.pod_mac, e.host_mac
         );
     }
-    println!("\nroutes ({}):", routes.len());
-    for (net, p, r) in &routes {
-        println!(
-            "  {:<18} via {:<15} {}",
-            format!("{net}/{p}"),
-            std::net::Ipv4Addr::from(r.node_ip),
-            netpath_common::RouteMode::from_u32(r.mode)
-                .map(|m| m.name())
-                .unwrap_or("invalid")
-        );
+    println!("\nroutes ({}):", s.routes.len());
+    for r in &s.routes {
+        println!("  {:<18} via {:<15} {}", r.pod_cidr, r.node_ip, r.mode);
     }
-    if settings.masquerade != 0 {
+    let m = &s.masquerade;
+    if m.enabled {
         println!(
-            "\nmasquerade: on, ports {}-{}; flows {}/{} (translations {}/{}); exempt: {}",
-            settings.nat_port_min,
-            settings.nat_port_max,
-            nat.flows,
-            nat.capacity,
-            nat.translations,
-            nat.capacity,
-            pinned
-                .nat_exempt()?
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "\nmasquerade: on, ports {}; flows {}/{} (translations {}/{}); exempt: {}",
+            m.ports,
+            m.flows,
+            m.capacity,
+            m.translations,
+            m.capacity,
+            m.exempt.join(", ")
         );
     } else {
         println!("\nmasquerade: off");
     }
     println!("\nmaps (entries/capacity):");
-    for f in &fill {
+    for f in &s.maps {
         match f.entries {
             Some(n) => println!("  {:<14} {n}/{}", f.name, f.capacity),
             None => println!("  {:<14} ring of {} bytes", f.name, f.capacity),
         }
     }
+    let loss = s.monitor_events;
     if loss.suppressed + loss.lost > 0 {
         println!(
             "monitor events: {} over the budget, {} lost (ring full)",
@@ -163,22 +213,43 @@ pub fn show(dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
         );
     }
     println!("\ncounters:");
-    for c in counters.iter().filter(|c| c.packets > 0) {
+    for c in s.counters.iter().filter(|c| c.packets > 0) {
         println!("  {:<10} {:<22} {}", c.program, c.reason, c.packets);
     }
     Ok(())
 }
 
-/// The agent's process is checked here, the attachments through the kernel.
-fn node_health(agent: Option<&AgentState>) -> Result<Report> {
-    let alive = agent.is_some_and(|a| process_alive(a.pid));
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let nl = Netlink::new()?;
-            Ok(health::health(&nl, agent, alive).await)
-        })
+fn render_agent(a: &AgentState) {
+    println!(
+        "agent: pid {}   ready: {}   reconciles: {}   pod cidr {}   pod mtu {}",
+        a.pid,
+        a.ready,
+        a.reconciles,
+        a.pod_cidr
+            .map_or_else(|| "none".to_string(), |c| c.to_string()),
+        a.pod_mtu
+    );
+    let watching = if a.store_kind == crate::state::StoreKind::Etcd && !a.store_watching {
+        "   (watch not live yet)"
+    } else {
+        ""
+    };
+    println!("store: {}{watching}", a.store);
+    if let Some(addr) = &a.metrics_addr {
+        println!("metrics: http://{addr}/metrics   health: /healthz   ready: /readyz");
+    }
+    if let Some(e) = &a.store_error {
+        println!("store: UNREACHABLE, forwarding on the last state: {e}");
+    }
+    if let Some(e) = &a.membership_error {
+        println!("membership: LOST — {e}");
+    }
+    if let Some(e) = &a.spec_error {
+        println!("spec: REFUSED, forwarding on the last good one: {e}");
+    }
+    for p in &a.problems {
+        println!("problem: {p}");
+    }
 }
 
 fn print_report(what: &str, r: &Report) {

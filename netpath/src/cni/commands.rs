@@ -103,12 +103,9 @@ fn init_logging(file: Option<&Path>) {
 }
 
 fn runtime() -> CniResult<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CniError::new(code::IO_FAILURE, "cannot start the async runtime").with_details(e)
-        })
+    crate::files::one_shot_runtime().map_err(|e| {
+        CniError::new(code::IO_FAILURE, "cannot start the async runtime").with_details(e)
+    })
 }
 
 fn wiring(what: &str) -> impl FnOnce(anyhow::Error) -> CniError + '_ {
@@ -150,13 +147,10 @@ fn open_netns(env: &Env) -> CniResult<(File, PathBuf)> {
 }
 
 fn pod_cidr(node: &Node) -> CniResult<Ipv4Net> {
-    node.agent.pod_cidr.parse().map_err(|e| {
+    node.agent.pod_cidr.ok_or_else(|| {
         CniError::new(
-            code::IO_FAILURE,
-            format!(
-                "the agent published pod CIDR {:?}: {e}",
-                node.agent.pod_cidr
-            ),
+            code::TRY_AGAIN_LATER,
+            format!("node {} holds no pod CIDR right now", node.agent.node),
         )
     })
 }

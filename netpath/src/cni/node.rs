@@ -30,6 +30,12 @@ impl Node {
                 a.node, a.pid
             ));
         }
+        if let Some(e) = &a.membership_error {
+            return Some(format!(
+                "node {} may not hand out pod addresses: {e}",
+                a.node
+            ));
+        }
         if !a.ready {
             return Some(format!(
                 "the netpath agent of node {} has not finished starting",

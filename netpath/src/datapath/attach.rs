@@ -166,7 +166,8 @@ pub fn detach(dir: &Path, ifname: &str, hook: TcAttachType) -> Result<()> {
     let pin = link_pin(dir, ifindex(ifname)?, hook);
     if pin.exists() {
         // The pin is the link's last holder: removing it detaches.
-        return std::fs::remove_file(&pin).with_context(|| format!("remove {}", pin.display()));
+        return crate::files::remove_file_if_present(&pin)
+            .with_context(|| format!("remove {}", pin.display()));
     }
     netlink_detach(ifname, hook)
 }

@@ -197,13 +197,8 @@ impl Pinned {
         let old = self.endpoints.get(&ip.octets(), 0).ok();
         match self.endpoints.remove(&ip.octets()) {
             Ok(()) => Ok(old),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             // Removed by a concurrent DEL since it was read: gone is gone.
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(None)
-            }
+            Err(e) if is_missing(&e) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("remove endpoint {ip}")),
         }
     }
@@ -224,10 +219,12 @@ impl Pinned {
             .with_context(|| format!("insert route {net}/{prefix}"))
     }
 
+    /// Removes a route; one already gone is removed.
     pub fn remove_route(&mut self, net: Ipv4Addr, prefix: u8) -> Result<()> {
-        self.routes
-            .remove(&Key::new(prefix as u32, net.octets()))
-            .with_context(|| format!("remove route {net}/{prefix}"))
+        match self.routes.remove(&Key::new(prefix as u32, net.octets())) {
+            Err(e) if is_missing(&e) => Ok(()),
+            r => r.with_context(|| format!("remove route {net}/{prefix}")),
+        }
     }
 
     pub fn nodes(&self) -> Result<Vec<(Ipv4Addr, Peer)>> {
@@ -308,5 +305,14 @@ impl Pinned {
     pub fn redirect_mode(&self) -> Result<RedirectMode> {
         let raw = self.settings()?.redirect_mode;
         RedirectMode::from_u32(raw).ok_or_else(|| anyhow!("bad redirect mode {raw} in SETTINGS"))
+    }
+}
+
+/// A key that is not (or no longer) in the map.
+fn is_missing(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }

@@ -16,7 +16,7 @@ use aya::{
     programs::{links::FdLink, SchedClassifier, TcAttachType, Xdp, XdpMode},
     EbpfLoader,
 };
-use netpath_common::{names, Settings, TcAttach, DEFAULT_DROPS_PER_SEC, DEFAULT_TRACES_PER_SEC};
+use netpath_common::{names, TcAttach, DEFAULT_DROPS_PER_SEC, DEFAULT_TRACES_PER_SEC};
 
 pub use crate::spec::DEFAULT_BPFFS_ROOT;
 pub use attach::{detach, preferred_tc_attach, reattach_from_pod};
@@ -59,8 +59,8 @@ pub struct Loaded {
 }
 
 /// Loads the object, reusing maps already pinned in `dir` (so an agent restart keeps
-/// endpoints, routes and counters), pins maps and programs, and writes the settings.
-pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
+/// endpoints, routes, counters and settings), and pins maps and programs.
+pub fn load_and_pin(dir: &Path) -> Result<Loaded> {
     ensure_bpffs(dir)?;
     raise_memlock()?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -90,8 +90,8 @@ pub fn load_and_pin(dir: &Path, settings: Settings) -> Result<Loaded> {
         .try_into()?;
     xdp.load()
         .map_err(|e| verifier_error(names::XDP_UNDERLAY, e))?;
+    // SETTINGS are reconcile's: an earlier agent's stay in force until its first pass.
     let mut pinned = Pinned::open(dir)?;
-    pinned.write_settings(settings)?;
     // The budgets are the agent's; a tracing monitor's sampling stays as it is.
     let mut monitor = pinned.monitor_config()?;
     monitor.drops_per_sec = DEFAULT_DROPS_PER_SEC;
@@ -155,10 +155,6 @@ impl Loaded {
                 attach::attach_persistent(prog, &self.dir, ifname, hook, name, mode)?;
             }
         }
-        let mut pinned = Pinned::open(&self.dir)?;
-        let mut s = pinned.settings()?;
-        s.tc_attach = mode as u32;
-        pinned.write_settings(s)?;
         Ok(mode)
     }
 }
@@ -251,10 +247,8 @@ fn verifier_error(name: &str, err: aya::programs::ProgramError) -> anyhow::Error
 
 /// Removes every pin of a node (programs stay attached where the kernel holds them).
 pub fn remove_pins(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("remove pins {}", dir.display()))?;
-    }
-    Ok(())
+    crate::files::remove_dir_all_if_present(dir)
+        .with_context(|| format!("remove pins {}", dir.display()))
 }
 
 fn ensure_bpffs(dir: &Path) -> Result<()> {

@@ -4,7 +4,6 @@ pub mod format;
 
 use std::{
     io::Write,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -37,9 +36,7 @@ pub struct MonitorArgs {
 }
 
 pub fn run(args: MonitorArgs) -> Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    crate::files::one_shot_runtime()
         .context("start the monitor's runtime")?
         .block_on(watch(args))
 }
@@ -202,20 +199,15 @@ impl Lock {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("open {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let held = crate::files::lock_exclusive(path, false)
+            .with_context(|| format!("lock {}", path.display()))?;
+        let Some(file) = held else {
             bail!(
                 "another netpath monitor is watching node {node} ({} is locked): \
                  the event ring has one reader",
                 path.display()
             );
-        }
+        };
         Ok(Self {
             _file: file,
             path: path.to_path_buf(),

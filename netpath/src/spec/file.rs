@@ -124,11 +124,20 @@ impl SpecDraft {
 
 impl ClusterSpec {
     pub fn from_file(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        let bytes = std::fs::read(path).map_err(|source| SpecError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|e| match e {
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// A spec file's bytes, read already; `path` names it in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, SpecError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| SpecError::Parse {
+            path: path.to_path_buf(),
+            message: format!("not UTF-8: {e}"),
+        })?;
+        Self::parse(text).map_err(|e| match e {
             SpecError::Parse { message, .. } => SpecError::Parse {
                 path: path.to_path_buf(),
                 message,

@@ -214,6 +214,10 @@ pub enum Update {
     Disconnected(String),
     /// The watch is live: from here on changes reach this node as they happen.
     Watching,
+    /// Whether this node still holds its pod CIDR: `Some(why)` when its reservation
+    /// was released and another node took the subnet (its pods' addresses are no
+    /// longer its to hand out), `None` once it holds it again.
+    Membership(Option<String>),
 }
 
 /// This node's membership: its reservation, its lease and its view of the rest.
@@ -226,6 +230,8 @@ pub struct Member {
     lease: i64,
     view: View,
     revision: i64,
+    /// Why this node does not hold its pod CIDR now (see `Update::Membership`).
+    lost: Option<String>,
 }
 
 impl Member {
@@ -260,6 +266,7 @@ impl Member {
             lease,
             view,
             revision,
+            lost: None,
         })
     }
 
@@ -317,46 +324,112 @@ impl Member {
     /// and a full re-list.
     async fn resync(&mut self) -> Result<()> {
         let mut client = connect(&self.opts).await?;
-        let pod_cidr = reserve(&mut client, &self.keys, &self.name).await?;
-        if pod_cidr != self.record.pod_cidr {
-            tracing::warn!(
-                old = %self.record.pod_cidr, new = %pod_cidr,
-                "this node's reservation was released while away; it now holds another subnet"
-            );
-            self.record.pod_cidr = pod_cidr;
-        }
+        let (view, revision) = list(&mut client, &self.keys).await?;
+        self.client = client;
+        self.view = view;
+        self.revision = revision;
+        // Never another subnet while running: the pods hold addresses from this one.
+        self.hold_reservation().await?;
+        let client = &mut self.client;
         let alive = client
             .lease_time_to_live(self.lease, None)
             .await
             .map(|r| r.ttl() > 0)
             .unwrap_or(false);
-        if alive {
-            let value = serde_json::to_vec(&self.record).expect("record serializes");
-            client
-                .put(
-                    self.keys.node(&self.name),
-                    value,
-                    Some(PutOptions::new().with_lease(self.lease)),
-                )
-                .await?;
-        } else {
+        if !alive {
             self.lease = publish(
-                &mut client,
+                client,
                 &self.keys,
                 &self.name,
                 &self.record,
                 self.opts.lease_ttl,
             )
             .await?;
+        } else if self.lost.is_none() {
+            self.put_record().await?;
         }
-        let (view, revision) = list(&mut client, &self.keys).await?;
-        self.client = client;
-        self.view = view;
-        self.revision = revision;
+        Ok(())
+    }
+
+    /// This node's record, on its lease.
+    async fn put_record(&mut self) -> Result<()> {
+        let value = serde_json::to_vec(&self.record).expect("record serializes");
+        self.client
+            .put(
+                self.keys.node(&self.name),
+                value,
+                Some(PutOptions::new().with_lease(self.lease)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps this node's own keys as they must be, after the view changed: its
+    /// reservation (claimed again if it was deleted and the subnet is still free)
+    /// and its record (published again if it was deleted or changed behind its
+    /// back). A subnet another node reserved meanwhile is lost: the record is not
+    /// published then (it would claim someone else's subnet), and `lost` says why.
+    async fn hold_reservation(&mut self) -> Result<()> {
+        let mine = self.record.pod_cidr;
+        let key = self.keys.subnet(&mine);
+        let owner = match self.view.subnets.get(&mine) {
+            Some(owner) => Some(owner.clone()),
+            None => {
+                let value = serde_json::to_vec(&Reservation {
+                    node: self.name.clone(),
+                })
+                .expect("serializes");
+                let txn = Txn::new()
+                    .when(vec![Compare::create_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then(vec![TxnOp::put(key.clone(), value, None)]);
+                if self.client.txn(txn).await?.succeeded() {
+                    tracing::warn!(
+                        subnet = %mine,
+                        "etcd: this node's reservation was deleted; claimed the subnet again"
+                    );
+                    self.view.subnets.insert(mine, self.name.clone());
+                    Some(self.name.clone())
+                } else {
+                    // Someone claimed it between our read and our write: read who.
+                    let resp = self.client.get(key.clone(), None).await?;
+                    resp.kvs()
+                        .first()
+                        .and_then(|kv| serde_json::from_slice::<Reservation>(kv.value()).ok())
+                        .map(|r| r.node)
+                }
+            }
+        };
+        self.lost = match owner {
+            Some(o) if o == self.name => None,
+            Some(o) => Some(format!(
+                "its pod CIDR {mine} is reserved by {o:?} now (the reservation was released \
+                 behind this node's back); release it with `netpath node remove {o}`, or remove \
+                 this node's pods and restart its agent to get another subnet"
+            )),
+            None => Some(format!("its pod CIDR {mine} could not be reserved again")),
+        };
+        let published = self.view.nodes.get(&self.name).map(|(_, r)| r);
+        if self.lost.is_none() && published != Some(&self.record) {
+            if published.is_none() {
+                tracing::warn!("etcd: this node's record was deleted; published it again");
+            } else {
+                tracing::warn!(
+                    "etcd: this node's record was changed by someone else; published it again"
+                );
+            }
+            self.put_record().await?;
+        }
         Ok(())
     }
 
     async fn send_spec(&self, tx: &mpsc::Sender<Update>) -> std::result::Result<(), ()> {
+        tx.send(Update::Membership(self.lost.clone()))
+            .await
+            .map_err(|_| ())?;
         match self.spec() {
             Ok((spec, notes)) => tx.send(Update::Spec(spec, notes)).await.map_err(|_| ()),
             Err(e) => {
@@ -423,6 +496,7 @@ impl Member {
                         continue;
                     }
                     let mut changed = false;
+                    let mut own = false;
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
                         let Ok(key) = kv.key_str() else { continue };
@@ -433,6 +507,19 @@ impl Member {
                             tracing::warn!("etcd: {key}: {why}; ignored");
                         }
                         changed |= self.view.affects_spec(&self.keys, key, value.is_some());
+                        own |= key == self.keys.node(&self.name)
+                            || key.starts_with(&self.keys.subnets());
+                    }
+                    if own {
+                        let was = self.lost.clone();
+                        self.hold_reservation().await?;
+                        if self.lost != was {
+                            match &self.lost {
+                                Some(why) => tracing::error!("etcd: this node lost its subnet: {why}"),
+                                None => tracing::info!("etcd: this node holds its subnet again"),
+                            }
+                            changed = true;
+                        }
                     }
                     // A new reservation alone (a node on its way in) changes no plan:
                     // with many agents, skipping it halves the work per join.

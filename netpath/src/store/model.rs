@@ -343,12 +343,7 @@ pub fn pick_subnet_after_conflict(
     if free.is_empty() {
         return None;
     }
-    // FNV-1a: stable across builds, unlike std's hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in node.bytes().chain(attempt.to_le_bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = crate::files::fnv1a(node.bytes().chain(attempt.to_le_bytes()));
     Some(free[(h % free.len() as u64) as usize])
 }
 

@@ -7,7 +7,7 @@ use netpath::{
     datapath::Pinned,
     net::Ipv4Net,
     netlink::{Netlink, RouteSummary},
-    plan::{self, Underlay},
+    plan::{self, Probed, Underlay},
     reconcile,
     spec::ClusterSpec,
 };
@@ -117,14 +117,17 @@ pub(super) fn control_plane(nodes: usize) -> Result<ControlPlane> {
             mtu: None,
         }];
         let t = Instant::now();
-        let mut want = plan::plan(&spec, &spec.nodes[0], &underlay, &table);
+        let mut want = plan::plan(&spec, &spec.nodes[0], &underlay, &Probed::default(), &table);
         for r in want.kernel_routes.values_mut() {
             r.gateway = Some(gw);
         }
+        // The node's agent keeps its own settings: only the entries are measured.
+        want.settings = pinned.settings()?;
         reconcile::apply_maps(&mut pinned, &want)?;
         let maps_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
-        reconcile::apply_routes(&nl, &want).await?;
+        let now = nl.routes().await?;
+        reconcile::apply_routes(&nl, &now, &want).await?;
         Ok((maps_ms, t.elapsed().as_secs_f64() * 1e3))
     })?;
     Ok(ControlPlane {

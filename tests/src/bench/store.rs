@@ -15,7 +15,7 @@ use futures::StreamExt;
 use netpath::{
     net::Ipv4Net,
     netlink::RouteSummary,
-    plan::{self, Underlay},
+    plan::{self, Probed, Underlay},
     spec::{derived_vtep_mac, NodeSpec},
     store::etcd::{self as store, EtcdOptions, Member, Update},
 };
@@ -131,7 +131,7 @@ async fn control_loop(local: NodeSpec, mut rx: mpsc::Receiver<Update>, seen: Arc
     let mut last = plan::Desired::default();
     while let Some(u) = rx.recv().await {
         let Update::Spec(spec, _) = u else { continue };
-        let want = plan::plan(&spec, &local, &underlay, &table);
+        let want = plan::plan(&spec, &local, &underlay, &Probed::default(), &table);
         if want == last {
             continue;
         }

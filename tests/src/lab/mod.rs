@@ -713,8 +713,7 @@ impl Lab {
                 .context("the agent published no state")?;
             let cidr: Ipv4Net = state
                 .pod_cidr
-                .parse()
-                .map_err(|e| anyhow!("agent state pod_cidr {:?}: {e}", state.pod_cidr))?;
+                .context("the ready agent published no pod CIDR")?;
             self.nodes[i].spec.pod_cidr = cidr;
             let name = self.nodes[i].spec.name.clone();
             match self.spec.nodes.iter_mut().find(|n| n.name == name) {

@@ -3,28 +3,31 @@
 //! spec — re-planning and applying on SIGHUP, when the spec file changes and every
 //! few seconds — until SIGINT/SIGTERM. One tokio runtime drives signals, netlink and
 //! the programs' log ring.
+mod spec_file;
+mod start;
+
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::programs::TcAttachType;
-use netpath_common::TcAttach;
 use tokio::{
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
     sync::mpsc,
 };
 
+use self::spec_file::SpecFile;
 use crate::{
     datapath::{self, Pinned},
     net::Ipv4Net,
     netlink::Netlink,
     plan::{self, Desired, Probed, Underlay},
     reconcile, serve,
-    spec::{derived_vtep_mac, Backend, ClusterSpec, Decap, NodeSpec, PortRange, VxlanDevice},
+    spec::{ClusterSpec, NodeSpec},
     state::{self, AgentState},
-    store::etcd::{EtcdOptions, Member, Update},
+    store::etcd::{EtcdOptions, Update},
     tunnel,
 };
 
@@ -35,6 +38,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
 /// How often expired masquerade flows are collected (the shortest timeout is 10 s).
 const NAT_COLLECT_EVERY: Duration = Duration::from_secs(2);
+/// How often a node that lost its pod CIDR says so in the log.
+const NAG_EVERY: Duration = Duration::from_secs(5);
 
 /// Where the cluster's desired state comes from.
 pub enum Source {
@@ -75,11 +80,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
 
 struct Agent {
     /// The spec file, when the spec comes from one (not from etcd).
-    spec_file: Option<PathBuf>,
-    /// Digest of the spec file's bytes when last read (a 100 000-node spec is MBs).
-    spec_digest: u64,
-    /// The spec file's identity when last read: unchanged, it is not read again.
-    spec_stamp: Option<FileStamp>,
+    spec_file: Option<SpecFile>,
     spec: ClusterSpec,
     local: NodeSpec,
     dir: PathBuf,
@@ -87,17 +88,25 @@ struct Agent {
     underlay: Underlay,
     underlay_name: String,
     probed: Probed,
-    tc_attach: TcAttach,
     nl: Netlink,
     state: AgentState,
     shared: std::sync::Arc<serve::Shared>,
 }
 
+/// The signals the agent stops and reloads on.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
 async fn run_async(args: AgentArgs) -> Result<()> {
     // First of all: a stop requested while starting up must still clean up, not kill.
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let mut signals = Signals {
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
+        hup: signal(SignalKind::hangup())?,
+    };
     let nl = Netlink::new()?;
     // Listening first: a taken port fails the start before anything is loaded, and
     // /readyz answers "not ready" (with the reason) while the agent starts.
@@ -117,116 +126,65 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         early.metrics_addr = Some(bound.to_string());
     }
     shared.set_state(&early);
-    let (spec, spec_file, spec_stamp, spec_digest, mut updates, store) = match &args.source {
-        Source::File(path) => {
-            // Stamp, then read: a change in between is seen on the next look.
-            let stamp = FileStamp::of(path);
-            let digest =
-                digest(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?);
-            let spec = read_spec(path)?;
-            let store = format!("file {}", path.display());
-            (spec, Some(path.clone()), stamp, digest, None, store)
-        }
-        Source::Etcd { opts, underlay } => {
-            let underlay = match underlay {
-                Some(u) => *u,
-                None => default_route_address(&nl).await?,
-            };
-            let member = Member::join(opts, &args.node, underlay, derived_vtep_mac(underlay.addr))
-                .await
-                .context("join the cluster in etcd")?;
-            let (spec, notes) = member.spec()?;
-            for n in notes {
-                tracing::warn!("etcd: {n}");
-            }
-            let (tx, rx) = mpsc::channel(64);
-            tokio::spawn(member.run(tx));
-            let store = format!("etcd {} under {}", opts.endpoints.join(","), opts.prefix);
-            (spec, None, None, 0, Some(rx), store)
-        }
-    };
-    let local = spec.node(&args.node)?.clone();
-    check_nat_ports(&spec)?;
+    let opened = start::open_source(&args.source, &args.node, &nl).await?;
+    let local = opened.spec.node(&args.node)?.clone();
+    start::check_nat_ports(&opened.spec)?;
     let dir = args
         .pin_dir
         .clone()
-        .unwrap_or_else(|| datapath::node_dir(&spec.bpffs_root, &local.name));
+        .unwrap_or_else(|| datapath::node_dir(&opened.spec.bpffs_root, &local.name));
     let state_dir = args
         .state_dir
         .clone()
         .unwrap_or_else(|| state::default_dir(&local.name));
     early.pin_dir = dir.clone();
-    let Some(ifindex) =
-        wait_for_underlay(&nl, &local, &shared, &mut early, &mut term, &mut int).await?
-    else {
+    let waited = start::wait_for_underlay(
+        &nl,
+        &local,
+        &shared,
+        &mut early,
+        &mut signals.term,
+        &mut signals.int,
+    )
+    .await?;
+    let Some(ifindex) = waited else {
         tracing::info!("stopped while waiting for the underlay address");
         return Ok(());
     };
     early.waiting = Some("loading and attaching the programs".into());
     shared.set_state(&early);
-    let link = nl
-        .links()
-        .await?
-        .into_iter()
-        .find(|l| l.index == ifindex)
-        .ok_or_else(|| anyhow!("underlay link {ifindex} vanished"))?;
-    let underlay = Underlay {
-        ifindex,
-        mtu: link.mtu.unwrap_or(1500),
-    };
-    let mut probed = Probed {
-        encap_flags: encap_flags(),
-        tc_attach: datapath::preferred_tc_attach() as u32,
-        ..Default::default()
-    };
-    let settings = plan::settings(&spec, &local, &underlay, &probed);
-    let mut loaded = datapath::load_and_pin(&dir, settings)
-        .with_context(|| format!("load datapath for node {}", local.name))?;
-    let tc_attach = loaded.attach_underlay(&link.name, spec.decap == Decap::Xdp)?;
-    probed.tc_attach = tc_attach as u32;
-    if spec.backend != Backend::Direct && spec.vxlan_device != VxlanDevice::Off {
-        let mtu = spec.pod_mtu(underlay.mtu);
-        let index = tunnel::ensure(&nl, spec.port, local.vtep_mac, mtu)
-            .await
-            .context("set up the node's VXLAN device")?;
-        loaded.attach_tunnel(tunnel::NAME, tc_attach)?;
-        probed.tunnel_ifindex = index;
-        probed.tunnel_use = spec.vxlan_device.tunnel_use();
-    } else {
-        // One an earlier agent made with another spec: it would hold the VXLAN port.
-        tunnel::remove(&nl).await?;
-    }
-    // An upgrade: the pods' veths get the programs just loaded, in place.
-    let reattached = datapath::reattach_from_pod(&dir)?;
+    let started = start::start_datapath(&nl, &opened.spec, &local, &dir, ifindex)
+        .await
+        .with_context(|| format!("start the datapath for node {}", local.name))?;
     let mut agent = Agent {
         state: AgentState {
             node: local.name.clone(),
             pid: std::process::id(),
             pin_dir: dir.clone(),
-            spec_file: spec_file.clone().unwrap_or_default(),
-            store,
-            pod_cidr: local.pod_cidr.to_string(),
-            pod_mtu: spec.pod_mtu(underlay.mtu),
+            spec_file: opened
+                .spec_file
+                .as_ref()
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
+            store_kind: opened.store_kind,
+            store: opened.store,
             netns: state::NetnsId::current().ok(),
             maps_loaded: true,
-            underlay: link.name.clone(),
-            tunnel: probed.tunnel_ifindex != 0,
+            underlay: started.underlay_name.clone(),
+            tunnel: started.probed.tunnel_ifindex != 0,
             metrics_addr: early.metrics_addr.clone(),
             store_synced_unix_ms: Some(state::unix_ms()),
             ..Default::default()
         },
         shared,
-        spec_file,
-        spec_digest,
-        spec_stamp,
-        spec,
+        spec_file: opened.spec_file,
+        spec: opened.spec,
         local,
         dir,
         state_dir,
-        underlay,
-        underlay_name: link.name,
-        probed,
-        tc_attach,
+        underlay: started.underlay,
+        underlay_name: started.underlay_name,
+        probed: started.probed,
         nl,
     };
     agent.reconcile().await?;
@@ -238,39 +196,16 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         backend = agent.spec.backend.name(),
         decap = agent.spec.decap.name(),
         vxlan_device = agent.spec.vxlan_device.name(),
-        tc_attach = agent.tc_attach.name(),
+        tc_attach = started.tc_attach.name(),
         kernel = %state::kernel_release(),
         pod_cidr = %agent.local.pod_cidr,
         pod_mtu = agent.state.pod_mtu,
         store = %agent.state.store,
-        reattached,
+        reattached = started.reattached,
         "agent ready"
     );
-
-    let mut watch = tokio::time::interval(WATCH_EVERY);
-    let mut collect = tokio::time::interval(NAT_COLLECT_EVERY);
-    let mut nat = datapath::Collector::default();
-    let mut last_sync = Instant::now();
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => agent.reload("SIGHUP").await,
-            Some(update) = next_update(&mut updates) => agent.on_store_update(update).await,
-            _ = collect.tick() => agent.collect_nat(&mut nat),
-            _ = watch.tick() => {
-                if agent.spec_file_changed() {
-                    agent.reload("spec file changed").await;
-                } else if last_sync.elapsed() >= RESYNC_EVERY {
-                    agent.reconcile_logged().await;
-                } else {
-                    continue;
-                }
-                last_sync = Instant::now();
-            }
-        }
-    }
-    drop(loaded);
+    agent.run_loop(opened.updates, &mut signals).await;
+    drop(started.loaded);
     if args.keep_pins {
         AgentState::remove(&agent.state_dir);
         tracing::info!("stopping; pins and routes kept, pods keep their datapath");
@@ -280,17 +215,36 @@ async fn run_async(args: AgentArgs) -> Result<()> {
 }
 
 impl Agent {
-    fn spec_file_changed(&mut self) -> bool {
-        let Some(file) = &self.spec_file else {
-            return false;
-        };
-        let stamp = FileStamp::of(file);
-        if stamp.is_some() && stamp == self.spec_stamp {
-            return false;
+    /// Follows the store until SIGINT/SIGTERM: spec changes, etcd updates, a resync
+    /// every few seconds, the NAT collector.
+    async fn run_loop(&mut self, mut updates: Option<mpsc::Receiver<Update>>, s: &mut Signals) {
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        let mut collect = tokio::time::interval(NAT_COLLECT_EVERY);
+        let mut nag = tokio::time::interval(NAG_EVERY);
+        let mut nat = datapath::Collector::default();
+        let mut last_sync = Instant::now();
+        loop {
+            tokio::select! {
+                _ = s.term.recv() => break,
+                _ = s.int.recv() => break,
+                _ = s.hup.recv() => self.reload().await,
+                Some(update) = next_update(&mut updates) => self.on_store_update(update).await,
+                _ = collect.tick() => self.collect_nat(&mut nat),
+                _ = nag.tick() => {
+                    if let Some(why) = &self.state.membership_error {
+                        tracing::error!("node {} hands out no pod addresses: {why}", self.local.name);
+                    }
+                }
+                _ = watch.tick() => {
+                    match self.spec_file.as_mut().and_then(SpecFile::poll) {
+                        Some(read) => self.adopt_read(read, "spec file changed").await,
+                        None if last_sync.elapsed() >= RESYNC_EVERY => self.reconcile_logged().await,
+                        None => continue,
+                    }
+                    last_sync = Instant::now();
+                }
+            }
         }
-        self.spec_stamp = stamp;
-        // Missing or unreadable counts as a change: reload reports why.
-        std::fs::read(file).map_or(true, |t| digest(&t) != self.spec_digest)
     }
 
     /// What etcd says: a new cluster state to converge on, or that it is gone for
@@ -305,6 +259,24 @@ impl Agent {
             Update::Watching => {
                 self.state.store_watching = true;
                 self.state.store_synced_unix_ms = Some(state::unix_ms());
+                self.publish();
+            }
+            Update::Membership(lost) => {
+                if lost != self.state.membership_error {
+                    match &lost {
+                        Some(why) => tracing::error!(
+                            "node {} lost its pod CIDR {}: {why}",
+                            self.local.name,
+                            self.local.pod_cidr
+                        ),
+                        None => tracing::info!(
+                            "node {} holds its pod CIDR {} again",
+                            self.local.name,
+                            self.local.pod_cidr
+                        ),
+                    }
+                }
+                self.state.membership_error = lost;
                 self.publish();
             }
             Update::Spec(spec, notes) => {
@@ -336,14 +308,18 @@ impl Agent {
         self.reconcile_logged().await;
     }
 
-    /// Reads the spec file again; a spec that fails validation (or would move this
-    /// node) is refused and the last good one stays in force.
-    async fn reload(&mut self, why: &str) {
-        let Some(file) = self.spec_file.clone() else {
-            return self.reconcile_logged().await;
-        };
-        self.spec_digest = digest(&std::fs::read(&file).unwrap_or_default());
-        match read_spec(&file).and_then(|spec| self.check(spec)) {
+    /// Reads the spec file again (SIGHUP; with etcd, a pass over the current view).
+    async fn reload(&mut self) {
+        match self.spec_file.as_mut().map(SpecFile::read) {
+            Some(read) => self.adopt_read(read, "SIGHUP").await,
+            None => self.reconcile_logged().await,
+        }
+    }
+
+    /// A spec read from the file: adopted, or refused when it fails validation (or
+    /// would move this node) and the last good one stays in force.
+    async fn adopt_read(&mut self, read: Result<ClusterSpec>, why: &str) {
+        match read.and_then(|spec| self.check(spec)) {
             Ok(spec) => {
                 tracing::info!(why, "spec reloaded");
                 self.state.store_synced_unix_ms = Some(state::unix_ms());
@@ -364,13 +340,23 @@ impl Agent {
                 local.underlay
             );
         }
+        if local.pod_cidr != self.local.pod_cidr {
+            bail!(
+                "node {}'s pod_cidr changed from {} to {}: its pods hold addresses from {}; \
+                 remove them and restart the agent to move it",
+                local.name,
+                self.local.pod_cidr,
+                local.pod_cidr,
+                self.local.pod_cidr
+            );
+        }
         if spec.decap != self.spec.decap {
             bail!(
                 "decap changed to {}: restart the agent to re-attach",
                 spec.decap.name()
             );
         }
-        check_nat_ports(&spec)?;
+        start::check_nat_ports(&spec)?;
         if spec.vxlan_device != self.spec.vxlan_device {
             bail!(
                 "vxlan_device changed to {}: restart the agent to set the device up",
@@ -405,16 +391,18 @@ impl Agent {
 
     async fn plan_and_apply(&mut self) -> Result<()> {
         let table = self.nl.routes().await?;
-        let want = plan::plan(&self.spec, &self.local, &self.underlay, &table);
+        let want = plan::plan(
+            &self.spec,
+            &self.local,
+            &self.underlay,
+            &self.probed,
+            &table,
+        );
         let mut pinned = Pinned::open(&self.dir)?;
-        let settings = plan::settings(&self.spec, &self.local, &self.underlay, &self.probed);
-        if pinned.settings()? != settings {
-            pinned.write_settings(settings)?;
-            tracing::info!("settings updated");
-        }
-        let applied = reconcile::apply(&mut pinned, &self.nl, &want).await?;
+        let applied = reconcile::apply(&mut pinned, &self.nl, &table, &want).await?;
         if applied != reconcile::Applied::default() {
             tracing::info!(
+                settings = applied.settings,
                 map_entries = applied.map_entries,
                 kernel_routes = applied.kernel_routes,
                 peers = want.routes.len(),
@@ -424,6 +412,10 @@ impl Agent {
         for p in &want.unreachable {
             tracing::warn!("{p}");
         }
+        // Published from the same pass that applied it: what the CNI plugin hands out
+        // is what this node routes (and nothing while its subnet is not its own).
+        self.state.pod_cidr =
+            (self.state.membership_error.is_none()).then_some(self.local.pod_cidr);
         self.state.problems = want.unreachable;
         self.state.pod_mtu = self.spec.pod_mtu(self.underlay.mtu);
         self.state.reconciles += 1;
@@ -486,87 +478,17 @@ impl Agent {
             }
         }
         // Best effort from here: the pins go even if a route could not be removed.
-        if let Err(e) = reconcile::apply_routes(&self.nl, &Desired::default()).await {
+        let removed = match self.nl.routes().await {
+            Ok(table) => reconcile::apply_routes(&self.nl, &table, &Desired::default()).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = removed {
             tracing::warn!("remove owned routes: {e:#}");
         }
         datapath::remove_pins(&self.dir)?;
         tracing::info!(pins = %self.dir.display(), "stopped; programs detached, routes and pins removed");
         Ok(())
     }
-}
-
-/// The interface holding the node's underlay address. A node whose network is not
-/// up yet (the agent started first) is waited for, saying so in /readyz and every
-/// 10 s in the log; `None`: stopped by a signal meanwhile.
-async fn wait_for_underlay(
-    nl: &Netlink,
-    local: &NodeSpec,
-    shared: &serve::Shared,
-    early: &mut AgentState,
-    term: &mut tokio::signal::unix::Signal,
-    int: &mut tokio::signal::unix::Signal,
-) -> Result<Option<u32>> {
-    let mut said = None::<Instant>;
-    loop {
-        if let Some((ifindex, _)) = nl.address_owner(local.ip()).await? {
-            return Ok(Some(ifindex));
-        }
-        let why = format!(
-            "waiting for an interface with {}, node {}'s underlay address in the spec",
-            local.ip(),
-            local.name
-        );
-        if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            tracing::warn!("{why}");
-            said = Some(Instant::now());
-        }
-        early.waiting = Some(why);
-        shared.set_state(early);
-        tokio::select! {
-            _ = term.recv() => return Ok(None),
-            _ = int.recv() => return Ok(None),
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
-}
-
-/// Translated ports must never be ones the node's own connections pick: the node's
-/// ephemeral range (this network namespace's `ip_local_port_range`) must lie outside
-/// the masquerade range.
-fn check_nat_ports(spec: &ClusterSpec) -> Result<()> {
-    if !spec.masquerade.enabled {
-        return Ok(());
-    }
-    const SYSCTL: &str = "/proc/sys/net/ipv4/ip_local_port_range";
-    let text = std::fs::read_to_string(SYSCTL).with_context(|| format!("read {SYSCTL}"))?;
-    let local: PortRange = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join("-")
-        .parse()
-        .map_err(|e| anyhow!("{SYSCTL}: {e}"))?;
-    let nat = spec.masquerade.ports;
-    if local.overlaps(&nat) {
-        bail!(
-            "masquerade_ports {nat} overlap this node's ephemeral ports {local} \
-             (net.ipv4.ip_local_port_range): translated flows could collide with the node's \
-             own connections; move masquerade_ports or the sysctl apart"
-        );
-    }
-    Ok(())
-}
-
-/// Parses the spec on a thread of its own and keeps a copy made here. Parsing a large
-/// spec allocates many times what it yields; the copy lands compactly in this thread's
-/// heap and the parser's heap is freed whole, so the agent's memory follows the spec's
-/// size (what a 100 000-node cluster costs), not the parser's peak.
-fn read_spec(path: &std::path::Path) -> Result<ClusterSpec> {
-    let parsed = std::thread::scope(|s| {
-        s.spawn(|| ClusterSpec::from_file(path).map(Box::new))
-            .join()
-            .map_err(|_| anyhow!("the spec parser panicked"))
-    })??;
-    Ok(ClusterSpec::clone(&parsed))
 }
 
 /// The next word from the store; never, when the spec comes from a file.
@@ -577,32 +499,6 @@ async fn next_update(updates: &mut Option<mpsc::Receiver<Update>>) -> Option<Upd
     }
 }
 
-/// The address (with prefix) of the interface holding the default route: the
-/// underlay, unless the operator says otherwise.
-async fn default_route_address(nl: &Netlink) -> Result<Ipv4Net> {
-    let oif = nl
-        .routes()
-        .await?
-        .into_iter()
-        .find(|r| r.dst.prefix == 0)
-        .and_then(|r| r.oif)
-        .ok_or_else(|| anyhow!("no default route here: pass --underlay ADDRESS/PREFIX"))?;
-    nl.addresses_of(oif)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            anyhow!("the default route's interface {oif} has no IPv4 address: pass --underlay")
-        })
-}
-
-fn digest(bytes: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
 /// Hands memory freed after a large reconcile (a spec parse, a route dump) back to
 /// the system, so the agent's footprint follows what it holds, not its peak.
 fn release_freed_memory() {
@@ -610,36 +506,5 @@ fn release_freed_memory() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// What tells a file's versions apart without reading it: a rename-into-place gives a
-/// new inode, an edit a new modification time or length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    ino: u64,
-    len: u64,
-    modified: std::time::SystemTime,
-}
-
-impl FileStamp {
-    fn of(path: &std::path::Path) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
-        Some(Self {
-            ino: m.ino(),
-            len: m.len(),
-            modified: m.modified().ok()?,
-        })
-    }
-}
-
-/// `BPF_F_ADJ_ROOM_ENCAP_L2_ETH` tells GSO the inner L2 is Ethernet; 5.15 knows it,
-/// older kernels reject unknown flags, so only ask for it where it exists.
-fn encap_flags() -> u32 {
-    const BPF_F_ADJ_ROOM_ENCAP_L2_ETH: u32 = 1 << 6;
-    match aya::util::KernelVersion::current() {
-        Ok(v) if v >= aya::util::KernelVersion::new(5, 15, 0) => BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
-        _ => 0,
     }
 }

@@ -1,0 +1,220 @@
+//! Starting an agent: the spec from its source, the node's underlay found (waited
+//! for), the programs loaded, pinned and attached.
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use netpath_common::TcAttach;
+use tokio::{signal::unix::Signal, sync::mpsc};
+
+use super::{spec_file::SpecFile, Source};
+use crate::{
+    datapath::{self, Loaded},
+    net::Ipv4Net,
+    netlink::Netlink,
+    plan::{Probed, Underlay},
+    serve,
+    spec::{derived_vtep_mac, Backend, ClusterSpec, Decap, NodeSpec, PortRange, VxlanDevice},
+    state::{AgentState, StoreKind},
+    store::etcd::{Member, Update},
+    tunnel,
+};
+
+/// The spec as the source gives it first, and how the agent follows it from here.
+pub struct Opened {
+    pub spec: ClusterSpec,
+    pub spec_file: Option<SpecFile>,
+    pub updates: Option<mpsc::Receiver<Update>>,
+    pub store_kind: StoreKind,
+    /// Where, for people: `file PATH` or `etcd ENDPOINTS under PREFIX`.
+    pub store: String,
+}
+
+/// Reads the spec file, or joins the cluster in etcd (reserving the node's pod
+/// CIDR) and starts following it.
+pub async fn open_source(source: &Source, node: &str, nl: &Netlink) -> Result<Opened> {
+    match source {
+        Source::File(path) => {
+            let (file, spec) = SpecFile::open(path)?;
+            Ok(Opened {
+                spec,
+                spec_file: Some(file),
+                updates: None,
+                store_kind: StoreKind::File,
+                store: format!("file {}", path.display()),
+            })
+        }
+        Source::Etcd { opts, underlay } => {
+            let underlay = match underlay {
+                Some(u) => *u,
+                None => default_route_address(nl).await?,
+            };
+            let member = Member::join(opts, node, underlay, derived_vtep_mac(underlay.addr))
+                .await
+                .context("join the cluster in etcd")?;
+            let (spec, notes) = member.spec()?;
+            for n in notes {
+                tracing::warn!("etcd: {n}");
+            }
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(member.run(tx));
+            Ok(Opened {
+                spec,
+                spec_file: None,
+                updates: Some(rx),
+                store_kind: StoreKind::Etcd,
+                store: format!("etcd {} under {}", opts.endpoints.join(","), opts.prefix),
+            })
+        }
+    }
+}
+
+/// The datapath as started: loaded programs (held until the agent stops) and what
+/// was found or made on the node.
+pub struct Started {
+    pub loaded: Loaded,
+    pub underlay: Underlay,
+    pub underlay_name: String,
+    pub probed: Probed,
+    pub tc_attach: TcAttach,
+    pub reattached: usize,
+}
+
+/// Loads and pins the programs in `dir`, attaches them to the underlay (and the
+/// node's VXLAN device when the spec wants one) and swaps them into every pod's veth.
+pub async fn start_datapath(
+    nl: &Netlink,
+    spec: &ClusterSpec,
+    local: &NodeSpec,
+    dir: &std::path::Path,
+    ifindex: u32,
+) -> Result<Started> {
+    let link = nl
+        .links()
+        .await?
+        .into_iter()
+        .find(|l| l.index == ifindex)
+        .ok_or_else(|| anyhow!("underlay link {ifindex} vanished"))?;
+    let underlay = Underlay {
+        ifindex,
+        mtu: link.mtu.unwrap_or(1500),
+    };
+    let mut loaded = datapath::load_and_pin(dir)?;
+    let tc_attach = loaded.attach_underlay(&link.name, spec.decap == Decap::Xdp)?;
+    let mut probed = Probed {
+        encap_flags: encap_flags(),
+        tc_attach: tc_attach as u32,
+        ..Default::default()
+    };
+    if spec.backend != Backend::Direct && spec.vxlan_device != VxlanDevice::Off {
+        let mtu = spec.pod_mtu(underlay.mtu);
+        let index = tunnel::ensure(nl, spec.port, local.vtep_mac, mtu)
+            .await
+            .context("set up the node's VXLAN device")?;
+        loaded.attach_tunnel(tunnel::NAME, tc_attach)?;
+        probed.tunnel_ifindex = index;
+        probed.tunnel_use = spec.vxlan_device.tunnel_use();
+    } else {
+        // One an earlier agent made with another spec: it would hold the VXLAN port.
+        tunnel::remove(nl).await?;
+    }
+    // An upgrade: the pods' veths get the programs just loaded, in place.
+    let reattached = datapath::reattach_from_pod(dir)?;
+    Ok(Started {
+        loaded,
+        underlay,
+        underlay_name: link.name,
+        probed,
+        tc_attach,
+        reattached,
+    })
+}
+
+/// The interface holding the node's underlay address. A node whose network is not
+/// up yet (the agent started first) is waited for, saying so in /readyz and every
+/// 10 s in the log; `None`: stopped by a signal meanwhile.
+pub async fn wait_for_underlay(
+    nl: &Netlink,
+    local: &NodeSpec,
+    shared: &serve::Shared,
+    early: &mut AgentState,
+    term: &mut Signal,
+    int: &mut Signal,
+) -> Result<Option<u32>> {
+    let mut said = None::<Instant>;
+    loop {
+        if let Some((ifindex, _)) = nl.address_owner(local.ip()).await? {
+            return Ok(Some(ifindex));
+        }
+        let why = format!(
+            "waiting for an interface with {}, node {}'s underlay address in the spec",
+            local.ip(),
+            local.name
+        );
+        if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            tracing::warn!("{why}");
+            said = Some(Instant::now());
+        }
+        early.waiting = Some(why);
+        shared.set_state(early);
+        tokio::select! {
+            _ = term.recv() => return Ok(None),
+            _ = int.recv() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Translated ports must never be ones the node's own connections pick: the node's
+/// ephemeral range (this network namespace's `ip_local_port_range`) must lie outside
+/// the masquerade range.
+pub fn check_nat_ports(spec: &ClusterSpec) -> Result<()> {
+    if !spec.masquerade.enabled {
+        return Ok(());
+    }
+    const SYSCTL: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = std::fs::read_to_string(SYSCTL).with_context(|| format!("read {SYSCTL}"))?;
+    let local: PortRange = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join("-")
+        .parse()
+        .map_err(|e| anyhow!("{SYSCTL}: {e}"))?;
+    let nat = spec.masquerade.ports;
+    if local.overlaps(&nat) {
+        bail!(
+            "masquerade_ports {nat} overlap this node's ephemeral ports {local} \
+             (net.ipv4.ip_local_port_range): translated flows could collide with the node's \
+             own connections; move masquerade_ports or the sysctl apart"
+        );
+    }
+    Ok(())
+}
+
+/// The address (with prefix) of the interface holding the default route: the
+/// underlay, unless the operator says otherwise.
+async fn default_route_address(nl: &Netlink) -> Result<Ipv4Net> {
+    let oif = nl
+        .routes()
+        .await?
+        .into_iter()
+        .find(|r| r.dst.prefix == 0)
+        .and_then(|r| r.oif)
+        .ok_or_else(|| anyhow!("no default route here: pass --underlay ADDRESS/PREFIX"))?;
+    nl.addresses_of(oif)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            anyhow!("the default route's interface {oif} has no IPv4 address: pass --underlay")
+        })
+}
+
+/// `BPF_F_ADJ_ROOM_ENCAP_L2_ETH` tells GSO the inner L2 is Ethernet; 5.15 knows it,
+/// older kernels reject unknown flags, so only ask for it where it exists.
+fn encap_flags() -> u32 {
+    const BPF_F_ADJ_ROOM_ENCAP_L2_ETH: u32 = 1 << 6;
+    match aya::util::KernelVersion::current() {
+        Ok(v) if v >= aya::util::KernelVersion::new(5, 15, 0) => BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        _ => 0,
+    }
+}
