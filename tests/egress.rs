@@ -462,10 +462,16 @@ fn a_reset_tcp_flow_leaves_the_tables_after_its_short_timeout_closed_and_udp_one
     reset(c);
     check::udp(pod.ns.path(), lab.outside_ns(), OUTSIDE_IP).unwrap();
     let ended = Instant::now();
-    std::thread::sleep(Duration::from_millis(200));
-    let reset_flows = flows(IPPROTO_TCP, 9650);
-    assert_eq!(reset_flows.len(), 1);
-    assert_eq!(reset_flows[0].rst, 1, "{reset_flows:?}");
+    // The reset reaches the flow as the packet passes: poll for it, do not guess.
+    let mut reset_flows = flows(IPPROTO_TCP, 9650);
+    while !(reset_flows.len() == 1 && reset_flows[0].rst == 1) {
+        assert!(
+            ended.elapsed() < Duration::from_secs(2),
+            "the reset flow is not marked: {reset_flows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        reset_flows = flows(IPPROTO_TCP, 9650);
+    }
     let closed: Vec<_> = flows(IPPROTO_TCP, 0)
         .into_iter()
         .filter(|f| f.rst == 0)

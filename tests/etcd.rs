@@ -187,9 +187,34 @@ fn etcd_member_failures_leave_forwarding_alone_and_agents_converge_when_it_retur
         let (a, b) = (&lab.nodes[x].pods[0], &lab.nodes[y].pods[0]);
         check::tcp(a.ns.path(), b.ns.path(), b.ip).unwrap() == a.ip
     };
-    // One member of three: nothing changes, a leave still propagates.
+    // One member of three: nothing changes, a join and a leave still propagate
+    // (agents that used the dead member continue on another).
     lab.etcd.as_mut().unwrap().kill_member(0);
-    std::thread::sleep(Duration::from_secs(3));
+    let etcd = lab.etcd.as_ref().unwrap();
+    let ghost: Ipv4Net = "10.244.77.0/24".parse().unwrap();
+    let keys = netpath::store::model::Keys::new("/netpath");
+    let record = serde_json::json!({
+        "underlay": "192.168.56.77/24",
+        "pod_cidr": ghost.to_string(),
+        "vtep_mac": derived_vtep_mac(Ipv4Addr::new(192, 168, 56, 77)).to_string(),
+    });
+    let reservation = serde_json::json!({ "node": "ghost" });
+    etcd.etcdctl(&["put", &keys.subnet(&ghost), &reservation.to_string()])
+        .unwrap();
+    etcd.etcdctl(&["put", &keys.node("ghost"), &record.to_string()])
+        .unwrap();
+    wait_for(
+        "a join reaches every agent",
+        Duration::from_secs(10),
+        || (0..3).all(|n| routes_cidr(&lab, n, ghost)),
+    );
+    etcd.etcdctl(&["del", &keys.node("ghost")]).unwrap();
+    etcd.etcdctl(&["del", &keys.subnet(&ghost)]).unwrap();
+    wait_for(
+        "a leave reaches every agent",
+        Duration::from_secs(10),
+        || (0..3).all(|n| !routes_cidr(&lab, n, ghost)),
+    );
     for n in 0..3 {
         assert_eq!(
             state(&lab, n).store_error,
@@ -458,4 +483,107 @@ fn a_node_cut_off_from_etcd_keeps_forwarding_and_catches_up_when_it_returns() {
         "same reservation"
     );
     assert!(tcp(&lab, 0, 1) && tcp(&lab, 1, 0));
+}
+
+/// `netpath status --json --node N` as a user runs it on the host (outside the node's
+/// namespace): its exit code (0 ready and healthy, 1 not) and its document.
+fn status_from_host(lab: &Lab, node: usize) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(netpath_tests::lab::agent_binary().unwrap())
+        .args(["status", "--json", "--node", &lab.nodes[node].name])
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        code == 0 || code == 1,
+        "status failed ({code}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (code, serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[test]
+fn an_agent_keeps_its_own_keys_and_says_loudly_when_its_subnet_is_taken() {
+    let (lab, _cfg) = etcd_lab(3, 1, |_| {});
+    let etcd = lab.etcd.as_ref().unwrap();
+    let keys = netpath::store::model::Keys::new("/netpath");
+    let name = lab.nodes[1].spec.name.clone();
+    let cidr = lab.nodes[1].spec.pod_cidr;
+    let (record_key, subnet_key) = (keys.node(&name), keys.subnet(&cidr));
+    let (code, doc) = status_from_host(&lab, 1);
+    assert_eq!(code, 0, "a healthy node, judged from the host: {doc:#}");
+
+    // An operator's mistake: node2's record and reservation deleted behind its back.
+    etcd.etcdctl(&["del", &record_key]).unwrap();
+    etcd.etcdctl(&["del", &subnet_key]).unwrap();
+    let took = wait_for("node2 republishes its keys", PROPAGATION_WITHIN * 4, || {
+        let rec = etcd.etcdctl(&["get", &record_key]).unwrap_or_default();
+        let sub = etcd.etcdctl(&["get", &subnet_key]).unwrap_or_default();
+        rec.contains(&cidr.to_string()) && sub.contains(&name)
+    });
+    eprintln!("keys republished after {took:?}");
+    wait_for("peers route to node2 again", PROPAGATION_WITHIN * 4, || {
+        routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 2, cidr)
+    });
+    assert_eq!(state(&lab, 1).pod_cidr, Some(cidr));
+    assert_model(&lab, &[Proto::Tcp]);
+
+    // Now its subnet is reserved by another name: node2 must not go on as if nothing
+    // happened.
+    let thief = serde_json::json!({ "node": "thief" }).to_string();
+    etcd.etcdctl(&["put", &subnet_key, &thief]).unwrap();
+    wait_for(
+        "node2 reports the lost subnet",
+        PROPAGATION_WITHIN * 4,
+        || state(&lab, 1).membership_error.is_some(),
+    );
+    let s = state(&lab, 1);
+    assert_eq!(s.pod_cidr, None, "no pod CIDR handed to the CNI plugin");
+    assert!(
+        s.membership_error.as_deref().unwrap().contains("thief"),
+        "{:?}",
+        s.membership_error
+    );
+    let (code, doc) = status_from_host(&lab, 1);
+    assert_eq!(code, 1, "status of a node without its subnet: {doc:#}");
+    let failing = doc["ready"]["failing"].to_string();
+    assert!(failing.contains("pod CIDR held"), "{failing}");
+    // The CNI plugin refuses to wire a pod: try again later.
+    let pod = netpath_tests::netns::NetNs::create(&format!("{}-late", lab.prefix)).unwrap();
+    let reply = netpath_tests::cni::run(
+        &netpath_tests::lab::agent_binary().unwrap(),
+        lab.nodes[1].ns.path(),
+        &netpath_tests::cni::Call::new("ADD", "late", Some(pod.path())),
+        &netpath_tests::cni::conf("1.0.0"),
+    )
+    .unwrap();
+    assert_eq!(reply.code(), Some(11), "{}", reply.stdout);
+    assert!(reply.msg().contains("thief"), "{}", reply.stdout);
+    // Said in the log, again and again while it lasts.
+    wait_for(
+        "the loss logged repeatedly",
+        Duration::from_secs(15),
+        || {
+            lab.agent_log(1)
+                .matches("hands out no pod addresses")
+                .count()
+                >= 2
+        },
+    );
+
+    // The thief's reservation goes: node2 claims its subnet again and recovers.
+    etcd.etcdctl(&["del", &subnet_key]).unwrap();
+    wait_for(
+        "node2 holds its subnet again",
+        PROPAGATION_WITHIN * 4,
+        || {
+            let s = state(&lab, 1);
+            s.membership_error.is_none() && s.pod_cidr == Some(cidr)
+        },
+    );
+    wait_for("peers route to node2 again", PROPAGATION_WITHIN * 4, || {
+        routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 2, cidr)
+    });
+    let (code, doc) = status_from_host(&lab, 1);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_model(&lab, &[Proto::Tcp]);
 }

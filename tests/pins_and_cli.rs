@@ -59,6 +59,9 @@ fn status_json_lists_endpoints_and_counters() {
         String::from_utf8_lossy(&out.stderr)
     );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Run from the host, outside the node's namespace: judged inside it all the same.
+    assert_eq!(doc["health"]["ok"], true, "{:#}", doc["health"]);
+    assert_eq!(doc["ready"]["ok"], true, "{:#}", doc["ready"]);
     let ips: Vec<&str> = doc["endpoints"]
         .as_array()
         .unwrap()

@@ -254,8 +254,9 @@ pub fn run_in_ns(ns: &Path, cmd: &[&str]) -> Result<String> {
     })
 }
 
-/// Polls until the counter moved by at least `by` from `before` (counters are per-CPU
-/// sums updated as packets pass, so give the packet a moment).
+/// Waits until the counter moved by at least `by` from `before` (counters are per-CPU
+/// sums updated as packets pass, so give the packet a moment) and returns it; fails
+/// the test, naming the counter, if it does not within 2 s.
 pub fn wait_counter(lab: &Lab, node: usize, reason: Reason, before: u64, by: u64) -> u64 {
     wait_counter_of(lab, node, Program::FromPod, reason, before, by)
 }
@@ -272,10 +273,44 @@ pub fn wait_counter_of(
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let now = counter_of(lab, node, program, reason);
-        if now >= before + by || Instant::now() > deadline {
+        if now >= before + by {
             return now;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{}/{} on node {node} moved by {} within 2 s, want at least {by}",
+            program.name(),
+            reason.name(),
+            now - before
+        );
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Turns IPv6 off inside a namespace, so a test's counters see only its own packets
+/// (no neighbour discovery, router solicitations or MLD reports from the stack).
+pub fn disable_ipv6(ns: &Path) -> Result<()> {
+    netns::run_in(ns, || {
+        for key in ["all", "default"] {
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6"), "1")?;
+        }
+        Ok(())
+    })
+}
+
+/// Waits until `read` gives the same value twice 300 ms apart (traffic started
+/// before the test's own has died down); fails the test if it does not within 5 s.
+pub fn wait_quiet(what: &str, read: impl Fn() -> u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = read();
+        if now == last {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} still moving after 5 s");
+        last = now;
     }
 }
 

@@ -277,7 +277,8 @@ impl Agent {
                     }
                 }
                 self.state.membership_error = lost;
-                self.publish();
+                // Published by the pass, with the pod CIDR it implies.
+                self.reconcile_logged().await;
             }
             Update::Spec(spec, notes) => {
                 self.state.store_error = None;
