@@ -295,7 +295,7 @@ fn restarts_under_load_drop_no_connection() {
     std::thread::sleep(Duration::from_millis(300));
     // The second restart runs changed programs: plain redirects instead of peer.
     let mut d = spec.to_draft();
-    d.redirect = Redirect::Plain;
+    d.settings.redirect = Redirect::Plain;
     lab.stop_agent(0);
     lab.write_spec(&d.validate().unwrap()).unwrap();
     lab.start_agent(0, &cfg).unwrap();

@@ -35,7 +35,7 @@ fn lab_with(pods: usize, edit: impl FnOnce(&mut LabConfig)) -> (Lab, LabConfig) 
 
 fn with_ports(cfg: &mut LabConfig, min: u16, max: u16) {
     let mut d = cfg.spec.to_draft();
-    d.masquerade_ports = PortRange { min, max };
+    d.settings.masquerade_ports = PortRange { min, max };
     cfg.spec = d.validate().unwrap();
 }
 
@@ -61,7 +61,7 @@ fn pods_on_every_node_reach_the_outside_as_their_node_and_keep_their_address_ins
     // Masquerade is what makes it work: with it off the outside's replies have no
     // way back to a pod address.
     let mut off = lab.spec.to_draft();
-    off.masquerade = false;
+    off.settings.masquerade = false;
     lab.write_spec(&off.validate().unwrap()).unwrap();
     let pod = &lab.nodes[0].pods[0];
     let gone = (0..50).any(|_| {

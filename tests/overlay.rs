@@ -99,7 +99,7 @@ fn routed_transfer(lab: &Lab) -> Routed {
     let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[2].pods[0]);
     let sock = RawSocket::open(lab.nodes[2].ns.path(), "eth0").unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let port = lab.spec.port;
+    let port = lab.spec.settings.port;
     let (secs, (frames, max_payload, biggest)) = std::thread::scope(|s| {
         let capture = s.spawn(|| {
             let (mut frames, mut max_payload, mut biggest) = (0usize, 0usize, 0usize);
@@ -177,7 +177,7 @@ fn routed_overlay_keeps_the_pod_segment_size_and_arrives_intact() {
 fn vxlan_device_encapsulates_for_routed_peers_and_aggregates_what_it_receives() {
     require_root();
     let mut spec = generated_spec(3, Backend::Vxlan).unwrap();
-    spec.vxlan_device = VxlanDevice::Both;
+    spec.settings.vxlan_device = VxlanDevice::Both;
     let mut lab = Lab::up(&LabConfig::with_spec(spec, 1).unwrap()).expect("bring up lab");
     let sent_before = counter_of(&lab, 0, Program::FromPod, Reason::EncapInTunnel);
     let handed_before = counter_of(&lab, 2, Program::FromUnderlay, Reason::ToTunnel);

@@ -116,7 +116,7 @@ fn kernel_vxlan_peer_configured_like_flannel_interoperates_both_ways() {
 fn xdp_decapsulation_carries_the_overlay_too() {
     require_root();
     let mut cfg = LabConfig::with_spec(generated_spec(3, Backend::Vxlan).unwrap(), 2).unwrap();
-    cfg.spec.decap = netpath::spec::Decap::Xdp;
+    cfg.spec.settings.decap = netpath::spec::Decap::Xdp;
     let lab = Lab::up(&cfg).unwrap();
     assert_model(&lab, &[Proto::Tcp, Proto::Udp]);
     for n in 0..3 {

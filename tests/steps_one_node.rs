@@ -42,7 +42,7 @@ fn node_and_pods_reach_each_other_with_redirect_peer() {
 fn node_and_pods_reach_each_other_with_plain_redirect() {
     require_root();
     let mut cfg = LabConfig::new(1, 2).unwrap();
-    cfg.spec.redirect = Redirect::Plain;
+    cfg.spec.settings.redirect = Redirect::Plain;
     let lab = netpath_tests::lab::Lab::up(&cfg).unwrap();
     assert_all_pass(&lab);
     let mode = lab.nodes[0].pinned().unwrap().redirect_mode().unwrap();

@@ -8,7 +8,7 @@ use crate::{
     agent, cni, datapath, monitor,
     net::Ipv4Net,
     netns,
-    spec::{Backend, ClusterSpec, PortRange, DEFAULT_BPFFS_ROOT},
+    spec::{ClusterSettings, ClusterSpec, DEFAULT_BPFFS_ROOT},
     state::{self, AgentState, StoreKind},
     status,
     store::{
@@ -210,28 +210,11 @@ pub enum ClusterCmd {
     Init {
         #[command(flatten)]
         etcd: EtcdArgs,
-        #[arg(long)]
-        cluster_cidr: Ipv4Net,
+        #[command(flatten)]
+        settings: ClusterSettings,
         /// Prefix length of each node's pod CIDR.
         #[arg(long, default_value_t = 24)]
         subnet_len: u8,
-        #[arg(long, default_value = "auto")]
-        backend: String,
-        #[arg(long, default_value_t = netpath_common::DEFAULT_VNI)]
-        vni: u32,
-        #[arg(long, default_value_t = netpath_common::DEFAULT_VXLAN_PORT)]
-        port: u16,
-        #[arg(long)]
-        mtu: Option<u32>,
-        /// Pods' flows to the outside keep the pod's address (no source NAT).
-        #[arg(long)]
-        no_masquerade: bool,
-        /// Destinations pods reach with their own address even with masquerade on.
-        #[arg(long, value_delimiter = ',')]
-        masquerade_exempt: Vec<Ipv4Net>,
-        /// Translated source ports, FIRST-LAST.
-        #[arg(long, default_value_t = PortRange::default())]
-        masquerade_ports: PortRange,
     },
 }
 
@@ -336,33 +319,13 @@ pub fn run(cli: Cli) -> Result<bool> {
             cmd:
                 ClusterCmd::Init {
                     etcd,
-                    cluster_cidr,
+                    settings,
                     subnet_len,
-                    backend,
-                    vni,
-                    port,
-                    mtu,
-                    no_masquerade,
-                    masquerade_exempt,
-                    masquerade_ports,
                 },
         } => {
-            let backend: Backend = backend
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("--backend: {e}"))?;
             let config = ClusterConfig {
-                cluster_cidr,
+                settings,
                 subnet_len,
-                backend,
-                vni,
-                port,
-                mtu,
-                redirect: Default::default(),
-                decap: Default::default(),
-                vxlan_device: Default::default(),
-                masquerade: !no_masquerade,
-                no_masquerade: masquerade_exempt,
-                masquerade_ports,
             };
             let opts = etcd.options()?;
             let created = block_on(async {

@@ -53,23 +53,23 @@ fn settings(
     underlay: &Underlay,
     probed: &Probed,
 ) -> Settings {
-    let mode: RedirectMode = spec.redirect.into();
+    let mode: RedirectMode = spec.settings.redirect.into();
     Settings {
         redirect_mode: mode as u32,
         underlay_ifindex: underlay.ifindex,
         node_ip: local.ip().octets(),
-        cluster_ip: spec.cluster_cidr.addr.octets(),
-        cluster_prefix: spec.cluster_cidr.prefix as u32,
-        vni: spec.vni,
-        vxlan_port: spec.port,
+        cluster_ip: spec.settings.cluster_cidr.addr.octets(),
+        cluster_prefix: spec.settings.cluster_cidr.prefix as u32,
+        vni: spec.settings.vni,
+        vxlan_port: spec.settings.port,
         vtep_mac: local.vtep_mac.octets(),
         encap_flags: probed.encap_flags,
         tc_attach: probed.tc_attach,
         tunnel_ifindex: probed.tunnel_ifindex,
         tunnel_use: probed.tunnel_use,
-        masquerade: spec.masquerade.enabled as u32,
-        nat_port_min: spec.masquerade.ports.min,
-        nat_port_max: spec.masquerade.ports.max,
+        masquerade: spec.settings.masquerade as u32,
+        nat_port_min: spec.settings.masquerade_ports.min,
+        nat_port_max: spec.settings.masquerade_ports.max,
     }
 }
 
@@ -104,11 +104,11 @@ pub fn plan(
         settings: settings(spec, local, underlay, probed),
         ..Desired::default()
     };
-    if spec.masquerade.enabled {
+    if spec.settings.masquerade {
         let nodes = spec.nodes.iter().map(|n| Ipv4Net::new(n.ip(), 32));
-        d.nat_exempt = std::iter::once(spec.cluster_cidr)
+        d.nat_exempt = std::iter::once(spec.settings.cluster_cidr)
             .chain(nodes)
-            .chain(spec.masquerade.exempt.iter().copied())
+            .chain(spec.settings.no_masquerade.iter().copied())
             .map(|net| (net, ()))
             .collect();
     }
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn masquerade_exempts_the_cluster_every_node_and_the_spec_list() {
         let mut d = ClusterSpec::parse(DEFAULT_SPEC).unwrap().to_draft();
-        d.no_masquerade = vec!["203.0.113.0/24".parse().unwrap()];
+        d.settings.no_masquerade = vec!["203.0.113.0/24".parse().unwrap()];
         let mut spec = d.validate().unwrap();
         let local = spec.nodes[0].clone();
         let d = plan(&spec, &local, &UL, &Probed::default(), &node1_table());
@@ -186,7 +186,7 @@ mod tests {
         ];
         let got: Vec<String> = d.nat_exempt.keys().map(|n| n.to_string()).collect();
         assert_eq!(got, want);
-        spec.masquerade.enabled = false;
+        spec.settings.masquerade = false;
         assert!(plan(&spec, &local, &UL, &Probed::default(), &node1_table())
             .nat_exempt
             .is_empty());

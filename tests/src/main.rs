@@ -195,10 +195,10 @@ fn run(cli: Cli) -> Result<bool> {
                 }
             };
             if let Some(r) = redirect {
-                cfg.spec.redirect = r.into();
+                cfg.spec.settings.redirect = r.into();
             }
             if let Some(d) = decap {
-                cfg.spec.decap = match d {
+                cfg.spec.settings.decap = match d {
                     DecapArg::Tc => Decap::Tc,
                     DecapArg::Xdp => Decap::Xdp,
                 };
@@ -218,7 +218,7 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
         "bringing up {} node(s) with {} pod(s) each, backend {} …",
         cfg.spec.nodes.len(),
         cfg.pods_per_node,
-        cfg.spec.backend.name()
+        cfg.spec.settings.backend.name()
     );
     let mut lab = lab::Lab::up(cfg).context("bring up the lab")?;
     for n in &lab.nodes {
@@ -242,7 +242,7 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
     }
     println!();
     let mut checks = lab.check_model(&[Proto::Tcp, Proto::Udp, Proto::Icmp]);
-    if lab.spec.masquerade.enabled {
+    if lab.spec.settings.masquerade {
         // Egress: pods reach a host outside the cluster with their node's address.
         checks.extend(lab.check_egress(&[Proto::Tcp, Proto::Udp, Proto::Icmp]));
     }

@@ -193,9 +193,9 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         node = %agent.local.name,
         pins = %agent.dir.display(),
         underlay = %agent.underlay_name,
-        backend = agent.spec.backend.name(),
-        decap = agent.spec.decap.name(),
-        vxlan_device = agent.spec.vxlan_device.name(),
+        backend = agent.spec.settings.backend.name(),
+        decap = agent.spec.settings.decap.name(),
+        vxlan_device = agent.spec.settings.vxlan_device.name(),
         tc_attach = started.tc_attach.name(),
         kernel = %state::kernel_release(),
         pod_cidr = %agent.local.pod_cidr,
@@ -351,17 +351,17 @@ impl Agent {
                 self.local.pod_cidr
             );
         }
-        if spec.decap != self.spec.decap {
+        if spec.settings.decap != self.spec.settings.decap {
             bail!(
                 "decap changed to {}: restart the agent to re-attach",
-                spec.decap.name()
+                spec.settings.decap.name()
             );
         }
         start::check_nat_ports(&spec)?;
-        if spec.vxlan_device != self.spec.vxlan_device {
+        if spec.settings.vxlan_device != self.spec.settings.vxlan_device {
             bail!(
                 "vxlan_device changed to {}: restart the agent to set the device up",
-                spec.vxlan_device.name()
+                spec.settings.vxlan_device.name()
             );
         }
         Ok(spec)

@@ -128,7 +128,7 @@ mod tests {
             "the default spec sets vni"
         );
         crate::files::write_atomic(&path, edited.as_bytes(), false).unwrap();
-        assert_eq!(f.poll().unwrap().unwrap().vni, 7);
+        assert_eq!(f.poll().unwrap().unwrap().settings.vni, 7);
         assert!(f.poll().is_none());
         std::fs::remove_file(&path).unwrap();
         assert!(

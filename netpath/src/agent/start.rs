@@ -99,20 +99,20 @@ pub async fn start_datapath(
         mtu: link.mtu.unwrap_or(1500),
     };
     let mut loaded = datapath::load_and_pin(dir)?;
-    let tc_attach = loaded.attach_underlay(&link.name, spec.decap == Decap::Xdp)?;
+    let tc_attach = loaded.attach_underlay(&link.name, spec.settings.decap == Decap::Xdp)?;
     let mut probed = Probed {
         encap_flags: encap_flags(),
         tc_attach: tc_attach as u32,
         ..Default::default()
     };
-    if spec.backend != Backend::Direct && spec.vxlan_device != VxlanDevice::Off {
+    if spec.settings.backend != Backend::Direct && spec.settings.vxlan_device != VxlanDevice::Off {
         let mtu = spec.pod_mtu(underlay.mtu);
-        let index = tunnel::ensure(nl, spec.port, local.vtep_mac, mtu)
+        let index = tunnel::ensure(nl, spec.settings.port, local.vtep_mac, mtu)
             .await
             .context("set up the node's VXLAN device")?;
         loaded.attach_tunnel(tunnel::NAME, tc_attach)?;
         probed.tunnel_ifindex = index;
-        probed.tunnel_use = spec.vxlan_device.tunnel_use();
+        probed.tunnel_use = spec.settings.vxlan_device.tunnel_use();
     } else {
         // One an earlier agent made with another spec: it would hold the VXLAN port.
         tunnel::remove(nl).await?;
@@ -168,7 +168,7 @@ pub async fn wait_for_underlay(
 /// ephemeral range (this network namespace's `ip_local_port_range`) must lie outside
 /// the masquerade range.
 pub fn check_nat_ports(spec: &ClusterSpec) -> Result<()> {
-    if !spec.masquerade.enabled {
+    if !spec.settings.masquerade {
         return Ok(());
     }
     const SYSCTL: &str = "/proc/sys/net/ipv4/ip_local_port_range";
@@ -179,7 +179,7 @@ pub fn check_nat_ports(spec: &ClusterSpec) -> Result<()> {
         .join("-")
         .parse()
         .map_err(|e| anyhow!("{SYSCTL}: {e}"))?;
-    let nat = spec.masquerade.ports;
+    let nat = spec.settings.masquerade_ports;
     if local.overlaps(&nat) {
         bail!(
             "masquerade_ports {nat} overlap this node's ephemeral ports {local} \

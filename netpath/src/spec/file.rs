@@ -1,41 +1,14 @@
 //! The spec as a TOML file: one source of a `SpecDraft`, and the format the lab
 //! writes for its agents.
-use std::path::{Path, PathBuf};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 
-use super::{
-    invalid, Backend, ClusterSpec, Decap, NodeDraft, PortRange, Redirect, SpecDraft, SpecError,
-    VxlanDevice,
-};
+use super::{invalid, ClusterSettings, ClusterSpec, NodeDraft, SpecDraft, SpecError};
 use crate::net::Ipv4Net;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSpec {
-    cluster_cidr: String,
-    #[serde(default)]
-    backend: Backend,
-    #[serde(default = "default_vni")]
-    vni: u32,
-    #[serde(default = "default_port")]
-    port: u16,
-    mtu: Option<u32>,
-    #[serde(default)]
-    redirect: Redirect,
-    #[serde(default)]
-    decap: Decap,
-    #[serde(default)]
-    vxlan_device: VxlanDevice,
-    bpffs_root: Option<PathBuf>,
-    #[serde(default = "yes")]
-    masquerade: bool,
-    #[serde(default)]
-    no_masquerade: Vec<String>,
-    masquerade_ports: Option<String>,
-    #[serde(default)]
-    nodes: Vec<RawNode>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,79 +19,62 @@ struct RawNode {
     vtep_mac: Option<String>,
 }
 
-fn yes() -> bool {
-    true
-}
-
-fn default_vni() -> u32 {
-    netpath_common::DEFAULT_VNI
-}
-
-fn default_port() -> u16 {
-    netpath_common::DEFAULT_VXLAN_PORT
-}
-
 fn net(field: String, text: &str) -> Result<Ipv4Net, SpecError> {
     text.parse().map_err(|why: &str| invalid(field, text, why))
 }
 
-impl RawSpec {
-    /// Strings to typed values; a value that does not parse names its field.
-    fn into_draft(self) -> Result<SpecDraft, SpecError> {
-        let mut nodes = Vec::with_capacity(self.nodes.len());
-        for (i, n) in self.nodes.into_iter().enumerate() {
-            let f = |name: &str| format!("nodes[{i}].{name}");
-            let vtep_mac = match &n.vtep_mac {
-                None => None,
-                Some(m) => Some(
-                    m.parse()
-                        .map_err(|why: &str| invalid(f("vtep_mac"), m, why))?,
-                ),
-            };
-            nodes.push(NodeDraft {
-                underlay: net(f("underlay"), &n.underlay)?,
-                pod_cidr: net(f("pod_cidr"), &n.pod_cidr)?,
-                name: n.name,
-                vtep_mac,
-            });
-        }
-        let no_masquerade = self
-            .no_masquerade
-            .iter()
-            .enumerate()
-            .map(|(i, t)| net(format!("no_masquerade[{i}]"), t))
-            .collect::<Result<Vec<_>, _>>()?;
-        let masquerade_ports = match &self.masquerade_ports {
-            None => PortRange::default(),
-            Some(t) => t
-                .parse()
-                .map_err(|why: String| invalid("masquerade_ports", t, why))?,
+/// The nodes as written: strings, so a value that does not parse names its field.
+fn nodes(raw: Vec<RawNode>) -> Result<Vec<NodeDraft>, SpecError> {
+    let mut nodes = Vec::with_capacity(raw.len());
+    for (i, n) in raw.into_iter().enumerate() {
+        let f = |name: &str| format!("nodes[{i}].{name}");
+        let vtep_mac = match &n.vtep_mac {
+            None => None,
+            Some(m) => Some(
+                m.parse()
+                    .map_err(|why: &str| invalid(f("vtep_mac"), m, why))?,
+            ),
         };
-        Ok(SpecDraft {
-            cluster_cidr: net("cluster_cidr".into(), &self.cluster_cidr)?,
-            backend: self.backend,
-            vni: self.vni,
-            port: self.port,
-            mtu: self.mtu,
-            redirect: self.redirect,
-            decap: self.decap,
-            vxlan_device: self.vxlan_device,
-            bpffs_root: self.bpffs_root,
-            masquerade: self.masquerade,
-            no_masquerade,
-            masquerade_ports,
-            nodes,
-        })
+        nodes.push(NodeDraft {
+            underlay: net(f("underlay"), &n.underlay)?,
+            pod_cidr: net(f("pod_cidr"), &n.pod_cidr)?,
+            name: n.name,
+            vtep_mac,
+        });
+    }
+    Ok(nodes)
+}
+
+fn parse_error(message: impl fmt::Display) -> SpecError {
+    SpecError::Parse {
+        path: PathBuf::from("<spec>"),
+        message: message.to_string().trim().to_string(),
     }
 }
 
 impl SpecDraft {
+    /// A TOML spec: the settings at the top level (`ClusterSettings`), beside
+    /// `bpffs_root` and the `[[nodes]]`. Read in two steps so that a bad value names
+    /// its key, which serde cannot do for a flattened struct.
     pub fn parse(text: &str) -> Result<Self, SpecError> {
-        let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
-            path: PathBuf::from("<spec>"),
-            message: e.to_string().trim().to_string(),
-        })?;
-        raw.into_draft()
+        let mut top: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        let raw_nodes: Vec<RawNode> = match top.remove("nodes") {
+            None => Vec::new(),
+            Some(v) => v
+                .try_into()
+                .map_err(|e| parse_error(format!("nodes: {e}")))?,
+        };
+        let bpffs_root: Option<PathBuf> = top
+            .remove("bpffs_root")
+            .map(|v| v.try_into())
+            .transpose()
+            .map_err(|e| parse_error(format!("bpffs_root: {e}")))?;
+        let settings: ClusterSettings = toml::Value::Table(top).try_into().map_err(parse_error)?;
+        Ok(SpecDraft {
+            settings,
+            bpffs_root,
+            nodes: nodes(raw_nodes)?,
+        })
     }
 }
 

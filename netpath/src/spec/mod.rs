@@ -2,12 +2,14 @@
 //! built in code or read from TOML (`file`); `SpecDraft::validate` is the one place
 //! that checks it, naming the field and the value of every mistake.
 mod file;
+mod settings;
 
-use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf, str::FromStr};
+use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf};
 
-use netpath_common::{RedirectMode, RouteMode, DEFAULT_VNI, DEFAULT_VXLAN_PORT, VXLAN_OVERHEAD};
-use serde::{Deserialize, Serialize};
+use netpath_common::{RouteMode, VXLAN_OVERHEAD};
+use serde::Serialize;
 
+pub use self::settings::{Backend, ClusterSettings, Decap, PortRange, Redirect, VxlanDevice};
 use crate::net::{Ipv4Net, Mac};
 
 /// The spec `cargo xtask run` brings up: three nodes, two on one underlay subnet and
@@ -46,133 +48,13 @@ fn invalid(
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Redirect {
-    #[default]
-    Peer,
-    Plain,
-}
-
-impl From<Redirect> for RedirectMode {
-    fn from(r: Redirect) -> Self {
-        match r {
-            Redirect::Peer => RedirectMode::Peer,
-            Redirect::Plain => RedirectMode::Plain,
-        }
-    }
-}
-
-/// Where VXLAN from other nodes is unwrapped.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Decap {
-    /// In `from_underlay` (TC ingress), on the skb: GSO super-packets stay whole.
-    #[default]
-    Tc,
-    /// In `xdp_underlay`, before an skb exists; `from_underlay` delivers the result.
-    Xdp,
-}
-
-impl Decap {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Tc => "tc",
-            Self::Xdp => "xdp",
-        }
-    }
-}
-
-/// What the node's kernel VXLAN device (`np-vxlan`, metadata mode) carries; with
-/// `off` there is no such device and the programs encapsulate and unwrap in place.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum VxlanDevice {
-    /// Everything in place (the fastest here, see the bench report).
-    #[default]
-    Off,
-    /// Wire-sized frames for local pods go through the kernel's tunnel GRO first.
-    Receive,
-    /// Peers behind a router get packets the kernel encapsulates (outer UDP checksum).
-    Send,
-    /// Both.
-    Both,
-}
-
-impl VxlanDevice {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Off => "off",
-            Self::Receive => "receive",
-            Self::Send => "send",
-            Self::Both => "both",
-        }
-    }
-
-    /// The `TUNNEL_*` bits the programs read.
-    pub fn tunnel_use(self) -> u32 {
-        use netpath_common::{TUNNEL_RX, TUNNEL_TX_ROUTED};
-        match self {
-            Self::Off => 0,
-            Self::Receive => TUNNEL_RX,
-            Self::Send => TUNNEL_TX_ROUTED,
-            Self::Both => TUNNEL_RX | TUNNEL_TX_ROUTED,
-        }
-    }
-}
-
-/// How nodes reach each other's pods.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// Plain IP to the owning node (flannel host-gw); nodes must share an L2 subnet.
-    Direct,
-    /// VXLAN to every node.
-    Vxlan,
-    /// Direct within the local underlay subnet, VXLAN across subnets.
-    #[default]
-    Auto,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Direct => "direct",
-            Self::Vxlan => "vxlan",
-            Self::Auto => "auto",
-        }
-    }
-}
-
-impl FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "direct" => Ok(Self::Direct),
-            "vxlan" => Ok(Self::Vxlan),
-            "auto" => Ok(Self::Auto),
-            _ => Err(format!("unknown backend {s:?} (direct, vxlan, auto)")),
-        }
-    }
-}
-
 /// A spec as written, not yet checked: build one in code or read one from TOML.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SpecDraft {
-    pub cluster_cidr: Ipv4Net,
-    pub backend: Backend,
-    pub vni: u32,
-    pub port: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<u32>,
-    pub redirect: Redirect,
-    pub decap: Decap,
-    pub vxlan_device: VxlanDevice,
+    #[serde(flatten)]
+    pub settings: ClusterSettings,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bpffs_root: Option<PathBuf>,
-    pub masquerade: bool,
-    pub no_masquerade: Vec<Ipv4Net>,
-    pub masquerade_ports: PortRange,
     pub nodes: Vec<NodeDraft>,
 }
 
@@ -188,19 +70,14 @@ pub struct NodeDraft {
 impl SpecDraft {
     /// A cluster with the defaults (auto backend, VNI 1, port 8472) and no nodes yet.
     pub fn new(cluster_cidr: Ipv4Net) -> Self {
+        Self::of(ClusterSettings::new(cluster_cidr))
+    }
+
+    /// A cluster with these settings and no nodes yet.
+    pub fn of(settings: ClusterSettings) -> Self {
         Self {
-            cluster_cidr,
-            backend: Backend::default(),
-            vni: DEFAULT_VNI,
-            port: DEFAULT_VXLAN_PORT,
-            mtu: None,
-            redirect: Redirect::default(),
-            decap: Decap::default(),
-            vxlan_device: VxlanDevice::default(),
+            settings,
             bpffs_root: None,
-            masquerade: true,
-            no_masquerade: Vec::new(),
-            masquerade_ports: PortRange::default(),
             nodes: Vec::new(),
         }
     }
@@ -215,41 +92,8 @@ impl SpecDraft {
         self
     }
 
-    /// Checks everything but the nodes (what a cluster holds before any joined);
-    /// returns the bpffs root in force.
-    pub fn validate_settings(&self) -> Result<PathBuf, SpecError> {
-        let cidr = self.cluster_cidr;
-        if cidr.addr != cidr.network() {
-            return Err(invalid("cluster_cidr", cidr, "host bits are set"));
-        }
-        if self.vni == 0 || self.vni > 0xff_ffff {
-            return Err(invalid("vni", self.vni, "must be 1-16777215 (24 bits)"));
-        }
-        if self.port == 0 {
-            return Err(invalid("port", self.port, "must be a UDP port, 1-65535"));
-        }
-        if let Some(mtu) = self.mtu {
-            if !(576..=9000).contains(&mtu) {
-                return Err(invalid("mtu", mtu, "must be 576-9000"));
-            }
-        }
-        for (i, net) in self.no_masquerade.iter().enumerate() {
-            if net.addr != net.network() {
-                return Err(invalid(
-                    format!("no_masquerade[{i}]"),
-                    net,
-                    "host bits are set",
-                ));
-            }
-        }
-        let PortRange { min, max } = self.masquerade_ports;
-        if min < 1024 || min > max {
-            return Err(invalid(
-                "masquerade_ports",
-                self.masquerade_ports,
-                "must be FIRST-LAST with 1024 <= FIRST <= LAST <= 65535",
-            ));
-        }
+    /// The bpffs root in force, checked.
+    fn bpffs_root(&self) -> Result<PathBuf, SpecError> {
         let bpffs_root = self
             .bpffs_root
             .clone()
@@ -265,8 +109,9 @@ impl SpecDraft {
     }
 
     pub fn validate(self) -> Result<ClusterSpec, SpecError> {
-        let cidr = self.cluster_cidr;
-        let bpffs_root = self.validate_settings()?;
+        self.settings.validate()?;
+        let bpffs_root = self.bpffs_root()?;
+        let cidr = self.settings.cluster_cidr;
         if self.nodes.is_empty() {
             return Err(invalid(
                 "nodes",
@@ -281,7 +126,7 @@ impl SpecDraft {
             .map(|(i, n)| validate_node(i, n, &cidr))
             .collect::<Result<Vec<_>, _>>()?;
         check_distinct(&nodes)?;
-        if self.backend == Backend::Direct {
+        if self.settings.backend == Backend::Direct {
             // Direct routing hands packets to the peer on the local segment: every node
             // must share the first node's underlay subnet.
             let first = &nodes[0];
@@ -301,20 +146,8 @@ impl SpecDraft {
             }
         }
         Ok(ClusterSpec {
-            cluster_cidr: cidr,
-            backend: self.backend,
-            vni: self.vni,
-            port: self.port,
-            mtu: self.mtu,
-            redirect: self.redirect,
-            decap: self.decap,
-            vxlan_device: self.vxlan_device,
+            settings: self.settings,
             bpffs_root,
-            masquerade: Masquerade {
-                enabled: self.masquerade,
-                exempt: self.no_masquerade,
-                ports: self.masquerade_ports,
-            },
             nodes,
         })
     }
@@ -454,86 +287,9 @@ impl NodeSpec {
 /// A validated spec; change one through `to_draft` and `validate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSpec {
-    pub cluster_cidr: Ipv4Net,
-    pub backend: Backend,
-    pub vni: u32,
-    pub port: u16,
-    /// Pod MTU override; derived from the underlay when absent.
-    pub mtu: Option<u32>,
-    pub redirect: Redirect,
-    pub decap: Decap,
-    pub vxlan_device: VxlanDevice,
+    pub settings: ClusterSettings,
     pub bpffs_root: PathBuf,
-    pub masquerade: Masquerade,
     pub nodes: Vec<NodeSpec>,
-}
-
-/// Source NAT of pods' flows to the outside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Masquerade {
-    pub enabled: bool,
-    /// Destinations pods reach with their own address, beside the cluster CIDR and
-    /// the nodes.
-    pub exempt: Vec<Ipv4Net>,
-    pub ports: PortRange,
-}
-
-/// An inclusive port range, written `FIRST-LAST`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PortRange {
-    pub min: u16,
-    pub max: u16,
-}
-
-impl Default for PortRange {
-    fn default() -> Self {
-        let (min, max) = netpath_common::DEFAULT_NAT_PORTS;
-        Self { min, max }
-    }
-}
-
-impl PortRange {
-    pub fn overlaps(&self, other: &PortRange) -> bool {
-        self.min <= other.max && other.min <= self.max
-    }
-}
-
-impl std::fmt::Display for PortRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.min, self.max)
-    }
-}
-
-impl FromStr for PortRange {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, b) = s
-            .split_once('-')
-            .ok_or_else(|| format!("{s:?} is not FIRST-LAST"))?;
-        let port = |t: &str| {
-            t.trim()
-                .parse::<u16>()
-                .map_err(|_| format!("{t:?} is not a port (0-65535)"))
-        };
-        Ok(Self {
-            min: port(a)?,
-            max: port(b)?,
-        })
-    }
-}
-
-impl TryFrom<String> for PortRange {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<PortRange> for String {
-    fn from(r: PortRange) -> String {
-        r.to_string()
-    }
 }
 
 /// A VTEP MAC derived from the underlay address: locally administered, unicast, stable.
@@ -546,18 +302,8 @@ impl ClusterSpec {
     /// The draft this spec was validated from (with derived values filled in).
     pub fn to_draft(&self) -> SpecDraft {
         SpecDraft {
-            cluster_cidr: self.cluster_cidr,
-            backend: self.backend,
-            vni: self.vni,
-            port: self.port,
-            mtu: self.mtu,
-            redirect: self.redirect,
-            decap: self.decap,
-            vxlan_device: self.vxlan_device,
+            settings: self.settings.clone(),
             bpffs_root: Some(self.bpffs_root.clone()),
-            masquerade: self.masquerade.enabled,
-            no_masquerade: self.masquerade.exempt.clone(),
-            masquerade_ports: self.masquerade.ports,
             nodes: self
                 .nodes
                 .iter()
@@ -574,7 +320,7 @@ impl ClusterSpec {
     /// Changes the backend, re-checking what depends on it.
     pub fn with_backend(&self, backend: Backend) -> Result<Self, SpecError> {
         let mut d = self.to_draft();
-        d.backend = backend;
+        d.settings.backend = backend;
         d.validate()
     }
 
@@ -591,7 +337,7 @@ impl ClusterSpec {
 
     /// How `local` reaches `peer`'s pods.
     pub fn route_mode(&self, local: &NodeSpec, peer: &NodeSpec) -> RouteMode {
-        match self.backend {
+        match self.settings.backend {
             Backend::Direct => RouteMode::Direct,
             Backend::Vxlan => RouteMode::Vxlan,
             Backend::Auto if local.underlay.contains(peer.ip()) => RouteMode::Direct,
@@ -602,7 +348,7 @@ impl ClusterSpec {
     /// Pod MTU on a node whose underlay has `underlay_mtu`: room for VXLAN unless
     /// every route is direct.
     pub fn pod_mtu(&self, underlay_mtu: u32) -> u32 {
-        match (self.mtu, self.backend) {
+        match (self.settings.mtu, self.settings.backend) {
             (Some(m), _) => m,
             (None, Backend::Direct) => underlay_mtu,
             (None, _) => underlay_mtu - VXLAN_OVERHEAD,

@@ -20,8 +20,8 @@ fn err(text: &str) -> String {
 fn embedded_default_is_valid_and_mixes_direct_and_vxlan() {
     let s = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
     assert_eq!(s.nodes.len(), 3);
-    assert_eq!(s.backend, Backend::Auto);
-    assert_eq!((s.vni, s.port), (1, 8472));
+    assert_eq!(s.settings.backend, Backend::Auto);
+    assert_eq!((s.settings.vni, s.settings.port), (1, 8472));
     let (n1, n2, n3) = (&s.nodes[0], &s.nodes[1], &s.nodes[2]);
     assert_eq!(s.route_mode(n1, n2), RouteMode::Direct);
     assert_eq!(s.route_mode(n1, n3), RouteMode::Vxlan);
@@ -32,7 +32,7 @@ fn embedded_default_is_valid_and_mixes_direct_and_vxlan() {
 #[test]
 fn defaults_and_derived_values() {
     let s = ClusterSpec::parse(TWO).unwrap();
-    assert_eq!(s.redirect, Redirect::Peer);
+    assert_eq!(s.settings.redirect, Redirect::Peer);
     assert_eq!(s.bpffs_root, PathBuf::from("/sys/fs/bpf/netpath"));
     assert_eq!(s.nodes[0].vtep_mac.octets(), [0x0e, 0x6e, 192, 168, 56, 11]);
     assert_eq!(s.node("b").unwrap().ip(), Ipv4Addr::new(192, 168, 57, 12));
@@ -50,7 +50,7 @@ fn direct_backend_requires_one_subnet() {
     let s = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
     assert!(s.with_backend(Backend::Direct).is_err());
     assert_eq!(
-        s.with_backend(Backend::Vxlan).unwrap().backend,
+        s.with_backend(Backend::Vxlan).unwrap().settings.backend,
         Backend::Vxlan
     );
 }
@@ -58,13 +58,13 @@ fn direct_backend_requires_one_subnet() {
 #[test]
 fn backends_pick_route_modes_and_mtu() {
     let mut s = ClusterSpec::parse(TWO).unwrap();
-    s.backend = Backend::Direct;
+    s.settings.backend = Backend::Direct;
     assert_eq!(s.route_mode(&s.nodes[0], &s.nodes[1]), RouteMode::Direct);
     assert_eq!(s.pod_mtu(1500), 1500);
-    s.backend = Backend::Vxlan;
+    s.settings.backend = Backend::Vxlan;
     assert_eq!(s.route_mode(&s.nodes[0], &s.nodes[1]), RouteMode::Vxlan);
     assert_eq!(s.pod_mtu(9000), 8950);
-    s.mtu = Some(1400);
+    s.settings.mtu = Some(1400);
     assert_eq!(s.pod_mtu(1500), 1400);
 }
 
@@ -175,12 +175,15 @@ fn built_in_code_with_the_same_checks_as_the_file() {
 fn vxlan_device_is_off_unless_asked_and_maps_to_program_bits() {
     use netpath_common::{TUNNEL_RX, TUNNEL_TX_ROUTED};
     assert_eq!(
-        ClusterSpec::parse(TWO).unwrap().vxlan_device,
+        ClusterSpec::parse(TWO).unwrap().settings.vxlan_device,
         VxlanDevice::Off
     );
     let s = ClusterSpec::parse(&format!("vxlan_device = \"both\"\n{TWO}")).unwrap();
-    assert_eq!(s.vxlan_device, VxlanDevice::Both);
-    assert_eq!(s.vxlan_device.tunnel_use(), TUNNEL_RX | TUNNEL_TX_ROUTED);
+    assert_eq!(s.settings.vxlan_device, VxlanDevice::Both);
+    assert_eq!(
+        s.settings.vxlan_device.tunnel_use(),
+        TUNNEL_RX | TUNNEL_TX_ROUTED
+    );
     assert_eq!(VxlanDevice::Receive.tunnel_use(), TUNNEL_RX);
     assert_eq!(VxlanDevice::Send.tunnel_use(), TUNNEL_TX_ROUTED);
     assert_eq!(VxlanDevice::Off.tunnel_use(), 0);
@@ -233,10 +236,10 @@ fn a_hundred_thousand_nodes_validate_and_a_late_overlap_is_found() {
 #[test]
 fn masquerade_fields_default_on_parse_and_name_their_mistakes() {
     let s = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
-    assert!(s.masquerade.enabled);
-    assert!(s.masquerade.exempt.is_empty());
+    assert!(s.settings.masquerade);
+    assert!(s.settings.no_masquerade.is_empty());
     assert_eq!(
-        s.masquerade.ports,
+        s.settings.masquerade_ports,
         PortRange {
             min: 61000,
             max: 65535
@@ -248,10 +251,13 @@ fn masquerade_fields_default_on_parse_and_name_their_mistakes() {
         "masquerade = false\nno_masquerade = [\"192.0.2.0/24\"]\nmasquerade_ports = \"40000-40999\"",
     ))
     .unwrap();
-    assert!(!s.masquerade.enabled);
-    assert_eq!(s.masquerade.exempt, vec!["192.0.2.0/24".parse().unwrap()]);
+    assert!(!s.settings.masquerade);
     assert_eq!(
-        s.masquerade.ports,
+        s.settings.no_masquerade,
+        vec!["192.0.2.0/24".parse().unwrap()]
+    );
+    assert_eq!(
+        s.settings.masquerade_ports,
         PortRange {
             min: 40000,
             max: 40999
@@ -261,7 +267,7 @@ fn masquerade_fields_default_on_parse_and_name_their_mistakes() {
     assert_eq!(ClusterSpec::parse(&s.to_toml()).unwrap(), s);
     for (fields, named) in [
         ("no_masquerade = [\"192.0.2.1/24\"]", "no_masquerade[0]"),
-        ("no_masquerade = [\"nonsense\"]", "no_masquerade[0]"),
+        ("no_masquerade = [\"nonsense\"]", "in `no_masquerade`"),
         ("masquerade_ports = \"65000-61000\"", "masquerade_ports"),
         ("masquerade_ports = \"80-90\"", "masquerade_ports"),
         ("masquerade_ports = \"61000\"", "masquerade_ports"),

@@ -553,21 +553,22 @@ async fn reserve(client: &mut Client, keys: &Keys, name: &str) -> Result<Ipv4Net
             .as_ref()
             .ok_or_else(|| StoreError::NotInitialized(keys.prefix.clone()))?;
         if let Some(mine) = view.reservation_of(name) {
-            if config.cluster_cidr.contains_net(&mine) && mine.prefix == config.subnet_len {
+            if config.settings.cluster_cidr.contains_net(&mine) && mine.prefix == config.subnet_len
+            {
                 return Ok(mine);
             }
             return Err(StoreError::Config(format!(
                 "node {name}'s reservation {mine} does not fit the cluster config ({} in /{}); \
                  release it with `netpath node remove {name}`",
-                config.cluster_cidr, config.subnet_len
+                config.settings.cluster_cidr, config.subnet_len
             )));
         }
         let taken: BTreeSet<Ipv4Net> = view.subnets.keys().copied().collect();
         let pick = if attempt == 0 {
-            pick_subnet(config.cluster_cidr, config.subnet_len, &taken)
+            pick_subnet(config.settings.cluster_cidr, config.subnet_len, &taken)
         } else {
             pick_subnet_after_conflict(
-                config.cluster_cidr,
+                config.settings.cluster_cidr,
                 config.subnet_len,
                 &taken,
                 name,
@@ -576,7 +577,7 @@ async fn reserve(client: &mut Client, keys: &Keys, name: &str) -> Result<Ipv4Net
         };
         let net = pick.ok_or_else(|| StoreError::NoSubnet {
             node: name.into(),
-            cluster: config.cluster_cidr,
+            cluster: config.settings.cluster_cidr,
             len: config.subnet_len,
         })?;
         let value = serde_json::to_vec(&Reservation { node: name.into() }).expect("serializes");

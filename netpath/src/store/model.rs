@@ -15,82 +15,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     net::{Ipv4Net, Mac},
-    spec::{Backend, ClusterSpec, Decap, PortRange, Redirect, SpecDraft, SpecError, VxlanDevice},
+    spec::{ClusterSettings, ClusterSpec, SpecDraft, SpecError},
 };
 
 pub const DEFAULT_PREFIX: &str = "/netpath";
 
-/// What `netpath cluster init` writes: everything of the spec that is not per node.
+/// What `netpath cluster init` writes: the cluster's settings and the length of
+/// the pod CIDR each joining node reserves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    pub cluster_cidr: Ipv4Net,
+    #[serde(flatten)]
+    pub settings: ClusterSettings,
     /// Prefix length of every node's pod CIDR.
     pub subnet_len: u8,
-    #[serde(default)]
-    pub backend: Backend,
-    #[serde(default = "default_vni")]
-    pub vni: u32,
-    #[serde(default = "default_port")]
-    pub port: u16,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<u32>,
-    #[serde(default)]
-    pub redirect: Redirect,
-    #[serde(default)]
-    pub decap: Decap,
-    #[serde(default)]
-    pub vxlan_device: VxlanDevice,
-    #[serde(default = "yes")]
-    pub masquerade: bool,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub no_masquerade: Vec<Ipv4Net>,
-    #[serde(default)]
-    pub masquerade_ports: PortRange,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_vni() -> u32 {
-    netpath_common::DEFAULT_VNI
-}
-
-fn default_port() -> u16 {
-    netpath_common::DEFAULT_VXLAN_PORT
 }
 
 impl ClusterConfig {
     pub fn draft(&self) -> SpecDraft {
-        let mut d = SpecDraft::new(self.cluster_cidr);
-        d.backend = self.backend;
-        d.vni = self.vni;
-        d.port = self.port;
-        d.mtu = self.mtu;
-        d.redirect = self.redirect;
-        d.decap = self.decap;
-        d.vxlan_device = self.vxlan_device;
-        d.masquerade = self.masquerade;
-        d.no_masquerade = self.no_masquerade.clone();
-        d.masquerade_ports = self.masquerade_ports;
-        d
+        SpecDraft::of(self.settings.clone())
     }
 
     /// Checks with the spec's own rules and messages (a spec without nodes is
     /// fine here: nodes join later).
     pub fn validate(&self) -> Result<(), SpecError> {
-        if !(8..=30).contains(&self.subnet_len) || self.subnet_len < self.cluster_cidr.prefix {
+        let cidr = self.settings.cluster_cidr;
+        if !(8..=30).contains(&self.subnet_len) || self.subnet_len < cidr.prefix {
             return Err(SpecError::Invalid {
                 field: "subnet_len".into(),
                 value: self.subnet_len.to_string(),
                 why: format!(
                     "must be from {} (the cluster CIDR's length) to 30",
-                    self.cluster_cidr.prefix.max(8)
+                    cidr.prefix.max(8)
                 ),
             });
         }
-        self.draft().validate_settings().map(|_| ())
+        self.settings.validate()
     }
 }
 

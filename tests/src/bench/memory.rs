@@ -41,7 +41,7 @@ pub fn agent_memory(peers: usize) -> Result<AgentMemory> {
     let lab = super::lab(1, 1, Backend::Vxlan, NodeKind::Netpath, Decap::Tc)?;
     let node = &lab.nodes[0];
     let mut d = lab.spec.to_draft();
-    d.cluster_cidr = Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8);
+    d.settings.cluster_cidr = Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8);
     for i in 0..peers as u32 {
         let (underlay, pods) = peer(i);
         d = d.node(&format!("p{i}"), underlay, pods);

@@ -270,8 +270,8 @@ fn lab_with(
     device: VxlanDevice,
 ) -> Result<Box<Lab>> {
     let mut cfg = LabConfig::with_spec(generated_spec(nodes, backend)?, pods)?;
-    cfg.spec.decap = decap;
-    cfg.spec.vxlan_device = device;
+    cfg.spec.settings.decap = decap;
+    cfg.spec.settings.vxlan_device = device;
     cfg.kinds = (0..nodes).map(|i| (i, kind)).collect();
     Ok(Box::new(Lab::up(&cfg)?))
 }
@@ -360,12 +360,12 @@ fn build(path: PathKind) -> Result<Topo> {
 fn masquerade_lab(in_programs: bool) -> Result<Box<Lab>> {
     let mut cfg = LabConfig::with_spec(generated_spec(2, Backend::Direct)?, 1)?;
     let mut d = cfg.spec.to_draft();
-    d.masquerade = in_programs;
+    d.settings.masquerade = in_programs;
     cfg.spec = d.validate()?;
     let lab = Box::new(Lab::up(&cfg)?);
     if !in_programs {
         let ns = lab.nodes[0].ns.path();
-        let cidr = cfg.spec.cluster_cidr.to_string();
+        let cidr = cfg.spec.settings.cluster_cidr.to_string();
         let chain = "{ type nat hook postrouting priority 100 ; }";
         for cmd in [
             vec!["nft", "add", "table", "ip", "netpath-bench"],

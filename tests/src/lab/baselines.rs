@@ -97,8 +97,8 @@ pub(super) fn setup_kernel_vxlan_node(node: &Node, spec: &ClusterSpec) -> Result
         add_pod_bridge(&nl, node, spec.pod_mtu(UNDERLAY_MTU))?;
         let vx = nl.add_kernel_vxlan(&KernelVxlan {
             name: "flannel.1",
-            vni: spec.vni,
-            port: spec.port,
+            vni: spec.settings.vni,
+            port: spec.settings.port,
             local: node.ip(),
             underlay: nl.index("eth0")?,
             mac: node.spec.vtep_mac.octets(),

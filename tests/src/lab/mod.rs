@@ -115,7 +115,7 @@ pub fn generated_spec(nodes: usize, backend: Backend) -> Result<ClusterSpec> {
         bail!("nodes must be 1-200, got {nodes}");
     }
     let mut d = SpecDraft::new(Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16));
-    d.backend = backend;
+    d.settings.backend = backend;
     for n in 1..=nodes {
         let routed = nodes >= 3 && n == nodes && backend != Backend::Direct;
         let subnet = if routed { 57 } else { 56 };
@@ -533,17 +533,17 @@ impl Lab {
             "cluster".into(),
             "init".into(),
             "--cluster-cidr".into(),
-            spec.cluster_cidr.to_string(),
+            spec.settings.cluster_cidr.to_string(),
             "--subnet-len".into(),
             subnet_len.to_string(),
             "--backend".into(),
-            spec.backend.name().into(),
+            spec.settings.backend.name().into(),
             "--vni".into(),
-            spec.vni.to_string(),
+            spec.settings.vni.to_string(),
             "--port".into(),
-            spec.port.to_string(),
+            spec.settings.port.to_string(),
         ];
-        if let Some(mtu) = spec.mtu {
+        if let Some(mtu) = spec.settings.mtu {
             args.extend(["--mtu".into(), mtu.to_string()]);
         }
         args.extend(etcd_args(&cluster));
@@ -752,7 +752,7 @@ impl Lab {
     /// every pod, every node to every pod and back.
     pub fn check_model(&self, protos: &[Proto]) -> Vec<CheckResult> {
         let mut out = Vec::new();
-        let redirect = match self.spec.redirect {
+        let redirect = match self.spec.settings.redirect {
             netpath::spec::Redirect::Peer => "redirect_peer",
             netpath::spec::Redirect::Plain => "redirect",
         };
@@ -770,7 +770,7 @@ impl Lab {
                             &format!("{step_n} node->pod"),
                             &path,
                             proto,
-                            &a.host_toward(pod.ip, &self.spec.cluster_cidr),
+                            &a.host_toward(pod.ip, &self.spec.settings.cluster_cidr),
                             &pod.host(),
                         ));
                         let back = if same {

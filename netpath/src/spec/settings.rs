@@ -1,0 +1,351 @@
+//! Everything of a cluster that is not per node, declared once: the spec file's
+//! top level, etcd's cluster config and `netpath cluster init`'s flags are all this
+//! type, with the same defaults and the same validation.
+use std::str::FromStr;
+
+use netpath_common::{RedirectMode, DEFAULT_VNI, DEFAULT_VXLAN_PORT};
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, SpecError};
+use crate::net::Ipv4Net;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The pods' address range; every node's pod CIDR lies inside it.
+    #[arg(long)]
+    pub cluster_cidr: Ipv4Net,
+    /// How nodes reach each other's pods.
+    #[serde(default)]
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: Backend,
+    /// VXLAN network identifier (flannel's default, 1).
+    #[serde(default = "default_vni")]
+    #[arg(long, default_value_t = DEFAULT_VNI)]
+    pub vni: u32,
+    /// VXLAN UDP port (flannel's and the kernel's default, 8472).
+    #[serde(default = "default_port")]
+    #[arg(long, default_value_t = DEFAULT_VXLAN_PORT)]
+    pub port: u16,
+    /// Pod MTU; derived from the underlay when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// How packets enter a local pod.
+    #[serde(default)]
+    #[arg(long, value_enum, default_value_t)]
+    pub redirect: Redirect,
+    /// Where VXLAN from other nodes is unwrapped.
+    #[serde(default)]
+    #[arg(long, value_enum, default_value_t)]
+    pub decap: Decap,
+    /// What the node's kernel VXLAN device carries.
+    #[serde(default)]
+    #[arg(long, value_enum, default_value_t)]
+    pub vxlan_device: VxlanDevice,
+    /// Pods' flows to the outside leave with the node's address (source NAT);
+    /// `--no-masquerade` keeps the pod's address.
+    #[serde(default = "yes")]
+    #[arg(long = "no-masquerade", action = clap::ArgAction::SetFalse)]
+    pub masquerade: bool,
+    /// Destinations pods reach with their own address even with masquerade on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long = "masquerade-exempt", value_delimiter = ',')]
+    pub no_masquerade: Vec<Ipv4Net>,
+    /// Translated source ports, FIRST-LAST.
+    #[serde(default)]
+    #[arg(long, default_value_t = PortRange::default())]
+    pub masquerade_ports: PortRange,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_vni() -> u32 {
+    DEFAULT_VNI
+}
+
+fn default_port() -> u16 {
+    DEFAULT_VXLAN_PORT
+}
+
+impl ClusterSettings {
+    /// A cluster with every default (auto backend, VNI 1, port 8472, masquerade on).
+    pub fn new(cluster_cidr: Ipv4Net) -> Self {
+        Self {
+            cluster_cidr,
+            backend: Backend::default(),
+            vni: DEFAULT_VNI,
+            port: DEFAULT_VXLAN_PORT,
+            mtu: None,
+            redirect: Redirect::default(),
+            decap: Decap::default(),
+            vxlan_device: VxlanDevice::default(),
+            masquerade: true,
+            no_masquerade: Vec::new(),
+            masquerade_ports: PortRange::default(),
+        }
+    }
+
+    /// The one check of every setting, naming the field and the value of a mistake.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let cidr = self.cluster_cidr;
+        if cidr.addr != cidr.network() {
+            return Err(invalid("cluster_cidr", cidr, "host bits are set"));
+        }
+        if self.vni == 0 || self.vni > 0xff_ffff {
+            return Err(invalid("vni", self.vni, "must be 1-16777215 (24 bits)"));
+        }
+        if self.port == 0 {
+            return Err(invalid("port", self.port, "must be a UDP port, 1-65535"));
+        }
+        if let Some(mtu) = self.mtu {
+            if !(576..=9000).contains(&mtu) {
+                return Err(invalid("mtu", mtu, "must be 576-9000"));
+            }
+        }
+        for (i, net) in self.no_masquerade.iter().enumerate() {
+            if net.addr != net.network() {
+                return Err(invalid(
+                    format!("no_masquerade[{i}]"),
+                    net,
+                    "host bits are set",
+                ));
+            }
+        }
+        let PortRange { min, max } = self.masquerade_ports;
+        if min < 1024 || min > max {
+            return Err(invalid(
+                "masquerade_ports",
+                self.masquerade_ports,
+                "must be FIRST-LAST with 1024 <= FIRST <= LAST <= 65535",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Redirect {
+    #[default]
+    Peer,
+    Plain,
+}
+
+impl From<Redirect> for RedirectMode {
+    fn from(r: Redirect) -> Self {
+        match r {
+            Redirect::Peer => RedirectMode::Peer,
+            Redirect::Plain => RedirectMode::Plain,
+        }
+    }
+}
+
+/// Where VXLAN from other nodes is unwrapped.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Decap {
+    /// In `from_underlay` (TC ingress), on the skb: GSO super-packets stay whole.
+    #[default]
+    Tc,
+    /// In `xdp_underlay`, before an skb exists; `from_underlay` delivers the result.
+    Xdp,
+}
+
+impl Decap {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tc => "tc",
+            Self::Xdp => "xdp",
+        }
+    }
+}
+
+/// What the node's kernel VXLAN device (`np-vxlan`, metadata mode) carries; with
+/// `off` there is no such device and the programs encapsulate and unwrap in place.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VxlanDevice {
+    /// Everything in place (the fastest here, see the bench report).
+    #[default]
+    Off,
+    /// Wire-sized frames for local pods go through the kernel's tunnel GRO first.
+    Receive,
+    /// Peers behind a router get packets the kernel encapsulates (outer UDP checksum).
+    Send,
+    /// Both.
+    Both,
+}
+
+impl VxlanDevice {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Receive => "receive",
+            Self::Send => "send",
+            Self::Both => "both",
+        }
+    }
+
+    /// The `TUNNEL_*` bits the programs read.
+    pub fn tunnel_use(self) -> u32 {
+        use netpath_common::{TUNNEL_RX, TUNNEL_TX_ROUTED};
+        match self {
+            Self::Off => 0,
+            Self::Receive => TUNNEL_RX,
+            Self::Send => TUNNEL_TX_ROUTED,
+            Self::Both => TUNNEL_RX | TUNNEL_TX_ROUTED,
+        }
+    }
+}
+
+/// How nodes reach each other's pods.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Plain IP to the owning node (flannel host-gw); nodes must share an L2 subnet.
+    Direct,
+    /// VXLAN to every node.
+    Vxlan,
+    /// Direct within the local underlay subnet, VXLAN across subnets.
+    #[default]
+    Auto,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Vxlan => "vxlan",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "direct" => Ok(Self::Direct),
+            "vxlan" => Ok(Self::Vxlan),
+            "auto" => Ok(Self::Auto),
+            _ => Err(format!("unknown backend {s:?} (direct, vxlan, auto)")),
+        }
+    }
+}
+
+/// An inclusive port range, written `FIRST-LAST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        let (min, max) = netpath_common::DEFAULT_NAT_PORTS;
+        Self { min, max }
+    }
+}
+
+impl PortRange {
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.min <= other.max && other.min <= self.max
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("{s:?} is not FIRST-LAST"))?;
+        let port = |t: &str| {
+            t.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{t:?} is not a port (0-65535)"))
+        };
+        Ok(Self {
+            min: port(a)?,
+            max: port(b)?,
+        })
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> String {
+        r.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: ClusterSettings,
+    }
+
+    #[test]
+    fn flags_file_and_json_share_the_defaults() {
+        let cidr: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+        let flags = Flags::try_parse_from(["x", "--cluster-cidr", "10.244.0.0/16"]).unwrap();
+        let file: ClusterSettings = toml::from_str("cluster_cidr = \"10.244.0.0/16\"").unwrap();
+        let json: ClusterSettings =
+            serde_json::from_str(r#"{"cluster_cidr": "10.244.0.0/16"}"#).unwrap();
+        let new = ClusterSettings::new(cidr);
+        assert_eq!(flags.settings, new);
+        assert_eq!(file, new);
+        assert_eq!(json, new);
+        let set = Flags::try_parse_from([
+            "x",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--backend",
+            "vxlan",
+            "--no-masquerade",
+            "--masquerade-exempt",
+            "192.0.2.0/24,198.51.100.0/24",
+            "--masquerade-ports",
+            "40000-41000",
+            "--vxlan-device",
+            "receive",
+        ])
+        .unwrap()
+        .settings;
+        assert_eq!(set.backend, Backend::Vxlan);
+        assert!(!set.masquerade);
+        assert_eq!(set.no_masquerade.len(), 2);
+        assert_eq!(
+            set.masquerade_ports,
+            PortRange {
+                min: 40000,
+                max: 41000
+            }
+        );
+        assert_eq!(set.vxlan_device, VxlanDevice::Receive);
+        // What one writes, another reads back the same.
+        let text = serde_json::to_string(&set).unwrap();
+        assert_eq!(serde_json::from_str::<ClusterSettings>(&text).unwrap(), set);
+        assert!(Flags::try_parse_from(["x", "--cluster-cidr", "nope"]).is_err());
+    }
+}
