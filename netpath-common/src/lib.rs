@@ -103,7 +103,8 @@ pub struct Endpoint {
     pub host_mac: [u8; 6],
 }
 
-/// Tunables the agent writes once at start-up (index 0 of the `SETTINGS` array).
+/// What every program reads at every packet (index 0 of the `SETTINGS` array); the
+/// agent's reconcile is its only writer, so a spec change reaches the programs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Settings {

@@ -14,6 +14,7 @@ pub mod net;
 pub mod netlink;
 pub mod netns;
 pub mod plan;
+pub mod pod;
 pub mod reconcile;
 pub mod serve;
 pub mod spec;

@@ -176,45 +176,21 @@ fn add(env: &Env, conf: &NetConf) -> CniResult<Value> {
     let cidr = pod_cidr(&node)?;
     let pin_dir = node.agent.pin_dir.clone();
     node::see_pins(&pin_dir, node.agent.pid)?;
-    let (ip, new) = {
-        let mut store = Store::open(&node.dir).map_err(ipam_error)?;
-        let got = store
-            .book
-            .allocate(
-                cidr,
-                Allocation {
-                    id: id.clone(),
-                    pod_namespace: pod.namespace,
-                    pod_name: pod.name,
-                    netns: env.netns.clone(),
-                },
-            )
-            .map_err(ipam_error)?;
-        store.book.pin_dir = Some(pin_dir.clone());
-        store.commit().map_err(ipam_error)?;
-        got
-    };
-    let a = endpoint::Attachment {
-        container_id: id.container_id.clone(),
-        netns: netns_fd_path,
-        ifname: id.ifname.clone(),
-        ip,
+    let req = crate::pod::PodRequest {
+        alloc: Allocation {
+            id: id.clone(),
+            pod_namespace: pod.namespace,
+            pod_name: pod.name,
+            netns: env.netns.clone(),
+        },
+        netns: &netns_fd_path,
         mtu,
     };
-    let attached = runtime()?.block_on(endpoint::attach(&pin_dir, &a));
-    let attached = match attached {
-        Ok(x) => x,
-        Err(e) => {
-            if new {
-                // The address goes back: nothing of this ADD is left to own it.
-                if let Ok(mut store) = Store::open(&node.dir) {
-                    store.book.release(&id);
-                    let _ = store.commit();
-                }
-            }
-            return Err(wiring("cannot wire the pod")(e));
-        }
-    };
+    let added = runtime()?.block_on(crate::pod::add(&node.dir, &pin_dir, cidr, req));
+    let (ip, attached) = added.map_err(|e| match e {
+        crate::pod::AddError::Ipam(e) => ipam_error(e),
+        crate::pod::AddError::Wiring(e) => wiring("cannot wire the pod")(e),
+    })?;
     tracing::info!(container = %id.container_id, %ip, veth = %attached.host_ifname, "added");
     Ok(result::add(
         &conf.cni_version,

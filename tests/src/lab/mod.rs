@@ -34,7 +34,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 
 use netpath::{
-    datapath, endpoint, ipam,
+    datapath, ipam,
     net::Ipv4Net,
     spec::{Backend, ClusterSpec, NodeSpec, SpecDraft, DEFAULT_SPEC},
 };
@@ -941,33 +941,24 @@ fn bridge_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Result<Pod> {
 fn attach_pod(node: &Node, p: usize, mtu: u32) -> Result<Pod> {
     let name = format!("{}-pod{p}", node.name);
     let ns = NetNs::create(&name)?;
-    let ip = {
-        let mut book = ipam::Store::open(&node.state_dir())?;
-        let (ip, _) = book.book.allocate(
-            node.spec.pod_cidr,
-            ipam::Allocation {
-                id: ipam::AttachmentId {
-                    container_id: name.clone(),
-                    ifname: "eth0".into(),
-                },
-                pod_namespace: None,
-                pod_name: Some(name.clone()),
-                netns: Some(ns.path().display().to_string()),
+    let req = netpath::pod::PodRequest {
+        alloc: ipam::Allocation {
+            id: ipam::AttachmentId {
+                container_id: name.clone(),
+                ifname: "eth0".into(),
             },
-        )?;
-        book.book.pin_dir = Some(node.pin_dir.clone());
-        book.commit()?;
-        ip
-    };
-    let a = endpoint::Attachment {
-        container_id: name.clone(),
-        netns: ns.path().to_path_buf(),
-        ifname: "eth0".into(),
-        ip,
+            pod_namespace: None,
+            pod_name: Some(name.clone()),
+            netns: Some(ns.path().display().to_string()),
+        },
+        netns: ns.path(),
         mtu,
     };
-    let attached = in_runtime(node.ns.path(), || endpoint::attach(&node.pin_dir, &a))
-        .with_context(|| format!("attach pod {name}"))?;
+    let state_dir = node.state_dir();
+    let (ip, attached) = in_runtime(node.ns.path(), || async {
+        Ok(netpath::pod::add(&state_dir, &node.pin_dir, node.spec.pod_cidr, req).await?)
+    })
+    .with_context(|| format!("attach pod {name}"))?;
     Ok(Pod {
         name,
         ns,
@@ -982,10 +973,5 @@ pub fn in_runtime<T: Send, F: std::future::Future<Output = Result<T>>>(
     ns: &Path,
     f: impl FnOnce() -> F + Send,
 ) -> Result<T> {
-    crate::netns::run_in(ns, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(f())
-    })
+    crate::netns::run_in(ns, || netpath::files::one_shot_runtime()?.block_on(f()))
 }
