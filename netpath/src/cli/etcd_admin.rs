@@ -1,0 +1,125 @@
+//! `netpath cluster init` and `netpath node remove`: the etcd store's administration,
+//! and the flags every etcd client takes.
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+
+use crate::{
+    files::one_shot_runtime,
+    spec::ClusterSettings,
+    store::{
+        etcd::{self, EtcdOptions},
+        model::{ClusterConfig, Keys, DEFAULT_PREFIX},
+    },
+};
+
+/// How to reach etcd.
+#[derive(Args, Clone)]
+pub struct EtcdArgs {
+    /// Client URLs of the etcd members, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix of this cluster.
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// CA certificate (PEM) that signed the etcd servers' certificates.
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for etcd's --client-cert-auth.
+    #[arg(long)]
+    etcd_cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long)]
+    etcd_key: Option<PathBuf>,
+    /// Seconds a node stays in the cluster after its agent stops renewing.
+    #[arg(long, default_value_t = 20)]
+    lease_ttl: i64,
+}
+
+impl EtcdArgs {
+    pub fn options(&self) -> Result<EtcdOptions> {
+        if self.etcd_endpoints.is_empty() {
+            bail!("--etcd-endpoints is required with the etcd store");
+        }
+        if !(2..=3600).contains(&self.lease_ttl) {
+            bail!("--lease-ttl must be 2-3600 seconds, got {}", self.lease_ttl);
+        }
+        Ok(EtcdOptions {
+            endpoints: self.etcd_endpoints.clone(),
+            prefix: self.etcd_prefix.clone(),
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            lease_ttl: self.lease_ttl,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Write the cluster config once (the same config again is a no-op).
+    Init {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        #[command(flatten)]
+        settings: ClusterSettings,
+        /// Prefix length of each node's pod CIDR.
+        #[arg(long, default_value_t = 24)]
+        subnet_len: u8,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// Release a node: its liveness record and its pod CIDR reservation.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+impl ClusterCmd {
+    pub fn run(self) -> Result<bool> {
+        let ClusterCmd::Init {
+            etcd,
+            settings,
+            subnet_len,
+        } = self;
+        let config = ClusterConfig {
+            settings,
+            subnet_len,
+        };
+        let opts = etcd.options()?;
+        let created = one_shot_runtime()?.block_on(async {
+            let mut client = etcd::connect(&opts).await?;
+            etcd::init_cluster(&mut client, &Keys::new(&opts.prefix), &config).await
+        })?;
+        let verdict = if created {
+            "initialized"
+        } else {
+            "already initialized, same config:"
+        };
+        println!("{verdict} {}/config", opts.prefix.trim_end_matches('/'));
+        Ok(true)
+    }
+}
+
+impl NodeCmd {
+    pub fn run(self) -> Result<bool> {
+        let NodeCmd::Remove { name, etcd } = self;
+        let opts = etcd.options()?;
+        let removed = one_shot_runtime()?.block_on(async {
+            let mut client = etcd::connect(&opts).await?;
+            etcd::remove_node(&mut client, &Keys::new(&opts.prefix), &name).await
+        })?;
+        if removed.is_empty() {
+            println!("node {name}: nothing stored");
+        }
+        for k in removed {
+            println!("removed {k}");
+        }
+        Ok(true)
+    }
+}
