@@ -17,11 +17,9 @@ use super::{
     result, CniError, CniResult,
 };
 use crate::{
-    datapath::Pinned,
     endpoint,
     ipam::{Allocation, AttachmentId, Store},
     net::Ipv4Net,
-    netlink::Netlink,
 };
 
 /// Runs one invocation; returns the version errors are printed in and what to print.
@@ -73,7 +71,7 @@ fn dispatch(command: &str, env: &Env, value: &Value) -> CniResult<Option<Value>>
     match command {
         "ADD" => add(env, &conf).map(Some),
         "DEL" => del(env, &conf).map(|()| None),
-        "CHECK" => check(env, &conf).map(|()| None),
+        "CHECK" => super::check::check(env, &conf).map(|()| None),
         "STATUS" => {
             newer_verb("STATUS")?;
             status(&conf).map(|()| None)
@@ -102,17 +100,17 @@ fn init_logging(file: Option<&Path>) {
     };
 }
 
-fn runtime() -> CniResult<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> CniResult<tokio::runtime::Runtime> {
     crate::files::one_shot_runtime().map_err(|e| {
         CniError::new(code::IO_FAILURE, "cannot start the async runtime").with_details(e)
     })
 }
 
-fn wiring(what: &str) -> impl FnOnce(anyhow::Error) -> CniError + '_ {
+pub(super) fn wiring(what: &str) -> impl FnOnce(anyhow::Error) -> CniError + '_ {
     move |e| CniError::new(code::WIRING_FAILED, what).with_details(format!("{e:#}"))
 }
 
-fn netlink_failed(e: crate::netlink::NetlinkError) -> CniError {
+pub(super) fn netlink_failed(e: crate::netlink::NetlinkError) -> CniError {
     wiring("netlink")(e.into())
 }
 
@@ -126,14 +124,14 @@ fn no_node(conf: &NetConf) -> CniError {
     )
 }
 
-fn ready_node(conf: &NetConf) -> CniResult<Node> {
+pub(super) fn ready_node(conf: &NetConf) -> CniResult<Node> {
     let node = node::locate(conf)?.ok_or_else(|| no_node(conf))?;
     node.ready()?;
     Ok(node)
 }
 
 /// The container's namespace, opened before anything can change what its path means.
-fn open_netns(env: &Env) -> CniResult<(File, PathBuf)> {
+pub(super) fn open_netns(env: &Env) -> CniResult<(File, PathBuf)> {
     let path = env.netns()?;
     let f = File::open(path).map_err(|e| {
         CniError::new(
@@ -261,94 +259,6 @@ fn del(env: &Env, conf: &NetConf) -> CniResult<()> {
     release(&dir, pin_dir.as_deref(), live.map(|n| n.agent.pid), &id)?;
     tracing::info!(container = %id.container_id, "deleted");
     Ok(())
-}
-
-fn mismatch(what: String) -> CniError {
-    CniError::new(code::CHECK_FAILED, what)
-}
-
-fn check(env: &Env, conf: &NetConf) -> CniResult<()> {
-    let prev = conf.prev_result.as_ref().ok_or_else(|| {
-        CniError::new(
-            code::INVALID_CONFIG,
-            "invalid network configuration: prevResult: CHECK needs the result of ADD",
-        )
-    })?;
-    let id = env.attachment()?;
-    let (_netns, netns_fd_path) = open_netns(env)?;
-    let node = ready_node(conf)?;
-    node::see_pins(&node.agent.pin_dir, node.agent.pid)?;
-    let ip = Store::open(&node.dir)
-        .map_err(ipam_error)?
-        .book
-        .find(&id)
-        .ok_or_else(|| {
-            mismatch(format!(
-                "no address is allocated to {}/{}",
-                id.container_id, id.ifname
-            ))
-        })?;
-    match result::address_of(prev, &id.ifname) {
-        Some(p) if p == ip => {}
-        Some(p) => {
-            return Err(mismatch(format!(
-                "prevResult says {p} but {ip} is allocated to {}/{}",
-                id.container_id, id.ifname
-            )))
-        }
-        None => {
-            return Err(mismatch(format!(
-                "prevResult has no address for {}",
-                id.ifname
-            )))
-        }
-    }
-    let host = endpoint::host_ifname(&id.container_id, &id.ifname);
-    let pin_dir = node.agent.pin_dir.clone();
-    runtime()?.block_on(async {
-        let nl = Netlink::new().map_err(netlink_failed)?;
-        let link = nl
-            .find_link(&host)
-            .await
-            .map_err(netlink_failed)?
-            .ok_or_else(|| mismatch(format!("the node-side veth {host} is missing")))?;
-        let pod = Netlink::new_in(&netns_fd_path).map_err(netlink_failed)?;
-        let eth = pod
-            .find_link(&id.ifname)
-            .await
-            .map_err(netlink_failed)?
-            .ok_or_else(|| mismatch(format!("{} is missing in the container", id.ifname)))?;
-        match pod.address_owner(ip).await.map_err(netlink_failed)? {
-            Some((index, 32)) if index == eth.index => {}
-            _ => {
-                return Err(mismatch(format!(
-                    "{ip}/32 is not on {} in the container",
-                    id.ifname
-                )))
-            }
-        }
-        let routes = pod.routes().await.map_err(netlink_failed)?;
-        let gw = Ipv4Addr::from(POD_GATEWAY);
-        if !routes
-            .iter()
-            .any(|r| r.dst.prefix == 0 && r.gateway == Some(gw) && r.oif == Some(eth.index))
-        {
-            return Err(mismatch(format!(
-                "the container has no default route via {gw}"
-            )));
-        }
-        let endpoints = Pinned::open(&pin_dir)
-            .and_then(|p| p.endpoints())
-            .map_err(wiring("read the ENDPOINTS map"))?;
-        match endpoints.iter().find(|(e, _)| *e == ip) {
-            Some((_, ep)) if ep.ifindex == link.index => Ok(()),
-            Some((_, ep)) => Err(mismatch(format!(
-                "ENDPOINTS sends {ip} to ifindex {}, not to {host} ({})",
-                ep.ifindex, link.index
-            ))),
-            None => Err(mismatch(format!("ENDPOINTS has no entry for {ip}"))),
-        }
-    })
 }
 
 fn status(conf: &NetConf) -> CniResult<()> {

@@ -207,69 +207,79 @@ impl NetConf {
             Some("netpath") | None => {}
             Some(other) => return Err(invalid("type", format!("{other:?} is not \"netpath\""))),
         }
-        let node = opt_str(v, "node")?.map(str::to_string);
-        if let Some(n) = &node {
-            if n.is_empty() || n.contains(['/', '\0']) || n == "." || n == ".." {
-                return Err(invalid("node", format!("{n:?} is not a node name")));
-            }
-        }
-        let state_root = opt_str(v, "stateRoot")?.map_or_else(
-            || PathBuf::from(crate::state::DEFAULT_STATE_ROOT),
-            PathBuf::from,
-        );
-        if !state_root.is_absolute() {
-            return Err(invalid("stateRoot", "must be an absolute path"));
-        }
-        let mtu = match v.get("mtu") {
-            None | Some(Value::Null) => None,
-            Some(m) => match m.as_u64() {
-                Some(m @ 68..=65535) => Some(m as u32),
-                _ => return Err(invalid("mtu", "must be a number from 68 to 65535")),
-            },
-        };
-        let log_file = opt_str(v, "logFile")?.map(PathBuf::from);
-        let prev_result = match v.get("prevResult") {
-            None | Some(Value::Null) => None,
-            Some(p @ Value::Object(_)) => Some(p.clone()),
-            Some(_) => return Err(invalid("prevResult", "must be an object")),
-        };
-        let valid_attachments = match v.get("cni.dev/valid-attachments") {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(items)) => Some(
-                items
-                    .iter()
-                    .map(|a| {
-                        let field = |k: &str| {
-                            a.get(k)
-                                .and_then(Value::as_str)
-                                .map(str::to_string)
-                                .ok_or_else(|| {
-                                    invalid(
-                                        "cni.dev/valid-attachments",
-                                        format!("every entry needs a string {k:?}"),
-                                    )
-                                })
-                        };
-                        Ok(AttachmentId {
-                            container_id: field("containerID")?,
-                            ifname: field("ifname")?,
-                        })
-                    })
-                    .collect::<CniResult<_>>()?,
-            ),
-            Some(_) => return Err(invalid("cni.dev/valid-attachments", "must be an array")),
-        };
         Ok(Self {
             cni_version,
             name,
-            node,
-            state_root,
-            mtu,
-            log_file,
-            prev_result,
-            valid_attachments,
+            node: node(v)?,
+            state_root: state_root(v)?,
+            mtu: mtu(v)?,
+            log_file: opt_str(v, "logFile")?.map(PathBuf::from),
+            prev_result: prev_result(v)?,
+            valid_attachments: valid_attachments(v)?,
         })
     }
+}
+
+fn node(v: &Value) -> CniResult<Option<String>> {
+    let node = opt_str(v, "node")?.map(str::to_string);
+    if let Some(n) = &node {
+        if n.is_empty() || n.contains(['/', '\0']) || n == "." || n == ".." {
+            return Err(invalid("node", format!("{n:?} is not a node name")));
+        }
+    }
+    Ok(node)
+}
+
+fn state_root(v: &Value) -> CniResult<PathBuf> {
+    let state_root = opt_str(v, "stateRoot")?.map_or_else(
+        || PathBuf::from(crate::state::DEFAULT_STATE_ROOT),
+        PathBuf::from,
+    );
+    if !state_root.is_absolute() {
+        return Err(invalid("stateRoot", "must be an absolute path"));
+    }
+    Ok(state_root)
+}
+
+fn mtu(v: &Value) -> CniResult<Option<u32>> {
+    match v.get("mtu") {
+        None | Some(Value::Null) => Ok(None),
+        Some(m) => match m.as_u64() {
+            Some(m @ 68..=65535) => Ok(Some(m as u32)),
+            _ => Err(invalid("mtu", "must be a number from 68 to 65535")),
+        },
+    }
+}
+
+fn prev_result(v: &Value) -> CniResult<Option<Value>> {
+    match v.get("prevResult") {
+        None | Some(Value::Null) => Ok(None),
+        Some(p @ Value::Object(_)) => Ok(Some(p.clone())),
+        Some(_) => Err(invalid("prevResult", "must be an object")),
+    }
+}
+
+/// GC's list of attachments still in use.
+fn valid_attachments(v: &Value) -> CniResult<Option<BTreeSet<AttachmentId>>> {
+    const FIELD: &str = "cni.dev/valid-attachments";
+    let items = match v.get(FIELD) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(invalid(FIELD, "must be an array")),
+    };
+    let entry = |a: &Value| -> CniResult<AttachmentId> {
+        let field = |k: &str| {
+            a.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| invalid(FIELD, format!("every entry needs a string {k:?}")))
+        };
+        Ok(AttachmentId {
+            container_id: field("containerID")?,
+            ifname: field("ifname")?,
+        })
+    };
+    items.iter().map(entry).collect::<CniResult<_>>().map(Some)
 }
 
 #[cfg(test)]
