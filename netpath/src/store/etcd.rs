@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchResponse,
 };
 use tokio::sync::mpsc;
 
@@ -477,57 +477,75 @@ impl Member {
                     let Some(resp) = msg? else {
                         return Err(StoreError::Restart("watch stream ended"));
                     };
-                    if resp.created() && tx.send(Update::Watching).await.is_err() {
+                    if self.on_watch(resp, tx).await? == Flow::AgentGone {
                         return Ok(());
                     }
-                    if resp.compact_revision() > 0 || resp.canceled() {
-                        // History gone past our revision: only a full re-list is right.
-                        let (view, revision) = list(&mut self.client, &self.keys).await?;
-                        self.view = view;
-                        self.revision = revision;
-                        tracing::info!(revision, "etcd: watch compacted; re-listed");
-                        if self.send_spec(tx).await.is_err() { return Ok(()); }
-                        return Err(StoreError::Restart("watch restarted after compaction"));
-                    }
-                    if let Some(h) = resp.header() {
-                        self.revision = self.revision.max(h.revision());
-                    }
-                    if resp.events().is_empty() {
-                        continue;
-                    }
-                    let mut changed = false;
-                    let mut own = false;
-                    for ev in resp.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        let Ok(key) = kv.key_str() else { continue };
-                        let value = (ev.event_type() == EventType::Put).then(|| kv.value());
-                        self.view.apply(&self.keys, key, value, kv.create_revision());
-                        self.revision = self.revision.max(kv.mod_revision());
-                        if let Some(why) = self.view.refused.get(key) {
-                            tracing::warn!("etcd: {key}: {why}; ignored");
-                        }
-                        changed |= self.view.affects_spec(&self.keys, key, value.is_some());
-                        own |= key == self.keys.node(&self.name)
-                            || key.starts_with(&self.keys.subnets());
-                    }
-                    if own {
-                        let was = self.lost.clone();
-                        self.hold_reservation().await?;
-                        if self.lost != was {
-                            match &self.lost {
-                                Some(why) => tracing::error!("etcd: this node lost its subnet: {why}"),
-                                None => tracing::info!("etcd: this node holds its subnet again"),
-                            }
-                            changed = true;
-                        }
-                    }
-                    // A new reservation alone (a node on its way in) changes no plan:
-                    // with many agents, skipping it halves the work per join.
-                    if changed && self.send_spec(tx).await.is_err() { return Ok(()); }
                 }
             }
         }
     }
+
+    /// One watch response: applied to the view, this node's own keys kept, and the
+    /// spec sent on when it changed.
+    async fn on_watch(&mut self, resp: WatchResponse, tx: &mpsc::Sender<Update>) -> Result<Flow> {
+        if resp.created() && tx.send(Update::Watching).await.is_err() {
+            return Ok(Flow::AgentGone);
+        }
+        if resp.compact_revision() > 0 || resp.canceled() {
+            // History gone past our revision: only a full re-list is right.
+            let (view, revision) = list(&mut self.client, &self.keys).await?;
+            self.view = view;
+            self.revision = revision;
+            tracing::info!(revision, "etcd: watch compacted; re-listed");
+            if self.send_spec(tx).await.is_err() {
+                return Ok(Flow::AgentGone);
+            }
+            return Err(StoreError::Restart("watch restarted after compaction"));
+        }
+        if let Some(h) = resp.header() {
+            self.revision = self.revision.max(h.revision());
+        }
+        let mut changed = false;
+        let mut own = false;
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let Ok(key) = kv.key_str() else { continue };
+            let value = (ev.event_type() == EventType::Put).then(|| kv.value());
+            self.view
+                .apply(&self.keys, key, value, kv.create_revision());
+            self.revision = self.revision.max(kv.mod_revision());
+            if let Some(why) = self.view.refused.get(key) {
+                tracing::warn!("etcd: {key}: {why}; ignored");
+            }
+            changed |= self.view.affects_spec(&self.keys, key, value.is_some());
+            own |= key == self.keys.node(&self.name) || key.starts_with(&self.keys.subnets());
+        }
+        if own {
+            let was = self.lost.clone();
+            self.hold_reservation().await?;
+            if self.lost != was {
+                match &self.lost {
+                    Some(why) => tracing::error!("etcd: this node lost its subnet: {why}"),
+                    None => tracing::info!("etcd: this node holds its subnet again"),
+                }
+                changed = true;
+            }
+        }
+        // A new reservation alone (a node on its way in) changes no plan: with many
+        // agents, skipping it halves the work per join.
+        if changed && self.send_spec(tx).await.is_err() {
+            return Ok(Flow::AgentGone);
+        }
+        Ok(Flow::Go)
+    }
+}
+
+/// Whether the member goes on after a watch response.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Go,
+    /// The agent dropped its receiver: it is stopping.
+    AgentGone,
 }
 
 /// This node's subnet: the one reserved for it, or a new one taken in a
