@@ -2,11 +2,7 @@
 //! routes, a bad spec is refused while forwarding goes on, a killed agent's leftovers
 //! are removed by its successor, restarts under load drop no connection, pins of
 //! another layout are refused, and endpoints attach and detach idempotently.
-use std::{
-    net::Ipv4Addr,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, process::Command, time::Duration};
 
 use netpath::{
     endpoint,
@@ -20,14 +16,13 @@ use netpath_tests::{
     lab::{generated_spec, in_runtime, Lab, LabConfig},
     netns::NetNs,
     nl::Nl,
-    require_root,
+    status_json, wait_for,
 };
 
 fn lab_of(spec: ClusterSpec, pods: usize, keep_pins: bool) -> (Lab, LabConfig) {
-    require_root();
     let mut cfg = LabConfig::with_spec(spec, pods).unwrap();
     cfg.keep_pins = keep_pins;
-    (Lab::up(&cfg).expect("bring up lab"), cfg)
+    (netpath_tests::lab_of(&cfg), cfg)
 }
 
 fn owned_routes(lab: &Lab, node: usize) -> Vec<RouteSummary> {
@@ -48,38 +43,6 @@ fn map_routes(lab: &Lab, node: usize) -> Vec<Ipv4Net> {
         .into_iter()
         .map(|(ip, p, _)| Ipv4Net::new(ip, p))
         .collect()
-}
-
-/// Polls `f` until it holds or `within` passes; returns how long it took.
-fn within(within: Duration, what: &str, f: impl Fn() -> bool) -> Duration {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    t.elapsed()
-}
-
-fn status_json(lab: &Lab, node: usize) -> serde_json::Value {
-    let bin = netpath_tests::lab::agent_binary().unwrap();
-    let out = Command::new(bin)
-        .args(["status", "--json", "--node", &lab.nodes[node].name])
-        .output()
-        .unwrap();
-    let code = out.status.code();
-    assert!(
-        code == Some(0) || code == Some(1),
-        "status {code:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ok = doc["ready"]["ok"] == true && doc["health"]["ok"] == true;
-    assert_eq!(
-        code == Some(0),
-        ok,
-        "exit code says what the document says: {doc:#}"
-    );
-    doc
 }
 
 fn net(s: &str) -> Ipv4Net {
@@ -109,9 +72,9 @@ fn spec_reload_adds_and_removes_a_node_within_a_second() {
         .validate()
         .unwrap();
     lab.write_spec(&bigger).unwrap();
-    let took = within(
-        Duration::from_secs(1),
+    let took = wait_for(
         "node added to maps and routes",
+        Duration::from_secs(1),
         || {
             map_routes(&lab, 0).contains(&extra)
                 && owned_routes(&lab, 0).iter().any(|r| r.dst == extra)
@@ -124,9 +87,9 @@ fn spec_reload_adds_and_removes_a_node_within_a_second() {
         .unwrap();
     assert_eq!(r.gateway, Some(Ipv4Addr::new(192, 168, 56, 19)));
     lab.write_spec(&spec).unwrap();
-    let took = within(
-        Duration::from_secs(1),
+    let took = wait_for(
         "node removed from maps and routes",
+        Duration::from_secs(1),
         || {
             !map_routes(&lab, 0).contains(&extra)
                 && !owned_routes(&lab, 0).iter().any(|r| r.dst == extra)
@@ -152,7 +115,7 @@ fn an_invalid_spec_is_refused_and_the_last_good_one_keeps_forwarding() {
     let mut bad = spec.to_toml();
     bad = bad.replace("10.244.2.0/24", "10.244.0.0/23");
     lab.write_spec_text(&bad).unwrap();
-    within(Duration::from_secs(2), "refusal published", || {
+    wait_for("refusal published", Duration::from_secs(2), || {
         status_json(&lab, 0)["agent"]["spec_error"].is_string()
     });
     let err = status_json(&lab, 0)["agent"]["spec_error"]
@@ -171,7 +134,7 @@ fn an_invalid_spec_is_refused_and_the_last_good_one_keeps_forwarding() {
     assert_eq!(map_routes(&lab, 0), before, "maps untouched");
     tcp_ok(&lab, (0, 0), (1, 0));
     lab.write_spec(&spec).unwrap();
-    within(Duration::from_secs(2), "good spec back in force", || {
+    wait_for("good spec back in force", Duration::from_secs(2), || {
         status_json(&lab, 0)["agent"]["spec_error"].is_null()
     });
 }
@@ -190,7 +153,7 @@ fn moving_a_running_nodes_pod_cidr_is_refused_and_its_published_cidr_stays_what_
     let mut moved = spec.to_draft();
     moved.nodes[0].pod_cidr = net("10.244.99.0/24");
     lab.write_spec(&moved.validate().unwrap()).unwrap();
-    within(Duration::from_secs(2), "refusal published", || {
+    wait_for("refusal published", Duration::from_secs(2), || {
         status_json(&lab, 0)["agent"]["spec_error"].is_string()
     });
     let doc = status_json(&lab, 0);
@@ -200,12 +163,12 @@ fn moving_a_running_nodes_pod_cidr_is_refused_and_its_published_cidr_stays_what_
     assert_eq!(published(&lab).pod_cidr, Some(own), "what the node routes");
     // (node2 follows the new spec, so pods talk again only once it is undone.)
     lab.write_spec(&spec).unwrap();
-    within(Duration::from_secs(2), "good spec back in force", || {
+    wait_for("good spec back in force", Duration::from_secs(2), || {
         status_json(&lab, 0)["ready"]["ok"] == true
     });
-    within(
-        Duration::from_secs(2),
+    wait_for(
         "node2 routes node1's pods again",
+        Duration::from_secs(2),
         || map_routes(&lab, 1).contains(&own),
     );
     tcp_ok(&lab, (0, 0), (1, 0));

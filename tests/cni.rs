@@ -20,6 +20,7 @@ use netpath_tests::{
     cni::{self, Call},
     endpoint_ips,
     lab::{agent_binary, generated_spec, Lab, LabConfig},
+    lab_of,
     netns::{self, NetNs},
     nl::Nl,
     node_veths, require_root, run_in_ns,
@@ -28,11 +29,6 @@ use serde_json::{json, Value};
 
 fn plugin() -> PathBuf {
     agent_binary().expect("netpath binary")
-}
-
-fn lab_of(cfg: &LabConfig) -> Lab {
-    require_root();
-    Lab::up(cfg).expect("bring up lab")
 }
 
 fn container(lab: &Lab, name: &str) -> NetNs {

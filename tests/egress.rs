@@ -22,15 +22,13 @@ use netpath_tests::{
     check::{self, Proto},
     counter_of, csum, lab,
     lab::{Lab, LabConfig, OUTSIDE_IP},
-    netns, require_root, transfer, wait_counter_of, RawSocket,
+    netns, transfer, wait_counter_of, RawSocket,
 };
 
 fn lab_with(pods: usize, edit: impl FnOnce(&mut LabConfig)) -> (Lab, LabConfig) {
-    require_root();
     let mut cfg = LabConfig::with_spec(ClusterSpec::parse(DEFAULT_SPEC).unwrap(), pods).unwrap();
     edit(&mut cfg);
-    let lab = Lab::up(&cfg).expect("bring up lab");
-    (lab, cfg)
+    (netpath_tests::lab_of(&cfg), cfg)
 }
 
 fn with_ports(cfg: &mut LabConfig, min: u16, max: u16) {

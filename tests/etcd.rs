@@ -11,14 +11,13 @@ use std::{
 use netpath::{
     net::Ipv4Net,
     spec::derived_vtep_mac,
-    state::AgentState,
     store::etcd::{EtcdOptions, Member},
 };
 use netpath_tests::{
     assert_model,
     check::{self, Proto},
     lab::{in_runtime, Lab, LabConfig, LabStore, PROPAGATION_WITHIN},
-    require_root,
+    state, status, wait_for,
 };
 
 /// One etcd lab at a time: three members plus agents and traffic per test already
@@ -44,12 +43,11 @@ impl std::ops::DerefMut for EtcdLab {
 }
 
 fn etcd_lab(nodes: usize, pods: usize, tweak: impl FnOnce(&mut LabConfig)) -> (EtcdLab, LabConfig) {
-    require_root();
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut cfg = LabConfig::new(nodes, pods).unwrap();
     cfg.store = LabStore::Etcd { tls: false };
     tweak(&mut cfg);
-    let lab = Lab::up(&cfg).expect("bring up lab");
+    let lab = netpath_tests::lab_of(&cfg);
     (
         EtcdLab {
             lab,
@@ -82,21 +80,6 @@ fn kernel_routes_cidr(lab: &Lab, node: usize, cidr: Ipv4Net) -> bool {
         .unwrap()
         .iter()
         .any(|r| r.dst == cidr)
-}
-
-fn wait_for(what: &str, within: Duration, cond: impl Fn() -> bool) -> Duration {
-    let t = Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    t.elapsed()
-}
-
-fn state(lab: &Lab, node: usize) -> AgentState {
-    AgentState::read(&lab.nodes[node].state_dir())
-        .unwrap()
-        .expect("published state")
 }
 
 #[test]
@@ -485,22 +468,6 @@ fn a_node_cut_off_from_etcd_keeps_forwarding_and_catches_up_when_it_returns() {
     assert!(tcp(&lab, 0, 1) && tcp(&lab, 1, 0));
 }
 
-/// `netpath status --json --node N` as a user runs it on the host (outside the node's
-/// namespace): its exit code (0 ready and healthy, 1 not) and its document.
-fn status_from_host(lab: &Lab, node: usize) -> (i32, serde_json::Value) {
-    let out = std::process::Command::new(netpath_tests::lab::agent_binary().unwrap())
-        .args(["status", "--json", "--node", &lab.nodes[node].name])
-        .output()
-        .unwrap();
-    let code = out.status.code().unwrap_or(-1);
-    assert!(
-        code == 0 || code == 1,
-        "status failed ({code}): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (code, serde_json::from_slice(&out.stdout).unwrap())
-}
-
 #[test]
 fn an_agent_keeps_its_own_keys_and_says_loudly_when_its_subnet_is_taken() {
     let (lab, _cfg) = etcd_lab(3, 1, |_| {});
@@ -509,7 +476,7 @@ fn an_agent_keeps_its_own_keys_and_says_loudly_when_its_subnet_is_taken() {
     let name = lab.nodes[1].spec.name.clone();
     let cidr = lab.nodes[1].spec.pod_cidr;
     let (record_key, subnet_key) = (keys.node(&name), keys.subnet(&cidr));
-    let (code, doc) = status_from_host(&lab, 1);
+    let (code, doc) = status(&lab, 1);
     assert_eq!(code, 0, "a healthy node, judged from the host: {doc:#}");
 
     // An operator's mistake: node2's record and reservation deleted behind its back.
@@ -543,7 +510,7 @@ fn an_agent_keeps_its_own_keys_and_says_loudly_when_its_subnet_is_taken() {
         "{:?}",
         s.membership_error
     );
-    let (code, doc) = status_from_host(&lab, 1);
+    let (code, doc) = status(&lab, 1);
     assert_eq!(code, 1, "status of a node without its subnet: {doc:#}");
     let failing = doc["ready"]["failing"].to_string();
     assert!(failing.contains("pod CIDR held"), "{failing}");
@@ -583,7 +550,7 @@ fn an_agent_keeps_its_own_keys_and_says_loudly_when_its_subnet_is_taken() {
     wait_for("peers route to node2 again", PROPAGATION_WITHIN * 4, || {
         routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 2, cidr)
     });
-    let (code, doc) = status_from_host(&lab, 1);
+    let (code, doc) = status(&lab, 1);
     assert_eq!(code, 0, "{doc:#}");
     assert_model(&lab, &[Proto::Tcp]);
 }

@@ -34,19 +34,6 @@ fn leftovers(prefix: &str) -> Vec<String> {
     left
 }
 
-/// Stops the lab process if the test fails before it does, so a failure leaves nothing.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            // SAFETY: signalling our own child by its PID.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-            let _ = self.0.wait();
-        }
-    }
-}
-
 #[test]
 fn sigterm_to_a_running_lab_leaves_nothing_behind() {
     require_root();
@@ -59,7 +46,7 @@ fn sigterm_to_a_running_lab_leaves_nothing_behind() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", lab_bin.display()));
-    let mut child = Reap(child);
+    let mut child = netpath_tests::process::Spawned::terminating(child);
     let mut prefix = None;
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {

@@ -14,8 +14,9 @@ use netpath_tests::{
     check, counter_of, eth,
     lab::{agent_binary, Lab, LabConfig},
     netns,
-    observe::{http_get, http_raw, http_wait, Monitor, Prometheus, Spawned},
-    require_root, vxlan_payload, wait_counter_of, Ipv4Packet, RawSocket, ETH_P_IP,
+    observe::{http_get, http_raw, http_wait, Monitor, Prometheus},
+    process::Spawned,
+    state, vxlan_payload, wait_counter_of, Ipv4Packet, RawSocket, ETH_P_IP,
 };
 
 /// Where every lab agent serves, inside its node's namespace (the default).
@@ -24,16 +25,8 @@ fn agent_http() -> SocketAddr {
 }
 
 fn lab(nodes: usize, pods: usize) -> (Lab, LabConfig) {
-    require_root();
     let cfg = LabConfig::new(nodes, pods).expect("lab config");
-    let lab = Lab::up(&cfg).expect("bring up lab");
-    (lab, cfg)
-}
-
-fn state(lab: &Lab, node: usize) -> netpath::state::AgentState {
-    netpath::state::AgentState::read(&lab.nodes[node].state_dir())
-        .unwrap()
-        .expect("agent state")
+    (netpath_tests::lab_of(&cfg), cfg)
 }
 
 /// `netpath monitor` for lab node `node` with extra arguments.
@@ -292,14 +285,24 @@ fn the_monitor_shows_spoofed_stranger_and_no_route_drops_with_their_tuples() {
         0x5106,
     ))
     .unwrap();
-    let got = only
-        .wait_line(Duration::from_secs(5), |l| l.contains("10.244.200.2"))
-        .expect("the filtered event");
-    std::thread::sleep(Duration::from_millis(300));
+    // A second matching drop, sent last from the same socket: once it is shown, the
+    // frames before it have been judged too — no waiting on the clock.
+    raw.send(&frame(
+        &lab,
+        0,
+        0,
+        pod.ip,
+        Ipv4Addr::new(10, 244, 200, 2),
+        0x5107,
+    ))
+    .unwrap();
+    let matching = only
+        .wait_lines(Duration::from_secs(5), 2, |l| l.contains("10.244.200.2"))
+        .expect("the filtered events");
     assert_eq!(
         only.lines(),
-        vec![got],
-        "only the one that matches both filters"
+        matching,
+        "only the ones that match both filters"
     );
     let bad = Monitor::start(
         &agent_binary().unwrap(),
@@ -383,7 +386,8 @@ fn a_flood_of_bad_frames_is_all_counted_while_the_monitor_stays_responsive() {
             .is_some(),
         "the monitor reports what it did not show"
     );
-    // Responsive: the next second's first drop shows up at once.
+    // Responsive: the next second's first drop shows up at once. (The budget is per
+    // second: this pause is the thing under test, not a wait for an event.)
     std::thread::sleep(Duration::from_millis(1100));
     raw.send(&frame(
         &lab,
@@ -408,11 +412,25 @@ fn trace_events_show_forwarding_only_while_a_monitor_traces() {
     let ip = b.ip.to_string();
     let quiet = monitor(&lab, 0, &["--json", "--ip", &ip]);
     check::tcp(a.ns.path(), b.ns.path(), b.ip).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        quiet.lines().is_empty(),
-        "no forwarding events without --trace: {:?}",
-        quiet.lines()
+    // A drop toward b after the flow: once the monitor shows it, it has seen
+    // everything the flow could have produced.
+    let raw = RawSocket::open(a.ns.path(), "eth0").unwrap();
+    raw.send(&frame(
+        &lab,
+        0,
+        0,
+        Ipv4Addr::new(10, 244, 9, 9),
+        b.ip,
+        0x5301,
+    ))
+    .unwrap();
+    let marker = quiet
+        .wait_line(Duration::from_secs(5), |l| l.contains("drop-spoofed"))
+        .expect("the marker drop");
+    assert_eq!(
+        quiet.lines(),
+        vec![marker],
+        "no forwarding events without --trace"
     );
     quiet.interrupt().unwrap();
 
@@ -483,7 +501,7 @@ fn the_http_endpoint_answers_bad_requests_with_errors_and_a_taken_port_stops_the
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut guard = Spawned(child);
+        let mut guard = Spawned::killing(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = guard.0.try_wait().unwrap() {

@@ -49,19 +49,9 @@ fn status_json_lists_endpoints_and_counters() {
     let lab = netpath_tests::lab(1, 2);
     let pods = &lab.nodes[0].pods;
     netpath_tests::check::tcp(pods[0].ns.path(), pods[1].ns.path(), pods[1].ip).unwrap();
-    let out = Command::new(bin())
-        .args(["status", "--json", "--node", &lab.nodes[0].name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Run from the host, outside the node's namespace: judged inside it all the same.
-    assert_eq!(doc["health"]["ok"], true, "{:#}", doc["health"]);
-    assert_eq!(doc["ready"]["ok"], true, "{:#}", doc["ready"]);
+    let (code, doc) = netpath_tests::status(&lab, 0);
+    assert_eq!(code, 0, "a healthy, ready node: {doc:#}");
     let ips: Vec<&str> = doc["endpoints"]
         .as_array()
         .unwrap()

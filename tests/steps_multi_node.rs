@@ -10,9 +10,8 @@ use netpath_tests::{
 };
 
 fn lab_with(nodes: usize, pods: usize, backend: Backend) -> Lab {
-    require_root();
     let cfg = LabConfig::with_spec(generated_spec(nodes, backend).unwrap(), pods).unwrap();
-    Lab::up(&cfg).expect("bring up lab")
+    netpath_tests::lab_of(&cfg)
 }
 
 fn pod_mtu(lab: &Lab, node: usize) -> u32 {

@@ -5,30 +5,20 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::netns;
-
-/// A process started by a test; killed by its PID on drop.
-pub struct Spawned(pub Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::{netns, process::Spawned};
 
 /// Starts `cmd` inside the namespace at `ns` (a child forked from a thread there
 /// inherits it).
 pub fn spawn_in(ns: &Path, mut cmd: Command) -> Result<Spawned> {
     let child = netns::run_in(ns, move || cmd.spawn().context("start process"))?;
-    Ok(Spawned(child))
+    Ok(Spawned::killing(child))
 }
 
 /// Sends `request` (raw bytes) to `addr` inside `ns` and returns the status code and
@@ -202,7 +192,7 @@ impl Monitor {
             }
         });
         let mut m = Self {
-            proc: Spawned(child),
+            proc: Spawned::killing(child),
             lines,
             stderr,
         };
@@ -233,6 +223,26 @@ impl Monitor {
         loop {
             if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
                 return Some(l);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `n` lines are accepted by `pred`; returns them.
+    pub fn wait_lines(
+        &self,
+        within: Duration,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<Vec<String>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got: Vec<String> = self.lines().into_iter().filter(|l| pred(l)).collect();
+            if got.len() >= n {
+                return Some(got);
             }
             if Instant::now() > deadline {
                 return None;

@@ -21,9 +21,60 @@ pub fn require_root() {
 }
 
 pub fn lab(nodes: usize, pods: usize) -> Lab {
+    lab_of(&crate::lab::LabConfig::new(nodes, pods).expect("lab config"))
+}
+
+/// A lab brought up from `cfg` (as root).
+pub fn lab_of(cfg: &crate::lab::LabConfig) -> Lab {
     require_root();
-    let cfg = crate::lab::LabConfig::new(nodes, pods).expect("lab config");
-    Lab::up(&cfg).expect("bring up lab")
+    Lab::up(cfg).expect("bring up lab")
+}
+
+/// Polls `cond` every 10 ms until it holds and returns how long that took; fails the
+/// test, saying what did not happen, once `within` has passed.
+pub fn wait_for(what: &str, within: Duration, cond: impl Fn() -> bool) -> Duration {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.elapsed()
+}
+
+/// What node `node`'s agent last published.
+pub fn state(lab: &Lab, node: usize) -> netpath::state::AgentState {
+    netpath::state::AgentState::read(&lab.nodes[node].state_dir())
+        .unwrap()
+        .expect("the agent published its state")
+}
+
+/// `netpath status --json --node N` as a user runs it on the host, outside the node's
+/// namespace: its exit code (0 ready and healthy, 1 not — checked against the
+/// document) and its document.
+pub fn status(lab: &Lab, node: usize) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(crate::lab::agent_binary().unwrap())
+        .args(["status", "--json", "--node", &lab.nodes[node].name])
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        code == 0 || code == 1,
+        "status failed ({code}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ok = doc["ready"]["ok"] == true && doc["health"]["ok"] == true;
+    assert_eq!(
+        code == 0,
+        ok,
+        "the exit code says what the document says: {doc:#}"
+    );
+    (code, doc)
+}
+
+/// The document of `status`.
+pub fn status_json(lab: &Lab, node: usize) -> serde_json::Value {
+    status(lab, node).1
 }
 
 /// A packet socket bound to one interface inside a namespace.

@@ -23,7 +23,10 @@ impl Drop for Server {
     }
 }
 
-fn spawn_in(ns: &Path, args: &[String]) -> Result<Server> {
+/// Starts a server inside `ns` and returns once it listens on `port` (TCP, or UDP
+/// with `udp`), read from the namespace's own socket table.
+fn spawn_in(ns: &Path, args: &[String], port: u16, udp: bool) -> Result<Server> {
+    let name = args.join(" ");
     let args = args.to_vec();
     let child = netns::run_in(ns, move || {
         // A child forked from this thread inherits its network namespace.
@@ -35,9 +38,31 @@ fn spawn_in(ns: &Path, args: &[String]) -> Result<Server> {
             .spawn()
             .with_context(|| format!("start {}", args[0]))
     })?;
-    // Let it bind before the client connects.
-    std::thread::sleep(Duration::from_millis(150));
-    Ok(Server(child))
+    let server = Server(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !listening(ns, port, udp)? {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{name} does not listen on port {port} after 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(server)
+}
+
+/// Whether a socket in `ns` is bound to local `port` (TCP: listening).
+fn listening(ns: &Path, port: u16, udp: bool) -> Result<bool> {
+    let table = if udp {
+        "/proc/net/udp"
+    } else {
+        "/proc/net/tcp"
+    };
+    let text = netns::run_in(ns, || Ok(std::fs::read_to_string(table)?))?;
+    let want = format!(":{port:04X}");
+    // Columns: sl local_address rem_address st …; 0A is LISTEN, 07 an unconnected UDP socket.
+    Ok(text.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3 && f[1].ends_with(&want) && (f[3] == "0A" || (udp && f[3] == "07"))
+    }))
 }
 
 fn output_in(ns: &Path, args: &[String]) -> Result<String> {
@@ -74,8 +99,14 @@ pub struct Ends<'a> {
 
 /// Runs an iperf3 client against a one-shot server on `port`; returns its JSON.
 fn iperf3(e: &Ends, port: u16, secs: u32, extra: &[&str]) -> Result<serde_json::Value> {
+    let port_n = port;
     let port = port.to_string();
-    let _srv = spawn_in(e.server, &s(&["iperf3", "-s", "-1", "-p", &port]))?;
+    let _srv = spawn_in(
+        e.server,
+        &s(&["iperf3", "-s", "-1", "-p", &port]),
+        port_n,
+        false,
+    )?;
     let mut args = s(&[
         "iperf3",
         "-c",
@@ -141,7 +172,7 @@ pub fn latency_us(e: &Ends, secs: u32, tcp: bool) -> Result<(f64, f64)> {
         srv.push("--tcp".into());
         cli.push("--tcp".into());
     }
-    let _srv = spawn_in(e.server, &srv)?;
+    let _srv = spawn_in(e.server, &srv, 11111, !tcp)?;
     let out = output_in(e.client, &cli)?;
     let pct = |p: &str| -> Result<f64> {
         out.lines()
