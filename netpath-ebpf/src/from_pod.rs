@@ -35,6 +35,8 @@ fn ingress_ifindex(ctx: &TcContext) -> u32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext) -> (i32, Reason) {
+    // Not `packet::eth_ipv4`: a pod's frames are demultiplexed (its ARP is answered
+    // here), and a runt frame from a pod is a drop, not the stack's.
     let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
         return (TC_ACT_SHOT, Reason::DropTruncated);
     };

@@ -94,6 +94,7 @@ fn describe<C: Packet>(ctx: &C, program: Program, reason: Reason, kind: u8, t: u
         cpu: unsafe { bpf_get_smp_processor_id() },
         ..Event::default()
     };
+    // Not `packet::eth_ipv4`: an event names the ethertype of non-IPv4 frames too.
     let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
         return ev;
     };

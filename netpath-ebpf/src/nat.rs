@@ -20,7 +20,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use crate::{
     deliver,
     maps::{ENDPOINTS, NAT_IN, NAT_OUT},
-    packet::header_mut,
+    packet::{fold, header_mut},
 };
 
 const IP: usize = EthHdr::LEN;
@@ -235,26 +235,7 @@ pub fn masquerade(ctx: &TcContext, ip: &Ip, s: &Settings) -> (i32, Reason) {
     };
     // SAFETY: a map value; the kernel keeps it alive under RCU while we run. Each
     // field is a plain store of its own (see `Flow`).
-    let nat_port = unsafe {
-        let f = &mut *flow;
-        f.last_seen = t;
-        track_close(f, p.tcp_flags);
-        let fin = p.tcp_flags & TCP_FIN != 0;
-        if ip.proto == IPPROTO_TCP && (fin || f.fin_in != 0 || f.fin_out != 0) {
-            // Closing: remember what the remote's TIME_WAIT will hold.
-            if let Some(ts) = tcp_tsval(ctx, &p) {
-                f.last_tsval = ts;
-            }
-            if fin {
-                let payload = ip.total.saturating_sub(ip.len + p.doff) as u32;
-                f.fin_seq = u32::from_be_bytes(p.seq)
-                    .wrapping_add(payload + 1)
-                    .to_be_bytes();
-                f.fin_out = 1;
-            }
-        }
-        f.nat_port
-    };
+    let nat_port = outbound_seen(ctx, ip, &p, unsafe { &mut *flow }, t);
     let rewrite = Rewrite {
         ip_at: IP_SRC,
         old_ip: ip.src,
@@ -269,6 +250,28 @@ pub fn masquerade(ctx: &TcContext, ip: &Ip, s: &Settings) -> (i32, Reason) {
         return (TC_ACT_SHOT, Reason::DropNatUnsupported);
     }
     deliver::to_underlay(s.underlay_ifindex, None, Reason::Masqueraded)
+}
+
+/// An outbound packet of a translated flow: when it was seen, how far its closing
+/// got, and what the remote's TIME_WAIT will hold; returns the flow's port.
+#[inline(always)]
+fn outbound_seen(ctx: &TcContext, ip: &Ip, p: &Ports, f: &mut Flow, t: u64) -> [u8; 2] {
+    f.last_seen = t;
+    track_close(f, p.tcp_flags);
+    let fin = p.tcp_flags & TCP_FIN != 0;
+    if ip.proto == IPPROTO_TCP && (fin || f.fin_in != 0 || f.fin_out != 0) {
+        if let Some(ts) = tcp_tsval(ctx, p) {
+            f.last_tsval = ts;
+        }
+        if fin {
+            let payload = ip.total.saturating_sub(ip.len + p.doff) as u32;
+            f.fin_seq = u32::from_be_bytes(p.seq)
+                .wrapping_add(payload + 1)
+                .to_be_bytes();
+            f.fin_out = 1;
+        }
+    }
+    f.nat_port
 }
 
 /// RST, and the ACK that ends a closing handshake (FIN each way already seen),
@@ -659,9 +662,7 @@ fn csum_update<const N: usize>(check: [u8; 2], old: &[u8; N], new: &[u8; N]) -> 
         sum += u16::from_be_bytes([new[i], new[i + 1]]) as u32;
         i += 2;
     }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    (!(sum as u16)).to_be_bytes()
+    fold(sum).to_be_bytes()
 }
 
 /// One address and one port replaced, with the IP and L4 checksums kept right.

@@ -102,10 +102,17 @@ pub fn decrement_ttl(ip: &mut Ipv4Hdr) {
     let old = u16::from_be_bytes([ip.ttl, ip.proto]);
     ip.ttl -= 1;
     let new = u16::from_be_bytes([ip.ttl, ip.proto]);
-    let mut sum = !u16::from_be_bytes(ip.check) as u32 + !old as u32 + new as u32;
+    let sum = !u16::from_be_bytes(ip.check) as u32 + !old as u32 + new as u32;
+    ip.check = fold(sum).to_be_bytes();
+}
+
+/// A ones'-complement sum of 16-bit words folded to 16 bits and complemented: the
+/// checksum field's value. Two folds suffice for sums of up to 65 537 words.
+#[inline(always)]
+pub fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
-    ip.check = (!(sum as u16)).to_be_bytes();
+    !(sum as u16)
 }
 
 /// Header checksum of a 20-byte IPv4 header whose checksum field is zero.
@@ -117,9 +124,7 @@ pub fn ipv4_checksum(hdr: &[u8; 20]) -> u16 {
         sum += u16::from_be_bytes([hdr[i], hdr[i + 1]]) as u32;
         i += 2;
     }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
+    fold(sum)
 }
 
 /// Does `addr` fall inside `net/prefix`?

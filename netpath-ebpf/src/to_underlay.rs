@@ -7,12 +7,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netpath_common::{Program, Reason, RouteMode};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     maps::{ROUTES, SETTINGS},
     monitor::observe,
-    packet::{header_mut, ETH_P_IP},
+    packet::eth_ipv4,
     vxlan,
 };
 
@@ -27,14 +26,12 @@ pub fn to_underlay(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext) -> (i32, Reason) {
-    let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
-        return (TC_ACT_OK, Reason::NonIpv4);
-    };
-    if u16::from_be(eth.ether_type) != ETH_P_IP {
-        return (TC_ACT_OK, Reason::NonIpv4);
-    }
-    let Some(ip) = header_mut::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
-        return (TC_ACT_OK, Reason::ToStack);
+    // The node's own traffic: whatever is not IPv4 toward a VXLAN route is the
+    // stack's, a cut-short header included.
+    let ip = match eth_ipv4(ctx) {
+        Ok((_, ip)) => ip,
+        Err(Reason::NonIpv4) => return (TC_ACT_OK, Reason::NonIpv4),
+        Err(_) => return (TC_ACT_OK, Reason::ToStack),
     };
     let key = aya_ebpf::maps::lpm_trie::Key::new(32, ip.dst_addr);
     let (Some(route), Some(s)) = (ROUTES.get(&key), SETTINGS.get(0)) else {
