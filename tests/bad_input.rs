@@ -61,7 +61,11 @@ impl Setup {
         let after = wait_counter(&self.lab, 0, reason, before, 1);
         // A forwarded frame may be answered (an ICMP error), which counts again.
         if reason.is_drop() {
+            // Settled first: a second count a moment later must fail here too.
+            wait_quiet("the counter", || counter(&self.lab, 0, reason));
             assert_eq!(after, before + 1, "{reason:?} counted once for one frame");
+            let settled = counter(&self.lab, 0, reason);
+            assert_eq!(settled, after, "{reason:?} counted once for one frame");
         }
     }
 }

@@ -366,6 +366,7 @@ fn fifty_nodes_join_concurrently_with_fifty_distinct_subnets() {
                     &format!("j{i}"),
                     underlay,
                     derived_vtep_mac(underlay.addr),
+                    &[],
                 )
                 .await
                 .map(|m| m.record.pod_cidr)
@@ -505,6 +506,10 @@ fn an_agent_keeps_its_own_keys_and_says_loudly_when_its_subnet_is_taken() {
     );
     let s = state(&lab, 1);
     assert_eq!(s.pod_cidr, None, "no pod CIDR handed to the CNI plugin");
+    wait_for("node2 withdraws its record", PROPAGATION_WITHIN * 4, || {
+        etcd.etcdctl(&["get", &record_key])
+            .is_ok_and(|out| out.trim().is_empty())
+    });
     assert!(
         s.membership_error.as_deref().unwrap().contains("thief"),
         "{:?}",
@@ -547,10 +552,105 @@ fn an_agent_keeps_its_own_keys_and_says_loudly_when_its_subnet_is_taken() {
             s.membership_error.is_none() && s.pod_cidr == Some(cidr)
         },
     );
+    let record = etcd.etcdctl(&["get", &record_key]).unwrap();
+    assert!(
+        record.contains(&cidr.to_string()),
+        "its record is back: {record}"
+    );
     wait_for("peers route to node2 again", PROPAGATION_WITHIN * 4, || {
         routes_cidr(&lab, 0, cidr) && routes_cidr(&lab, 2, cidr)
     });
     let (code, doc) = status(&lab, 1);
     assert_eq!(code, 0, "{doc:#}");
+    assert_model(&lab, &[Proto::Tcp]);
+}
+
+#[test]
+fn a_node_cut_off_for_longer_than_its_lease_comes_back_with_its_subnet() {
+    let ttl = 3;
+    let (lab, _cfg) = etcd_lab(3, 1, |c| c.lease_ttl = ttl);
+    let cidr = lab.nodes[0].spec.pod_cidr;
+    let members: Vec<String> = lab
+        .etcd
+        .as_ref()
+        .unwrap()
+        .endpoints()
+        .iter()
+        .map(|e| {
+            e.trim_start_matches("http://")
+                .split(':')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let node1 = lab.nodes[0].ns.path().to_path_buf();
+    let cut = |verb: &str| {
+        for ip in &members {
+            netpath_tests::run_in_ns(
+                &node1,
+                &["ip", "route", verb, "blackhole", &format!("{ip}/32")],
+            )
+            .unwrap();
+        }
+    };
+    cut("add");
+    // Its lease runs out: everyone else forgets node1.
+    wait_for(
+        "peers drop node1 after its lease",
+        Duration::from_secs(30),
+        || !routes_cidr(&lab, 1, cidr) && !routes_cidr(&lab, 2, cidr),
+    );
+    cut("del");
+    // Back: a new lease, the same subnet, its record again, routes everywhere.
+    let took = wait_for("peers route node1 again", Duration::from_secs(15), || {
+        routes_cidr(&lab, 1, cidr) && routes_cidr(&lab, 2, cidr)
+    });
+    eprintln!("node1 back in everyone's maps {took:?} after the cut healed");
+    wait_for(
+        "node1 reports etcd reachable",
+        Duration::from_secs(5),
+        || state(&lab, 0).store_error.is_none(),
+    );
+    let s = state(&lab, 0);
+    assert_eq!(s.pod_cidr, Some(cidr), "the same subnet");
+    assert_eq!(s.membership_error, None);
+    assert_model(&lab, &[Proto::Tcp]);
+}
+
+#[test]
+fn a_restarted_agent_whose_reservation_was_deleted_keeps_its_pods_subnet() {
+    let (mut lab, cfg) = etcd_lab(3, 1, |c| c.keep_pins = true);
+    let keys = netpath::store::model::Keys::new("/netpath");
+    let (n1, n2) = (lab.nodes[0].spec.clone(), lab.nodes[1].spec.clone());
+    // Both agents down (pods keep running), both reservations deleted: node1's
+    // subnet is the first free one now, so a node that picked "the first free
+    // subnet" would take node1's and strand its own pods.
+    lab.kill_agent(0);
+    lab.kill_agent(1);
+    for n in [&n1, &n2] {
+        lab.etcd
+            .as_ref()
+            .unwrap()
+            .etcdctl(&["del", &keys.subnet(&n.pod_cidr)])
+            .unwrap();
+    }
+    lab.start_agent(1, &cfg).unwrap();
+    assert_eq!(
+        lab.nodes[1].spec.pod_cidr, n2.pod_cidr,
+        "node2 kept its pods' subnet"
+    );
+    assert_eq!(state(&lab, 1).pod_cidr, Some(n2.pod_cidr));
+    lab.start_agent(0, &cfg).unwrap();
+    assert_eq!(
+        lab.nodes[0].spec.pod_cidr, n1.pod_cidr,
+        "node1 kept its pods' subnet"
+    );
+    wait_for("everyone routes both again", PROPAGATION_WITHIN * 4, || {
+        (0..3).all(|i| {
+            (i == 0 || routes_cidr(&lab, i, n1.pod_cidr))
+                && (i == 1 || routes_cidr(&lab, i, n2.pod_cidr))
+        })
+    });
     assert_model(&lab, &[Proto::Tcp]);
 }

@@ -7,7 +7,10 @@ use std::{fs::File, io::Write, os::fd::AsRawFd, path::Path};
 /// see the old content or the new, never half; with `durable`, the data and the
 /// directory entry are on disk before this returns (what survives a power cut).
 pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = File::create(&tmp)?;

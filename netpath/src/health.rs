@@ -49,6 +49,13 @@ impl Report {
     }
 }
 
+impl Report {
+    /// A verdict of one failed check.
+    pub fn failing(name: &str, why: String) -> Self {
+        Self::of(vec![check(name, Err(why))])
+    }
+}
+
 fn check(name: impl Into<String>, result: Result<(), String>) -> Check {
     Check {
         name: name.into(),

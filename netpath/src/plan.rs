@@ -47,7 +47,7 @@ pub struct Probed {
 }
 
 /// Settings the programs read, from the spec plus what the agent probed.
-fn settings(
+pub fn settings(
     spec: &ClusterSpec,
     local: &NodeSpec,
     underlay: &Underlay,

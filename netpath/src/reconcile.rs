@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::Result;
-use netpath_common::{Peer, Route};
+use netpath_common::{Peer, Route, Settings};
 
 use crate::{
     datapath::Pinned,
@@ -65,14 +65,22 @@ pub fn owned_routes(table: &[RouteSummary]) -> BTreeMap<Ipv4Net, RouteSpec> {
         .collect()
 }
 
+/// Writes the programs' settings if they differ; whether they did. Reconcile's
+/// passes call it first, and the agent at start-up, before it changes a device
+/// the old settings name.
+pub fn apply_settings(pinned: &mut Pinned, want: Settings) -> Result<bool> {
+    let changed = pinned.settings()? != want;
+    if changed {
+        pinned.write_settings(want)?;
+    }
+    Ok(changed)
+}
+
 /// Applies `want` to the pinned maps: the settings first (what every other entry
 /// is read with), then the entries; returns whether the settings changed and how
 /// many entries did.
 pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> {
-    let settings = pinned.settings()? != want.settings;
-    if settings {
-        pinned.write_settings(want.settings)?;
-    }
+    let settings = apply_settings(pinned, want.settings)?;
     let routes: BTreeMap<Ipv4Net, Route> = pinned
         .routes()?
         .into_iter()

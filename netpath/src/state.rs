@@ -150,9 +150,17 @@ impl AgentState {
     pub fn read(dir: &Path) -> Result<Option<Self>> {
         let path = dir.join(FILE);
         match std::fs::read(&path) {
-            Ok(b) => Ok(Some(
-                serde_json::from_slice(&b).with_context(|| format!("parse {}", path.display()))?,
-            )),
+            Ok(b) => {
+                let mut s: Self = serde_json::from_slice(&b)
+                    .with_context(|| format!("parse {}", path.display()))?;
+                // Written before `store_kind` existed: the description says it.
+                let typed = serde_json::from_slice::<serde_json::Value>(&b)
+                    .is_ok_and(|v| v.get("store_kind").is_some());
+                if !typed && s.store.starts_with("etcd ") {
+                    s.store_kind = StoreKind::Etcd;
+                }
+                Ok(Some(s))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
         }
@@ -181,5 +189,23 @@ mod tests {
         assert_eq!(AgentState::read(&dir).unwrap(), Some(s));
         AgentState::remove(&dir);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn an_older_agents_file_reads_with_its_store_kind_inferred() {
+        let dir = std::env::temp_dir().join(format!("netpath-state-old-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = r#"{"node":"n1","pid":1,"pin_dir":"/p","spec_file":"","store":"etcd http://e:2379 under /netpath","pod_cidr":"10.244.1.0/24","pod_mtu":1450,"ready":true,"reconciles":3,"spec_error":null,"problems":[]}"#;
+        std::fs::write(dir.join(FILE), old).unwrap();
+        let s = AgentState::read(&dir).unwrap().unwrap();
+        assert_eq!(s.store_kind, StoreKind::Etcd);
+        assert_eq!(s.pod_cidr, Some("10.244.1.0/24".parse().unwrap()));
+        let file = old.replace("etcd http://e:2379 under /netpath", "file /spec.toml");
+        std::fs::write(dir.join(FILE), file).unwrap();
+        assert_eq!(
+            AgentState::read(&dir).unwrap().unwrap().store_kind,
+            StoreKind::File
+        );
+        AgentState::remove(&dir);
     }
 }

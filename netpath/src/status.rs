@@ -46,25 +46,35 @@ pub struct MasqueradeRow {
 pub struct Snapshot {
     pub pins: String,
     pub agent: Option<AgentState>,
+    /// What the pins hold; None when they cannot be read (a node starting).
+    #[serde(flatten)]
+    pub datapath: Option<DatapathView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pins_error: Option<String>,
+    pub ready: Report,
+    pub health: Report,
+    #[serde(skip)]
+    state_dir: PathBuf,
+}
+
+/// The pinned maps' content.
+#[derive(Debug, Serialize)]
+pub struct DatapathView {
     pub redirect: &'static str,
     pub tc_attach: &'static str,
     pub endpoints: Vec<EndpointRow>,
     pub routes: Vec<RouteRow>,
     pub nodes: Vec<String>,
     pub masquerade: MasqueradeRow,
-    pub ready: Report,
-    pub health: Report,
     pub maps: Vec<Fill>,
     pub monitor_events: EventLoss,
     pub counters: Vec<Counter>,
-    #[serde(skip)]
-    state_dir: PathBuf,
 }
 
 impl Snapshot {
     /// Whether the node serves pods: ready and healthy.
     pub fn ok(&self) -> bool {
-        self.ready.ok && self.health.ok
+        self.ready.ok && self.health.ok && self.datapath.is_some()
     }
 }
 
@@ -73,8 +83,26 @@ fn mac_str(m: &[u8; 6]) -> String {
 }
 
 /// Reads the node's state and maps; `agent` is what its agent published (None:
-/// nothing published).
+/// nothing published). Pins that cannot be read are an error only when no agent
+/// published anything either; otherwise the node is shown as not ready.
 pub fn gather(dir: &Path, state_dir: &Path, agent: Option<AgentState>) -> Result<Snapshot> {
+    let (datapath, pins_error) = match read_datapath(dir) {
+        Ok(d) => (Some(d), None),
+        Err(e) if agent.is_some() => (None, Some(format!("{e:#}"))),
+        Err(e) => return Err(e),
+    };
+    Ok(Snapshot {
+        pins: dir.display().to_string(),
+        datapath,
+        pins_error,
+        ready: health::readiness(agent.as_ref()),
+        health: node_health(agent.as_ref())?,
+        agent,
+        state_dir: state_dir.to_path_buf(),
+    })
+}
+
+fn read_datapath(dir: &Path) -> Result<DatapathView> {
     let pinned = Pinned::open(dir)?;
     let settings = pinned.settings()?;
     let nat = pinned.nat_usage();
@@ -98,8 +126,7 @@ pub fn gather(dir: &Path, state_dir: &Path, agent: Option<AgentState>) -> Result
             vtep_mac: mac_str(&r.vtep_mac),
         })
         .collect();
-    Ok(Snapshot {
-        pins: dir.display().to_string(),
+    Ok(DatapathView {
         redirect: pinned.redirect_mode()?.name(),
         tc_attach: pinned.tc_attach()?.name(),
         endpoints,
@@ -117,13 +144,9 @@ pub fn gather(dir: &Path, state_dir: &Path, agent: Option<AgentState>) -> Result
             translations: nat.translations,
             capacity: nat.capacity,
         },
-        ready: health::readiness(agent.as_ref()),
-        health: node_health(agent.as_ref())?,
         maps: pinned.fill(dir)?,
         monitor_events: pinned.event_loss()?,
         counters: pinned.counters()?,
-        agent,
-        state_dir: state_dir.to_path_buf(),
     })
 }
 
@@ -143,9 +166,12 @@ fn node_health(agent: Option<&AgentState>) -> Result<Report> {
     {
         Some((pid, id)) if NetnsId::current().ok() != Some(id) => {
             let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-            // The pid could have been reused by another process since it published.
+            // The pid could have been reused (or the agent gone) since it published.
             if NetnsId::of(&path).ok() != Some(id) {
-                anyhow::bail!("agent pid {pid} no longer serves the published network namespace");
+                return Ok(Report::failing(
+                    "agent alive",
+                    format!("pid {pid} no longer serves the published network namespace"),
+                ));
             }
             crate::netns::run_in(&path, judge)
                 .with_context(|| format!("judge health inside {}", path.display()))
@@ -160,10 +186,17 @@ pub fn render(s: &Snapshot, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(s)?);
         return Ok(());
     }
-    println!(
-        "pins: {}   redirect: {}   tc attach: {}",
-        s.pins, s.redirect, s.tc_attach
-    );
+    match &s.datapath {
+        Some(d) => println!(
+            "pins: {}   redirect: {}   tc attach: {}",
+            s.pins, d.redirect, d.tc_attach
+        ),
+        None => println!(
+            "pins: {}: NOT READABLE — {}",
+            s.pins,
+            s.pins_error.as_deref().unwrap_or("")
+        ),
+    }
     match &s.agent {
         None => println!(
             "agent: no state published in {} (not running?)",
@@ -173,6 +206,13 @@ pub fn render(s: &Snapshot, json: bool) -> Result<()> {
     }
     print_report("ready", &s.ready);
     print_report("healthy", &s.health);
+    if let Some(d) = &s.datapath {
+        render_datapath(d);
+    }
+    Ok(())
+}
+
+fn render_datapath(s: &DatapathView) {
     println!("\nendpoints ({}):", s.endpoints.len());
     for e in &s.endpoints {
         println!(
@@ -216,7 +256,6 @@ pub fn render(s: &Snapshot, json: bool) -> Result<()> {
     for c in s.counters.iter().filter(|c| c.packets > 0) {
         println!("  {:<10} {:<22} {}", c.program, c.reason, c.packets);
     }
-    Ok(())
 }
 
 fn render_agent(a: &AgentState) {

@@ -126,17 +126,17 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         early.metrics_addr = Some(bound.to_string());
     }
     shared.set_state(&early);
-    let opened = start::open_source(&args.source, &args.node, &nl).await?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| state::default_dir(&args.node));
+    let opened = start::open_source(&args.source, &args.node, &state_dir, &nl).await?;
     let local = opened.spec.node(&args.node)?.clone();
     start::check_nat_ports(&opened.spec)?;
     let dir = args
         .pin_dir
         .clone()
         .unwrap_or_else(|| datapath::node_dir(&opened.spec.bpffs_root, &local.name));
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| state::default_dir(&local.name));
     early.pin_dir = dir.clone();
     let waited = start::wait_for_underlay(
         &nl,
@@ -174,6 +174,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
             tunnel: started.probed.tunnel_ifindex != 0,
             metrics_addr: early.metrics_addr.clone(),
             store_synced_unix_ms: Some(state::unix_ms()),
+            membership_error: opened.membership_error,
             ..Default::default()
         },
         shared,
@@ -262,19 +263,13 @@ impl Agent {
                 self.publish();
             }
             Update::Membership(lost) => {
-                if lost != self.state.membership_error {
-                    match &lost {
-                        Some(why) => tracing::error!(
-                            "node {} lost its pod CIDR {}: {why}",
-                            self.local.name,
-                            self.local.pod_cidr
-                        ),
-                        None => tracing::info!(
-                            "node {} holds its pod CIDR {} again",
-                            self.local.name,
-                            self.local.pod_cidr
-                        ),
-                    }
+                if lost == self.state.membership_error {
+                    return;
+                }
+                let (name, cidr) = (&self.local.name, self.local.pod_cidr);
+                match &lost {
+                    Some(why) => tracing::error!("node {name} lost its pod CIDR {cidr}: {why}"),
+                    None => tracing::info!("node {name} holds its pod CIDR {cidr} again"),
                 }
                 self.state.membership_error = lost;
                 // Published by the pass, with the pod CIDR it implies.
@@ -410,20 +405,44 @@ impl Agent {
                 "applied"
             );
         }
-        for p in &want.unreachable {
+        let mut problems = want.unreachable;
+        problems.extend(self.strays());
+        for p in &problems {
             tracing::warn!("{p}");
         }
         // Published from the same pass that applied it: what the CNI plugin hands out
         // is what this node routes (and nothing while its subnet is not its own).
         self.state.pod_cidr =
             (self.state.membership_error.is_none()).then_some(self.local.pod_cidr);
-        self.state.problems = want.unreachable;
+        self.state.problems = problems;
         self.state.pod_mtu = self.spec.pod_mtu(self.underlay.mtu);
         self.state.reconciles += 1;
         self.state.ready = true;
         self.state.reconcile_error = None;
         self.publish();
         Ok(())
+    }
+
+    /// Pods whose addresses lie outside the node's pod CIDR (a spec that moved it
+    /// across a restart): nobody routes them.
+    fn strays(&self) -> Option<String> {
+        let held = match start::held_addresses(&self.state_dir) {
+            Ok(h) => h,
+            Err(e) => return Some(format!("{e:#}")),
+        };
+        let cidr = self.local.pod_cidr;
+        let out: Vec<String> = held
+            .iter()
+            .filter(|ip| !cidr.contains(**ip))
+            .map(|ip| ip.to_string())
+            .collect();
+        (!out.is_empty()).then(|| {
+            format!(
+                "pods hold addresses outside this node's pod CIDR {cidr}, which nobody routes: {} \
+                 (remove those pods)",
+                out.join(", ")
+            )
+        })
     }
 
     /// Frees expired masquerade flows (with masquerade off, whatever is left).

@@ -1,6 +1,10 @@
 //! Starting an agent: the spec from its source, the node's underlay found (waited
 //! for), the programs loaded, pinned and attached.
-use std::time::{Duration, Instant};
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use netpath_common::TcAttach;
@@ -8,11 +12,12 @@ use tokio::{signal::unix::Signal, sync::mpsc};
 
 use super::{spec_file::SpecFile, Source};
 use crate::{
-    datapath::{self, Loaded},
+    datapath::{self, Loaded, Pinned},
+    ipam,
     net::Ipv4Net,
     netlink::Netlink,
-    plan::{Probed, Underlay},
-    serve,
+    plan::{self, Probed, Underlay},
+    reconcile, serve,
     spec::{derived_vtep_mac, Backend, ClusterSpec, Decap, NodeSpec, PortRange, VxlanDevice},
     state::{AgentState, StoreKind},
     store::etcd::{Member, Update},
@@ -27,11 +32,19 @@ pub struct Opened {
     pub store_kind: StoreKind,
     /// Where, for people: `file PATH` or `etcd ENDPOINTS under PREFIX`.
     pub store: String,
+    /// Why the node may not hand out addresses from its pod CIDR (etcd: another
+    /// node holds the subnet its pods' addresses are from).
+    pub membership_error: Option<String>,
 }
 
 /// Reads the spec file, or joins the cluster in etcd (reserving the node's pod
 /// CIDR) and starts following it.
-pub async fn open_source(source: &Source, node: &str, nl: &Netlink) -> Result<Opened> {
+pub async fn open_source(
+    source: &Source,
+    node: &str,
+    state_dir: &Path,
+    nl: &Netlink,
+) -> Result<Opened> {
     match source {
         Source::File(path) => {
             let (file, spec) = SpecFile::open(path)?;
@@ -41,6 +54,7 @@ pub async fn open_source(source: &Source, node: &str, nl: &Netlink) -> Result<Op
                 updates: None,
                 store_kind: StoreKind::File,
                 store: format!("file {}", path.display()),
+                membership_error: None,
             })
         }
         Source::Etcd { opts, underlay } => {
@@ -48,9 +62,12 @@ pub async fn open_source(source: &Source, node: &str, nl: &Netlink) -> Result<Op
                 Some(u) => *u,
                 None => default_route_address(nl).await?,
             };
-            let member = Member::join(opts, node, underlay, derived_vtep_mac(underlay.addr))
+            let held = held_addresses(state_dir)?;
+            let mac = derived_vtep_mac(underlay.addr);
+            let member = Member::join(opts, node, underlay, mac, &held)
                 .await
                 .context("join the cluster in etcd")?;
+            let membership_error = member.lost().map(str::to_string);
             let (spec, notes) = member.spec()?;
             for n in notes {
                 tracing::warn!("etcd: {n}");
@@ -63,9 +80,20 @@ pub async fn open_source(source: &Source, node: &str, nl: &Netlink) -> Result<Op
                 updates: Some(rx),
                 store_kind: StoreKind::Etcd,
                 store: format!("etcd {} under {}", opts.endpoints.join(","), opts.prefix),
+                membership_error,
             })
         }
     }
+}
+
+/// The addresses this node's pods hold (its address book, which outlives agents).
+pub fn held_addresses(state_dir: &Path) -> Result<Vec<Ipv4Addr>> {
+    if !ipam::Store::exists(state_dir) {
+        return Ok(Vec::new());
+    }
+    let store = ipam::Store::open(state_dir)
+        .with_context(|| format!("read the address book in {}", state_dir.display()))?;
+    Ok(store.book.allocations.keys().copied().collect())
 }
 
 /// The datapath as started: loaded programs (held until the agent stops) and what
@@ -105,7 +133,9 @@ pub async fn start_datapath(
         tc_attach: tc_attach as u32,
         ..Default::default()
     };
-    if spec.settings.backend != Backend::Direct && spec.settings.vxlan_device != VxlanDevice::Off {
+    let tunnel_wanted =
+        spec.settings.backend != Backend::Direct && spec.settings.vxlan_device != VxlanDevice::Off;
+    if tunnel_wanted {
         let mtu = spec.pod_mtu(underlay.mtu);
         let index = tunnel::ensure(nl, spec.settings.port, local.vtep_mac, mtu)
             .await
@@ -113,7 +143,12 @@ pub async fn start_datapath(
         loaded.attach_tunnel(tunnel::NAME, tc_attach)?;
         probed.tunnel_ifindex = index;
         probed.tunnel_use = spec.settings.vxlan_device.tunnel_use();
-    } else {
+    }
+    // An earlier agent's settings are in force until now; the new ones before a
+    // tunnel they named goes, so no packet is sent to a device that is gone.
+    let settings = plan::settings(spec, local, &underlay, &probed);
+    reconcile::apply_settings(&mut Pinned::open(dir)?, settings)?;
+    if !tunnel_wanted {
         // One an earlier agent made with another spec: it would hold the VXLAN port.
         tunnel::remove(nl).await?;
     }

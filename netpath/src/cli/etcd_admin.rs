@@ -72,7 +72,8 @@ pub enum ClusterCmd {
 
 #[derive(Subcommand)]
 pub enum NodeCmd {
-    /// Release a node: its liveness record and its pod CIDR reservation.
+    /// Release a node: its liveness record and its pod CIDR reservation. Stop its
+    /// agent first: a running agent claims its keys again at once.
     Remove {
         name: String,
         #[command(flatten)]
@@ -110,9 +111,17 @@ impl NodeCmd {
     pub fn run(self) -> Result<bool> {
         let NodeCmd::Remove { name, etcd } = self;
         let opts = etcd.options()?;
+        let keys = Keys::new(&opts.prefix);
         let removed = one_shot_runtime()?.block_on(async {
             let mut client = etcd::connect(&opts).await?;
-            etcd::remove_node(&mut client, &Keys::new(&opts.prefix), &name).await
+            // A stopped agent's lease lives on until its TTL, so this cannot refuse.
+            if etcd::node_alive(&mut client, &keys, &name).await? {
+                eprintln!(
+                    "warning: node {name}'s lease is still live: if its agent runs, it claims \
+                     its keys again at once (stop the agent first)"
+                );
+            }
+            etcd::remove_node(&mut client, &keys, &name).await
         })?;
         if removed.is_empty() {
             println!("node {name}: nothing stored");

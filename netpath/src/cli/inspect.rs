@@ -40,7 +40,15 @@ impl NodeArgs {
 
     /// The published state (None: none published) and the pin directory in force.
     fn resolve(&self) -> Result<(Option<AgentState>, PathBuf)> {
-        let agent = AgentState::read(&self.state_dir())?;
+        // With the pins named, a damaged state file does not stand in the way.
+        let agent = match AgentState::read(&self.state_dir()) {
+            Err(e) if self.pin_dir.is_none() => return Err(e),
+            Err(e) => {
+                tracing::warn!("{e:#}");
+                None
+            }
+            Ok(a) => a,
+        };
         let published = agent
             .as_ref()
             .map(|a| a.pin_dir.clone())

@@ -67,11 +67,15 @@ fn hook_name(hook: TcAttachType) -> &'static str {
 }
 
 fn ifindex(ifname: &str) -> Result<u32> {
+    ifindex_if_present(ifname)?.ok_or_else(|| anyhow::anyhow!("no interface {ifname}"))
+}
+
+fn ifindex_if_present(ifname: &str) -> Result<Option<u32>> {
     let c = std::ffi::CString::new(ifname)?;
     // SAFETY: valid C string.
     match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => bail!("no interface {ifname}"),
-        i => Ok(i),
+        0 => Ok(None),
+        i => Ok(Some(i)),
     }
 }
 
@@ -109,7 +113,7 @@ pub(super) fn attach_persistent(
                     }
                     Err(e) => {
                         tracing::debug!("stale TCX link {}: {e:#}", pin.display());
-                        std::fs::remove_file(&pin)?;
+                        crate::files::remove_file_if_present(&pin)?;
                     }
                 }
             }
@@ -161,9 +165,13 @@ pub(super) fn attach_persistent(
     }
 }
 
-/// Detaches our program from one hook of `ifname`, however it was attached.
+/// Detaches our program from one hook of `ifname`, however it was attached; a
+/// device that is gone has nothing attached.
 pub fn detach(dir: &Path, ifname: &str, hook: TcAttachType) -> Result<()> {
-    let pin = link_pin(dir, ifindex(ifname)?, hook);
+    let Some(index) = ifindex_if_present(ifname)? else {
+        return Ok(());
+    };
+    let pin = link_pin(dir, index, hook);
     if pin.exists() {
         // The pin is the link's last holder: removing it detaches.
         return crate::files::remove_file_if_present(&pin)

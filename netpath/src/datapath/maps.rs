@@ -247,9 +247,10 @@ impl Pinned {
     }
 
     pub fn remove_node(&mut self, ip: Ipv4Addr) -> Result<()> {
-        self.nodes
-            .remove(&ip.octets())
-            .with_context(|| format!("remove node {ip}"))
+        match self.nodes.remove(&ip.octets()) {
+            Err(e) if is_missing(&e) => Ok(()),
+            r => r.with_context(|| format!("remove node {ip}")),
+        }
     }
 
     pub fn nat_exempt(&self) -> Result<Vec<Ipv4Net>> {
@@ -269,9 +270,13 @@ impl Pinned {
     }
 
     pub fn remove_nat_exempt(&mut self, net: Ipv4Net) -> Result<()> {
-        self.nat_exempt
+        match self
+            .nat_exempt
             .remove(&Key::new(net.prefix as u32, net.addr.octets()))
-            .with_context(|| format!("remove NAT exemption {net}"))
+        {
+            Err(e) if is_missing(&e) => Ok(()),
+            r => r.with_context(|| format!("remove NAT exemption {net}")),
+        }
     }
 
     pub fn counter(&self, program: Program, reason: Reason) -> Result<u64> {

@@ -159,6 +159,19 @@ pub async fn init_cluster(
     }
 }
 
+/// Whether `name`'s record sits on a live lease: its agent runs (and would claim its
+/// keys again at once).
+pub async fn node_alive(client: &mut Client, keys: &Keys, name: &str) -> Result<bool> {
+    let resp = client.get(keys.node(name), None).await?;
+    let Some(lease) = resp.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0) else {
+        return Ok(false);
+    };
+    Ok(client
+        .lease_time_to_live(lease, None)
+        .await
+        .is_ok_and(|r| r.ttl() > 0))
+}
+
 /// Releases a node: its liveness record and its subnet reservation. Returns what
 /// was removed.
 pub async fn remove_node(client: &mut Client, keys: &Keys, name: &str) -> Result<Vec<String>> {
@@ -232,6 +245,9 @@ pub struct Member {
     revision: i64,
     /// Why this node does not hold its pod CIDR now (see `Update::Membership`).
     lost: Option<String>,
+    /// What the agent was last told of `lost` (None: nothing since the join, whose
+    /// `lost()` it read).
+    reported: Option<Option<String>>,
 }
 
 impl Member {
@@ -242,32 +258,41 @@ impl Member {
         name: &str,
         underlay: Ipv4Net,
         vtep_mac: crate::net::Mac,
+        held: &[std::net::Ipv4Addr],
     ) -> Result<Self> {
         if !valid_node_name(name) {
             return Err(StoreError::NodeName(name.into()));
         }
         let keys = Keys::new(&opts.prefix);
         let mut client = connect(opts).await?;
-        let pod_cidr = reserve(&mut client, &keys, name).await?;
-        let record = NodeRecord {
-            underlay,
-            pod_cidr,
-            vtep_mac,
-        };
-        let lease = publish(&mut client, &keys, name, &record, opts.lease_ttl).await?;
+        let pod_cidr = reserve(&mut client, &keys, name, held).await?;
+        let lease = client.lease_grant(opts.lease_ttl, None).await?.id();
         let (view, revision) = list(&mut client, &keys).await?;
-        tracing::debug!(node = name, %pod_cidr, lease, "joined the cluster in etcd");
-        Ok(Self {
+        let mut member = Self {
             client,
             opts: opts.clone(),
             keys,
             name: name.to_string(),
-            record,
+            record: NodeRecord {
+                underlay,
+                pod_cidr,
+                vtep_mac,
+            },
             lease,
             view,
             revision,
             lost: None,
-        })
+            reported: None,
+        };
+        // Publishes the record, unless the subnet the pods hold is another's now.
+        member.hold_reservation().await?;
+        tracing::debug!(node = name, %pod_cidr, lease, lost = ?member.lost, "joined the cluster in etcd");
+        Ok(member)
+    }
+
+    /// Why this node does not hold its pod CIDR, if it does not.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
     }
 
     /// The cluster as this node sees it now.
@@ -324,31 +349,25 @@ impl Member {
     /// and a full re-list.
     async fn resync(&mut self) -> Result<()> {
         let mut client = connect(&self.opts).await?;
-        let (view, revision) = list(&mut client, &self.keys).await?;
-        self.client = client;
-        self.view = view;
-        self.revision = revision;
-        // Never another subnet while running: the pods hold addresses from this one.
-        self.hold_reservation().await?;
-        let client = &mut self.client;
+        // The lease first: a record put on an expired one is refused.
         let alive = client
             .lease_time_to_live(self.lease, None)
             .await
             .map(|r| r.ttl() > 0)
             .unwrap_or(false);
         if !alive {
-            self.lease = publish(
-                client,
-                &self.keys,
-                &self.name,
-                &self.record,
-                self.opts.lease_ttl,
-            )
-            .await?;
-        } else if self.lost.is_none() {
-            self.put_record().await?;
+            tracing::warn!(
+                lease = self.lease,
+                "etcd: this node's lease expired; a new one"
+            );
+            self.lease = client.lease_grant(self.opts.lease_ttl, None).await?.id();
         }
-        Ok(())
+        let (view, revision) = list(&mut client, &self.keys).await?;
+        self.client = client;
+        self.view = view;
+        self.revision = revision;
+        // Never another subnet while running: the pods hold addresses from this one.
+        self.hold_reservation().await
     }
 
     /// This node's record, on its lease.
@@ -371,31 +390,19 @@ impl Member {
     /// published then (it would claim someone else's subnet), and `lost` says why.
     async fn hold_reservation(&mut self) -> Result<()> {
         let mine = self.record.pod_cidr;
-        let key = self.keys.subnet(&mine);
         let owner = match self.view.subnets.get(&mine) {
             Some(owner) => Some(owner.clone()),
             None => {
-                let value = serde_json::to_vec(&Reservation {
-                    node: self.name.clone(),
-                })
-                .expect("serializes");
-                let txn = Txn::new()
-                    .when(vec![Compare::create_revision(
-                        key.clone(),
-                        CompareOp::Equal,
-                        0,
-                    )])
-                    .and_then(vec![TxnOp::put(key.clone(), value, None)]);
-                if self.client.txn(txn).await?.succeeded() {
+                if claim(&mut self.client, &self.keys, &self.name, mine).await? {
                     tracing::warn!(
                         subnet = %mine,
-                        "etcd: this node's reservation was deleted; claimed the subnet again"
+                        "etcd: this node's reservation was missing; claimed its subnet again"
                     );
                     self.view.subnets.insert(mine, self.name.clone());
                     Some(self.name.clone())
                 } else {
                     // Someone claimed it between our read and our write: read who.
-                    let resp = self.client.get(key.clone(), None).await?;
+                    let resp = self.client.get(self.keys.subnet(&mine), None).await?;
                     resp.kvs()
                         .first()
                         .and_then(|kv| serde_json::from_slice::<Reservation>(kv.value()).ok())
@@ -406,30 +413,48 @@ impl Member {
         self.lost = match owner {
             Some(o) if o == self.name => None,
             Some(o) => Some(format!(
-                "its pod CIDR {mine} is reserved by {o:?} now (the reservation was released \
-                 behind this node's back); release it with `netpath node remove {o}`, or remove \
-                 this node's pods and restart its agent to get another subnet"
+                "its pod CIDR {mine} is reserved by {o:?} now (this node's reservation was \
+                 released behind its back); stop {o}'s agent and release it with \
+                 `netpath node remove {o}`, or remove this node's pods and restart its agent \
+                 to get another subnet"
             )),
             None => Some(format!("its pod CIDR {mine} could not be reserved again")),
         };
-        let published = self.view.nodes.get(&self.name).map(|(_, r)| r);
-        if self.lost.is_none() && published != Some(&self.record) {
-            if published.is_none() {
-                tracing::warn!("etcd: this node's record was deleted; published it again");
-            } else {
-                tracing::warn!(
-                    "etcd: this node's record was changed by someone else; published it again"
-                );
+        let published = self.view.nodes.get(&self.name).map(|(_, r)| r.clone());
+        match (&self.lost, published) {
+            (None, Some(r)) if r == self.record => {}
+            (None, published) => {
+                match published {
+                    Some(r) => tracing::warn!(
+                        ?r,
+                        "etcd: this node's record was changed by someone else; published it again"
+                    ),
+                    None => tracing::info!("etcd: publishing this node's record"),
+                }
+                self.put_record().await?;
+                let created = self.revision;
+                self.view
+                    .nodes
+                    .insert(self.name.clone(), (created, self.record.clone()));
             }
-            self.put_record().await?;
+            // Lost: no record claiming another node's subnet.
+            (Some(_), Some(_)) => {
+                self.client.delete(self.keys.node(&self.name), None).await?;
+                self.view.nodes.remove(&self.name);
+            }
+            (Some(_), None) => {}
         }
         Ok(())
     }
 
-    async fn send_spec(&self, tx: &mpsc::Sender<Update>) -> std::result::Result<(), ()> {
-        tx.send(Update::Membership(self.lost.clone()))
-            .await
-            .map_err(|_| ())?;
+    async fn send_spec(&mut self, tx: &mpsc::Sender<Update>) -> std::result::Result<(), ()> {
+        let known = self.reported.clone().unwrap_or(None);
+        if known != self.lost {
+            tx.send(Update::Membership(self.lost.clone()))
+                .await
+                .map_err(|_| ())?;
+        }
+        self.reported = Some(self.lost.clone());
         match self.spec() {
             Ok((spec, notes)) => tx.send(Update::Spec(spec, notes)).await.map_err(|_| ()),
             Err(e) => {
@@ -468,8 +493,7 @@ impl Member {
                     Some(_) => {
                         // The lease expired (a long pause): publish anew.
                         tracing::warn!("etcd: lease {} expired; publishing this node again", self.lease);
-                        self.lease = publish(&mut self.client, &self.keys, &self.name, &self.record, self.opts.lease_ttl).await?;
-                        return Err(StoreError::Restart("lease renewed after expiry"));
+                        return Err(StoreError::Restart("lease expired"));
                     }
                     None => return Err(StoreError::Restart("lease renewal stream ended")),
                 },
@@ -551,7 +575,17 @@ enum Flow {
 /// This node's subnet: the one reserved for it, or a new one taken in a
 /// compare-and-create transaction (another node taking it first means: re-read,
 /// pick again).
-async fn reserve(client: &mut Client, keys: &Keys, name: &str) -> Result<Ipv4Net> {
+///
+/// `held`: addresses this node's pods hold already (its address book, kept across
+/// restarts). With its reservation gone they decide: the node asks for their subnet
+/// again, free or not — a node never moves away from its pods' addresses (if another
+/// node holds that subnet now, `hold_reservation` says so).
+async fn reserve(
+    client: &mut Client,
+    keys: &Keys,
+    name: &str,
+    held: &[std::net::Ipv4Addr],
+) -> Result<Ipv4Net> {
     const ATTEMPTS: usize = 64;
     for attempt in 0..ATTEMPTS {
         // The config and the reservations only: the node records can be many.
@@ -573,6 +607,12 @@ async fn reserve(client: &mut Client, keys: &Keys, name: &str) -> Result<Ipv4Net
         if let Some(mine) = view.reservation_of(name) {
             if config.settings.cluster_cidr.contains_net(&mine) && mine.prefix == config.subnet_len
             {
+                if let Some(ip) = held.iter().find(|ip| !mine.contains(**ip)) {
+                    tracing::warn!(
+                        %mine, %ip,
+                        "etcd: a pod of this node holds an address outside its reservation"
+                    );
+                }
                 return Ok(mine);
             }
             return Err(StoreError::Config(format!(
@@ -580,6 +620,18 @@ async fn reserve(client: &mut Client, keys: &Keys, name: &str) -> Result<Ipv4Net
                  release it with `netpath node remove {name}`",
                 config.settings.cluster_cidr, config.subnet_len
             )));
+        }
+        let len = config.subnet_len;
+        let theirs = held
+            .first()
+            .map(|ip| Ipv4Net::new(Ipv4Net::new(*ip, len).network(), len))
+            .filter(|net| config.settings.cluster_cidr.contains_net(net));
+        if let Some(net) = theirs {
+            if !view.subnets.contains_key(&net) {
+                // Claimed if still free; either way it is the subnet to hold.
+                claim(client, keys, name, net).await?;
+            }
+            return Ok(net);
         }
         let taken: BTreeSet<Ipv4Net> = view.subnets.keys().copied().collect();
         let pick = if attempt == 0 {
@@ -598,38 +650,23 @@ async fn reserve(client: &mut Client, keys: &Keys, name: &str) -> Result<Ipv4Net
             cluster: config.settings.cluster_cidr,
             len: config.subnet_len,
         })?;
-        let value = serde_json::to_vec(&Reservation { node: name.into() }).expect("serializes");
-        let key = keys.subnet(&net);
-        let txn = Txn::new()
-            .when(vec![Compare::create_revision(
-                key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then(vec![TxnOp::put(key, value, None)]);
-        if client.txn(txn).await?.succeeded() {
+        if claim(client, keys, name, net).await? {
             return Ok(net);
         }
     }
     Err(StoreError::Contended(ATTEMPTS))
 }
 
-/// The node's liveness record on a new lease; returns the lease.
-async fn publish(
-    client: &mut Client,
-    keys: &Keys,
-    name: &str,
-    record: &NodeRecord,
-    ttl: i64,
-) -> Result<i64> {
-    let lease = client.lease_grant(ttl, None).await?.id();
-    let value = serde_json::to_vec(record).expect("record serializes");
-    client
-        .put(
-            keys.node(name),
-            value,
-            Some(PutOptions::new().with_lease(lease)),
-        )
-        .await?;
-    Ok(lease)
+/// Reserves `net` for `name` if nobody holds it (compare-and-create); whether it did.
+async fn claim(client: &mut Client, keys: &Keys, name: &str, net: Ipv4Net) -> Result<bool> {
+    let value = serde_json::to_vec(&Reservation { node: name.into() }).expect("serializes");
+    let key = keys.subnet(&net);
+    let txn = Txn::new()
+        .when(vec![Compare::create_revision(
+            key.clone(),
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then(vec![TxnOp::put(key, value, None)]);
+    Ok(client.txn(txn).await?.succeeded())
 }

@@ -195,7 +195,7 @@ async fn run_loops(agents: usize, opts: EtcdOptions, endpoints: Vec<String>) -> 
                 let opts = opts.clone();
                 async move {
                     let u = underlay_of(i);
-                    Member::join(&opts, &format!("a{i}"), u, derived_vtep_mac(u.addr)).await
+                    Member::join(&opts, &format!("a{i}"), u, derived_vtep_mac(u.addr), &[]).await
                 }
             })
             .buffer_unordered(8)
@@ -228,7 +228,7 @@ async fn run_loops(agents: usize, opts: EtcdOptions, endpoints: Vec<String>) -> 
 
         let t0 = Instant::now();
         let u = underlay_of(agents + 10);
-        let probe = Member::join(&opts, PROBE, u, derived_vtep_mac(u.addr)).await?;
+        let probe = Member::join(&opts, PROBE, u, derived_vtep_mac(u.addr), &[]).await?;
         let join_call_ms = t0.elapsed().as_secs_f64() * 1e3;
         drop(probe);
         wait_all(&seen, |s| s.joined.is_some()).await?;

@@ -546,6 +546,23 @@ impl Lab {
         if let Some(mtu) = spec.settings.mtu {
             args.extend(["--mtu".into(), mtu.to_string()]);
         }
+        // Every setting the lab's spec has, so the etcd lab is the cluster it checks.
+        let set = &spec.settings;
+        for (flag, value) in [
+            ("--redirect", serde_plain(&set.redirect)),
+            ("--decap", set.decap.name().to_string()),
+            ("--vxlan-device", set.vxlan_device.name().to_string()),
+            ("--masquerade-ports", set.masquerade_ports.to_string()),
+        ] {
+            args.extend([flag.to_string(), value]);
+        }
+        if !set.masquerade {
+            args.push("--no-masquerade".into());
+        }
+        if !set.no_masquerade.is_empty() {
+            let exempt: Vec<String> = set.no_masquerade.iter().map(|n| n.to_string()).collect();
+            args.extend(["--masquerade-exempt".into(), exempt.join(",")]);
+        }
         args.extend(etcd_args(&cluster));
         let out = cluster
             .ns
@@ -974,4 +991,12 @@ pub fn in_runtime<T: Send, F: std::future::Future<Output = Result<T>>>(
     f: impl FnOnce() -> F + Send,
 ) -> Result<T> {
     crate::netns::run_in(ns, || netpath::files::one_shot_runtime()?.block_on(f()))
+}
+
+/// A unit enum's name as serde writes it (`"peer"` → `peer`).
+fn serde_plain<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
