@@ -3,16 +3,17 @@
 //! spec — re-planning and applying on SIGHUP, when the spec file changes and every
 //! few seconds — until SIGINT/SIGTERM. One tokio runtime drives signals, netlink and
 //! the programs' log ring.
+mod accept;
 mod spec_file;
 mod start;
+mod stop;
 
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
-use aya::programs::TcAttachType;
+use anyhow::{Context, Result};
 use tokio::{
     signal::unix::{signal, Signal, SignalKind},
     sync::mpsc,
@@ -23,12 +24,11 @@ use crate::{
     datapath::{self, Pinned},
     net::Ipv4Net,
     netlink::Netlink,
-    plan::{self, Desired, Probed, Underlay},
+    plan::{self, Probed, Underlay},
     reconcile, serve,
     spec::{ClusterSpec, NodeSpec},
     state::{self, AgentState},
     store::etcd::{EtcdOptions, Update},
-    tunnel,
 };
 
 /// How often the spec file is looked at (a change reaches the maps well within 1 s).
@@ -327,38 +327,8 @@ impl Agent {
 
     /// A new spec, as far as this running agent can follow it.
     fn check(&self, spec: ClusterSpec) -> Result<ClusterSpec> {
-        let local = spec.node(&self.local.name)?;
-        if local.underlay != self.local.underlay {
-            bail!(
-                "node {}'s underlay changed from {} to {}: restart the agent to move it",
-                local.name,
-                self.local.underlay,
-                local.underlay
-            );
-        }
-        if local.pod_cidr != self.local.pod_cidr {
-            bail!(
-                "node {}'s pod_cidr changed from {} to {}: its pods hold addresses from {}; \
-                 remove them and restart the agent to move it",
-                local.name,
-                self.local.pod_cidr,
-                local.pod_cidr,
-                self.local.pod_cidr
-            );
-        }
-        if spec.settings.decap != self.spec.settings.decap {
-            bail!(
-                "decap changed to {}: restart the agent to re-attach",
-                spec.settings.decap.name()
-            );
-        }
+        accept::followable(&self.spec, &self.local, &spec)?;
         start::check_nat_ports(&spec)?;
-        if spec.settings.vxlan_device != self.spec.settings.vxlan_device {
-            bail!(
-                "vxlan_device changed to {}: restart the agent to set the device up",
-                spec.settings.vxlan_device.name()
-            );
-        }
         Ok(spec)
     }
 
@@ -466,48 +436,6 @@ impl Agent {
         if let Err(e) = self.state.write(&self.state_dir) {
             tracing::warn!("publish state: {e:#}");
         }
-    }
-
-    /// Detaches from every endpoint's veth and the underlay, removes the owned kernel
-    /// routes, the pins and the published state.
-    async fn cleanup(self) -> Result<()> {
-        AgentState::remove(&self.state_dir);
-        if let Ok(pinned) = Pinned::open(&self.dir) {
-            for (ip, ep) in pinned.endpoints().unwrap_or_default() {
-                match datapath::attach::ifname(ep.ifindex) {
-                    Some(name) => {
-                        if let Err(e) = datapath::detach(&self.dir, &name, TcAttachType::Ingress) {
-                            tracing::warn!(%ip, "{e:#}");
-                        }
-                    }
-                    None => tracing::debug!(%ip, "veth already gone"),
-                }
-            }
-        }
-        for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
-            if let Err(e) = datapath::detach(&self.dir, &self.underlay_name, hook) {
-                tracing::warn!("{e:#}");
-            }
-        }
-        if self.probed.tunnel_ifindex != 0 {
-            if let Err(e) = datapath::detach(&self.dir, tunnel::NAME, TcAttachType::Ingress) {
-                tracing::warn!("{e:#}");
-            }
-            if let Err(e) = tunnel::remove(&self.nl).await {
-                tracing::warn!("remove {}: {e:#}", tunnel::NAME);
-            }
-        }
-        // Best effort from here: the pins go even if a route could not be removed.
-        let removed = match self.nl.routes().await {
-            Ok(table) => reconcile::apply_routes(&self.nl, &table, &Desired::default()).await,
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = removed {
-            tracing::warn!("remove owned routes: {e:#}");
-        }
-        datapath::remove_pins(&self.dir)?;
-        tracing::info!(pins = %self.dir.display(), "stopped; programs detached, routes and pins removed");
-        Ok(())
     }
 }
 

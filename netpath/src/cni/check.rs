@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::{
     code,
-    commands::{netlink_failed, open_netns, ready_node, runtime, wiring},
     conf::{Env, NetConf},
+    invocation::{netlink_failed, open_netns, ready_node, runtime, wiring},
     node::{self, ipam_error, Node},
     result, CniError, CniResult,
 };

@@ -5,6 +5,7 @@ mod check;
 mod commands;
 mod conf;
 pub mod install;
+mod invocation;
 mod node;
 mod result;
 
