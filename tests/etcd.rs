@@ -402,35 +402,28 @@ async fn futures_join<T>(
     out
 }
 
+/// Blackholes (`cut`) or restores the routes from node `node` to every etcd member.
+fn cut_off_from_etcd(lab: &Lab, node: usize, cut: bool) {
+    let verb = if cut { "add" } else { "del" };
+    for e in lab.etcd.as_ref().unwrap().endpoints() {
+        let ip = e
+            .trim_start_matches("http://")
+            .split(':')
+            .next()
+            .unwrap()
+            .to_string();
+        netpath_tests::run_in_ns(
+            lab.nodes[node].ns.path(),
+            &["ip", "route", verb, "blackhole", &format!("{ip}/32")],
+        )
+        .unwrap();
+    }
+}
+
 #[test]
 fn a_node_cut_off_from_etcd_keeps_forwarding_and_catches_up_when_it_returns() {
     let (mut lab, cfg) = etcd_lab(3, 1, |_| {});
-    let members: Vec<String> = lab
-        .etcd
-        .as_ref()
-        .unwrap()
-        .endpoints()
-        .iter()
-        .map(|e| {
-            e.trim_start_matches("http://")
-                .split(':')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    let node1 = lab.nodes[0].ns.path().to_path_buf();
-    let cut = |add: bool| {
-        for ip in &members {
-            let verb = if add { "add" } else { "del" };
-            netpath_tests::run_in_ns(
-                &node1,
-                &["ip", "route", verb, "blackhole", &format!("{ip}/32")],
-            )
-            .unwrap();
-        }
-    };
-    cut(true);
+    cut_off_from_etcd(&lab, 0, true);
     wait_for(
         "node1 reports etcd unreachable",
         Duration::from_secs(30),
@@ -453,7 +446,7 @@ fn a_node_cut_off_from_etcd_keeps_forwarding_and_catches_up_when_it_returns() {
         !routes_cidr(&lab, 1, cidr)
     });
     assert!(routes_cidr(&lab, 0, cidr), "node1 cannot know yet");
-    cut(false);
+    cut_off_from_etcd(&lab, 0, false);
     let back = wait_for("node1 catches up", Duration::from_secs(3), || {
         state(&lab, 0).store_error.is_none() && !routes_cidr(&lab, 0, cidr)
     });
@@ -570,30 +563,7 @@ fn a_node_cut_off_for_longer_than_its_lease_comes_back_with_its_subnet() {
     let ttl = 3;
     let (lab, _cfg) = etcd_lab(3, 1, |c| c.lease_ttl = ttl);
     let cidr = lab.nodes[0].spec.pod_cidr;
-    let members: Vec<String> = lab
-        .etcd
-        .as_ref()
-        .unwrap()
-        .endpoints()
-        .iter()
-        .map(|e| {
-            e.trim_start_matches("http://")
-                .split(':')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    let node1 = lab.nodes[0].ns.path().to_path_buf();
-    let cut = |verb: &str| {
-        for ip in &members {
-            netpath_tests::run_in_ns(
-                &node1,
-                &["ip", "route", verb, "blackhole", &format!("{ip}/32")],
-            )
-            .unwrap();
-        }
-    };
+    let cut = |verb: &str| cut_off_from_etcd(&lab, 0, verb == "add");
     cut("add");
     // Its lease runs out: everyone else forgets node1.
     wait_for(
