@@ -365,4 +365,26 @@ fn endpoint_attach_and_detach_are_idempotent() {
     drop(ns);
     assert!(detach(), "entry removed although the netns is gone");
     assert!(!detach());
+    // What a concurrent DEL leaves to a slower one: a link found a moment ago and
+    // gone now, a map entry and a pin already removed. Each removal is done.
+    in_runtime(node.ns.path(), || async {
+        let nl = netpath::netlink::Netlink::new()?;
+        let stale = nl.links().await?.iter().map(|l| l.index).max().unwrap_or(0) + 1000;
+        nl.delete_link(stale).await?;
+        nl.delete_route("10.244.250.0/24".parse().unwrap(), None)
+            .await?;
+        Ok(())
+    })
+    .expect("removing what is gone succeeds");
+    let mut pinned = node.pinned().unwrap();
+    pinned.remove_endpoint(a.ip).expect("an entry already gone");
+    pinned
+        .remove_route(std::net::Ipv4Addr::new(10, 244, 250, 0), 24)
+        .expect("a route already gone");
+    netpath::datapath::detach(
+        &node.pin_dir,
+        "np-gone0",
+        aya::programs::TcAttachType::Ingress,
+    )
+    .expect("a device already gone has nothing attached");
 }

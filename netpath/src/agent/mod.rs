@@ -108,9 +108,51 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         hup: signal(SignalKind::hangup())?,
     };
     let nl = Netlink::new()?;
-    // Listening first: a taken port fails the start before anything is loaded, and
-    // /readyz answers "not ready" (with the reason) while the agent starts.
     let shared = serve::Shared::new();
+    let mut early = listen(&args, &shared).await?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| state::default_dir(&args.node));
+    let mut opened = start::open_source(&args.source, &args.node, &state_dir, &nl).await?;
+    let local = opened.spec.node(&args.node)?.clone();
+    start::check_nat_ports(&opened.spec)?;
+    let dir = args
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| datapath::node_dir(&opened.spec.bpffs_root, &local.name));
+    early.pin_dir = dir.clone();
+    let (term, int) = (&mut signals.term, &mut signals.int);
+    let waited = start::wait_for_underlay(&nl, &local, &shared, &mut early, term, int).await?;
+    let Some(ifindex) = waited else {
+        tracing::info!("stopped while waiting for the underlay address");
+        return Ok(());
+    };
+    early.waiting = Some("loading and attaching the programs".into());
+    shared.set_state(&early);
+    let started = start::start_datapath(&nl, &opened.spec, &local, &dir, ifindex)
+        .await
+        .with_context(|| format!("start the datapath for node {}", local.name))?;
+    let updates = opened.updates.take();
+    let mut agent = Agent::new(opened, &started, local, dir, state_dir, shared, nl);
+    agent.state.metrics_addr = early.metrics_addr;
+    agent.reconcile().await?;
+    release_freed_memory();
+    agent.log_ready(&started);
+    agent.run_loop(updates, &mut signals).await;
+    drop(started.loaded);
+    if args.keep_pins {
+        AgentState::remove(&agent.state_dir);
+        tracing::info!("stopping; pins and routes kept, pods keep their datapath");
+        return Ok(());
+    }
+    agent.cleanup().await
+}
+
+/// Listening first: a taken port fails the start before anything is loaded, and
+/// /readyz answers "not ready" (with the reason) while the agent starts. Returns the
+/// state published until the agent is up.
+async fn listen(args: &AgentArgs, shared: &std::sync::Arc<serve::Shared>) -> Result<AgentState> {
     let mut early = AgentState {
         node: args.node.clone(),
         pid: std::process::id(),
@@ -126,96 +168,67 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         early.metrics_addr = Some(bound.to_string());
     }
     shared.set_state(&early);
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| state::default_dir(&args.node));
-    let opened = start::open_source(&args.source, &args.node, &state_dir, &nl).await?;
-    let local = opened.spec.node(&args.node)?.clone();
-    start::check_nat_ports(&opened.spec)?;
-    let dir = args
-        .pin_dir
-        .clone()
-        .unwrap_or_else(|| datapath::node_dir(&opened.spec.bpffs_root, &local.name));
-    early.pin_dir = dir.clone();
-    let waited = start::wait_for_underlay(
-        &nl,
-        &local,
-        &shared,
-        &mut early,
-        &mut signals.term,
-        &mut signals.int,
-    )
-    .await?;
-    let Some(ifindex) = waited else {
-        tracing::info!("stopped while waiting for the underlay address");
-        return Ok(());
-    };
-    early.waiting = Some("loading and attaching the programs".into());
-    shared.set_state(&early);
-    let started = start::start_datapath(&nl, &opened.spec, &local, &dir, ifindex)
-        .await
-        .with_context(|| format!("start the datapath for node {}", local.name))?;
-    let mut agent = Agent {
-        state: AgentState {
-            node: local.name.clone(),
-            pid: std::process::id(),
-            pin_dir: dir.clone(),
-            spec_file: opened
-                .spec_file
-                .as_ref()
-                .map(|f| f.path.clone())
-                .unwrap_or_default(),
-            store_kind: opened.store_kind,
-            store: opened.store,
-            netns: state::NetnsId::current().ok(),
-            maps_loaded: true,
-            underlay: started.underlay_name.clone(),
-            tunnel: started.probed.tunnel_ifindex != 0,
-            metrics_addr: early.metrics_addr.clone(),
-            store_synced_unix_ms: Some(state::unix_ms()),
-            membership_error: opened.membership_error,
-            ..Default::default()
-        },
-        shared,
-        spec_file: opened.spec_file,
-        spec: opened.spec,
-        local,
-        dir,
-        state_dir,
-        underlay: started.underlay,
-        underlay_name: started.underlay_name,
-        probed: started.probed,
-        nl,
-    };
-    agent.reconcile().await?;
-    release_freed_memory();
-    tracing::info!(
-        node = %agent.local.name,
-        pins = %agent.dir.display(),
-        underlay = %agent.underlay_name,
-        backend = agent.spec.settings.backend.name(),
-        decap = agent.spec.settings.decap.name(),
-        vxlan_device = agent.spec.settings.vxlan_device.name(),
-        tc_attach = started.tc_attach.name(),
-        kernel = %state::kernel_release(),
-        pod_cidr = %agent.local.pod_cidr,
-        pod_mtu = agent.state.pod_mtu,
-        store = %agent.state.store,
-        reattached = started.reattached,
-        "agent ready"
-    );
-    agent.run_loop(opened.updates, &mut signals).await;
-    drop(started.loaded);
-    if args.keep_pins {
-        AgentState::remove(&agent.state_dir);
-        tracing::info!("stopping; pins and routes kept, pods keep their datapath");
-        return Ok(());
-    }
-    agent.cleanup().await
+    Ok(early)
 }
 
 impl Agent {
+    fn new(
+        opened: start::Opened,
+        started: &start::Started,
+        local: NodeSpec,
+        dir: PathBuf,
+        state_dir: PathBuf,
+        shared: std::sync::Arc<serve::Shared>,
+        nl: Netlink,
+    ) -> Self {
+        let spec_file = opened.spec_file.as_ref().map(|f| f.path.clone());
+        Self {
+            state: AgentState {
+                node: local.name.clone(),
+                pid: std::process::id(),
+                pin_dir: dir.clone(),
+                spec_file: spec_file.unwrap_or_default(),
+                store_kind: opened.store_kind,
+                store: opened.store,
+                netns: state::NetnsId::current().ok(),
+                maps_loaded: true,
+                underlay: started.underlay_name.clone(),
+                tunnel: started.probed.tunnel_ifindex != 0,
+                store_synced_unix_ms: Some(state::unix_ms()),
+                membership_error: opened.membership_error,
+                ..Default::default()
+            },
+            shared,
+            spec_file: opened.spec_file,
+            spec: opened.spec,
+            local,
+            dir,
+            state_dir,
+            underlay: started.underlay,
+            underlay_name: started.underlay_name.clone(),
+            probed: started.probed,
+            nl,
+        }
+    }
+
+    fn log_ready(&self, started: &start::Started) {
+        let set = &self.spec.settings;
+        tracing::info!(
+            node = %self.local.name,
+            pins = %self.dir.display(),
+            underlay = %self.underlay_name,
+            backend = set.backend.name(),
+            decap = set.decap.name(),
+            vxlan_device = set.vxlan_device.name(),
+            tc_attach = started.tc_attach.name(),
+            kernel = %state::kernel_release(),
+            pod_cidr = %self.local.pod_cidr,
+            pod_mtu = self.state.pod_mtu,
+            store = %self.state.store,
+            reattached = started.reattached,
+            "agent ready"
+        );
+    }
     /// Follows the store until SIGINT/SIGTERM: spec changes, etcd updates, a resync
     /// every few seconds, the NAT collector.
     async fn run_loop(&mut self, mut updates: Option<mpsc::Receiver<Update>>, s: &mut Signals) {
