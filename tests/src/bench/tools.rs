@@ -49,17 +49,25 @@ fn spawn_in(ns: &Path, args: &[String], port: u16, udp: bool) -> Result<Server> 
     Ok(server)
 }
 
-/// Whether a socket in `ns` is bound to local `port` (TCP: listening).
+/// Whether a socket in `ns` is bound to local `port` (TCP: listening), IPv4 or
+/// dual-stack IPv6 (iperf3 binds `::`). `thread-self`: `/proc/net` is the main
+/// thread's namespace, not the one this thread entered.
 fn listening(ns: &Path, port: u16, udp: bool) -> Result<bool> {
-    let table = if udp {
-        "/proc/net/udp"
+    let tables: [&str; 2] = if udp {
+        ["/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"]
     } else {
-        "/proc/net/tcp"
+        ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"]
     };
-    let text = netns::run_in(ns, || Ok(std::fs::read_to_string(table)?))?;
+    let text = netns::run_in(ns, || {
+        Ok(tables
+            .iter()
+            .filter_map(|t| std::fs::read_to_string(t).ok())
+            .collect::<Vec<_>>()
+            .join("\n"))
+    })?;
     let want = format!(":{port:04X}");
     // Columns: sl local_address rem_address st …; 0A is LISTEN, 07 an unconnected UDP socket.
-    Ok(text.lines().skip(1).any(|l| {
+    Ok(text.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() > 3 && f[1].ends_with(&want) && (f[3] == "0A" || (udp && f[3] == "07"))
     }))
