@@ -142,7 +142,7 @@ fn an_invalid_spec_is_refused_and_the_last_good_one_keeps_forwarding() {
 #[test]
 fn moving_a_running_nodes_pod_cidr_is_refused_and_its_published_cidr_stays_what_it_routes() {
     let spec = generated_spec(2, Backend::Auto).unwrap();
-    let (lab, _) = lab_of(spec.clone(), 1, false);
+    let (mut lab, cfg) = lab_of(spec.clone(), 1, false);
     let published = |lab: &Lab| {
         AgentState::read(&lab.nodes[0].state_dir())
             .unwrap()
@@ -152,7 +152,8 @@ fn moving_a_running_nodes_pod_cidr_is_refused_and_its_published_cidr_stays_what_
     assert_eq!(published(&lab).pod_cidr, Some(own));
     let mut moved = spec.to_draft();
     moved.nodes[0].pod_cidr = net("10.244.99.0/24");
-    lab.write_spec(&moved.validate().unwrap()).unwrap();
+    let moved = moved.validate().unwrap();
+    lab.write_spec(&moved).unwrap();
     wait_for("refusal published", Duration::from_secs(2), || {
         status_json(&lab, 0)["agent"]["spec_error"].is_string()
     });
@@ -172,6 +173,17 @@ fn moving_a_running_nodes_pod_cidr_is_refused_and_its_published_cidr_stays_what_
         || map_routes(&lab, 1).contains(&own),
     );
     tcp_ok(&lab, (0, 0), (1, 0));
+    // Moved across a restart, which a new agent accepts: the pod it still has holds
+    // an address nobody routes any more, and the node says so.
+    lab.kill_agent(0);
+    lab.write_spec(&moved).unwrap();
+    lab.start_agent(0, &cfg).unwrap();
+    let problems = status_json(&lab, 0)["agent"]["problems"].to_string();
+    assert!(
+        problems.contains("outside this node's pod CIDR 10.244.99.0/24")
+            && problems.contains(&lab.nodes[0].pods[0].ip.to_string()),
+        "{problems}"
+    );
 }
 
 #[test]

@@ -560,7 +560,7 @@ fn an_agent_keeps_its_own_keys_and_says_loudly_when_its_subnet_is_taken() {
 
 #[test]
 fn a_node_cut_off_for_longer_than_its_lease_comes_back_with_its_subnet() {
-    let ttl = 3;
+    let ttl = 5;
     let (lab, _cfg) = etcd_lab(3, 1, |c| c.lease_ttl = ttl);
     let cidr = lab.nodes[0].spec.pod_cidr;
     let cut = |verb: &str| cut_off_from_etcd(&lab, 0, verb == "add");
@@ -590,7 +590,11 @@ fn a_node_cut_off_for_longer_than_its_lease_comes_back_with_its_subnet() {
 
 #[test]
 fn a_restarted_agent_whose_reservation_was_deleted_keeps_its_pods_subnet() {
-    let (mut lab, cfg) = etcd_lab(3, 1, |c| c.keep_pins = true);
+    let ttl = 5;
+    let (mut lab, cfg) = etcd_lab(3, 1, |c| {
+        c.keep_pins = true;
+        c.lease_ttl = ttl;
+    });
     let keys = netpath::store::model::Keys::new("/netpath");
     let (n1, n2) = (lab.nodes[0].spec.clone(), lab.nodes[1].spec.clone());
     // Both agents down (pods keep running), both reservations deleted: node1's
@@ -622,5 +626,18 @@ fn a_restarted_agent_whose_reservation_was_deleted_keeps_its_pods_subnet() {
                 && (i == 1 || routes_cidr(&lab, i, n2.pod_cidr))
         })
     });
+    // The killed agents' leases run out now: their records must be on the new ones.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(ttl as u64 + 3) {
+        for (i, n) in [(1, &n1), (2, &n1), (0, &n2), (2, &n2)] {
+            assert!(
+                routes_cidr(&lab, i, n.pod_cidr),
+                "node{} lost {} after the old lease expired",
+                i + 1,
+                n.pod_cidr
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_model(&lab, &[Proto::Tcp]);
 }

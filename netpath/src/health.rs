@@ -54,6 +54,12 @@ impl Report {
     pub fn failing(name: &str, why: String) -> Self {
         Self::of(vec![check(name, Err(why))])
     }
+
+    /// This verdict with one more failed check.
+    pub fn with_failing(mut self, name: &str, why: String) -> Self {
+        self.checks.push(check(name, Err(why)));
+        Self::of(self.checks)
+    }
 }
 
 fn check(name: impl Into<String>, result: Result<(), String>) -> Check {

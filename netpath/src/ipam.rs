@@ -164,19 +164,24 @@ impl Store {
         let lock = crate::files::lock_exclusive(&lock_path, true)
             .map_err(io(&lock_path))?
             .expect("a waiting lock is always taken");
-        let path = dir.join(BOOK);
-        let book = match std::fs::read(&path) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|source| IpamError::Corrupt { path, source })?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Book::default(),
-            Err(e) => return Err(io(&path)(e)),
-        };
         Ok(Self {
             dir: dir.to_path_buf(),
             _lock: lock,
-            book,
+            book: Self::read(dir)?,
         })
+    }
+
+    /// The book as last committed, without the lock: for readers only (a commit is
+    /// a rename, so a reader sees one whole version), never to allocate from.
+    pub fn read(dir: &Path) -> Result<Book> {
+        let path = dir.join(BOOK);
+        match std::fs::read(&path) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|source| IpamError::Corrupt { path, source })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Book::default()),
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     /// Whether `dir` holds a book at all (without locking or creating anything).

@@ -74,7 +74,7 @@ pub struct DatapathView {
 impl Snapshot {
     /// Whether the node serves pods: ready and healthy.
     pub fn ok(&self) -> bool {
-        self.ready.ok && self.health.ok && self.datapath.is_some()
+        self.ready.ok && self.health.ok
     }
 }
 
@@ -91,11 +91,15 @@ pub fn gather(dir: &Path, state_dir: &Path, agent: Option<AgentState>) -> Result
         Err(e) if agent.is_some() => (None, Some(format!("{e:#}"))),
         Err(e) => return Err(e),
     };
+    let mut ready = health::readiness(agent.as_ref());
+    if let Some(e) = &pins_error {
+        ready = ready.with_failing("pins readable", e.clone());
+    }
     Ok(Snapshot {
         pins: dir.display().to_string(),
         datapath,
         pins_error,
-        ready: health::readiness(agent.as_ref()),
+        ready,
         health: node_health(agent.as_ref())?,
         agent,
         state_dir: state_dir.to_path_buf(),

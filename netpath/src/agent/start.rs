@@ -62,7 +62,12 @@ pub async fn open_source(
                 Some(u) => *u,
                 None => default_route_address(nl).await?,
             };
-            let held = held_addresses(state_dir)?;
+            // A damaged book is the CNI plugin's to report; here it only means the
+            // node has no pods' subnet to ask for.
+            let held = held_addresses(state_dir).unwrap_or_else(|e| {
+                tracing::warn!("{e:#}");
+                Vec::new()
+            });
             let mac = derived_vtep_mac(underlay.addr);
             let member = Member::join(opts, node, underlay, mac, &held)
                 .await
@@ -86,14 +91,12 @@ pub async fn open_source(
     }
 }
 
-/// The addresses this node's pods hold (its address book, which outlives agents).
+/// The addresses this node's pods hold (its address book, which outlives agents),
+/// read without the book's lock: a CNI call holding it never stalls the agent.
 pub fn held_addresses(state_dir: &Path) -> Result<Vec<Ipv4Addr>> {
-    if !ipam::Store::exists(state_dir) {
-        return Ok(Vec::new());
-    }
-    let store = ipam::Store::open(state_dir)
+    let book = ipam::Store::read(state_dir)
         .with_context(|| format!("read the address book in {}", state_dir.display()))?;
-    Ok(store.book.allocations.keys().copied().collect())
+    Ok(book.allocations.keys().copied().collect())
 }
 
 /// The datapath as started: loaded programs (held until the agent stops) and what

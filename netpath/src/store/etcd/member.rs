@@ -67,27 +67,36 @@ impl Member {
         }
         let keys = Keys::new(&opts.prefix);
         let mut client = connect(opts).await?;
-        let pod_cidr = reserve(&mut client, &keys, name, held).await?;
+        let reserved = reserve(&mut client, &keys, name, held).await?;
+        let pod_cidr = reserved.net;
         let lease = client.lease_grant(opts.lease_ttl, None).await?.id();
+        let record = NodeRecord {
+            underlay,
+            pod_cidr,
+            vtep_mac,
+        };
+        if reserved.ours {
+            // Before the list, which can take long on a big cluster: peers see the
+            // node as soon as it holds its subnet.
+            put_record(&mut client, &keys, name, &record, lease).await?;
+        }
         let (view, revision) = list(&mut client, &keys).await?;
         let mut member = Self {
             client,
             opts: opts.clone(),
             keys,
             name: name.to_string(),
-            record: NodeRecord {
-                underlay,
-                pod_cidr,
-                vtep_mac,
-            },
+            record,
             lease,
             view,
             revision,
             lost: None,
             reported: None,
         };
-        // Publishes the record, unless the subnet the pods hold is another's now.
+        // Checks the keys as listed (a subnet held by another: no record).
         member.hold_reservation().await?;
+        // What the agent reads from `lost()` now, it has been told.
+        member.reported = Some(member.lost.clone());
         tracing::debug!(node = name, %pod_cidr, lease, lost = ?member.lost, "joined the cluster in etcd");
         Ok(member)
     }
@@ -151,12 +160,9 @@ impl Member {
     /// and a full re-list.
     async fn resync(&mut self) -> Result<()> {
         let mut client = connect(&self.opts).await?;
-        // The lease first: a record put on an expired one is refused.
-        let alive = client
-            .lease_time_to_live(self.lease, None)
-            .await
-            .map(|r| r.ttl() > 0)
-            .unwrap_or(false);
+        // The lease first: a record put on an expired one is refused. (An unknown
+        // lease answers TTL -1, not an error: an error is a reason to retry.)
+        let alive = client.lease_time_to_live(self.lease, None).await?.ttl() > 0;
         if !alive {
             tracing::warn!(
                 lease = self.lease,
@@ -168,21 +174,23 @@ impl Member {
         self.client = client;
         self.view = view;
         self.revision = revision;
+        // Put again whatever it looks like: an equal record may sit on an expired
+        // lease that etcd has not revoked yet, or on one granted before a restart.
+        self.view.nodes.remove(&self.name);
         // Never another subnet while running: the pods hold addresses from this one.
         self.hold_reservation().await
     }
 
     /// This node's record, on its lease.
-    async fn put_record(&mut self) -> Result<()> {
-        let value = serde_json::to_vec(&self.record).expect("record serializes");
-        self.client
-            .put(
-                self.keys.node(&self.name),
-                value,
-                Some(PutOptions::new().with_lease(self.lease)),
-            )
-            .await?;
-        Ok(())
+    async fn put_record(&mut self) -> Result<i64> {
+        put_record(
+            &mut self.client,
+            &self.keys,
+            &self.name,
+            &self.record,
+            self.lease,
+        )
+        .await
     }
 
     /// Keeps this node's own keys as they must be, after the view changed: its
@@ -233,8 +241,7 @@ impl Member {
                     ),
                     None => tracing::info!("etcd: publishing this node's record"),
                 }
-                self.put_record().await?;
-                let created = self.revision;
+                let created = self.put_record().await?;
                 self.view
                     .nodes
                     .insert(self.name.clone(), (created, self.record.clone()));
@@ -318,14 +325,12 @@ impl Member {
             return Ok(Flow::AgentGone);
         }
         if resp.compact_revision() > 0 || resp.canceled() {
-            // History gone past our revision: only a full re-list is right.
-            let (view, revision) = list(&mut self.client, &self.keys).await?;
-            self.view = view;
-            self.revision = revision;
-            tracing::info!(revision, "etcd: watch compacted; re-listed");
-            if self.send_spec(tx).await.is_err() {
-                return Ok(Flow::AgentGone);
-            }
+            // History gone past our revision: only a full re-list is right, which
+            // the resync after this restart does.
+            tracing::info!(
+                revision = self.revision,
+                "etcd: watch compacted; re-listing"
+            );
             return Err(StoreError::Restart("watch restarted after compaction"));
         }
         if let Some(h) = resp.header() {
@@ -372,4 +377,23 @@ enum Flow {
     Go,
     /// The agent dropped its receiver: it is stopping.
     AgentGone,
+}
+
+/// `name`'s record on `lease`; returns the revision of the put.
+async fn put_record(
+    client: &mut Client,
+    keys: &Keys,
+    name: &str,
+    record: &NodeRecord,
+    lease: i64,
+) -> Result<i64> {
+    let value = serde_json::to_vec(record).expect("record serializes");
+    let resp = client
+        .put(
+            keys.node(name),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await?;
+    Ok(resp.header().map_or(0, |h| h.revision()))
 }

@@ -10,6 +10,13 @@ use crate::{
     store::model::{pick_subnet, pick_subnet_after_conflict, Keys, Reservation, View},
 };
 
+/// The subnet a joining node is to hold, and whether the reservation is its own
+/// (not when its pods' subnet is reserved by another node now).
+pub(super) struct Reserved {
+    pub net: Ipv4Net,
+    pub ours: bool,
+}
+
 /// This node's subnet: the one reserved for it, or a new one taken in a
 /// compare-and-create transaction (another node taking it first means: re-read,
 /// pick again).
@@ -23,7 +30,7 @@ pub(super) async fn reserve(
     keys: &Keys,
     name: &str,
     held: &[std::net::Ipv4Addr],
-) -> Result<Ipv4Net> {
+) -> Result<Reserved> {
     const ATTEMPTS: usize = 64;
     for attempt in 0..ATTEMPTS {
         // The config and the reservations only: the node records can be many.
@@ -51,7 +58,10 @@ pub(super) async fn reserve(
                         "etcd: a pod of this node holds an address outside its reservation"
                     );
                 }
-                return Ok(mine);
+                return Ok(Reserved {
+                    net: mine,
+                    ours: true,
+                });
             }
             return Err(StoreError::Config(format!(
                 "node {name}'s reservation {mine} does not fit the cluster config ({} in /{}); \
@@ -61,15 +71,13 @@ pub(super) async fn reserve(
         }
         let len = config.subnet_len;
         let theirs = held
-            .first()
+            .iter()
             .map(|ip| Ipv4Net::new(Ipv4Net::new(*ip, len).network(), len))
-            .filter(|net| config.settings.cluster_cidr.contains_net(net));
+            .find(|net| config.settings.cluster_cidr.contains_net(net));
         if let Some(net) = theirs {
-            if !view.subnets.contains_key(&net) {
-                // Claimed if still free; either way it is the subnet to hold.
-                claim(client, keys, name, net).await?;
-            }
-            return Ok(net);
+            // Claimed if still free; either way it is the subnet to hold.
+            let ours = !view.subnets.contains_key(&net) && claim(client, keys, name, net).await?;
+            return Ok(Reserved { net, ours });
         }
         let taken: BTreeSet<Ipv4Net> = view.subnets.keys().copied().collect();
         let pick = if attempt == 0 {
@@ -89,7 +97,7 @@ pub(super) async fn reserve(
             len: config.subnet_len,
         })?;
         if claim(client, keys, name, net).await? {
-            return Ok(net);
+            return Ok(Reserved { net, ours: true });
         }
     }
     Err(StoreError::Contended(ATTEMPTS))
