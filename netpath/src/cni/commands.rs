@@ -71,7 +71,7 @@ fn dispatch(command: &str, env: &Env, value: &Value) -> CniResult<Option<Value>>
     match command {
         "ADD" => add(env, &conf).map(Some),
         "DEL" => del(env, &conf).map(|()| None),
-        "CHECK" => super::check::check(env, &conf).map(|()| None),
+        "CHECK" => super::verify::check(env, &conf).map(|()| None),
         "STATUS" => {
             newer_verb("STATUS")?;
             status(&conf).map(|()| None)

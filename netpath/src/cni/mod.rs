@@ -1,13 +1,13 @@
 //! The CNI plugin (type `netpath`, spec 1.1.0): the `netpath` binary run with
 //! `CNI_COMMAND` set. Results and errors go to stdout as the spec's JSON; logs go
 //! to stderr (or the config's `logFile`), never to stdout.
-mod check;
 mod commands;
 mod conf;
 pub mod install;
 mod invocation;
 mod node;
 mod result;
+mod verify;
 
 use std::{io::Read, process::ExitCode};
 
