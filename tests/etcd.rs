@@ -174,6 +174,9 @@ fn etcd_member_failures_leave_forwarding_alone_and_agents_converge_when_it_retur
     // (agents that used the dead member continue on another).
     lab.etcd.as_mut().unwrap().kill_member(0);
     let etcd = lab.etcd.as_ref().unwrap();
+    // Member 0 may have been the leader: a write during the election times out
+    // (the test's own etcdctl, not an agent), so wait for the new leader.
+    etcd.wait_healthy(Duration::from_secs(30)).unwrap();
     let ghost: Ipv4Net = "10.244.77.0/24".parse().unwrap();
     let keys = netpath::store::model::Keys::new("/netpath");
     let record = serde_json::json!({
