@@ -36,6 +36,8 @@ pub mod names {
 
 /// Bytes VXLAN adds in front of the inner IP packet: outer IPv4 + UDP + VXLAN + inner Ethernet.
 pub const VXLAN_OVERHEAD: u32 = 20 + 8 + 8 + 14;
+/// Bytes IP-in-IP adds in front of the inner IP packet: one outer IPv4 header.
+pub const IPIP_OVERHEAD: u32 = 20;
 /// flannel's and the Linux kernel's VXLAN defaults.
 pub const DEFAULT_VNI: u32 = 1;
 pub const DEFAULT_VXLAN_PORT: u16 = 8472;
@@ -48,6 +50,8 @@ pub enum RouteMode {
     Direct = 0,
     /// VXLAN to the node's underlay address.
     Vxlan = 1,
+    /// IP-in-IP (protocol 4) to the node's underlay address (Calico's overlay).
+    Ipip = 2,
 }
 
 impl RouteMode {
@@ -55,6 +59,7 @@ impl RouteMode {
         match v {
             0 => Some(Self::Direct),
             1 => Some(Self::Vxlan),
+            2 => Some(Self::Ipip),
             _ => None,
         }
     }
@@ -62,6 +67,7 @@ impl RouteMode {
         match self {
             Self::Direct => "direct",
             Self::Vxlan => "vxlan",
+            Self::Ipip => "ipip",
         }
     }
 }
@@ -226,6 +232,7 @@ impl NatKey {
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_IPIP: u8 = 4;
 
 /// Flows each NAT map holds (allocated as used).
 pub const NAT_CAPACITY: u32 = 65536;
@@ -424,10 +431,22 @@ pub enum Reason {
     /// To the outside but not translatable: an IP fragment or a protocol other than
     /// TCP, UDP and ICMP echo.
     DropNatUnsupported = 27,
+    /// Wrapped in IP-in-IP for the owning node.
+    IpipEncapsulated = 28,
+    /// IP-in-IP from a known node, unwrapped and handed to a local pod.
+    IpipDecapsulated = 29,
+    /// IP-in-IP from a known node, unwrapped and left to the host stack.
+    IpipDecapToStack = 30,
+    /// IP-in-IP for the cluster from an address that is not a known node.
+    DropIpipUnknownPeer = 31,
+    /// IP-in-IP whose inner source is neither its sender nor one of the sender's pods.
+    DropIpipSpoofed = 32,
+    /// IP-in-IP with outer options, a fragmented outer header or no inner IPv4 header.
+    DropIpipMalformed = 33,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 28;
+    pub const COUNT: u32 = 34;
     /// The reason an event's number names.
     pub const fn from_u8(v: u8) -> Option<Self> {
         if (v as u32) < Self::COUNT {
@@ -465,6 +484,12 @@ impl Reason {
         Reason::DropNatTableFull,
         Reason::DropNatUnknown,
         Reason::DropNatUnsupported,
+        Reason::IpipEncapsulated,
+        Reason::IpipDecapsulated,
+        Reason::IpipDecapToStack,
+        Reason::DropIpipUnknownPeer,
+        Reason::DropIpipSpoofed,
+        Reason::DropIpipMalformed,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -496,6 +521,12 @@ impl Reason {
             Self::DropNatTableFull => "drop-nat-table-full",
             Self::DropNatUnknown => "drop-nat-unknown",
             Self::DropNatUnsupported => "drop-nat-unsupported",
+            Self::IpipEncapsulated => "ipip-encapsulated",
+            Self::IpipDecapsulated => "ipip-decapsulated",
+            Self::IpipDecapToStack => "ipip-decap-to-stack",
+            Self::DropIpipUnknownPeer => "drop-ipip-unknown-peer",
+            Self::DropIpipSpoofed => "drop-ipip-spoofed",
+            Self::DropIpipMalformed => "drop-ipip-malformed",
         }
     }
     pub const fn is_drop(self) -> bool {
@@ -515,6 +546,9 @@ impl Reason {
                 | Self::DropNatTableFull
                 | Self::DropNatUnknown
                 | Self::DropNatUnsupported
+                | Self::DropIpipUnknownPeer
+                | Self::DropIpipSpoofed
+                | Self::DropIpipMalformed
         )
     }
 }

@@ -10,7 +10,7 @@ use netpath_common::{Program, Reason, RouteMode, Settings, POD_GATEWAY};
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    deliver,
+    deliver, ipip,
     maps::{ENDPOINTS, NAT_EXEMPT, ROUTES, SETTINGS},
     monitor::observe,
     nat,
@@ -86,9 +86,10 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
     }
     decrement_ttl(ip);
     match RouteMode::from_u32(route.mode) {
+        // The next hop is the owning node, or a router that learned the pod routes.
         Some(RouteMode::Direct) => deliver::to_underlay(
             s.underlay_ifindex,
-            Some(route.node_ip),
+            Some(route.next_hop),
             Reason::DirectRouted,
         ),
         Some(RouteMode::Vxlan) => {
@@ -102,6 +103,13 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
             // another subnet); without one the helper's FIB lookup finds it.
             let nh = (route.next_hop != [0; 4]).then_some(route.next_hop);
             deliver::to_underlay(s.underlay_ifindex, nh, Reason::Encapsulated)
+        }
+        Some(RouteMode::Ipip) => {
+            if ipip::encapsulate(ctx, route, s).is_err() {
+                return (TC_ACT_SHOT, Reason::DropEncapFailed);
+            }
+            let nh = (route.next_hop != [0; 4]).then_some(route.next_hop);
+            deliver::to_underlay(s.underlay_ifindex, nh, Reason::IpipEncapsulated)
         }
         None => (TC_ACT_SHOT, Reason::DropNoRoute),
     }

@@ -1,5 +1,5 @@
-//! TC ingress on the node's underlay interface: VXLAN from known nodes is unwrapped
-//! and, like directly routed packets, handed straight to the local pod.
+//! TC ingress on the node's underlay interface: VXLAN and IP-in-IP from known nodes
+//! are unwrapped and, like directly routed packets, handed straight to the local pod.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::classifier,
@@ -9,7 +9,7 @@ use netpath_common::{Program, Reason, Settings, TUNNEL_RX};
 use network_types::eth::EthHdr;
 
 use crate::{
-    deliver,
+    deliver, ipip,
     maps::{ENDPOINTS, SETTINGS},
     monitor::observe,
     nat,
@@ -40,9 +40,30 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
         RxVerdict::Accept(vx) if to_tunnel(ctx, vx.inner_dst, s) => {
             return (TC_ACT_OK, Reason::ToTunnel)
         }
-        RxVerdict::Accept(vx) => return decapsulate(ctx, vx.inner_dst),
+        RxVerdict::Accept(vx) => {
+            if vxlan::decapsulate(ctx).is_err() {
+                return (TC_ACT_SHOT, Reason::DropDecapFailed);
+            }
+            return deliver_unwrapped(
+                ctx,
+                vx.inner_dst,
+                Reason::Decapsulated,
+                Reason::DecapToStack,
+            );
+        }
         RxVerdict::Drop(reason) => return (TC_ACT_SHOT, reason),
         RxVerdict::NotVxlan => {}
+    }
+    match ipip::check_rx(ctx, ip, s) {
+        ipip::RxVerdict::Accept(inner_dst) => {
+            if ipip::decapsulate(ctx).is_err() {
+                return (TC_ACT_SHOT, Reason::DropDecapFailed);
+            }
+            let (ok, to_stack) = (Reason::IpipDecapsulated, Reason::IpipDecapToStack);
+            return deliver_unwrapped(ctx, inner_dst, ok, to_stack);
+        }
+        ipip::RxVerdict::Drop(reason) => return (TC_ACT_SHOT, reason),
+        ipip::RxVerdict::NotIpip => {}
     }
     // Directly routed from another node (or any underlay host) to a local pod.
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
@@ -74,19 +95,22 @@ fn to_tunnel(ctx: &TcContext, inner_dst: [u8; 4], s: &Settings) -> bool {
     unsafe { ENDPOINTS.get(inner_dst) }.is_some()
 }
 
-/// Strips an accepted VXLAN frame's outer headers and delivers the inner packet.
+/// Hands an unwrapped packet (the outer Ethernet header now in front of the inner IP
+/// packet) to its local pod, or to the stack when no local pod has its address.
 #[inline(always)]
-fn decapsulate(ctx: &TcContext, inner_dst: [u8; 4]) -> (i32, Reason) {
-    if vxlan::decapsulate(ctx).is_err() {
-        return (TC_ACT_SHOT, Reason::DropDecapFailed);
-    }
-    // SAFETY: as above.
+fn deliver_unwrapped(
+    ctx: &TcContext,
+    inner_dst: [u8; 4],
+    delivered: Reason,
+    to_stack: Reason,
+) -> (i32, Reason) {
+    // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     if let Some(dst) = unsafe { ENDPOINTS.get(inner_dst) } {
         // adjust_room invalidated every packet pointer: look the header up again.
         let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
             return (TC_ACT_SHOT, Reason::DropDecapFailed);
         };
-        return deliver::to_local_pod(eth, dst, SETTINGS.get(0), Reason::Decapsulated);
+        return deliver::to_local_pod(eth, dst, SETTINGS.get(0), delivered);
     }
-    (TC_ACT_OK, Reason::DecapToStack)
+    (TC_ACT_OK, to_stack)
 }

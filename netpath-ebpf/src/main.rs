@@ -6,6 +6,7 @@ mod deliver;
 mod from_pod;
 mod from_tunnel;
 mod from_underlay;
+mod ipip;
 mod maps;
 mod monitor;
 mod nat;

@@ -1,5 +1,5 @@
 //! TC egress on the node's underlay interface: the node's own packets to pods behind
-//! a VXLAN route leave wrapped. The kernel has already routed them to the right next
+//! a VXLAN or IP-in-IP route leave wrapped. The kernel has already routed them to the right next
 //! hop (the same one as for the owning node's address), so the MACs stay.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -9,6 +9,7 @@ use aya_ebpf::{
 use netpath_common::{Program, Reason, RouteMode};
 
 use crate::{
+    ipip,
     maps::{ROUTES, SETTINGS},
     monitor::observe,
     packet::eth_ipv4,
@@ -26,7 +27,7 @@ pub fn to_underlay(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext) -> (i32, Reason) {
-    // The node's own traffic: whatever is not IPv4 toward a VXLAN route is the
+    // The node's own traffic: whatever is not IPv4 toward an overlay route is the
     // stack's, a cut-short header included.
     let ip = match eth_ipv4(ctx) {
         Ok((_, ip)) => ip,
@@ -37,11 +38,13 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
     let (Some(route), Some(s)) = (ROUTES.get(&key), SETTINGS.get(0)) else {
         return (TC_ACT_OK, Reason::ToStack);
     };
-    if route.mode != RouteMode::Vxlan as u32 {
-        return (TC_ACT_OK, Reason::ToStack);
-    }
-    if vxlan::encapsulate(ctx, route, s).is_err() {
+    let (wrapped, ok) = match RouteMode::from_u32(route.mode) {
+        Some(RouteMode::Vxlan) => (vxlan::encapsulate(ctx, route, s), Reason::Encapsulated),
+        Some(RouteMode::Ipip) => (ipip::encapsulate(ctx, route, s), Reason::IpipEncapsulated),
+        _ => return (TC_ACT_OK, Reason::ToStack),
+    };
+    if wrapped.is_err() {
         return (TC_ACT_SHOT, Reason::DropEncapFailed);
     }
-    (TC_ACT_OK, Reason::Encapsulated)
+    (TC_ACT_OK, ok)
 }

@@ -3,12 +3,12 @@
 //! node's own traffic needs. No I/O here, so every decision is unit-tested.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use netpath_common::{Peer, RedirectMode, Route, RouteMode, Settings, VXLAN_OVERHEAD};
+use netpath_common::{Peer, RedirectMode, Route, RouteMode, Settings};
 
 use crate::{
     net::Ipv4Net,
     netlink::{RouteSpec, RouteSummary, PROTO_AGENT},
-    spec::{ClusterSpec, NodeSpec},
+    spec::{overhead, ClusterSpec, NodeSpec},
 };
 
 /// The node's underlay interface as found on the host.
@@ -157,7 +157,7 @@ pub fn plan(
                 dst: peer.pod_cidr,
                 oif: underlay.ifindex,
                 gateway: Some(gw),
-                mtu: (mode == RouteMode::Vxlan).then_some(underlay.mtu - VXLAN_OVERHEAD),
+                mtu: (mode != RouteMode::Direct).then(|| underlay.mtu - overhead(mode)),
                 protocol: PROTO_AGENT,
             },
         );
@@ -260,6 +260,31 @@ mod tests {
         );
         let k3 = d.kernel_routes[&"10.244.3.0/24".parse().unwrap()];
         assert_eq!((k3.gateway, k3.mtu), (Some(ROUTER), Some(1450)));
+    }
+
+    #[test]
+    fn ipip_routes_leave_room_for_one_header_and_keep_the_router_as_next_hop() {
+        let spec = ClusterSpec::parse(DEFAULT_SPEC)
+            .unwrap()
+            .with_settings(|s| s.overlay = Some(crate::spec::Overlay::Ipip))
+            .unwrap();
+        let d = plan(
+            &spec,
+            &spec.nodes[0],
+            &UL,
+            &Probed::default(),
+            &node1_table(),
+        );
+        let to3 = d.routes[&"10.244.3.0/24".parse().unwrap()];
+        assert_eq!(to3.mode, RouteMode::Ipip as u32);
+        assert_eq!(
+            (to3.node_ip, to3.next_hop),
+            ([192, 168, 57, 13], ROUTER.octets())
+        );
+        let k3 = d.kernel_routes[&"10.244.3.0/24".parse().unwrap()];
+        assert_eq!((k3.gateway, k3.mtu), (Some(ROUTER), Some(1480)));
+        let to2 = d.routes[&"10.244.2.0/24".parse().unwrap()];
+        assert_eq!(to2.mode, RouteMode::Direct as u32);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use netpath::spec::{Backend, ClusterSpec, Decap, Redirect, DEFAULT_SPEC};
+use netpath::spec::{Backend, ClusterSpec, Decap, Overlay, Redirect, DEFAULT_SPEC};
 use netpath_tests::{bench, check::Proto, lab};
 
 #[derive(Parser)]
@@ -34,23 +34,6 @@ impl From<RedirectArg> for Redirect {
 enum DecapArg {
     Tc,
     Xdp,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum BackendArg {
-    Direct,
-    Vxlan,
-    Auto,
-}
-
-impl From<BackendArg> for Backend {
-    fn from(b: BackendArg) -> Self {
-        match b {
-            BackendArg::Direct => Backend::Direct,
-            BackendArg::Vxlan => Backend::Vxlan,
-            BackendArg::Auto => Backend::Auto,
-        }
-    }
 }
 
 #[derive(Subcommand)]
@@ -91,7 +74,10 @@ enum Cmd {
         pods: usize,
         /// Override the spec's backend.
         #[arg(long, value_enum)]
-        backend: Option<BackendArg>,
+        backend: Option<Backend>,
+        /// What `--backend auto` uses across subnets (vxlan when absent).
+        #[arg(long, value_enum)]
+        overlay: Option<Overlay>,
         #[arg(long, value_enum)]
         redirect: Option<RedirectArg>,
         /// Where VXLAN is unwrapped: tc (default) or xdp.
@@ -172,13 +158,13 @@ fn run(cli: Cli) -> Result<bool> {
             nodes,
             pods,
             backend,
+            overlay,
             redirect,
             decap,
             verbose,
             containers,
             store,
         } => {
-            let backend: Option<Backend> = backend.map(Into::into);
             let mut cfg = match (nodes, backend) {
                 (None, None) => lab::LabConfig::default_spec(pods)?,
                 (None, Some(b)) => {
@@ -194,6 +180,9 @@ fn run(cli: Cli) -> Result<bool> {
                     lab::LabConfig::with_spec(lab::generated_spec(n, b.unwrap_or_default())?, pods)?
                 }
             };
+            if let Some(o) = overlay {
+                cfg.spec = cfg.spec.with_settings(|s| s.overlay = Some(o))?;
+            }
             if let Some(r) = redirect {
                 cfg.spec.settings.redirect = r.into();
             }

@@ -186,11 +186,13 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8
     f
 }
 
-/// An IPv4 packet carrying UDP, with optional header options and fragment bits.
+/// An IPv4 packet carrying UDP (or, from [`Ipv4Packet::ipip`], another IPv4
+/// packet), with optional header options and fragment bits.
 pub struct Ipv4Packet {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     pub id: u16,
+    pub proto: u8,
     pub options: Vec<u8>,
     /// (more-fragments flag, fragment offset in 8-byte units)
     pub frag: (bool, u16),
@@ -209,10 +211,63 @@ impl Ipv4Packet {
             src,
             dst,
             id,
+            proto: 17,
             options: Vec::new(),
             frag: (false, 0),
             payload: udp,
         }
+    }
+
+    /// `inner` wrapped in IP-in-IP (protocol 4) from `src` to `dst`.
+    pub fn ipip(src: Ipv4Addr, dst: Ipv4Addr, id: u16, inner: &Ipv4Packet) -> Self {
+        Self {
+            src,
+            dst,
+            id,
+            proto: 4,
+            options: Vec::new(),
+            frag: (false, 0),
+            payload: inner.bytes(),
+        }
+    }
+
+    /// Sends the packet as it is, from inside `netns`: the kernel routes it by its
+    /// destination and adds only the Ethernet header (a raw IPv4 socket, IP_HDRINCL).
+    pub fn send_from(&self, netns: &Path) -> Result<()> {
+        let bytes = self.bytes();
+        let dst = self.dst;
+        netns::run_in(netns, move || {
+            // SAFETY: plain socket syscall; IPPROTO_RAW implies IP_HDRINCL.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error()).context("open raw IPv4 socket");
+            }
+            // SAFETY: fd was just opened and is owned here alone.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let to = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(dst.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: valid buffer and address for the call.
+            let n = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    0,
+                    (&to as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error()).context("send raw IPv4 packet");
+            }
+            Ok(())
+        })
     }
 
     pub fn bytes(&self) -> Vec<u8> {
@@ -229,7 +284,7 @@ impl Ipv4Packet {
         let frag = ((self.frag.0 as u16) << 13) | self.frag.1;
         h[6..8].copy_from_slice(&frag.to_be_bytes());
         h[8] = 64;
-        h[9] = 17;
+        h[9] = self.proto;
         h[12..16].copy_from_slice(&self.src.octets());
         h[16..20].copy_from_slice(&self.dst.octets());
         h[20..].copy_from_slice(&self.options);

@@ -58,6 +58,44 @@ pub fn script(root: &Path, netpath_bin: &Path, bins: &[PathBuf]) -> String {
     s + " ; exit $rc"
 }
 
+/// Tests that need a kernel feature some kernels build without, by name prefix.
+const NEEDS_KERNEL_IPIP: &str = "kernel_ipip_";
+
+/// Does the running kernel have IP-in-IP devices, built in or as a module?
+fn host_has_ipip() -> bool {
+    if Path::new("/sys/module/ipip").exists() {
+        return true;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let deps = format!("/lib/modules/{}/modules.dep", release.trim());
+    std::fs::read_to_string(deps).is_ok_and(|d| d.lines().any(|l| l.contains("/ipip.ko")))
+}
+
+/// Tests the host kernel cannot run are left out of its run, loudly; they run in the
+/// VMs of `--kernels`, whose kernels have the feature (the test itself fails with the
+/// reason on a kernel without it).
+pub fn leave_out_what_the_host_kernel_lacks(
+    cmd: &mut Command,
+    args: &[String],
+    kernels: &[String],
+) {
+    if host_has_ipip() {
+        return;
+    }
+    let where_ = if kernels.is_empty() {
+        "not run at all: add `--kernels 5.10` to run them in a VM".to_string()
+    } else {
+        format!("run in the VMs ({}) only", kernels.join(", "))
+    };
+    eprintln!(
+        "xtask: this kernel has no IP-in-IP (CONFIG_NET_IPIP): tests {NEEDS_KERNEL_IPIP}* {where_}"
+    );
+    if !args.iter().any(|a| a == "--") {
+        cmd.arg("--");
+    }
+    cmd.args(["--skip", NEEDS_KERNEL_IPIP]);
+}
+
 /// Test name -> verdict ("ok", "FAILED"), from libtest's output.
 pub type Results = BTreeMap<String, String>;
 

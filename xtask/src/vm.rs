@@ -38,6 +38,7 @@ const MODULES: &[&str] = &[
     "act_bpf",
     "bridge",
     "dummy",
+    "ipip",
     "nf_tables",
     "overlay",
 ];

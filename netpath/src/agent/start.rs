@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use netpath_common::TcAttach;
+use netpath_common::{RouteMode, TcAttach};
 use tokio::{signal::unix::Signal, sync::mpsc};
 
 use super::{spec_file::SpecFile, Source};
@@ -136,8 +136,9 @@ pub async fn start_datapath(
         tc_attach: tc_attach as u32,
         ..Default::default()
     };
-    let tunnel_wanted =
-        spec.settings.backend != Backend::Direct && spec.settings.vxlan_device != VxlanDevice::Off;
+    let tunnel_wanted = spec.settings.backend != Backend::Direct
+        && spec.overlay_mode() == RouteMode::Vxlan
+        && spec.settings.vxlan_device != VxlanDevice::Off;
     if tunnel_wanted {
         let mtu = spec.pod_mtu(underlay.mtu);
         let index = tunnel::ensure(nl, spec.settings.port, local.vtep_mac, mtu)

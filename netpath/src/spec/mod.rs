@@ -6,10 +6,13 @@ mod settings;
 
 use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf};
 
-use netpath_common::{RouteMode, VXLAN_OVERHEAD};
+use netpath_common::{RouteMode, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use serde::Serialize;
 
-pub use self::settings::{Backend, ClusterSettings, Decap, PortRange, Redirect, VxlanDevice};
+pub use self::settings::{
+    Backend, BgpPeer, ClusterSettings, Decap, Overlay, PortRange, Redirect, Routing, VxlanDevice,
+    DEFAULT_ASN,
+};
 use crate::net::{Ipv4Net, Mac};
 
 /// The spec `cargo xtask run` brings up: three nodes, two on one underlay subnet and
@@ -126,7 +129,8 @@ impl SpecDraft {
             .map(|(i, n)| validate_node(i, n, &cidr))
             .collect::<Result<Vec<_>, _>>()?;
         check_distinct(&nodes)?;
-        if self.settings.backend == Backend::Direct {
+        // A router that learned the pod routes by BGP carries them between subnets.
+        if self.settings.backend == Backend::Direct && self.settings.bgp_peers.is_empty() {
             // Direct routing hands packets to the peer on the local segment: every node
             // must share the first node's underlay subnet.
             let first = &nodes[0];
@@ -319,8 +323,16 @@ impl ClusterSpec {
 
     /// Changes the backend, re-checking what depends on it.
     pub fn with_backend(&self, backend: Backend) -> Result<Self, SpecError> {
+        self.with_settings(|s| s.backend = backend)
+    }
+
+    /// Changes cluster settings, re-checking the whole spec.
+    pub fn with_settings(
+        &self,
+        change: impl FnOnce(&mut ClusterSettings),
+    ) -> Result<Self, SpecError> {
         let mut d = self.to_draft();
-        d.settings.backend = backend;
+        change(&mut d.settings);
         d.validate()
     }
 
@@ -339,20 +351,36 @@ impl ClusterSpec {
     pub fn route_mode(&self, local: &NodeSpec, peer: &NodeSpec) -> RouteMode {
         match self.settings.backend {
             Backend::Direct => RouteMode::Direct,
-            Backend::Vxlan => RouteMode::Vxlan,
             Backend::Auto if local.underlay.contains(peer.ip()) => RouteMode::Direct,
-            Backend::Auto => RouteMode::Vxlan,
+            Backend::Vxlan | Backend::Ipip | Backend::Auto => self.overlay_mode(),
         }
     }
 
-    /// Pod MTU on a node whose underlay has `underlay_mtu`: room for VXLAN unless
-    /// every route is direct.
+    /// The encapsulation this cluster uses where it encapsulates at all.
+    pub fn overlay_mode(&self) -> RouteMode {
+        match (self.settings.backend, self.settings.overlay) {
+            (Backend::Ipip, _) | (Backend::Auto, Some(Overlay::Ipip)) => RouteMode::Ipip,
+            _ => RouteMode::Vxlan,
+        }
+    }
+
+    /// Pod MTU on a node whose underlay has `underlay_mtu`: room for the overlay's
+    /// headers unless every route is direct.
     pub fn pod_mtu(&self, underlay_mtu: u32) -> u32 {
         match (self.settings.mtu, self.settings.backend) {
             (Some(m), _) => m,
             (None, Backend::Direct) => underlay_mtu,
-            (None, _) => underlay_mtu - VXLAN_OVERHEAD,
+            (None, _) => underlay_mtu - overhead(self.overlay_mode()),
         }
+    }
+}
+
+/// Bytes a route's mode adds in front of the pod's packet.
+pub fn overhead(mode: RouteMode) -> u32 {
+    match mode {
+        RouteMode::Direct => 0,
+        RouteMode::Vxlan => VXLAN_OVERHEAD,
+        RouteMode::Ipip => IPIP_OVERHEAD,
     }
 }
 

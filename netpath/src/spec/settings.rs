@@ -19,6 +19,10 @@ pub struct ClusterSettings {
     #[serde(default)]
     #[arg(long, value_enum, default_value_t)]
     pub backend: Backend,
+    /// The encapsulation `backend = "auto"` uses across subnets (vxlan when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_enum)]
+    pub overlay: Option<Overlay>,
     /// VXLAN network identifier (flannel's default, 1).
     #[serde(default = "default_vni")]
     #[arg(long, default_value_t = DEFAULT_VNI)]
@@ -56,6 +60,100 @@ pub struct ClusterSettings {
     #[serde(default)]
     #[arg(long, default_value_t = PortRange::default())]
     pub masquerade_ports: PortRange,
+    /// Where a node learns the other nodes' pod CIDRs: the store, or BGP (a BIRD
+    /// daemon per node announcing its own CIDR; the store still assigns them).
+    #[serde(default)]
+    #[arg(long, value_enum, default_value_t)]
+    pub routing: Routing,
+    /// The nodes' BGP autonomous system (Calico's default, 64512).
+    #[serde(default = "default_asn")]
+    #[arg(long, default_value_t = DEFAULT_ASN)]
+    pub asn: u32,
+    /// A full iBGP mesh among the nodes; off when routers (`bgp_peers`) carry the
+    /// routes instead.
+    #[serde(default = "yes")]
+    #[arg(long = "no-bgp-mesh", action = clap::ArgAction::SetFalse)]
+    pub bgp_mesh: bool,
+    /// Routers every node (or the nodes named) peers with, such as a top-of-rack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long = "bgp-peer", value_name = "ADDRESS:ASN[:NODE,...]")]
+    pub bgp_peers: Vec<BgpPeer>,
+}
+
+/// Calico's private AS for the nodes.
+pub const DEFAULT_ASN: u32 = 64512;
+
+fn default_asn() -> u32 {
+    DEFAULT_ASN
+}
+
+/// Where nodes learn each other's pod CIDRs.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// From the store (spec file or etcd), as flannel does.
+    #[default]
+    Store,
+    /// From BGP, as Calico does.
+    Bgp,
+}
+
+impl Routing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Store => "store",
+            Self::Bgp => "bgp",
+        }
+    }
+}
+
+/// A BGP router the nodes peer with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpPeer {
+    pub address: std::net::Ipv4Addr,
+    pub asn: u32,
+    /// Only these nodes peer with it (all when absent), e.g. the nodes of one rack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
+}
+
+impl BgpPeer {
+    pub fn serves(&self, node: &str) -> bool {
+        self.nodes
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == node))
+    }
+}
+
+impl FromStr for BgpPeer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.splitn(3, ':');
+        let address = parts.next().unwrap_or_default();
+        let address = address.parse().map_err(|_| {
+            format!("{address:?} in {s:?} is not an IPv4 address (ADDRESS:ASN[:NODE,...])")
+        })?;
+        let asn = parts
+            .next()
+            .ok_or_else(|| format!("{s:?} has no ASN (ADDRESS:ASN[:NODE,...])"))?;
+        let asn = asn
+            .parse()
+            .map_err(|_| format!("{asn:?} in {s:?} is not an AS number"))?;
+        let nodes = parts
+            .next()
+            .map(|n| n.split(',').map(str::to_string).collect());
+        Ok(Self {
+            address,
+            asn,
+            nodes,
+        })
+    }
+}
+
+/// An AS number a session can use: not 0, not AS_TRANS (23456), not 4294967295.
+fn valid_asn(asn: u32) -> bool {
+    asn != 0 && asn != 23456 && asn != u32::MAX
 }
 
 fn yes() -> bool {
@@ -71,11 +169,13 @@ fn default_port() -> u16 {
 }
 
 impl ClusterSettings {
-    /// A cluster with every default (auto backend, VNI 1, port 8472, masquerade on).
+    /// A cluster with every default (auto backend over VXLAN, VNI 1, port 8472,
+    /// masquerade on).
     pub fn new(cluster_cidr: Ipv4Net) -> Self {
         Self {
             cluster_cidr,
             backend: Backend::default(),
+            overlay: None,
             vni: DEFAULT_VNI,
             port: DEFAULT_VXLAN_PORT,
             mtu: None,
@@ -85,6 +185,10 @@ impl ClusterSettings {
             masquerade: true,
             no_masquerade: Vec::new(),
             masquerade_ports: PortRange::default(),
+            routing: Routing::default(),
+            asn: DEFAULT_ASN,
+            bgp_mesh: true,
+            bgp_peers: Vec::new(),
         }
     }
 
@@ -93,6 +197,26 @@ impl ClusterSettings {
         let cidr = self.cluster_cidr;
         if cidr.addr != cidr.network() {
             return Err(invalid("cluster_cidr", cidr, "host bits are set"));
+        }
+        if let (Some(overlay), backend) = (self.overlay, self.backend) {
+            if backend != Backend::Auto {
+                return Err(invalid(
+                    "overlay",
+                    overlay.name(),
+                    format!(
+                        "only backend \"auto\" picks an overlay (backend is \"{}\")",
+                        backend.name()
+                    ),
+                ));
+            }
+        }
+        let ipip = self.backend == Backend::Ipip || self.overlay == Some(Overlay::Ipip);
+        if ipip && self.vxlan_device != VxlanDevice::Off {
+            return Err(invalid(
+                "vxlan_device",
+                format!("{:?}", self.vxlan_device).to_lowercase(),
+                "the overlay is IP-in-IP: there is no VXLAN device to use",
+            ));
         }
         if self.vni == 0 || self.vni > 0xff_ffff {
             return Err(invalid("vni", self.vni, "must be 1-16777215 (24 bits)"));
@@ -113,6 +237,51 @@ impl ClusterSettings {
                     "host bits are set",
                 ));
             }
+        }
+        if !valid_asn(self.asn) {
+            return Err(invalid(
+                "asn",
+                self.asn,
+                "must be 1-4294967294, not 23456 (AS_TRANS)",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.bgp_peers.iter().enumerate() {
+            if !valid_asn(p.asn) {
+                return Err(invalid(
+                    format!("bgp_peers[{i}].asn"),
+                    p.asn,
+                    "must be 1-4294967294, not 23456 (AS_TRANS)",
+                ));
+            }
+            if !seen.insert(p.address) {
+                return Err(invalid(
+                    format!("bgp_peers[{i}].address"),
+                    p.address,
+                    "listed twice",
+                ));
+            }
+            if let Some(bad) = p.nodes.iter().flatten().find(|n| !super::valid_name(n)) {
+                return Err(invalid(
+                    format!("bgp_peers[{i}].nodes"),
+                    bad,
+                    "not a node name (1-32 of A-Z a-z 0-9 _ -)",
+                ));
+            }
+        }
+        if self.routing == Routing::Store && (!self.bgp_peers.is_empty() || !self.bgp_mesh) {
+            return Err(invalid(
+                "routing",
+                self.routing.name(),
+                "bgp_peers and bgp_mesh need routing = \"bgp\"",
+            ));
+        }
+        if self.routing == Routing::Bgp && !self.bgp_mesh && self.bgp_peers.is_empty() {
+            return Err(invalid(
+                "bgp_mesh",
+                false,
+                "with no mesh and no bgp_peers no node would learn any route",
+            ));
         }
         let PortRange { min, max } = self.masquerade_ports;
         if min < 1024 || min > max {
@@ -209,9 +378,30 @@ pub enum Backend {
     Direct,
     /// VXLAN to every node.
     Vxlan,
-    /// Direct within the local underlay subnet, VXLAN across subnets.
+    /// IP-in-IP to every node (Calico's overlay).
+    Ipip,
+    /// Direct within the local underlay subnet, the `overlay` across subnets (Calico's
+    /// `CrossSubnet`).
     #[default]
     Auto,
+}
+
+/// The encapsulation `auto` uses between subnets.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlay {
+    #[default]
+    Vxlan,
+    Ipip,
+}
+
+impl Overlay {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vxlan => "vxlan",
+            Self::Ipip => "ipip",
+        }
+    }
 }
 
 impl Backend {
@@ -219,6 +409,7 @@ impl Backend {
         match self {
             Self::Direct => "direct",
             Self::Vxlan => "vxlan",
+            Self::Ipip => "ipip",
             Self::Auto => "auto",
         }
     }
@@ -230,8 +421,9 @@ impl FromStr for Backend {
         match s {
             "direct" => Ok(Self::Direct),
             "vxlan" => Ok(Self::Vxlan),
+            "ipip" => Ok(Self::Ipip),
             "auto" => Ok(Self::Auto),
-            _ => Err(format!("unknown backend {s:?} (direct, vxlan, auto)")),
+            _ => Err(format!("unknown backend {s:?} (direct, vxlan, ipip, auto)")),
         }
     }
 }

@@ -69,6 +69,34 @@ fn backends_pick_route_modes_and_mtu() {
 }
 
 #[test]
+fn ipip_is_an_overlay_of_its_own_and_one_that_auto_can_pick() {
+    let s = ClusterSpec::parse(&format!("backend = \"ipip\"\n{TWO}")).unwrap();
+    assert_eq!(s.route_mode(&s.nodes[0], &s.nodes[1]), RouteMode::Ipip);
+    assert_eq!(s.pod_mtu(1500), 1480);
+    // auto across subnets: the overlay named, else VXLAN; within a subnet: direct.
+    let s = ClusterSpec::parse(&format!("overlay = \"ipip\"\n{TWO}")).unwrap();
+    assert_eq!(s.route_mode(&s.nodes[0], &s.nodes[1]), RouteMode::Ipip);
+    assert_eq!(s.pod_mtu(9000), 8980);
+    let same = ClusterSpec::parse(DEFAULT_SPEC)
+        .unwrap()
+        .with_settings(|x| x.overlay = Some(Overlay::Ipip))
+        .unwrap();
+    let (n1, n2, n3) = (&same.nodes[0], &same.nodes[1], &same.nodes[2]);
+    assert_eq!(same.route_mode(n1, n2), RouteMode::Direct);
+    assert_eq!(same.route_mode(n1, n3), RouteMode::Ipip);
+    assert_eq!(ClusterSpec::parse(&same.to_toml()).unwrap(), same);
+    // An overlay only auto would use, and a VXLAN device with no VXLAN, are mistakes.
+    let e = err(&format!("backend = \"vxlan\"\noverlay = \"ipip\"\n{TWO}"));
+    assert!(e.contains("overlay") && e.contains("auto"), "{e}");
+    let e = err(&format!(
+        "backend = \"ipip\"\nvxlan_device = \"receive\"\n{TWO}"
+    ));
+    assert!(e.contains("vxlan_device") && e.contains("IP-in-IP"), "{e}");
+    let e = err(&format!("overlay = \"gre\"\n{TWO}"));
+    assert!(e.contains("gre"), "{e}");
+}
+
+#[test]
 fn round_trips_through_toml() {
     let s = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
     assert_eq!(ClusterSpec::parse(&s.to_toml()).unwrap(), s);

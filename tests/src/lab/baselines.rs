@@ -3,7 +3,7 @@
 //! device; and the plain veth pair every path is measured against.
 use std::{net::Ipv4Addr, os::fd::AsRawFd, path::PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use netpath::spec::ClusterSpec;
 
 use super::{prefix::reserve_prefix, Node, UNDERLAY_MTU};
@@ -111,6 +111,48 @@ pub(super) fn setup_kernel_vxlan_node(node: &Node, spec: &ClusterSpec) -> Result
             nl.add_neighbour(vx, gw, peer.vtep_mac.octets())?;
             nl.add_fdb(vx, peer.vtep_mac.octets(), peer.ip())?;
             nl.replace_route_onlink(gw, peer.pod_cidr.prefix, vx, gw)?;
+        }
+        Ok(())
+    })
+}
+
+/// The kernel's ipip device as flannel's ipip backend names it.
+pub const KERNEL_IPIP_DEVICE: &str = "flannel.ipip";
+
+/// Calico's and flannel's ipip overlay by hand: pods on bridge `cni0`, an `ipip`
+/// device bound to the underlay with the pod CIDR's network address, and one onlink
+/// route per other node through it. A kernel without ipip support fails here, loudly.
+pub(super) fn setup_kernel_ipip_node(node: &Node, spec: &ClusterSpec) -> Result<()> {
+    node.ns.run(|| {
+        let nl = Nl::new()?;
+        add_pod_bridge(&nl, node, spec.pod_mtu(UNDERLAY_MTU))?;
+        Ok(())
+    })?;
+    let local = node.ip().to_string();
+    let add = [
+        "ip",
+        "link",
+        "add",
+        KERNEL_IPIP_DEVICE,
+        "type",
+        "ipip",
+        "local",
+        &local,
+        "dev",
+        "eth0",
+    ];
+    crate::run_in_ns(node.ns.path(), &add).context(
+        "create a kernel ipip device (this kernel has no ipip support: IP-in-IP interop \
+         needs CONFIG_NET_IPIP, e.g. the 5.10 VM of `cargo xtask test --kernels 5.10`)",
+    )?;
+    node.ns.run(|| {
+        let nl = Nl::new()?;
+        let tun = nl.index(KERNEL_IPIP_DEVICE)?;
+        nl.set_mtu(tun, UNDERLAY_MTU - netpath_common::IPIP_OVERHEAD)?;
+        nl.add_address(tun, node.spec.pod_cidr.network(), 32)?;
+        nl.set_up(tun)?;
+        for peer in spec.nodes.iter().filter(|n| n.name != node.spec.name) {
+            nl.replace_route_onlink(peer.pod_cidr.addr, peer.pod_cidr.prefix, tun, peer.ip())?;
         }
         Ok(())
     })

@@ -45,7 +45,7 @@ use crate::{
     nl::Nl,
 };
 use agents::AgentProcess;
-use baselines::{setup_host_gw_node, setup_kernel_vxlan_node};
+use baselines::{setup_host_gw_node, setup_kernel_ipip_node, setup_kernel_vxlan_node};
 use invariants::{no_bridge, no_firewall_rules};
 use prefix::reserve_prefix;
 
@@ -167,12 +167,15 @@ pub enum NodeKind {
     HostGw,
     /// flannel's vxlan backend, kernel only: bridge `cni0`, vxlan device `flannel.1`.
     KernelVxlan,
+    /// Calico's and flannel's ipip overlay, kernel only: bridge `cni0`, an `ipip` device
+    /// and `<pod cidr> via <node> dev <it> onlink` per other node.
+    KernelIpip,
 }
 
 impl NodeKind {
     /// Pods hang off a Linux bridge with a gateway address in the pod CIDR.
     pub fn bridged(self) -> bool {
-        matches!(self, Self::HostGw | Self::KernelVxlan)
+        matches!(self, Self::HostGw | Self::KernelVxlan | Self::KernelIpip)
     }
 }
 
@@ -205,7 +208,7 @@ impl Node {
         let cidr = self.spec.pod_cidr;
         let ip = match self.kind {
             k if k.bridged() && cidr.contains(dst) => cidr.nth(1),
-            NodeKind::KernelVxlan if cluster.contains(dst) => cidr.network(),
+            NodeKind::KernelVxlan | NodeKind::KernelIpip if cluster.contains(dst) => cidr.network(),
             _ => self.ip(),
         };
         Host {
@@ -453,6 +456,10 @@ impl Lab {
             }
             NodeKind::KernelVxlan => {
                 setup_kernel_vxlan_node(&node, &cfg.spec)?;
+                cfg.spec.pod_mtu(UNDERLAY_MTU)
+            }
+            NodeKind::KernelIpip => {
+                setup_kernel_ipip_node(&node, &cfg.spec)?;
                 cfg.spec.pod_mtu(UNDERLAY_MTU)
             }
         };
@@ -755,12 +762,16 @@ impl Lab {
         if a.kind == NodeKind::KernelVxlan || b.kind == NodeKind::KernelVxlan {
             return ("4", "vxlan (kernel peer)".into());
         }
+        if a.kind == NodeKind::KernelIpip || b.kind == NodeKind::KernelIpip {
+            return ("4", "ipip (kernel peer)".into());
+        }
         if a.kind == NodeKind::HostGw || b.kind == NodeKind::HostGw {
             return ("3", "host-gw (kernel)".into());
         }
         match self.spec.route_mode(&a.spec, &b.spec) {
             netpath_common::RouteMode::Direct => ("3", "direct (redirect_neigh)".into()),
             netpath_common::RouteMode::Vxlan => ("4", "vxlan (eBPF encap)".into()),
+            netpath_common::RouteMode::Ipip => ("4", "ipip (eBPF encap)".into()),
         }
     }
 
