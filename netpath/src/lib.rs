@@ -1,6 +1,7 @@
 //! netpath: the node agent, the datapath loader and the CLI — what a user installs
 //! on a node. Data flows one way: spec → plan → reconcile → maps → kernel programs.
 pub mod agent;
+pub mod bgp;
 pub mod cli;
 pub mod cni;
 pub mod datapath;

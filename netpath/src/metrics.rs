@@ -102,12 +102,56 @@ pub fn render(
             ConstGauge::new(now_unix_ms.saturating_sub(at) as f64 / 1000.0),
         );
     }
+    if let Some(b) = &state.bgp {
+        bgp_metrics(&mut reg, b);
+    }
     if let Ok(pinned) = Pinned::open(dir) {
         datapath_metrics(&mut reg, dir, &pinned)?;
     }
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabel {
+    reason: &'static str,
+}
+
+fn bgp_metrics(reg: &mut Registry, b: &crate::bgp::BgpState) {
+    let up = b.sessions.iter().filter(|s| s.established()).count();
+    reg.register(
+        "bgp_sessions",
+        "BGP sessions BIRD has configured",
+        gauge(b.sessions.len() as i64),
+    );
+    reg.register(
+        "bgp_sessions_established",
+        "BGP sessions in state Established",
+        gauge(up as i64),
+    );
+    reg.register(
+        "bgp_routes_learned",
+        "Pod CIDRs learned by BGP and routed",
+        gauge(b.routes.len() as i64),
+    );
+    let ignored = Family::<RefusalLabel, Gauge>::default();
+    for why in crate::bgp::Refusal::ALL {
+        let n = b.ignored.iter().filter(|i| i.why == why).count();
+        ignored
+            .get_or_create(&RefusalLabel { reason: why.name() })
+            .set(n as i64);
+    }
+    reg.register(
+        "bgp_routes_ignored",
+        "Routes peers announce that are not used, by reason",
+        ignored,
+    );
+    reg.register(
+        "bgp_daemon_restarts",
+        "Times the agent started BIRD again after it died",
+        ConstCounter::new(b.restarts),
+    );
 }
 
 fn gauge(v: i64) -> ConstGauge {

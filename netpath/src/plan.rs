@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use netpath_common::{Peer, RedirectMode, Route, RouteMode, Settings};
 
 use crate::{
+    bgp::Learned,
     net::Ipv4Net,
     netlink::{RouteSpec, RouteSummary, PROTO_AGENT},
     spec::{overhead, ClusterSpec, NodeSpec},
@@ -91,14 +92,17 @@ fn next_hop_among<'a>(
 
 /// The node's own traffic to remote pods follows kernel routes: straight to the
 /// owning node (direct), or to the same next hop as its underlay address, where the
-/// egress program wraps it in VXLAN (with room for the headers in the route MTU).
-/// The programs get the same next hops, sparing them a FIB lookup per packet.
+/// egress program wraps it in VXLAN or IP-in-IP (with room for the headers in the
+/// route MTU). The programs get the same next hops, sparing them a FIB lookup per
+/// packet. With BGP routing (`bgp` is what it taught, judged), a peer's pod CIDR is
+/// routed only once learned, and a router as next hop means plain IP via it.
 pub fn plan(
     spec: &ClusterSpec,
     local: &NodeSpec,
     underlay: &Underlay,
     probed: &Probed,
     table: &[RouteSummary],
+    bgp: Option<&Learned>,
 ) -> Desired {
     let mut d = Desired {
         settings: settings(spec, local, underlay, probed),
@@ -133,7 +137,19 @@ pub fn plan(
                 }
             }
         };
-        let mode = spec.route_mode(local, peer);
+        d.nodes.insert(
+            peer.ip(),
+            Peer {
+                vtep_mac: peer.vtep_mac.octets(),
+                _pad: [0; 2],
+            },
+        );
+        let (mode, gw) = match bgp.map(|l| l.accepted.get(&peer.pod_cidr)) {
+            None => (spec.route_mode(local, peer), gw),
+            Some(None) => continue,
+            Some(Some(&router)) if router != peer.ip() => (RouteMode::Direct, router),
+            Some(Some(_)) => (spec.route_mode(local, peer), gw),
+        };
         d.routes.insert(
             peer.pod_cidr,
             Route {
@@ -142,13 +158,6 @@ pub fn plan(
                 vtep_mac: peer.vtep_mac.octets(),
                 _pad: [0; 2],
                 next_hop: gw.octets(),
-            },
-        );
-        d.nodes.insert(
-            peer.ip(),
-            Peer {
-                vtep_mac: peer.vtep_mac.octets(),
-                _pad: [0; 2],
             },
         );
         d.kernel_routes.insert(
@@ -176,7 +185,7 @@ mod tests {
         d.settings.no_masquerade = vec!["203.0.113.0/24".parse().unwrap()];
         let mut spec = d.validate().unwrap();
         let local = spec.nodes[0].clone();
-        let d = plan(&spec, &local, &UL, &Probed::default(), &node1_table());
+        let d = plan(&spec, &local, &UL, &Probed::default(), &node1_table(), None);
         let want: Vec<&str> = vec![
             "10.244.0.0/16",
             "192.168.56.11/32",
@@ -187,9 +196,11 @@ mod tests {
         let got: Vec<String> = d.nat_exempt.keys().map(|n| n.to_string()).collect();
         assert_eq!(got, want);
         spec.settings.masquerade = false;
-        assert!(plan(&spec, &local, &UL, &Probed::default(), &node1_table())
-            .nat_exempt
-            .is_empty());
+        assert!(
+            plan(&spec, &local, &UL, &Probed::default(), &node1_table(), None)
+                .nat_exempt
+                .is_empty()
+        );
     }
 
     const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 56, 1);
@@ -231,6 +242,7 @@ mod tests {
             &UL,
             &Probed::default(),
             &node1_table(),
+            None,
         );
         assert!(d.unreachable.is_empty());
         assert_eq!(
@@ -274,6 +286,7 @@ mod tests {
             &UL,
             &Probed::default(),
             &node1_table(),
+            None,
         );
         let to3 = d.routes[&"10.244.3.0/24".parse().unwrap()];
         assert_eq!(to3.mode, RouteMode::Ipip as u32);
@@ -288,10 +301,73 @@ mod tests {
     }
 
     #[test]
+    fn with_bgp_only_learned_cidrs_are_routed_and_a_router_next_hop_is_plain_ip() {
+        let spec = ClusterSpec::parse(DEFAULT_SPEC)
+            .unwrap()
+            .with_settings(|s| {
+                s.routing = crate::spec::Routing::Bgp;
+                s.bgp_peers = vec!["192.168.56.1:65000".parse().unwrap()];
+            })
+            .unwrap();
+        let plan_with = |learned: &[(&str, [u8; 4])]| {
+            let l = Learned {
+                accepted: learned
+                    .iter()
+                    .map(|(n, h)| (n.parse().unwrap(), (*h).into()))
+                    .collect(),
+                ignored: Vec::new(),
+            };
+            plan(
+                &spec,
+                &spec.nodes[0],
+                &UL,
+                &Probed::default(),
+                &node1_table(),
+                Some(&l),
+            )
+        };
+        let none = plan_with(&[]);
+        assert!(none.routes.is_empty() && none.kernel_routes.is_empty());
+        assert_eq!(
+            none.nodes.len(),
+            2,
+            "every node may still send overlay traffic"
+        );
+        let d = plan_with(&[
+            ("10.244.2.0/24", [192, 168, 56, 12]),
+            ("10.244.3.0/24", [192, 168, 56, 1]),
+        ]);
+        let to2 = d.routes[&"10.244.2.0/24".parse().unwrap()];
+        assert_eq!(
+            (to2.mode, to2.next_hop),
+            (RouteMode::Direct as u32, [192, 168, 56, 12])
+        );
+        // node3 behind the router that learned its CIDR: no overlay, the router next.
+        let to3 = d.routes[&"10.244.3.0/24".parse().unwrap()];
+        assert_eq!(
+            (to3.mode, to3.node_ip, to3.next_hop),
+            (
+                RouteMode::Direct as u32,
+                [192, 168, 57, 13],
+                ROUTER.octets()
+            )
+        );
+        let k3 = d.kernel_routes[&"10.244.3.0/24".parse().unwrap()];
+        assert_eq!((k3.gateway, k3.mtu), (Some(ROUTER), None));
+        // node3 announced with itself as next hop (the mesh): the overlay, as without BGP.
+        let d = plan_with(&[("10.244.3.0/24", [192, 168, 57, 13])]);
+        let to3 = d.routes[&"10.244.3.0/24".parse().unwrap()];
+        assert_eq!(
+            (to3.mode, to3.next_hop),
+            (RouteMode::Vxlan as u32, ROUTER.octets())
+        );
+    }
+
+    #[test]
     fn an_unroutable_peer_is_reported_and_the_rest_planned() {
         let spec = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
         let table = vec![route("192.168.56.0/24", None, 2)];
-        let d = plan(&spec, &spec.nodes[0], &UL, &Probed::default(), &table);
+        let d = plan(&spec, &spec.nodes[0], &UL, &Probed::default(), &table, None);
         assert_eq!(d.routes.len(), 1);
         assert_eq!(d.unreachable.len(), 1);
         assert!(d.unreachable[0].contains("node3"), "{:?}", d.unreachable);
@@ -309,6 +385,7 @@ mod tests {
             &UL,
             &Probed::default(),
             &node1_table(),
+            None,
         );
         let after = plan(
             &smaller,
@@ -316,6 +393,7 @@ mod tests {
             &UL,
             &Probed::default(),
             &node1_table(),
+            None,
         );
         let gone: Ipv4Net = "10.244.3.0/24".parse().unwrap();
         assert!(before.kernel_routes.contains_key(&gone));

@@ -73,6 +73,9 @@ pub struct AgentState {
     /// node's namespace finds its node's state among several on one host.
     #[serde(default)]
     pub netns: Option<NetnsId>,
+    /// With `routing = "bgp"`: the node's BIRD, its sessions and what it learned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<crate::bgp::BgpState>,
 }
 
 /// The kinds of store a cluster's state can come from.

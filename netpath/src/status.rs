@@ -293,6 +293,37 @@ fn render_agent(a: &AgentState) {
     for p in &a.problems {
         println!("problem: {p}");
     }
+    if let Some(b) = &a.bgp {
+        render_bgp(b);
+    }
+}
+
+fn render_bgp(b: &crate::bgp::BgpState) {
+    let pid = b.pid.map_or_else(|| "none".into(), |p| p.to_string());
+    println!(
+        "
+bgp: BIRD pid {pid}   restarts {}   (birdc -s {} show protocols)",
+        b.restarts,
+        b.socket.display()
+    );
+    if let Some(e) = &b.error {
+        println!("  error: {e}");
+    }
+    for s in &b.sessions {
+        println!("  session {:<22} {:<6} {}", s.name, s.state, s.info);
+    }
+    for (net, hop) in &b.routes {
+        println!("  learned {net:<18} via {hop}");
+    }
+    for i in &b.ignored {
+        let hop = i.next_hop.map_or_else(|| "-".into(), |h| h.to_string());
+        println!(
+            "  IGNORED {:<18} via {hop:<15} from {}: {}",
+            i.prefix,
+            i.from,
+            i.why.name()
+        );
+    }
 }
 
 fn print_report(what: &str, r: &Report) {

@@ -36,6 +36,13 @@ enum DecapArg {
     Xdp,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum RoutingArg {
+    Store,
+    Bgp,
+    BgpMesh,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Measure netpath against the classic kernel paths (what `cargo xtask bench` runs).
@@ -78,6 +85,11 @@ enum Cmd {
         /// What `--backend auto` uses across subnets (vxlan when absent).
         #[arg(long, value_enum)]
         overlay: Option<Overlay>,
+        /// `bgp`: routes by BGP — BIRD on every node, FRR on the fabric router,
+        /// which every node peers with (the mesh off); `bgp-mesh`: the nodes' iBGP
+        /// mesh alone.
+        #[arg(long, value_enum)]
+        routing: Option<RoutingArg>,
         #[arg(long, value_enum)]
         redirect: Option<RedirectArg>,
         /// Where VXLAN is unwrapped: tc (default) or xdp.
@@ -159,6 +171,7 @@ fn run(cli: Cli) -> Result<bool> {
             pods,
             backend,
             overlay,
+            routing,
             redirect,
             decap,
             verbose,
@@ -182,6 +195,11 @@ fn run(cli: Cli) -> Result<bool> {
             };
             if let Some(o) = overlay {
                 cfg.spec = cfg.spec.with_settings(|s| s.overlay = Some(o))?;
+            }
+            match routing {
+                None | Some(RoutingArg::Store) => {}
+                Some(RoutingArg::Bgp) => cfg.spec = lab::bgp_spec(&cfg.spec, true)?,
+                Some(RoutingArg::BgpMesh) => cfg.spec = lab::bgp_spec(&cfg.spec, false)?,
             }
             if let Some(r) = redirect {
                 cfg.spec.settings.redirect = r.into();

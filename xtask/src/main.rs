@@ -151,7 +151,8 @@ fn run() -> Result<ExitCode> {
 /// the reference CNI plugins (tuning in a chain with ours), and the container runtime
 /// of `--containers` (containerd + runc, a busybox-static image built locally) and
 /// podman for its CNI backend; etcd (server and etcdctl) for `--store etcd`, openssl
-/// for the tests' certificates, Prometheus to scrape an agent.
+/// for the tests' certificates, Prometheus to scrape an agent; BIRD 2 for
+/// `routing = "bgp"` (one per node, run by the agent) and FRR for the lab's BGP router.
 const RUNTIME_PACKAGES: &[&str] = &[
     "bpftool",
     "nftables",
@@ -165,6 +166,8 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "etcd-client",
     "openssl",
     "prometheus",
+    "bird2",
+    "frr",
 ];
 
 /// Debian's podman drops a bridge network into /etc/cni/net.d, which would become the

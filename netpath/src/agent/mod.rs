@@ -21,12 +21,13 @@ use tokio::{
 
 use self::spec_file::SpecFile;
 use crate::{
+    bgp,
     datapath::{self, Pinned},
     net::Ipv4Net,
     netlink::Netlink,
     plan::{self, Probed, Underlay},
     reconcile, serve,
-    spec::{ClusterSpec, NodeSpec},
+    spec::{ClusterSpec, NodeSpec, Routing},
     state::{self, AgentState},
     store::etcd::{EtcdOptions, Update},
 };
@@ -40,6 +41,9 @@ const RESYNC_EVERY: Duration = Duration::from_secs(10);
 const NAT_COLLECT_EVERY: Duration = Duration::from_secs(2);
 /// How often a node that lost its pod CIDR says so in the log.
 const NAG_EVERY: Duration = Duration::from_secs(5);
+/// How often BIRD is asked what it learned (a new node is routed within ~1 s of its
+/// session coming up).
+const BGP_POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// Where the cluster's desired state comes from.
 pub enum Source {
@@ -91,6 +95,9 @@ struct Agent {
     nl: Netlink,
     state: AgentState,
     shared: std::sync::Arc<serve::Shared>,
+    /// The node's BIRD, with `routing = "bgp"`, and what it taught as last judged.
+    bgp: Option<bgp::Speaker>,
+    learned: bgp::Learned,
 }
 
 /// The signals the agent stops and reloads on.
@@ -136,6 +143,10 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     let updates = opened.updates.take();
     let mut agent = Agent::new(opened, &started, local, dir, state_dir, shared, nl);
     agent.state.metrics_addr = early.metrics_addr;
+    // Before the first pass: an adopted BIRD (a restart with --keep-pins) still
+    // holds the routes, and the pass must not withdraw them.
+    agent.sync_bgp().await?;
+    agent.poll_bgp().await;
     agent.reconcile().await?;
     release_freed_memory();
     agent.log_ready(&started);
@@ -143,8 +154,11 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     drop(started.loaded);
     if args.keep_pins {
         AgentState::remove(&agent.state_dir);
-        tracing::info!("stopping; pins and routes kept, pods keep their datapath");
+        tracing::info!("stopping; pins, routes and BIRD's sessions kept, pods keep their datapath");
         return Ok(());
+    }
+    if let Some(speaker) = agent.bgp.take() {
+        speaker.stop();
     }
     agent.cleanup().await
 }
@@ -208,6 +222,8 @@ impl Agent {
             underlay_name: started.underlay_name.clone(),
             probed: started.probed,
             nl,
+            bgp: None,
+            learned: bgp::Learned::default(),
         }
     }
 
@@ -235,6 +251,7 @@ impl Agent {
         let mut watch = tokio::time::interval(WATCH_EVERY);
         let mut collect = tokio::time::interval(NAT_COLLECT_EVERY);
         let mut nag = tokio::time::interval(NAG_EVERY);
+        let mut bgp_poll = tokio::time::interval(BGP_POLL_EVERY);
         let mut nat = datapath::Collector::default();
         let mut last_sync = Instant::now();
         loop {
@@ -244,6 +261,7 @@ impl Agent {
                 _ = s.hup.recv() => self.reload().await,
                 Some(update) = next_update(&mut updates) => self.on_store_update(update).await,
                 _ = collect.tick() => self.collect_nat(&mut nat),
+                _ = bgp_poll.tick(), if self.bgp.is_some() => self.poll_bgp().await,
                 _ = nag.tick() => {
                     if let Some(why) = &self.state.membership_error {
                         tracing::error!("node {} hands out no pod addresses: {why}", self.local.name);
@@ -314,7 +332,65 @@ impl Agent {
         self.local = spec.node(&self.local.name).expect("checked").clone();
         self.spec = spec;
         self.state.spec_error = None;
+        if let Err(e) = self.sync_bgp().await {
+            tracing::error!("BGP: {e:#}");
+            self.state.bgp.get_or_insert_with(Default::default).error = Some(format!("{e:#}"));
+        }
         self.reconcile_logged().await;
+    }
+
+    /// Runs BIRD on the spec's configuration when routing is BGP (starting or
+    /// reconfiguring it), and stops it when routing is no longer BGP.
+    async fn sync_bgp(&mut self) -> Result<()> {
+        if self.spec.settings.routing != Routing::Bgp {
+            if let Some(speaker) = self.bgp.take() {
+                speaker.stop();
+                self.learned = bgp::Learned::default();
+                self.state.bgp = None;
+            }
+            return Ok(());
+        }
+        let log = bgp::Paths::under(&self.state_dir).log;
+        let config = bgp::render(&self.spec, &self.local, &self.underlay_name, &log);
+        match self.bgp.as_mut() {
+            Some(speaker) => speaker.configure(config).await?,
+            None => self.bgp = Some(bgp::Speaker::start(&self.state_dir, config).await?),
+        }
+        Ok(())
+    }
+
+    /// Asks BIRD what it learned and re-plans when the routes to use changed. While
+    /// a restarted BIRD relearns, routes it has not heard again yet are kept.
+    async fn poll_bgp(&mut self) {
+        let Some(speaker) = self.bgp.as_mut() else {
+            return;
+        };
+        let state = match speaker.poll().await {
+            Ok(snapshot) => {
+                let mut learned = bgp::judge(&self.spec, &self.local, &snapshot.routes);
+                if speaker.settling(&snapshot) {
+                    for (net, hop) in &self.learned.accepted {
+                        learned.accepted.entry(*net).or_insert(*hop);
+                    }
+                }
+                let state = speaker.state(&snapshot, &learned);
+                if learned.accepted != self.learned.accepted {
+                    self.learned = learned;
+                    self.state.bgp = Some(state);
+                    return self.reconcile_logged().await;
+                }
+                self.learned = learned;
+                state
+            }
+            Err(e) => bgp::BgpState {
+                error: Some(e.to_string()),
+                ..self.state.bgp.clone().unwrap_or_default()
+            },
+        };
+        if self.state.bgp.as_ref() != Some(&state) {
+            self.state.bgp = Some(state);
+            self.publish();
+        }
     }
 
     /// Reads the spec file again (SIGHUP; with etcd, a pass over the current view).
@@ -370,12 +446,14 @@ impl Agent {
 
     async fn plan_and_apply(&mut self) -> Result<()> {
         let table = self.nl.routes().await?;
+        let bgp = (self.spec.settings.routing == Routing::Bgp).then_some(&self.learned);
         let want = plan::plan(
             &self.spec,
             &self.local,
             &self.underlay,
             &self.probed,
             &table,
+            bgp,
         );
         let mut pinned = Pinned::open(&self.dir)?;
         let applied = reconcile::apply(&mut pinned, &self.nl, &table, &want).await?;

@@ -117,7 +117,14 @@ pub(super) fn control_plane(nodes: usize) -> Result<ControlPlane> {
             mtu: None,
         }];
         let t = Instant::now();
-        let mut want = plan::plan(&spec, &spec.nodes[0], &underlay, &Probed::default(), &table);
+        let mut want = plan::plan(
+            &spec,
+            &spec.nodes[0],
+            &underlay,
+            &Probed::default(),
+            &table,
+            None,
+        );
         for r in want.kernel_routes.values_mut() {
             r.gateway = Some(gw);
         }

@@ -131,7 +131,7 @@ async fn control_loop(local: NodeSpec, mut rx: mpsc::Receiver<Update>, seen: Arc
     let mut last = plan::Desired::default();
     while let Some(u) = rx.recv().await {
         let Update::Spec(spec, _) = u else { continue };
-        let want = plan::plan(&spec, &local, &underlay, &Probed::default(), &table);
+        let want = plan::plan(&spec, &local, &underlay, &Probed::default(), &table, None);
         if want == last {
             continue;
         }

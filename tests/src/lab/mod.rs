@@ -8,6 +8,7 @@
 //! is torn down on drop, also on panic.
 mod agents;
 mod baselines;
+pub mod bgp_router;
 mod containers;
 pub mod etcd;
 mod invariants;
@@ -36,7 +37,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use netpath::{
     datapath, ipam,
     net::Ipv4Net,
-    spec::{Backend, ClusterSpec, NodeSpec, SpecDraft, DEFAULT_SPEC},
+    spec::{Backend, BgpPeer, ClusterSpec, NodeSpec, Routing, SpecDraft, DEFAULT_SPEC},
 };
 
 use crate::{
@@ -54,6 +55,8 @@ pub const UNDERLAY_MTU: u32 = 1500;
 /// How long an agent may take to load, verify and attach its programs: seconds on
 /// hardware, far more in an emulated VM (no KVM) running tests in parallel.
 const AGENT_READY_WITHIN: Duration = Duration::from_secs(60);
+/// Sessions come up in about a second; a slow VM needs more.
+const BGP_CONVERGED_WITHIN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct LabConfig {
@@ -126,6 +129,36 @@ pub fn generated_spec(nodes: usize, backend: Backend) -> Result<ClusterSpec> {
         );
     }
     Ok(d.validate()?)
+}
+
+/// `spec` with routes by BGP: with `router`, every node peers with the fabric
+/// router on its own subnet (a top-of-rack, FRR) and the mesh is off; without, the
+/// nodes' full iBGP mesh.
+pub fn bgp_spec(spec: &ClusterSpec, router: bool) -> Result<ClusterSpec> {
+    let subnets: BTreeSet<Ipv4Net> = spec.nodes.iter().map(|n| n.underlay.subnet()).collect();
+    let peers: Vec<BgpPeer> = if router {
+        subnets
+            .iter()
+            .map(|net| BgpPeer {
+                address: router_ip(net),
+                asn: bgp_router::ROUTER_ASN,
+                nodes: Some(
+                    spec.nodes
+                        .iter()
+                        .filter(|n| net.contains(n.ip()))
+                        .map(|n| n.name.clone())
+                        .collect(),
+                ),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(spec.with_settings(|s| {
+        s.routing = Routing::Bgp;
+        s.bgp_mesh = !router;
+        s.bgp_peers = peers;
+    })?)
 }
 
 /// Finds the `netpath` binary: `$NETPATH_BIN`, this process if it is netpath, or the
@@ -257,6 +290,8 @@ pub struct Lab {
     image: Option<BusyboxImage>,
     /// The etcd cluster with `LabStore::Etcd`.
     pub etcd: Option<etcd::EtcdCluster>,
+    /// FRR on the fabric, when the spec's nodes peer with the fabric router by BGP.
+    pub bgp_router: Option<bgp_router::FrrRouter>,
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
@@ -294,6 +329,7 @@ impl Lab {
             host_cni: None,
             image: None,
             etcd: None,
+            bgp_router: None,
         };
         let subnets: BTreeSet<Ipv4Net> =
             cfg.spec.nodes.iter().map(|n| n.underlay.subnet()).collect();
@@ -313,6 +349,7 @@ impl Lab {
             write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
         })?;
         lab.fabric = Some(fabric);
+        lab.start_bgp_router(&subnets)?;
         lab.outside = Some(lab.add_outside()?);
         if let LabStore::Etcd { tls } = cfg.store {
             lab.start_etcd(&subnets[0], tls, cfg)?;
@@ -336,6 +373,9 @@ impl Lab {
                 lab.start_agent(i, cfg)?;
             }
         }
+        if cfg.spec.settings.routing == Routing::Bgp {
+            lab.wait_bgp_converged(BGP_CONVERGED_WITHIN)?;
+        }
         let mtu = cfg.spec.pod_mtu(UNDERLAY_MTU);
         for node in lab.nodes.iter_mut().filter(|n| n.kind == NodeKind::Netpath) {
             for p in 1..=cfg.pods_per_node {
@@ -351,6 +391,82 @@ impl Lab {
             }
         }
         Ok(lab)
+    }
+
+    /// FRR on the fabric when the spec names the fabric's own addresses as BGP
+    /// peers: eBGP with every node those peers serve.
+    fn start_bgp_router(&mut self, subnets: &[Ipv4Net]) -> Result<()> {
+        let set = &self.spec.settings;
+        let ours: Vec<&netpath::spec::BgpPeer> = set
+            .bgp_peers
+            .iter()
+            .filter(|p| subnets.iter().any(|s| router_ip(s) == p.address))
+            .collect();
+        if set.routing != Routing::Bgp || ours.is_empty() {
+            return Ok(());
+        }
+        let neighbours: Vec<(Ipv4Addr, u32)> = self
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| ours.iter().any(|p| p.serves(&n.name)))
+            .map(|n| (n.ip(), set.asn))
+            .collect();
+        let router = bgp_router::FrrRouter::start(
+            self.fabric_ns(),
+            &self.workdir,
+            router_ip(&subnets[0]),
+            &neighbours,
+        )?;
+        self.bgp_router = Some(router);
+        Ok(())
+    }
+
+    /// Waits until every netpath node routes every other node's pod CIDR by what
+    /// BGP taught it (as its agent publishes).
+    pub fn wait_bgp_converged(&self, within: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let missing = self.bgp_missing();
+            if missing.is_empty() {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > within {
+                bail!(
+                    "BGP did not converge within {within:?}: {}",
+                    missing.join("; ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// For each netpath node with a running agent: the pod CIDRs it has not learned.
+    fn bgp_missing(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.kind != NodeKind::Netpath || self.agents[i].is_none() {
+                continue;
+            }
+            let state = netpath::state::AgentState::read(&node.state_dir())
+                .ok()
+                .flatten();
+            let learned = state
+                .and_then(|s| s.bgp)
+                .map(|b| b.routes)
+                .unwrap_or_default();
+            let lacking: Vec<String> = self
+                .spec
+                .nodes
+                .iter()
+                .filter(|n| n.name != node.spec.name && !learned.contains_key(&n.pod_cidr))
+                .map(|n| n.pod_cidr.to_string())
+                .collect();
+            if !lacking.is_empty() {
+                out.push(format!("{} lacks {}", node.name, lacking.join(", ")));
+            }
+        }
+        out
     }
 
     /// Runs a busybox container on node `i` through its containerd and the CNI
@@ -603,6 +719,51 @@ impl Lab {
 
     /// A new netpath node joining through etcd while the lab runs: its namespace on
     /// the first underlay subnet at `underlay`, its agent, `pods` pods. Returns its index.
+    /// Adds a netpath node to a spec-file lab: the spec gains it (every agent follows
+    /// the file), then its namespace, agent and pods come up. Returns its index.
+    pub fn add_spec_node(
+        &mut self,
+        name: &str,
+        underlay: Ipv4Net,
+        pod_cidr: Ipv4Net,
+        pods: usize,
+        cfg: &LabConfig,
+    ) -> Result<usize> {
+        let spec = self
+            .spec
+            .to_draft()
+            .node(name, underlay, pod_cidr)
+            .validate()?;
+        let node_spec = spec.node(name)?.clone();
+        let subnets: BTreeSet<Ipv4Net> = spec.nodes.iter().map(|n| n.underlay.subnet()).collect();
+        let subnet = underlay.subnet();
+        let subnet_index = subnets
+            .iter()
+            .position(|s| *s == subnet)
+            .expect("the new node's subnet is among the spec's");
+        if !self
+            .spec
+            .nodes
+            .iter()
+            .any(|n| n.underlay.subnet() == subnet)
+        {
+            bail!("{underlay} is on none of the lab's underlay subnets");
+        }
+        self.write_spec(&spec)?;
+        self.spec = spec;
+        let node = self.add_node(&node_spec, NodeKind::Netpath, subnet_index, &subnet, cfg)?;
+        self.nodes.push(node);
+        self.agents.push(None);
+        let i = self.nodes.len() - 1;
+        self.start_agent(i, cfg)?;
+        let mtu = self.spec.pod_mtu(UNDERLAY_MTU);
+        for p in 1..=pods {
+            let pod = attach_pod(&self.nodes[i], p, mtu)?;
+            self.nodes[i].pods.push(pod);
+        }
+        Ok(i)
+    }
+
     pub fn join_node(
         &mut self,
         name: &str,
@@ -768,7 +929,27 @@ impl Lab {
         if a.kind == NodeKind::HostGw || b.kind == NodeKind::HostGw {
             return ("3", "host-gw (kernel)".into());
         }
-        match self.spec.route_mode(&a.spec, &b.spec) {
+        // What the sender's datapath does (with BGP, a router can make a route
+        // across subnets direct), else what the spec says.
+        let cidr = b.spec.pod_cidr;
+        let installed = a
+            .pinned()
+            .ok()
+            .and_then(|p| p.routes().ok())
+            .and_then(|routes| {
+                routes
+                    .into_iter()
+                    .find(|(net, prefix, _)| *net == cidr.addr && *prefix == cidr.prefix)
+                    .map(|(_, _, r)| r)
+            });
+        let mode = installed
+            .and_then(|r| netpath_common::RouteMode::from_u32(r.mode))
+            .unwrap_or_else(|| self.spec.route_mode(&a.spec, &b.spec));
+        let via_router = installed.is_some_and(|r| r.next_hop != r.node_ip);
+        match mode {
+            netpath_common::RouteMode::Direct if via_router => {
+                ("3", "direct via the router".into())
+            }
             netpath_common::RouteMode::Direct => ("3", "direct (redirect_neigh)".into()),
             netpath_common::RouteMode::Vxlan => ("4", "vxlan (eBPF encap)".into()),
             netpath_common::RouteMode::Ipip => ("4", "ipip (eBPF encap)".into()),
@@ -894,6 +1075,8 @@ impl Drop for Lab {
         }
         self.etcd = None;
         for node in &self.nodes {
+            // A BIRD that outlived its agent (--keep-pins, or the agent killed).
+            netpath::bgp::stop_daemon(&node.state_dir());
             if let Err(e) = datapath::remove_pins(&node.pin_dir) {
                 tracing::warn!("{e:#}");
             }
@@ -903,6 +1086,7 @@ impl Drop for Lab {
         // Pods, then nodes, then the fabric: namespaces go with their guards.
         self.nodes.clear();
         self.outside = None;
+        self.bgp_router = None;
         self.fabric = None;
         let _ = std::fs::remove_dir_all(&self.workdir);
     }

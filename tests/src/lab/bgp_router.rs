@@ -1,0 +1,164 @@
+//! The fabric router as a BGP speaker, like a top-of-rack: FRR (another
+//! implementation than the nodes' BIRD, so interoperability is tested, not assumed),
+//! `bgpd` peering eBGP with every node it serves and `zebra` beside it installing
+//! what it learns into the fabric's kernel, so it forwards pod traffic as plain IP.
+use std::{
+    fmt::Write,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns;
+
+const FRR: &str = "/usr/lib/frr";
+/// The fabric's AS: not the nodes' (eBGP, as to a top-of-rack).
+pub const ROUTER_ASN: u32 = 65000;
+
+/// FRR's two daemons in the fabric namespace; stopped (by PID) when dropped.
+pub struct FrrRouter {
+    dir: PathBuf,
+    pids: Vec<u32>,
+    vty: PathBuf,
+}
+
+impl FrrRouter {
+    /// Starts zebra, then bgpd with one eBGP neighbour per `(address, asn)`.
+    pub fn start(
+        fabric: &Path,
+        workdir: &Path,
+        router_id: Ipv4Addr,
+        neighbours: &[(Ipv4Addr, u32)],
+    ) -> Result<Self> {
+        if !Path::new(FRR).join("bgpd").exists() {
+            bail!("the BGP router needs FRR (Debian package frr): {FRR}/bgpd not found");
+        }
+        let dir = workdir.join("frr");
+        std::fs::create_dir_all(&dir)?;
+        let mut conf = format!(
+            "frr defaults datacenter\nhostname fabric\nrouter bgp {ROUTER_ASN}\n bgp router-id {router_id}\n \
+             no bgp ebgp-requires-policy\n"
+        );
+        for (ip, asn) in neighbours {
+            let _ = write!(
+                conf,
+                " neighbor {ip} remote-as {asn}\n neighbor {ip} timers 3 9\n neighbor {ip} timers connect 1\n \
+                 neighbor {ip} advertisement-interval 0\n"
+            );
+        }
+        std::fs::write(dir.join("bgpd.conf"), conf)?;
+        std::fs::write(dir.join("zebra.conf"), "hostname fabric\n")?;
+        // FRR drops to user frr, which must own its files and its vty socket dir.
+        let chown = Command::new("chown")
+            .args(["-R", "frr:frr"])
+            .arg(&dir)
+            .status()
+            .context("chown the FRR dir")?;
+        if !chown.success() {
+            bail!("chown -R frr:frr {}: {chown}", dir.display());
+        }
+        let mut router = Self {
+            vty: dir.clone(),
+            pids: Vec::new(),
+            dir,
+        };
+        let zsock = router.dir.join("zserv.api");
+        for daemon in ["zebra", "bgpd"] {
+            let pid_file = router.dir.join(format!("{daemon}.pid"));
+            let mut cmd = Command::new(Path::new(FRR).join(daemon));
+            cmd.arg("-d")
+                .arg("-f")
+                .arg(router.dir.join(format!("{daemon}.conf")))
+                .arg("-i")
+                .arg(&pid_file)
+                .arg("-z")
+                .arg(&zsock)
+                .arg("--vty_socket")
+                .arg(&router.vty);
+            let status = netns::run_in(fabric, move || Ok(cmd.status()?))
+                .with_context(|| format!("start FRR's {daemon}"))?;
+            if !status.success() {
+                bail!("FRR's {daemon} did not start: {status}");
+            }
+            router.pids.push(wait_pid_file(&pid_file)?);
+        }
+        Ok(router)
+    }
+
+    /// `vtysh -c COMMAND` against this router.
+    pub fn vtysh(&self, command: &str) -> Result<String> {
+        let out = Command::new("vtysh")
+            .arg("--vty_socket")
+            .arg(&self.vty)
+            .args(["-c", command])
+            .output()
+            .context("run vtysh")?;
+        if !out.status.success() {
+            bail!(
+                "vtysh -c {command:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl FrrRouter {
+    /// Applies configuration lines in `configure terminal`, as an operator would.
+    pub fn vtysh_config(&self, lines: &[&str]) -> Result<()> {
+        let mut cmd = Command::new("vtysh");
+        cmd.arg("--vty_socket")
+            .arg(&self.vty)
+            .args(["-c", "configure terminal"]);
+        for l in lines {
+            cmd.args(["-c", l]);
+        }
+        let out = cmd.output().context("run vtysh")?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || said.contains("% ") {
+            bail!(
+                "vtysh {lines:?}: {said} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+fn wait_pid_file(path: &Path) -> Result<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return Ok(pid);
+        }
+        if Instant::now() > deadline {
+            bail!("no pid file {} within 5 s", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for FrrRouter {
+    fn drop(&mut self) {
+        // bgpd first (it tells its peers), then zebra.
+        for pid in self.pids.iter().rev() {
+            let is_frr = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(FRR));
+            if is_frr {
+                // SAFETY: a PID this router started, checked to still be FRR's.
+                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
