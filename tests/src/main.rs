@@ -54,7 +54,7 @@ enum Cmd {
         out: PathBuf,
         /// Only these paths (comma-separated: veth, bridge, local, n2n, host-gw, direct,
         /// kernel-vxlan, vxlan, vxlan-xdp, n2n-routed, kernel-vxlan-routed, vxlan-routed,
-        /// vxlan-routed-gro);
+        /// vxlan-routed-gro, ipip, ipip-routed, bgp-routed);
         /// skips the scale and control-plane parts.
         #[arg(long, value_delimiter = ',', value_parser = parse_path)]
         paths: Option<Vec<bench::PathKind>>,
@@ -68,6 +68,9 @@ enum Cmd {
         /// and a /metrics scrape of a node with 100 000 routes.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd"])]
         monitor: bool,
+        /// Only BGP route convergence: a node joining a mesh of 3 and of 50 speakers.
+        #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor"])]
+        bgp: bool,
     },
     /// Bring up a lab cluster in network namespaces, check it, and hold it until Ctrl-C.
     Run {
@@ -145,6 +148,7 @@ fn run(cli: Cli) -> Result<bool> {
             cni,
             etcd,
             monitor,
+            bgp,
         } => {
             // A stop ends the bench between two measurements, tearing down what is up.
             let signals = StopSignals::install()?;
@@ -161,6 +165,7 @@ fn run(cli: Cli) -> Result<bool> {
                 paths,
                 cni_only: cni,
                 etcd_only: etcd,
+                bgp_only: bgp,
                 monitor_only: monitor,
                 stop,
             })

@@ -539,5 +539,25 @@ mod tests {
         let text = serde_json::to_string(&set).unwrap();
         assert_eq!(serde_json::from_str::<ClusterSettings>(&text).unwrap(), set);
         assert!(Flags::try_parse_from(["x", "--cluster-cidr", "nope"]).is_err());
+        let bgp = Flags::try_parse_from([
+            "x",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--routing",
+            "bgp",
+            "--asn",
+            "65010",
+            "--no-bgp-mesh",
+            "--bgp-peer",
+            "192.168.56.1:65000:node1,node2",
+        ])
+        .unwrap()
+        .settings;
+        bgp.validate().unwrap();
+        assert_eq!((bgp.routing, bgp.asn, bgp.bgp_mesh), (Routing::Bgp, 65010, false));
+        assert_eq!(
+            bgp.bgp_peers[0].nodes.as_deref(),
+            Some(&["node1".to_string(), "node2".to_string()][..])
+        );
     }
 }

@@ -97,6 +97,46 @@ fn ipip_is_an_overlay_of_its_own_and_one_that_auto_can_pick() {
 }
 
 #[test]
+fn bgp_routing_settings_are_checked_and_round_trip() {
+    let text = format!(
+        "routing = \"bgp\"\nbgp_mesh = false\n{TWO}\n[[bgp_peers]]\naddress = \"192.168.56.1\"\nasn = 65000\nnodes = [\"a\"]\n"
+    );
+    // [[bgp_peers]] after [[nodes]] in TOML order: the table arrays are top-level.
+    let s = ClusterSpec::parse(&text).unwrap();
+    assert_eq!(s.settings.routing, Routing::Bgp);
+    assert_eq!(s.settings.asn, DEFAULT_ASN);
+    assert!(!s.settings.bgp_mesh);
+    let p = &s.settings.bgp_peers[0];
+    assert!(p.serves("a") && !p.serves("b"));
+    assert_eq!(ClusterSpec::parse(&s.to_toml()).unwrap(), s);
+    let peer: BgpPeer = "10.0.0.1:65001".parse().unwrap();
+    assert!(peer.nodes.is_none() && peer.serves("anyone"));
+    assert!("10.0.0.1".parse::<BgpPeer>().unwrap_err().contains("ASN"));
+    assert!("10.0.0.1:x".parse::<BgpPeer>().unwrap_err().contains("\"x\""));
+    assert!("nope:1".parse::<BgpPeer>().unwrap_err().contains("IPv4"));
+    let with = |lines: &str| format!("{lines}\n{TWO}");
+    for (bad, field) in [
+        ("routing = \"bgp\"\nasn = 0", "asn"),
+        ("routing = \"bgp\"\nasn = 23456", "asn"),
+        ("bgp_mesh = false", "routing"),
+        ("routing = \"bgp\"\nbgp_mesh = false", "bgp_mesh"),
+        ("routing = \"ospf\"", "ospf"),
+    ] {
+        let e = err(&with(bad));
+        assert!(e.contains(field), "{bad}: {e}");
+    }
+    let twice = format!(
+        "routing = \"bgp\"\n{TWO}\n[[bgp_peers]]\naddress = \"10.0.0.1\"\nasn = 1\n[[bgp_peers]]\naddress = \"10.0.0.1\"\nasn = 2\n"
+    );
+    assert!(err(&twice).contains("bgp_peers[1].address"), "{}", err(&twice));
+    // With routers carrying the routes, direct routing may span subnets.
+    let direct = format!(
+        "backend = \"direct\"\nrouting = \"bgp\"\n{TWO}\n[[bgp_peers]]\naddress = \"192.168.56.1\"\nasn = 65000\n"
+    );
+    assert!(ClusterSpec::parse(&direct).is_ok());
+}
+
+#[test]
 fn round_trips_through_toml() {
     let s = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
     assert_eq!(ClusterSpec::parse(&s.to_toml()).unwrap(), s);

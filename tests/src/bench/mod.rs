@@ -1,6 +1,7 @@
 //! `netpath bench` (run by `cargo xtask bench`): netpath against the classic kernel
 //! paths, built side by side by the lab code and measured in interleaved rounds so
 //! drift hits all alike. Writes `report.md`, `report.json` and SVG charts.
+mod bgp;
 pub mod cni;
 mod memory;
 mod observe;
@@ -28,6 +29,8 @@ pub struct BenchArgs {
     pub etcd_only: bool,
     /// Only what watching costs (trace on/off, a scrape of 100 000 routes).
     pub monitor_only: bool,
+    /// Only BGP route convergence (3 and 50 speakers).
+    pub bgp_only: bool,
     /// Set when the user asked to stop: checked between measurements.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub out: PathBuf,
@@ -49,12 +52,15 @@ pub enum PathKind {
     KernelVxlanRouted,
     NetpathVxlanRouted,
     NetpathVxlanRoutedGro,
+    NetpathIpip,
+    NetpathIpipRouted,
+    NetpathBgpRouted,
     NftMasquerade,
     NetpathMasquerade,
 }
 
 impl PathKind {
-    pub const ALL: [PathKind; 15] = [
+    pub const ALL: [PathKind; 18] = [
         Self::VethPair,
         Self::Bridge,
         Self::NetpathLocal,
@@ -68,6 +74,9 @@ impl PathKind {
         Self::KernelVxlanRouted,
         Self::NetpathVxlanRouted,
         Self::NetpathVxlanRoutedGro,
+        Self::NetpathIpip,
+        Self::NetpathIpipRouted,
+        Self::NetpathBgpRouted,
         Self::NftMasquerade,
         Self::NetpathMasquerade,
     ];
@@ -87,6 +96,9 @@ impl PathKind {
             Self::KernelVxlanRouted => "kernel vxlan + bridge, routed",
             Self::NetpathVxlanRouted => "netpath vxlan, routed",
             Self::NetpathVxlanRoutedGro => "netpath vxlan, routed, device GRO",
+            Self::NetpathIpip => "netpath ipip",
+            Self::NetpathIpipRouted => "netpath ipip, routed",
+            Self::NetpathBgpRouted => "netpath, BGP router, routed",
             Self::NftMasquerade => "pod -> outside, nftables masquerade",
             Self::NetpathMasquerade => "pod -> outside, netpath masquerade",
         }
@@ -108,6 +120,9 @@ impl PathKind {
             Self::KernelVxlanRouted => "kernel-vxlan-routed",
             Self::NetpathVxlanRouted => "vxlan-routed",
             Self::NetpathVxlanRoutedGro => "vxlan-routed-gro",
+            Self::NetpathIpip => "ipip",
+            Self::NetpathIpipRouted => "ipip-routed",
+            Self::NetpathBgpRouted => "bgp-routed",
             Self::NftMasquerade => "nft-masquerade",
             Self::NetpathMasquerade => "masquerade",
         }
@@ -120,6 +135,11 @@ impl PathKind {
             Self::NetpathDirect => Some(Self::HostGw),
             Self::NetpathVxlan | Self::NetpathVxlanXdp => Some(Self::KernelVxlan),
             Self::NetpathVxlanRouted | Self::NetpathVxlanRoutedGro => Some(Self::KernelVxlanRouted),
+            // This host's kernel has no ipip device to compare with: the other overlay.
+            Self::NetpathIpip => Some(Self::NetpathVxlan),
+            Self::NetpathIpipRouted => Some(Self::NetpathVxlanRouted),
+            // What a router that learned the pod routes replaces: the overlay across it.
+            Self::NetpathBgpRouted => Some(Self::NetpathVxlanRouted),
             Self::NetpathMasquerade => Some(Self::NftMasquerade),
             _ => None,
         }
@@ -133,10 +153,13 @@ impl PathKind {
             | Self::NetpathDirect
             | Self::KernelVxlan
             | Self::NetpathVxlan
-            | Self::NetpathVxlanXdp => Some(Self::N2N),
-            Self::KernelVxlanRouted | Self::NetpathVxlanRouted | Self::NetpathVxlanRoutedGro => {
-                Some(Self::N2NRouted)
-            }
+            | Self::NetpathVxlanXdp
+            | Self::NetpathIpip => Some(Self::N2N),
+            Self::KernelVxlanRouted
+            | Self::NetpathVxlanRouted
+            | Self::NetpathVxlanRoutedGro
+            | Self::NetpathIpipRouted
+            | Self::NetpathBgpRouted => Some(Self::N2NRouted),
             _ => None,
         }
     }
@@ -199,6 +222,7 @@ pub struct Run {
     pub agent_memory: Vec<memory::AgentMemory>,
     pub cni: Vec<cni::CniLatency>,
     pub store_scale: Vec<store::StoreScale>,
+    pub bgp_convergence: Vec<bgp::BgpConvergence>,
 }
 
 /// One end of a measurement in a lab: a node itself or one of its pods.
@@ -348,6 +372,21 @@ fn build(path: PathKind) -> Result<Topo> {
             Pod(0, 0),
             Pod(2, 0),
         ),
+        PathKind::NetpathIpip => (
+            lab(2, 1, Backend::Ipip, NodeKind::Netpath, Decap::Tc)?,
+            Pod(0, 0),
+            Pod(1, 0),
+        ),
+        PathKind::NetpathIpipRouted => (
+            lab(3, 1, Backend::Ipip, NodeKind::Netpath, Decap::Tc)?,
+            Pod(0, 0),
+            Pod(2, 0),
+        ),
+        PathKind::NetpathBgpRouted => {
+            let spec = crate::lab::bgp_spec(&generated_spec(3, Backend::Auto)?, true)?;
+            let cfg = LabConfig::with_spec(spec, 1)?;
+            (Box::new(Lab::up(&cfg)?), Pod(0, 0), Pod(2, 0))
+        }
         PathKind::NftMasquerade => (masquerade_lab(false)?, Pod(0, 0), Outside),
         PathKind::NetpathMasquerade => (masquerade_lab(true)?, Pod(0, 0), Outside),
     };
@@ -434,9 +473,13 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let (rounds, secs) = if args.quick { (3, 1) } else { (5, 4) };
     let scale_sizes = [10usize, 1_000, 100_000];
     // A quick run measures the route scale once; a full one in every round.
-    let focused = args.paths.is_some() || args.cni_only || args.etcd_only || args.monitor_only;
+    let focused = args.paths.is_some()
+        || args.cni_only
+        || args.etcd_only
+        || args.monitor_only
+        || args.bgp_only;
     let paths = match (
-        args.cni_only || args.etcd_only || args.monitor_only,
+        args.cni_only || args.etcd_only || args.monitor_only || args.bgp_only,
         args.paths,
     ) {
         (true, _) => Vec::new(),
@@ -445,6 +488,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     };
     let store_sizes = [10usize, 100, 1000];
     let with_store = !focused || args.etcd_only;
+    let bgp_sizes = [3usize, 50];
+    let with_bgp = !focused || args.bgp_only;
     let cni_cycles = 200;
     let scale_rounds = match (focused, args.quick) {
         (true, _) => 0,
@@ -457,7 +502,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         + if focused { 0 } else { 1 + scale_sizes.len() }
         + usize::from(!focused || args.cni_only)
         + usize::from(!focused || args.monitor_only)
-        + if with_store { store_sizes.len() } else { 0 };
+        + if with_store { store_sizes.len() } else { 0 }
+        + if with_bgp { bgp_sizes.len() } else { 0 };
     let started = Instant::now();
     let mut step = 0;
     let stop = args.stop.clone();
@@ -525,6 +571,11 @@ pub fn run(args: BenchArgs) -> Result<bool> {
             store::StoreScale::failed(m, format!("{e:#}"))
         }));
     }
+    let mut bgp_convergence = Vec::new();
+    for &n in bgp_sizes.iter().filter(|_| with_bgp) {
+        tick(&format!("BGP convergence: {n} speakers (agents + BIRD, full mesh)"))?;
+        bgp_convergence.push(bgp::measure(n)?);
+    }
     let run = Run {
         date: report::today(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -542,6 +593,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         agent_memory,
         cni,
         store_scale,
+        bgp_convergence,
     };
     if args.monitor_only {
         // Its own report is written; report.md of an earlier run stays.

@@ -113,6 +113,13 @@ pub fn targets(run: &Run) -> Vec<Target> {
     );
     target(
         &mut t,
+        "across a router, BGP-routed: TCP vs N2N across it",
+        r(NetpathBgpRouted, N2NRouted, tcp1),
+        "≥ 0.95",
+        |v| v >= 0.95,
+    );
+    target(
+        &mut t,
         "across nodes direct: TCP vs N2N",
         r(NetpathDirect, N2N, tcp1),
         "≥ 1.00",
@@ -441,6 +448,23 @@ pub fn markdown(run: &Run) -> String {
                 md,
                 "| {} | {} | {:.1} | {:.1} |",
                 c.plugin, c.cycles, c.add_del_p50_ms, c.add_del_p99_ms
+            );
+        }
+    }
+    if !run.bgp_convergence.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Route convergence by BGP\n\nN speakers: real nodes (agent + BIRD each) in a \
+             full iBGP mesh; one more joins through the spec file. Time until every node routes \
+             its pod CIDR (its ROUTES entry), from the spec naming it (its agent's start \
+             included) and from its agent being ready.\n\n| speakers | join -> routed ms | \
+             ready -> routed ms | cold mesh up ms |\n| --- | --- | --- | --- |"
+        );
+        for c in &run.bgp_convergence {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.0} |",
+                c.speakers, c.join_to_routed_ms, c.ready_to_routed_ms, c.cold_ms
             );
         }
     }
