@@ -5,7 +5,7 @@
 //! announcing what it must not.
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, UdpSocket},
+    net::Ipv4Addr,
     path::Path,
     time::{Duration, Instant},
 };
@@ -20,11 +20,11 @@ use netpath_common::{Program, Reason, Route, RouteMode};
 use netpath_tests::{
     assert_model,
     check::Proto,
-    counter_of,
+    counter_of, frame_addr, frame_contains,
     lab::{bgp_spec, generated_spec, Lab, LabConfig},
-    lab_of, netns,
+    lab_of,
     observe::http_get,
-    run_in_ns, wait_for, RawSocket,
+    run_in_ns, send_udp_marker, wait_for, RawSocket,
 };
 
 fn net(s: &str) -> Ipv4Net {
@@ -58,31 +58,15 @@ fn kernel_route(ns: &Path, cidr: &str) -> String {
         .to_string()
 }
 
-fn send_marker(ns: &Path, dst: Ipv4Addr, marker: &'static [u8]) {
-    netns::run_in(ns, move || {
-        UdpSocket::bind(("0.0.0.0", 0))?.send_to(marker, (dst, 9))?;
-        Ok(())
-    })
-    .unwrap();
-}
-
-fn contains(frame: &[u8], marker: &[u8]) -> bool {
-    frame.windows(marker.len()).any(|w| w == marker)
-}
-
-fn addr(frame: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3])
-}
-
 /// What pod1 of node1 sends to pod1 of node3 looks like on node3's wire.
 fn frame_at_node3(lab: &Lab, marker: &'static [u8]) -> Vec<u8> {
     let wire = RawSocket::open(lab.nodes[2].ns.path(), "eth0").unwrap();
-    send_marker(
+    send_udp_marker(
         lab.nodes[0].pods[0].ns.path(),
         lab.nodes[2].pods[0].ip,
         marker,
     );
-    wire.wait_for(Duration::from_secs(3), |f| contains(f, marker))
+    wire.wait_for(Duration::from_secs(3), |f| frame_contains(f, marker))
         .expect("the datagram reached node3's wire")
 }
 
@@ -117,7 +101,7 @@ fn through_a_bgp_router_pods_cross_subnets_as_plain_ip() {
     let f = frame_at_node3(&lab, b"np-bgp-plain");
     assert_eq!(f[23], 17, "plain UDP on the wire, no IP-in-IP and no VXLAN");
     assert_eq!(
-        (addr(&f, 26), addr(&f, 30)),
+        (frame_addr(&f, 26), frame_addr(&f, 30)),
         (lab.nodes[0].pods[0].ip, lab.nodes[2].pods[0].ip)
     );
     for n in 0..3 {
@@ -188,7 +172,7 @@ fn with_the_mesh_alone_subnets_are_crossed_by_ipip_and_a_subnet_directly() {
     let f = frame_at_node3(&lab, b"np-bgp-mesh-ipip");
     assert_eq!(f[23], 4, "IP-in-IP across the router");
     assert_eq!(
-        (addr(&f, 46), addr(&f, 50)),
+        (frame_addr(&f, 46), frame_addr(&f, 50)),
         (lab.nodes[0].pods[0].ip, lab.nodes[2].pods[0].ip),
         "inner addresses kept"
     );

@@ -2,20 +2,16 @@
 //! subnets with one outer IPv4 header, inner addresses kept on the wire, bulk TCP cut
 //! into wire frames intact, and protocol 4 from strangers, with a spoofed inner source
 //! or a malformed outer header dropped and counted.
-use std::{
-    net::{Ipv4Addr, UdpSocket},
-    path::Path,
-    time::Duration,
-};
+use std::{net::Ipv4Addr, time::Duration};
 
 use netpath::spec::{Backend, Overlay};
 use netpath_common::{Program, Reason, RouteMode};
 use netpath_tests::{
     assert_model,
     check::Proto,
-    counter_of, is_ip_id,
+    counter_of, frame_addr, frame_contains, is_ip_id,
     lab::{generated_spec, Lab, LabConfig, UNDERLAY_MTU},
-    lab_of, netns, transfer, wait_counter_of, Ipv4Packet, RawSocket,
+    lab_of, send_udp_marker, transfer, wait_counter_of, Ipv4Packet, RawSocket,
 };
 
 fn ipip_lab(pods: usize) -> Lab {
@@ -69,23 +65,6 @@ fn ipip_backend_connects_three_nodes_across_subnets() {
     assert_eq!(pod_mtu(&lab, 0), 1480, "underlay MTU - 20");
 }
 
-/// Sends one UDP datagram carrying `marker` from `ns` to `dst`.
-fn send_marker(ns: &Path, dst: Ipv4Addr, marker: &'static [u8]) {
-    netns::run_in(ns, move || {
-        UdpSocket::bind(("0.0.0.0", 0))?.send_to(marker, (dst, 9))?;
-        Ok(())
-    })
-    .unwrap();
-}
-
-fn contains(frame: &[u8], marker: &[u8]) -> bool {
-    frame.windows(marker.len()).any(|w| w == marker)
-}
-
-fn addr(frame: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3])
-}
-
 #[test]
 fn auto_over_ipip_is_plain_ip_within_a_subnet_and_protocol_4_across_with_inner_addresses_kept() {
     let lab = auto_ipip_lab(1);
@@ -105,16 +84,22 @@ fn auto_over_ipip_is_plain_ip_within_a_subnet_and_protocol_4_across_with_inner_a
     // Across the router: one outer header node1 -> node3, the pods' own addresses inside.
     let pod3 = &lab.nodes[2].pods[0];
     let wire3 = RawSocket::open(lab.nodes[2].ns.path(), "eth0").unwrap();
-    send_marker(pod1.ns.path(), pod3.ip, b"np-ipip-across");
+    send_udp_marker(pod1.ns.path(), pod3.ip, b"np-ipip-across");
     let f = wire3
-        .wait_for(Duration::from_secs(3), |f| contains(f, b"np-ipip-across"))
+        .wait_for(Duration::from_secs(3), |f| {
+            frame_contains(f, b"np-ipip-across")
+        })
         .expect("the datagram crossed node3's wire");
     assert_eq!((f[14], f[23]), (0x45, 4), "outer IPv4, protocol 4");
-    assert_eq!(addr(&f, 26), lab.nodes[0].ip(), "outer source: node1");
-    assert_eq!(addr(&f, 30), lab.nodes[2].ip(), "outer destination: node3");
+    assert_eq!(frame_addr(&f, 26), lab.nodes[0].ip(), "outer source: node1");
+    assert_eq!(
+        frame_addr(&f, 30),
+        lab.nodes[2].ip(),
+        "outer destination: node3"
+    );
     assert_eq!(f[43], 17, "inner UDP");
     assert_eq!(
-        (addr(&f, 46), addr(&f, 50)),
+        (frame_addr(&f, 46), frame_addr(&f, 50)),
         (pod1.ip, pod3.ip),
         "inner: pod to pod"
     );
@@ -122,12 +107,14 @@ fn auto_over_ipip_is_plain_ip_within_a_subnet_and_protocol_4_across_with_inner_a
     // Within the subnet: no encapsulation at all.
     let pod2 = &lab.nodes[1].pods[0];
     let wire2 = RawSocket::open(lab.nodes[1].ns.path(), "eth0").unwrap();
-    send_marker(pod1.ns.path(), pod2.ip, b"np-ipip-within");
+    send_udp_marker(pod1.ns.path(), pod2.ip, b"np-ipip-within");
     let f = wire2
-        .wait_for(Duration::from_secs(3), |f| contains(f, b"np-ipip-within"))
+        .wait_for(Duration::from_secs(3), |f| {
+            frame_contains(f, b"np-ipip-within")
+        })
         .expect("the datagram reached node2's wire");
     assert_eq!(f[23], 17, "plain UDP on the wire");
-    assert_eq!((addr(&f, 26), addr(&f, 30)), (pod1.ip, pod2.ip));
+    assert_eq!((frame_addr(&f, 26), frame_addr(&f, 30)), (pod1.ip, pod2.ip));
     assert!(counter_of(&lab, 0, Program::FromPod, Reason::DirectRouted) > 0);
     assert!(counter_of(&lab, 0, Program::FromPod, Reason::IpipEncapsulated) > 0);
     assert_eq!(

@@ -477,3 +477,23 @@ pub fn endpoint_ips(lab: &Lab, node: usize) -> std::collections::BTreeSet<Ipv4Ad
         .map(|(ip, _)| ip)
         .collect()
 }
+
+/// Sends one UDP datagram carrying `marker` from inside `ns` to `dst` (port 9): a
+/// packet a capture can pick out by its payload.
+pub fn send_udp_marker(ns: &Path, dst: std::net::Ipv4Addr, marker: &'static [u8]) {
+    netns::run_in(ns, move || {
+        std::net::UdpSocket::bind(("0.0.0.0", 0))?.send_to(marker, (dst, 9))?;
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Does `frame` carry `marker` anywhere?
+pub fn frame_contains(frame: &[u8], marker: &[u8]) -> bool {
+    frame.windows(marker.len()).any(|w| w == marker)
+}
+
+/// The IPv4 address at byte `at` of `frame`.
+pub fn frame_addr(frame: &[u8], at: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3])
+}

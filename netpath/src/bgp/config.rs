@@ -29,7 +29,12 @@ pub fn render(spec: &ClusterSpec, local: &NodeSpec, underlay: &str, log: &Path) 
         local.name
     );
     let _ = writeln!(c, "router id {me};");
-    let _ = writeln!(c, "log \"{}\" all;", log.display());
+    // Bounded: 4 MB, then one older file; no debug or trace classes.
+    let _ = writeln!(
+        c,
+        "log \"{0}\" 4000000 \"{0}.1\" {{ info, remote, warning, error, auth, fatal, bug }};",
+        log.display()
+    );
     c += "protocol device { scan time 10; }\n";
     let _ = writeln!(c, "protocol direct {{ ipv4; interface \"{underlay}\"; }}");
     // The underlay's own routes resolve the next hops of sessions across subnets;

@@ -554,7 +554,10 @@ mod tests {
         .unwrap()
         .settings;
         bgp.validate().unwrap();
-        assert_eq!((bgp.routing, bgp.asn, bgp.bgp_mesh), (Routing::Bgp, 65010, false));
+        assert_eq!(
+            (bgp.routing, bgp.asn, bgp.bgp_mesh),
+            (Routing::Bgp, 65010, false)
+        );
         assert_eq!(
             bgp.bgp_peers[0].nodes.as_deref(),
             Some(&["node1".to_string(), "node2".to_string()][..])

@@ -112,7 +112,10 @@ fn bgp_routing_settings_are_checked_and_round_trip() {
     let peer: BgpPeer = "10.0.0.1:65001".parse().unwrap();
     assert!(peer.nodes.is_none() && peer.serves("anyone"));
     assert!("10.0.0.1".parse::<BgpPeer>().unwrap_err().contains("ASN"));
-    assert!("10.0.0.1:x".parse::<BgpPeer>().unwrap_err().contains("\"x\""));
+    assert!("10.0.0.1:x"
+        .parse::<BgpPeer>()
+        .unwrap_err()
+        .contains("\"x\""));
     assert!("nope:1".parse::<BgpPeer>().unwrap_err().contains("IPv4"));
     let with = |lines: &str| format!("{lines}\n{TWO}");
     for (bad, field) in [
@@ -128,7 +131,11 @@ fn bgp_routing_settings_are_checked_and_round_trip() {
     let twice = format!(
         "routing = \"bgp\"\n{TWO}\n[[bgp_peers]]\naddress = \"10.0.0.1\"\nasn = 1\n[[bgp_peers]]\naddress = \"10.0.0.1\"\nasn = 2\n"
     );
-    assert!(err(&twice).contains("bgp_peers[1].address"), "{}", err(&twice));
+    assert!(
+        err(&twice).contains("bgp_peers[1].address"),
+        "{}",
+        err(&twice)
+    );
     // With routers carrying the routes, direct routing may span subnets.
     let direct = format!(
         "backend = \"direct\"\nrouting = \"bgp\"\n{TWO}\n[[bgp_peers]]\naddress = \"192.168.56.1\"\nasn = 65000\n"

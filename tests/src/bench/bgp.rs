@@ -1,5 +1,6 @@
-//! Route convergence by BGP: a cluster of N real nodes (agent + BIRD each, full
-//! iBGP mesh), one more joins: how long until every node routes its pod CIDR.
+//! Route convergence by BGP: a cluster of real nodes (agent + BIRD each) in a full
+//! iBGP mesh, or peering with the fabric router (FRR, a top-of-rack); one more node
+//! joins: how long until every node routes its pod CIDR.
 use std::{
     net::Ipv4Addr,
     time::{Duration, Instant},
@@ -14,8 +15,10 @@ use crate::lab::{bgp_spec, generated_spec, Lab, LabConfig};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BgpConvergence {
-    /// BGP speakers once the node joined.
+    /// BGP speakers once the node joined (the router not counted).
     pub speakers: usize,
+    /// "mesh" or "router".
+    pub topology: &'static str,
     /// From the spec naming the new node (every agent reconfigures its BIRD) to
     /// every node routing its pod CIDR (ROUTES), its agent start included.
     pub join_to_routed_ms: f64,
@@ -25,12 +28,12 @@ pub struct BgpConvergence {
     pub cold_ms: f64,
 }
 
-pub fn measure(speakers: usize) -> Result<BgpConvergence> {
+pub fn measure(speakers: usize, router: bool) -> Result<BgpConvergence> {
     if !(3..=200).contains(&speakers) {
         bail!("speakers must be 3-200, got {speakers}");
     }
     let nodes = speakers - 1;
-    let spec = bgp_spec(&generated_spec(nodes, Backend::Auto)?, false)?;
+    let spec = bgp_spec(&generated_spec(nodes, Backend::Auto)?, router)?;
     let cfg = LabConfig::with_spec(spec, 0)?;
     let cold = Instant::now();
     let mut lab = Lab::up(&cfg)?;
@@ -39,19 +42,31 @@ pub fn measure(speakers: usize) -> Result<BgpConvergence> {
     // The address and CIDR generated_spec would give the next node.
     let cidr = Ipv4Net::new(Ipv4Addr::new(10, 244, n, 0), 24);
     let underlay = Ipv4Net::new(Ipv4Addr::new(192, 168, 56, 10 + n), 24);
+    let name = format!("node{n}");
+    // The router of the new node's subnet serves it too (the spec names who peers).
+    lab.spec = lab.spec.with_settings(|s| {
+        for p in &mut s.bgp_peers {
+            if let Some(nodes) = p.nodes.as_mut().filter(|_| underlay.contains(p.address)) {
+                nodes.push(name.clone());
+            }
+        }
+    })?;
     let t0 = Instant::now();
-    let i = lab.add_spec_node(&format!("node{n}"), underlay, cidr, 0, &cfg)?;
+    let i = lab.add_spec_node(&name, underlay, cidr, 0, &cfg)?;
     let ready = t0.elapsed();
     let deadline = Duration::from_secs(60);
     while !(0..i).all(|k| routes(&lab, k, cidr)) {
         if t0.elapsed() > deadline {
-            bail!("{speakers} speakers: the new node was not routed everywhere within {deadline:?}");
+            bail!(
+                "{speakers} speakers: the new node was not routed everywhere within {deadline:?}"
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let routed = t0.elapsed();
     Ok(BgpConvergence {
         speakers,
+        topology: if router { "router" } else { "mesh" },
         join_to_routed_ms: routed.as_secs_f64() * 1e3,
         ready_to_routed_ms: (routed - ready).as_secs_f64() * 1e3,
         cold_ms,
@@ -62,5 +77,8 @@ fn routes(lab: &Lab, node: usize, cidr: Ipv4Net) -> bool {
     lab.nodes[node]
         .pinned()
         .and_then(|p| p.routes())
-        .is_ok_and(|r| r.iter().any(|(a, p, _)| *a == cidr.addr && *p == cidr.prefix))
+        .is_ok_and(|r| {
+            r.iter()
+                .any(|(a, p, _)| *a == cidr.addr && *p == cidr.prefix)
+        })
 }

@@ -455,16 +455,17 @@ pub fn markdown(run: &Run) -> String {
         let _ = writeln!(
             md,
             "\n## Route convergence by BGP\n\nN speakers: real nodes (agent + BIRD each) in a \
-             full iBGP mesh; one more joins through the spec file. Time until every node routes \
-             its pod CIDR (its ROUTES entry), from the spec naming it (its agent's start \
-             included) and from its agent being ready.\n\n| speakers | join -> routed ms | \
-             ready -> routed ms | cold mesh up ms |\n| --- | --- | --- | --- |"
+             full iBGP mesh, or each peering with the fabric router (FRR); one more joins through \
+             the spec file. Time until every node routes its pod CIDR (its ROUTES entry), from the \
+             spec naming it (its agent's start included) and from its agent being ready.\n\n\
+             | speakers | topology | join -> routed ms | ready -> routed ms | cold up ms |\n\
+             | --- | --- | --- | --- | --- |"
         );
         for c in &run.bgp_convergence {
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.0} | {:.0} |",
-                c.speakers, c.join_to_routed_ms, c.ready_to_routed_ms, c.cold_ms
+                "| {} | {} | {:.0} | {:.0} | {:.0} |",
+                c.speakers, c.topology, c.join_to_routed_ms, c.ready_to_routed_ms, c.cold_ms
             );
         }
     }

@@ -12,6 +12,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use netpath::net::Ipv4Net;
+
 use crate::netns;
 
 const FRR: &str = "/usr/lib/frr";
@@ -26,12 +28,15 @@ pub struct FrrRouter {
 }
 
 impl FrrRouter {
-    /// Starts zebra, then bgpd with one eBGP neighbour per `(address, asn)`.
+    /// Starts zebra, then bgpd accepting eBGP sessions from AS `asn` on the subnets
+    /// it serves (dynamic neighbours, as a top-of-rack: a node that joins later just
+    /// connects).
     pub fn start(
         fabric: &Path,
         workdir: &Path,
         router_id: Ipv4Addr,
-        neighbours: &[(Ipv4Addr, u32)],
+        asn: u32,
+        subnets: &[Ipv4Net],
     ) -> Result<Self> {
         if !Path::new(FRR).join("bgpd").exists() {
             bail!("the BGP router needs FRR (Debian package frr): {FRR}/bgpd not found");
@@ -42,12 +47,13 @@ impl FrrRouter {
             "frr defaults datacenter\nhostname fabric\nrouter bgp {ROUTER_ASN}\n bgp router-id {router_id}\n \
              no bgp ebgp-requires-policy\n"
         );
-        for (ip, asn) in neighbours {
-            let _ = write!(
-                conf,
-                " neighbor {ip} remote-as {asn}\n neighbor {ip} timers 3 9\n neighbor {ip} timers connect 1\n \
-                 neighbor {ip} advertisement-interval 0\n"
-            );
+        let _ = write!(
+            conf,
+            " bgp listen limit 1000\n neighbor nodes peer-group\n neighbor nodes remote-as {asn}\n \
+             neighbor nodes timers 3 9\n neighbor nodes advertisement-interval 0\n"
+        );
+        for net in subnets {
+            let _ = writeln!(conf, " bgp listen range {} peer-group nodes", net.subnet());
         }
         std::fs::write(dir.join("bgpd.conf"), conf)?;
         std::fs::write(dir.join("zebra.conf"), "hostname fabric\n")?;
@@ -144,20 +150,36 @@ fn wait_pid_file(path: &Path) -> Result<u32> {
     }
 }
 
+/// Stops an FRR daemon this lab started, if `pid` still is one.
+fn stop_frr(pid: u32) {
+    let is_frr =
+        std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(FRR));
+    if !is_frr {
+        return;
+    }
+    // SAFETY: a PID this lab family started, checked to still be FRR's.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The FRR daemons of a lab whose process died, found by their pid files.
+pub(super) fn stop_left_behind(workdir: &Path) {
+    for daemon in ["bgpd", "zebra"] {
+        let pid = std::fs::read_to_string(workdir.join("frr").join(format!("{daemon}.pid")));
+        if let Some(pid) = pid.ok().and_then(|p| p.trim().parse().ok()) {
+            stop_frr(pid);
+        }
+    }
+}
+
 impl Drop for FrrRouter {
     fn drop(&mut self) {
         // bgpd first (it tells its peers), then zebra.
         for pid in self.pids.iter().rev() {
-            let is_frr = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.starts_with(FRR));
-            if is_frr {
-                // SAFETY: a PID this router started, checked to still be FRR's.
-                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGTERM) };
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
+            stop_frr(*pid);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -405,18 +405,17 @@ impl Lab {
         if set.routing != Routing::Bgp || ours.is_empty() {
             return Ok(());
         }
-        let neighbours: Vec<(Ipv4Addr, u32)> = self
-            .spec
-            .nodes
+        let served: Vec<Ipv4Net> = subnets
             .iter()
-            .filter(|n| ours.iter().any(|p| p.serves(&n.name)))
-            .map(|n| (n.ip(), set.asn))
+            .filter(|s| ours.iter().any(|p| router_ip(s) == p.address))
+            .copied()
             .collect();
         let router = bgp_router::FrrRouter::start(
             self.fabric_ns(),
             &self.workdir,
             router_ip(&subnets[0]),
-            &neighbours,
+            set.asn,
+            &served,
         )?;
         self.bgp_router = Some(router);
         Ok(())
@@ -432,9 +431,15 @@ impl Lab {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > within {
+                let more = missing.len().saturating_sub(3);
                 bail!(
-                    "BGP did not converge within {within:?}: {}",
-                    missing.join("; ")
+                    "BGP did not converge within {within:?}: {}{}",
+                    missing[..missing.len().min(3)].join("; "),
+                    if more > 0 {
+                        format!(" (and {more} nodes more)")
+                    } else {
+                        String::new()
+                    }
                 );
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -115,12 +115,17 @@ fn remove_stale_runs() {
         remove_matching(Path::new(netpath::spec::DEFAULT_BPFFS_ROOT), &prefix, |p| {
             std::fs::remove_dir_all(p)
         });
+        // A node's BIRD outlives its agent by design: stop it by its pid file first.
         remove_matching(
             Path::new(netpath::state::DEFAULT_STATE_ROOT),
             &prefix,
-            |p| std::fs::remove_dir_all(p),
+            |p| {
+                netpath::bgp::stop_daemon(p);
+                std::fs::remove_dir_all(p)
+            },
         );
         let _ = std::fs::remove_dir_all(super::etcd::data_root(&format!("{prefix}-etcd")));
+        super::bgp_router::stop_left_behind(&workdir);
         let _ = std::fs::remove_dir_all(&workdir);
     }
 }
