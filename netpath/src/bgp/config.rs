@@ -8,8 +8,11 @@ use crate::spec::{ClusterSpec, NodeSpec};
 
 /// The BGP hold time: a peer that vanishes without a word is dropped after it.
 pub const HOLD_SECS: u32 = 9;
-/// How long peers keep a restarting node's routes (graceful restart).
-pub const RESTART_SECS: u32 = 120;
+/// How long peers keep a restarting node's routes (graceful restart). Only BIRD
+/// itself restarts (the agent brings a dead one back within a second; an agent
+/// restart leaves it running), so this is short: a node that dies without a word
+/// is routed to for at most the hold time plus this (Calico's 120 s would be 2 min).
+pub const RESTART_SECS: u32 = 30;
 
 /// BIRD's name for the session with `addr`: `mesh_` for nodes, `peer_` for routers.
 pub fn protocol_name(kind: &str, addr: Ipv4Addr) -> String {

@@ -69,10 +69,17 @@ pub fn write_config(paths: &Paths, config: &str) -> Result<(), BgpError> {
 
 /// Starts BIRD on the written configuration; it forks and the parent returns once
 /// the configuration is read, so a bad one fails here with BIRD's own words.
-pub fn start(paths: &Paths) -> Result<u32, BgpError> {
+/// `recovering`: BIRD died and its peers hold its routes as stale — it comes back
+/// with graceful restart recovery (`-R`, the Restart State bit in its OPEN), so they
+/// keep them until it has sent them again instead of flushing them at once.
+pub fn start(paths: &Paths, recovering: bool) -> Result<u32, BgpError> {
     let stderr = std::fs::File::create(&paths.stderr)
         .map_err(|e| BgpError::Files(format!("{}: {e}", paths.stderr.display())))?;
-    let status = Command::new(BIRD)
+    let mut bird = Command::new(BIRD);
+    if recovering {
+        bird.arg("-R");
+    }
+    let status = bird
         .arg("-c")
         .arg(&paths.conf)
         .arg("-s")

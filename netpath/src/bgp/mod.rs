@@ -75,7 +75,7 @@ impl Speaker {
                 pid
             }
             None => {
-                let pid = daemon::start(&paths)?;
+                let pid = daemon::start(&paths, false)?;
                 tracing::info!(pid, socket = %paths.socket.display(), "BIRD started");
                 pid
             }
@@ -109,7 +109,7 @@ impl Speaker {
             Err(e) if daemon::running(&self.paths).is_some() => Err(e),
             Err(e) => {
                 tracing::warn!("BIRD (pid {}) is gone ({e}); starting it again", self.pid);
-                self.pid = daemon::start(&self.paths)?;
+                self.pid = daemon::start(&self.paths, true)?;
                 self.restarts += 1;
                 self.settle_until = Some(Instant::now() + SETTLE);
                 Err(BgpError::Start(format!(
