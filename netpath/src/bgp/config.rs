@@ -12,10 +12,10 @@ pub const HOLD_SECS: u32 = 9;
 /// itself restarts (the agent brings a dead one back within a second; an agent
 /// restart leaves it running), so this is short: a node that dies without a word
 /// is routed to for at most the hold time plus this (Calico's 120 s would be 2 min).
-pub const RESTART_SECS: u32 = 30;
+const RESTART_SECS: u32 = 30;
 
 /// BIRD's name for the session with `addr`: `mesh_` for nodes, `peer_` for routers.
-pub fn protocol_name(kind: &str, addr: Ipv4Addr) -> String {
+fn protocol_name(kind: &str, addr: Ipv4Addr) -> String {
     let [a, b, c, d] = addr.octets();
     format!("{kind}_{a}_{b}_{c}_{d}")
 }

@@ -18,7 +18,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    config::{protocol_name, render, HOLD_SECS, RESTART_SECS},
+    config::{render, HOLD_SECS},
     control::{BirdRoute, Session},
     daemon::Paths,
     learned::{judge, Ignored, Learned, Refusal},
