@@ -147,7 +147,11 @@ pub fn plan(
         let (mode, gw) = match bgp.map(|l| l.accepted.get(&peer.pod_cidr)) {
             None => (spec.route_mode(local, peer), gw),
             Some(None) => continue,
-            Some(Some(&router)) if router != peer.ip() => (RouteMode::Direct, router),
+            // A router that learned the CIDR carries it as plain IP, unless the
+            // backend says always encapsulate (vxlan, ipip): then to the owner as ever.
+            Some(Some(&router)) if router != peer.ip() && !spec.always_overlay() => {
+                (RouteMode::Direct, router)
+            }
             Some(Some(_)) => (spec.route_mode(local, peer), gw),
         };
         d.routes.insert(
@@ -360,6 +364,25 @@ mod tests {
         assert_eq!(
             (to3.mode, to3.next_hop),
             (RouteMode::Vxlan as u32, ROUTER.octets())
+        );
+        // A backend that always encapsulates does so behind a BGP router too.
+        let ipip = spec.with_backend(crate::spec::Backend::Ipip).unwrap();
+        let l = Learned {
+            accepted: [("10.244.3.0/24".parse().unwrap(), ROUTER)].into(),
+            ignored: Vec::new(),
+        };
+        let d = plan(
+            &ipip,
+            &ipip.nodes[0],
+            &UL,
+            &Probed::default(),
+            &node1_table(),
+            Some(&l),
+        );
+        let to3 = d.routes[&"10.244.3.0/24".parse().unwrap()];
+        assert_eq!(
+            (to3.mode, to3.node_ip, to3.next_hop),
+            (RouteMode::Ipip as u32, [192, 168, 57, 13], ROUTER.octets())
         );
     }
 

@@ -356,6 +356,11 @@ impl ClusterSpec {
         }
     }
 
+    /// Every route to another node is encapsulated (backend vxlan or ipip).
+    pub fn always_overlay(&self) -> bool {
+        matches!(self.settings.backend, Backend::Vxlan | Backend::Ipip)
+    }
+
     /// The encapsulation this cluster uses where it encapsulates at all.
     pub fn overlay_mode(&self) -> RouteMode {
         match (self.settings.backend, self.settings.overlay) {
