@@ -6,7 +6,9 @@
 #![no_std]
 
 mod event;
+mod service;
 pub use event::*;
+pub use service::*;
 
 /// IPv4 address in network byte order.
 pub type Ipv4 = [u8; 4];
@@ -32,6 +34,12 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const MONITOR: &str = "MONITOR";
     pub const MONITOR_LIMIT: &str = "MONITOR_LIMIT";
+    pub const SERVICES: &str = "SERVICES";
+    pub const SVC_SLOTS: &str = "SVC_SLOTS";
+    pub const SVC_BACKENDS: &str = "SVC_BACKENDS";
+    pub const SVC_FLOWS: &str = "SVC_FLOWS";
+    pub const SVC_REV: &str = "SVC_REV";
+    pub const SVC_AFFINITY: &str = "SVC_AFFINITY";
 }
 
 /// Bytes VXLAN adds in front of the inner IP packet: outer IPv4 + UDP + VXLAN + inner Ethernet.
@@ -141,6 +149,14 @@ pub struct Settings {
     /// Translated source ports (and ICMP echo identifiers), inclusive range.
     pub nat_port_min: u16,
     pub nat_port_max: u16,
+    /// Front ends in `SERVICES` (0: the programs skip every service lookup).
+    pub services: u32,
+    /// The service range: its addresses are translated or dropped, never forwarded.
+    pub service_ip: Ipv4,
+    pub service_prefix: u32,
+    /// Node ports, inclusive range.
+    pub node_port_min: u16,
+    pub node_port_max: u16,
 }
 
 /// A pod's flow to the outside as the pod sent it: key of the `NAT_OUT` map. For ICMP
@@ -443,10 +459,22 @@ pub enum Reason {
     DropIpipSpoofed = 32,
     /// IP-in-IP with outer options, a fragmented outer header or no inner IPv4 header.
     DropIpipMalformed = 33,
+    /// To a service with no ready backend: refused at once (a TCP reset or an ICMP
+    /// port unreachable goes back to the client).
+    DropSvcNoBackend = 34,
+    /// To an address of the service range, or a node port, that no service has.
+    DropSvcUnknown = 35,
+    /// The service flow maps are full.
+    DropSvcTableFull = 36,
+    /// To a service but not translatable: an IP fragment, or neither TCP nor UDP.
+    DropSvcUnsupported = 37,
+    /// A backend's reply to a node port's client outside the cluster, translated
+    /// back and sent out of the underlay.
+    SvcReplyOut = 38,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 34;
+    pub const COUNT: u32 = 39;
     /// The reason an event's number names.
     pub const fn from_u8(v: u8) -> Option<Self> {
         if (v as u32) < Self::COUNT {
@@ -490,6 +518,11 @@ impl Reason {
         Reason::DropIpipUnknownPeer,
         Reason::DropIpipSpoofed,
         Reason::DropIpipMalformed,
+        Reason::DropSvcNoBackend,
+        Reason::DropSvcUnknown,
+        Reason::DropSvcTableFull,
+        Reason::DropSvcUnsupported,
+        Reason::SvcReplyOut,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -527,6 +560,11 @@ impl Reason {
             Self::DropIpipUnknownPeer => "drop-ipip-unknown-peer",
             Self::DropIpipSpoofed => "drop-ipip-spoofed",
             Self::DropIpipMalformed => "drop-ipip-malformed",
+            Self::DropSvcNoBackend => "drop-svc-no-backend",
+            Self::DropSvcUnknown => "drop-svc-unknown",
+            Self::DropSvcTableFull => "drop-svc-table-full",
+            Self::DropSvcUnsupported => "drop-svc-unsupported",
+            Self::SvcReplyOut => "svc-reply-out",
         }
     }
     pub const fn is_drop(self) -> bool {
@@ -549,6 +587,10 @@ impl Reason {
                 | Self::DropIpipUnknownPeer
                 | Self::DropIpipSpoofed
                 | Self::DropIpipMalformed
+                | Self::DropSvcNoBackend
+                | Self::DropSvcUnknown
+                | Self::DropSvcTableFull
+                | Self::DropSvcUnsupported
         )
     }
 }
@@ -574,6 +616,16 @@ mod user {
     unsafe impl aya::Pod for super::NatTarget {}
     unsafe impl aya::Pod for super::MonitorConfig {}
     unsafe impl aya::Pod for super::MonitorLimit {}
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::Service {}
+    unsafe impl aya::Pod for super::SlotKey {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::BackendKey {}
+    unsafe impl aya::Pod for super::Tuple {}
+    unsafe impl aya::Pod for super::ServiceFlow {}
+    unsafe impl aya::Pod for super::ServiceReply {}
+    unsafe impl aya::Pod for super::AffinityKey {}
+    unsafe impl aya::Pod for super::Affinity {}
 }
 
 #[cfg(test)]
@@ -639,7 +691,17 @@ mod tests {
         assert_eq!(core::mem::size_of::<Route>(), 20);
         assert_eq!(core::mem::size_of::<Peer>(), 8);
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
-        assert_eq!(core::mem::size_of::<Settings>(), 56);
+        assert_eq!(core::mem::size_of::<Settings>(), 72);
+        assert_eq!(core::mem::size_of::<ServiceKey>(), 8);
+        assert_eq!(core::mem::size_of::<Service>(), 16);
+        assert_eq!(core::mem::size_of::<SlotKey>(), 12);
+        assert_eq!(core::mem::size_of::<Backend>(), 8);
+        assert_eq!(core::mem::size_of::<BackendKey>(), 16);
+        assert_eq!(core::mem::size_of::<Tuple>(), 16);
+        assert_eq!(core::mem::size_of::<ServiceFlow>(), 24);
+        assert_eq!(core::mem::size_of::<ServiceReply>(), 24);
+        assert_eq!(core::mem::size_of::<AffinityKey>(), 12);
+        assert_eq!(core::mem::size_of::<Affinity>(), 16);
         assert_eq!(core::mem::size_of::<FlowKey>(), 16);
         assert_eq!(core::mem::size_of::<Flow>(), 24);
         assert_eq!(core::mem::size_of::<NatKey>(), 12);

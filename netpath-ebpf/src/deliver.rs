@@ -2,9 +2,12 @@
 use aya_ebpf::{
     bindings::{bpf_redir_neigh, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    programs::TcContext,
 };
-use netpath_common::{Endpoint, Reason, RedirectMode, Settings};
+use netpath_common::{Endpoint, Reason, RedirectMode, Route, RouteMode, Settings};
 use network_types::eth::EthHdr;
+
+use crate::{ipip, tunnel, vxlan};
 
 const AF_INET: u32 = 2;
 
@@ -61,4 +64,35 @@ fn verdict(ret: i64, ok: Reason) -> (i32, Reason) {
         return (TC_ACT_SHOT, Reason::DropRedirectFailed);
     }
     (ret as i32, ok)
+}
+
+/// To the node that owns `route`'s pod CIDR: plain IP to the next hop (the owning
+/// node, or a router that learned the pod routes), or wrapped for it.
+#[inline(always)]
+pub fn by_route(ctx: &TcContext, eth: &mut EthHdr, route: &Route, s: &Settings) -> (i32, Reason) {
+    match RouteMode::from_u32(route.mode) {
+        Some(RouteMode::Direct) => {
+            to_underlay(s.underlay_ifindex, Some(route.next_hop), Reason::DirectRouted)
+        }
+        Some(RouteMode::Vxlan) => {
+            if tunnel::carries(route, s) {
+                return tunnel::send(ctx, eth, route, s);
+            }
+            if vxlan::encapsulate(ctx, route, s).is_err() {
+                return (TC_ACT_SHOT, Reason::DropEncapFailed);
+            }
+            // The agent resolved the next hop (the node itself, or a router for
+            // another subnet); without one the helper's FIB lookup finds it.
+            let nh = (route.next_hop != [0; 4]).then_some(route.next_hop);
+            to_underlay(s.underlay_ifindex, nh, Reason::Encapsulated)
+        }
+        Some(RouteMode::Ipip) => {
+            if ipip::encapsulate(ctx, route, s).is_err() {
+                return (TC_ACT_SHOT, Reason::DropEncapFailed);
+            }
+            let nh = (route.next_hop != [0; 4]).then_some(route.next_hop);
+            to_underlay(s.underlay_ifindex, nh, Reason::IpipEncapsulated)
+        }
+        None => (TC_ACT_SHOT, Reason::DropNoRoute),
+    }
 }

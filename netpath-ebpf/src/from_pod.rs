@@ -6,16 +6,16 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
-use netpath_common::{Program, Reason, RouteMode, Settings, POD_GATEWAY};
+use netpath_common::{Program, Reason, Settings, POD_GATEWAY};
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    deliver, ipip,
+    deliver,
     maps::{ENDPOINTS, NAT_EXEMPT, ROUTES, SETTINGS},
     monitor::observe,
     nat,
-    packet::{decrement_ttl, header_mut, in_prefix, ETH_P_ARP, ETH_P_IP},
-    tunnel, vxlan,
+    packet::{decrement_ttl, eth_ipv4, header_mut, in_prefix, ETH_P_ARP, ETH_P_IP},
+    service::{self, Step},
 };
 
 const PROG: Program = Program::FromPod;
@@ -62,7 +62,37 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
         _ => return (TC_ACT_SHOT, Reason::DropSpoofed),
     }
     let settings = SETTINGS.get(0);
-    // SAFETY: as above.
+    let Some(s) = settings.filter(|s| s.services != 0) else {
+        return route(ctx, eth, ip, settings, false);
+    };
+    let Some(h) = nat::Ip::of(ip) else {
+        return (TC_ACT_SHOT, Reason::DropBadHeader);
+    };
+    match service::from_pod(ctx, h, s, ingress_ifindex(ctx)) {
+        Step::Untouched => route(ctx, eth, ip, settings, false),
+        Step::Done(verdict) => verdict,
+        Step::Translated { reply } => {
+            // The rewrite invalidated every packet pointer: look the headers up again.
+            let Ok((eth, ip)) = eth_ipv4(ctx) else {
+                return (TC_ACT_SHOT, Reason::DropTruncated);
+            };
+            route(ctx, eth, ip, settings, reply)
+        }
+    }
+}
+
+/// Where the pod's packet goes by its destination: a local pod, another node's pod,
+/// or the outside (a backend's reply to a node port's outside client untranslated by
+/// masquerade: it already has the front end's address).
+#[inline(always)]
+fn route(
+    ctx: &TcContext,
+    eth: &mut EthHdr,
+    ip: &mut Ipv4Hdr,
+    settings: Option<&Settings>,
+    reply: bool,
+) -> (i32, Reason) {
+    // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
         if ip.ttl <= 1 {
             // The stack sends the ICMP time-exceeded.
@@ -79,40 +109,24 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
         if in_prefix(ip.dst_addr, s.cluster_ip, s.cluster_prefix) && s.cluster_prefix > 0 {
             return (TC_ACT_SHOT, Reason::DropNoRoute);
         }
+        if in_prefix(ip.dst_addr, s.service_ip, s.service_prefix) && s.service_prefix > 0 {
+            // The service range never leaves a node untranslated.
+            return (TC_ACT_SHOT, Reason::DropSvcUnknown);
+        }
+        if reply {
+            if ip.ttl <= 1 {
+                return (TC_ACT_OK, Reason::ToStack);
+            }
+            decrement_ttl(ip);
+            return deliver::to_underlay(s.underlay_ifindex, None, Reason::SvcReplyOut);
+        }
         return outside(ctx, ip, s);
     };
     if ip.ttl <= 1 {
         return (TC_ACT_OK, Reason::ToStack);
     }
     decrement_ttl(ip);
-    match RouteMode::from_u32(route.mode) {
-        // The next hop is the owning node, or a router that learned the pod routes.
-        Some(RouteMode::Direct) => deliver::to_underlay(
-            s.underlay_ifindex,
-            Some(route.next_hop),
-            Reason::DirectRouted,
-        ),
-        Some(RouteMode::Vxlan) => {
-            if tunnel::carries(route, s) {
-                return tunnel::send(ctx, eth, route, s);
-            }
-            if vxlan::encapsulate(ctx, route, s).is_err() {
-                return (TC_ACT_SHOT, Reason::DropEncapFailed);
-            }
-            // The agent resolved the next hop (the node itself, or a router for
-            // another subnet); without one the helper's FIB lookup finds it.
-            let nh = (route.next_hop != [0; 4]).then_some(route.next_hop);
-            deliver::to_underlay(s.underlay_ifindex, nh, Reason::Encapsulated)
-        }
-        Some(RouteMode::Ipip) => {
-            if ipip::encapsulate(ctx, route, s).is_err() {
-                return (TC_ACT_SHOT, Reason::DropEncapFailed);
-            }
-            let nh = (route.next_hop != [0; 4]).then_some(route.next_hop);
-            deliver::to_underlay(s.underlay_ifindex, nh, Reason::IpipEncapsulated)
-        }
-        None => (TC_ACT_SHOT, Reason::DropNoRoute),
-    }
+    deliver::by_route(ctx, eth, route, s)
 }
 
 /// A destination outside the cluster: masqueraded unless exempt (or multicast and

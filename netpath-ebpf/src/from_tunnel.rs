@@ -13,7 +13,7 @@ use crate::{
     maps::{ENDPOINTS, NODES, SETTINGS},
     monitor::observe,
     packet::eth_ipv4,
-    tunnel, vxlan,
+    service, tunnel, vxlan,
 };
 
 const PROG: Program = Program::FromTunnel;
@@ -50,7 +50,10 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
     }
     // SAFETY: as above.
     if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
-        return deliver::to_local_pod(eth, dst, Some(s), Reason::Decapsulated);
+        if s.services == 0 {
+            return deliver::to_local_pod(eth, dst, Some(s), Reason::Decapsulated);
+        }
+        return service::to_local_pod(ctx, dst, s, Reason::Decapsulated);
     }
     (TC_ACT_OK, Reason::DecapToStack)
 }

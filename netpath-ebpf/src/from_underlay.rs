@@ -13,7 +13,8 @@ use crate::{
     maps::{ENDPOINTS, SETTINGS},
     monitor::observe,
     nat,
-    packet::{eth_ipv4, header_mut},
+    packet::{eth_ipv4, header_mut, Packet},
+    service::{self, Step},
     vxlan::{self, RxVerdict},
 };
 
@@ -68,7 +69,20 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
     // Directly routed from another node (or any underlay host) to a local pod.
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
-        return deliver::to_local_pod(eth, dst, Some(s), Reason::Redirected);
+        if s.services == 0 {
+            return deliver::to_local_pod(eth, dst, Some(s), Reason::Redirected);
+        }
+        return service::to_local_pod(ctx, dst, s, Reason::Redirected);
+    }
+    if s.services != 0 && ip.dst_addr == s.node_ip {
+        if let Some(h) = nat::Ip::of(ip) {
+            match service::at_node(ctx, h, s, ctx.ifindex()) {
+                // Nothing was rewritten: the header pointers still hold.
+                Step::Untouched => {}
+                Step::Done(verdict) => return verdict,
+                Step::Translated { .. } => return service::onward(ctx, s),
+            }
+        }
     }
     if s.masquerade != 0 && ip.dst_addr == s.node_ip {
         if let Some(verdict) = nat::Ip::of(ip).and_then(|h| nat::reply(ctx, &h, s)) {
@@ -106,11 +120,14 @@ fn deliver_unwrapped(
 ) -> (i32, Reason) {
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     if let Some(dst) = unsafe { ENDPOINTS.get(inner_dst) } {
+        if let Some(s) = SETTINGS.get(0) {
+            return service::to_local_pod(ctx, dst, s, delivered);
+        }
         // adjust_room invalidated every packet pointer: look the header up again.
         let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
             return (TC_ACT_SHOT, Reason::DropDecapFailed);
         };
-        return deliver::to_local_pod(eth, dst, SETTINGS.get(0), delivered);
+        return deliver::to_local_pod(eth, dst, None, delivered);
     }
     (TC_ACT_OK, to_stack)
 }

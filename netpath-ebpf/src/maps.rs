@@ -5,9 +5,15 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use netpath_common::{
-    Endpoint, Event, Flow, FlowKey, Ipv4, MonitorConfig, MonitorLimit, NatKey, NatTarget, Peer,
-    Route, Settings, EVENTS_BYTES, NAT_CAPACITY, STATS_SLOTS,
+    Affinity, AffinityKey, Backend, BackendKey, Endpoint, Event, Flow, FlowKey, Ipv4,
+    MonitorConfig, MonitorLimit, NatKey, NatTarget, Peer, Route, Service, ServiceFlow, ServiceKey,
+    ServiceReply, Settings, SlotKey, Tuple, EVENTS_BYTES, NAT_CAPACITY, SERVICE_CAPACITY,
+    SERVICE_FLOW_CAPACITY, STATS_SLOTS,
 };
+
+const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
+const SERVICES_MAX: usize = SERVICE_CAPACITY as usize;
+const FLOWS_MAX: usize = SERVICE_FLOW_CAPACITY as usize;
 
 /// Pods on this node by IPv4.
 #[btf_map]
@@ -66,3 +72,28 @@ pub static MONITOR: Array<MonitorConfig, 1> = Array::new();
 /// Per-CPU event budget and what went unsent.
 #[btf_map]
 pub static MONITOR_LIMIT: PerCpuArray<MonitorLimit, 1> = PerCpuArray::new();
+
+/// Service front ends: a ClusterIP or this node's node port -> its ready backends.
+#[btf_map]
+pub static SERVICES: HashMap<ServiceKey, Service, SERVICES_MAX, NO_PREALLOC> = HashMap::new();
+
+/// A front end's ready backends by slot, for the random pick.
+#[btf_map]
+pub static SVC_SLOTS: HashMap<SlotKey, Backend, SERVICES_MAX, NO_PREALLOC> = HashMap::new();
+
+/// Every backend a front end's flows may stay on -> `BACKEND_READY` or 0 (terminating).
+#[btf_map]
+pub static SVC_BACKENDS: HashMap<BackendKey, u32, SERVICES_MAX, NO_PREALLOC> = HashMap::new();
+
+/// Clients' flows to front ends, pinned to their backend. Not LRU, as with NAT:
+/// evicting a live flow would move it to another backend; the agent collects.
+#[btf_map]
+pub static SVC_FLOWS: HashMap<Tuple, ServiceFlow, FLOWS_MAX, NO_PREALLOC> = HashMap::new();
+
+/// Backends' replies as they arrive -> the front end and client they answer.
+#[btf_map]
+pub static SVC_REV: HashMap<Tuple, ServiceReply, FLOWS_MAX, NO_PREALLOC> = HashMap::new();
+
+/// `sessionAffinity: ClientIP`: each client's backend per front end.
+#[btf_map]
+pub static SVC_AFFINITY: HashMap<AffinityKey, Affinity, FLOWS_MAX, NO_PREALLOC> = HashMap::new();

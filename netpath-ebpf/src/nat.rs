@@ -7,7 +7,7 @@
 //! checksum state right (CHECKSUM_PARTIAL from a pod's TSO, CHECKSUM_COMPLETE on
 //! receive), which hand-made incremental sums cannot.
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_SHOT},
+    bindings::{BPF_NOEXIST, TC_ACT_SHOT},
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     programs::TcContext,
 };
@@ -21,12 +21,9 @@ use crate::{
     deliver,
     maps::{ENDPOINTS, NAT_IN, NAT_OUT},
     packet::{fold, header_mut},
+    rewrite::{ne16, Rewrite, IP, IP_CHECK, IP_DST, IP_SRC},
 };
 
-const IP: usize = EthHdr::LEN;
-const IP_CHECK: usize = IP + 10;
-const IP_SRC: usize = IP + 12;
-const IP_DST: usize = IP + 16;
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -76,7 +73,7 @@ impl Ip {
         })
     }
 
-    fn fragment(&self) -> bool {
+    pub fn fragment(&self) -> bool {
         // MF set or a non-zero offset.
         self.frags[0] & 0x3f != 0 || self.frags[1] != 0
     }
@@ -647,11 +644,6 @@ fn icmp_error_rewrite(
     Ok(())
 }
 
-#[inline(always)]
-fn ne16(b: [u8; 2]) -> u64 {
-    u16::from_ne_bytes(b) as u64
-}
-
 /// RFC 1624 (eqn. 3): a checksum after the 16-bit words `old` became `new`.
 #[inline(always)]
 fn csum_update<const N: usize>(check: [u8; 2], old: &[u8; N], new: &[u8; N]) -> [u8; 2] {
@@ -663,53 +655,6 @@ fn csum_update<const N: usize>(check: [u8; 2], old: &[u8; N], new: &[u8; N]) -> 
         i += 2;
     }
     fold(sum).to_be_bytes()
-}
-
-/// One address and one port replaced, with the IP and L4 checksums kept right.
-struct Rewrite {
-    ip_at: usize,
-    old_ip: Ipv4,
-    new_ip: Ipv4,
-    port_at: usize,
-    old_port: [u8; 2],
-    new_port: [u8; 2],
-    csum: usize,
-    proto: u8,
-}
-
-impl Rewrite {
-    #[inline(always)]
-    fn apply(&self, ctx: &TcContext) -> Result<(), i64> {
-        let (old, new) = (
-            u32::from_ne_bytes(self.old_ip),
-            u32::from_ne_bytes(self.new_ip),
-        );
-        // UDP's zero checksum means "none" and must stay zero.
-        let mangled = if self.proto == IPPROTO_UDP {
-            BPF_F_MARK_MANGLED_0 as u64
-        } else {
-            0
-        };
-        ctx.store(self.ip_at, &self.new_ip, 0)?;
-        ctx.l3_csum_replace(IP_CHECK, old as u64, new as u64, 4)?;
-        if self.proto != IPPROTO_ICMP {
-            // The address is in TCP's and UDP's pseudo-header; ICMP has none.
-            ctx.l4_csum_replace(
-                self.csum,
-                old as u64,
-                new as u64,
-                BPF_F_PSEUDO_HDR as u64 | mangled | 4,
-            )?;
-        }
-        ctx.store(self.port_at, &self.new_port, 0)?;
-        ctx.l4_csum_replace(
-            self.csum,
-            ne16(self.old_port),
-            ne16(self.new_port),
-            mangled | 2,
-        )?;
-        Ok(())
-    }
 }
 
 #[inline(always)]

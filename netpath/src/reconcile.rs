@@ -11,7 +11,7 @@ use crate::{
     datapath::Pinned,
     net::Ipv4Net,
     netlink::{Netlink, RouteSpec, RouteSummary, PROTO_AGENT},
-    plan::Desired,
+    plan::{Desired, ServiceTable},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +116,46 @@ pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> 
             pinned.remove_node(ip)?;
         }
     }
-    Ok((settings, n))
+    let s = apply_services(pinned, &want.services)?;
+    Ok((settings, n + s))
+}
+
+/// Applies the service maps so that a program never finds a front end pointing at a
+/// slot that is not filled: backends and slots are put before the front ends that
+/// count them, and removed after.
+pub fn apply_services(pinned: &mut Pinned, want: &ServiceTable) -> Result<usize> {
+    let have = pinned.service_table();
+    let backends = diff(&have.backends, &want.backends);
+    let slots = diff(&have.slots, &want.slots);
+    let services = diff(&have.services, &want.services);
+    let n = backends.len() + slots.len() + services.len();
+    for c in &backends {
+        if let Change::Put(k, v) = c {
+            pinned.set_backend(*k, *v)?;
+        }
+    }
+    for c in &slots {
+        if let Change::Put(k, v) = c {
+            pinned.set_slot(*k, *v)?;
+        }
+    }
+    for c in services {
+        match c {
+            Change::Put(k, v) => pinned.set_service(k, v)?,
+            Change::Remove(k) => pinned.remove_service(k)?,
+        }
+    }
+    for c in slots {
+        if let Change::Remove(k) = c {
+            pinned.remove_slot(k)?;
+        }
+    }
+    for c in backends {
+        if let Change::Remove(k) = c {
+            pinned.remove_backend(k)?;
+        }
+    }
+    Ok(n)
 }
 
 /// Applies `want`'s kernel routes to the main table as it was dumped (`table`):

@@ -253,6 +253,7 @@ impl Agent {
         let mut nag = tokio::time::interval(NAG_EVERY);
         let mut bgp_poll = tokio::time::interval(BGP_POLL_EVERY);
         let mut nat = datapath::Collector::default();
+        let mut services = datapath::ServiceCollector::default();
         let mut last_sync = Instant::now();
         loop {
             tokio::select! {
@@ -260,7 +261,7 @@ impl Agent {
                 _ = s.int.recv() => break,
                 _ = s.hup.recv() => self.reload().await,
                 Some(update) = next_update(&mut updates) => self.on_store_update(update).await,
-                _ = collect.tick() => self.collect_nat(&mut nat),
+                _ = collect.tick() => self.collect_flows(&mut nat, &mut services),
                 _ = bgp_poll.tick(), if self.bgp.is_some() => self.poll_bgp().await,
                 _ = nag.tick() => {
                     if let Some(why) = &self.state.membership_error {
@@ -506,18 +507,33 @@ impl Agent {
         })
     }
 
-    /// Frees expired masquerade flows (with masquerade off, whatever is left).
-    fn collect_nat(&self, nat: &mut datapath::Collector) {
+    /// Frees expired masquerade flows (with masquerade off, whatever is left) and
+    /// idle service flows.
+    fn collect_flows(
+        &self,
+        nat: &mut datapath::Collector,
+        services: &mut datapath::ServiceCollector,
+    ) {
         let mut pinned = match Pinned::open(&self.dir) {
             Ok(p) => p,
-            Err(e) => return tracing::warn!("collect NAT flows: {e:#}"),
+            Err(e) => return tracing::warn!("collect flows: {e:#}"),
         };
-        let done = nat.run(&mut pinned, datapath::monotonic_ns());
+        let now = datapath::monotonic_ns();
+        let done = nat.run(&mut pinned, now);
         if done != datapath::Collected::default() {
             tracing::debug!(
                 expired = done.expired,
                 orphans = done.orphans,
                 "NAT flows collected"
+            );
+        }
+        let done = services.run(&mut pinned, now);
+        if done != datapath::ServicesCollected::default() {
+            tracing::debug!(
+                flows = done.flows,
+                orphans = done.orphans,
+                affinities = done.affinities,
+                "service flows collected"
             );
         }
     }

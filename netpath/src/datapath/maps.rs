@@ -9,8 +9,9 @@ use aya::maps::{
     Array, HashMap, Map, MapData, PerCpuArray,
 };
 use netpath_common::{
-    names, stats_index, Endpoint, Flow, FlowKey, MonitorConfig, MonitorLimit, NatKey, NatTarget,
-    Peer, Program, Reason, RedirectMode, Route, Settings, TcAttach,
+    names, stats_index, Affinity, AffinityKey, Backend, BackendKey, Endpoint, Flow, FlowKey,
+    MonitorConfig, MonitorLimit, NatKey, NatTarget, Peer, Program, Reason, RedirectMode, Route,
+    Service, ServiceFlow, ServiceKey, ServiceReply, Settings, SlotKey, TcAttach, Tuple,
 };
 
 /// The pinned maps of one node.
@@ -25,6 +26,12 @@ pub struct Pinned {
     nat_exempt: LpmTrie<MapData, [u8; 4], u32>,
     monitor: Array<MapData, MonitorConfig>,
     monitor_limit: PerCpuArray<MapData, MonitorLimit>,
+    pub(super) services: HashMap<MapData, ServiceKey, Service>,
+    pub(super) svc_slots: HashMap<MapData, SlotKey, Backend>,
+    pub(super) svc_backends: HashMap<MapData, BackendKey, u32>,
+    pub(super) svc_flows: HashMap<MapData, Tuple, ServiceFlow>,
+    pub(super) svc_rev: HashMap<MapData, Tuple, ServiceReply>,
+    pub(super) svc_affinity: HashMap<MapData, AffinityKey, Affinity>,
 }
 
 /// What the per-CPU event budgets held back, summed over CPUs.
@@ -78,6 +85,12 @@ impl Pinned {
             nat_exempt: open_map(dir, names::NAT_EXEMPT)?.try_into()?,
             monitor: open_map(dir, names::MONITOR)?.try_into()?,
             monitor_limit: open_map(dir, names::MONITOR_LIMIT)?.try_into()?,
+            services: open_map(dir, names::SERVICES)?.try_into()?,
+            svc_slots: open_map(dir, names::SVC_SLOTS)?.try_into()?,
+            svc_backends: open_map(dir, names::SVC_BACKENDS)?.try_into()?,
+            svc_flows: open_map(dir, names::SVC_FLOWS)?.try_into()?,
+            svc_rev: open_map(dir, names::SVC_REV)?.try_into()?,
+            svc_affinity: open_map(dir, names::SVC_AFFINITY)?.try_into()?,
         })
     }
 
@@ -114,6 +127,30 @@ impl Pinned {
             (
                 names::NAT_EXEMPT,
                 self.nat_exempt.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::SERVICES,
+                self.services.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::SVC_SLOTS,
+                self.svc_slots.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::SVC_BACKENDS,
+                self.svc_backends.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::SVC_FLOWS,
+                self.svc_flows.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::SVC_REV,
+                self.svc_rev.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::SVC_AFFINITY,
+                self.svc_affinity.keys().filter(|k| k.is_ok()).count(),
             ),
         ];
         let mut out = Vec::new();
@@ -314,7 +351,7 @@ impl Pinned {
 }
 
 /// A key that is not (or no longer) in the map.
-fn is_missing(e: &aya::maps::MapError) -> bool {
+pub(super) fn is_missing(e: &aya::maps::MapError) -> bool {
     match e {
         aya::maps::MapError::KeyNotFound => true,
         aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),

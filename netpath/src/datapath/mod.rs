@@ -7,6 +7,7 @@ pub(crate) mod attach;
 pub mod attached;
 mod maps;
 mod nat;
+mod services;
 
 use std::path::{Path, PathBuf};
 
@@ -22,12 +23,13 @@ pub use crate::spec::DEFAULT_BPFFS_ROOT;
 pub use attach::{detach, preferred_tc_attach, reattach_from_pod};
 pub use maps::{Counter, EventLoss, Fill, Pinned};
 pub use nat::{monotonic_ns, Collected, Collector, NatUsage};
+pub use services::{reply_key, ServiceCollector, ServiceUsage, ServicesCollected};
 
 /// The compiled kernel programs, built by `cargo xtask build`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETPATH_EBPF_OBJ"));
 
 /// Every map of the object, all pinned.
-pub const MAPS: [&str; 11] = [
+pub const MAPS: [&str; 17] = [
     names::ENDPOINTS,
     names::ROUTES,
     names::NODES,
@@ -39,6 +41,12 @@ pub const MAPS: [&str; 11] = [
     names::EVENTS,
     names::MONITOR,
     names::MONITOR_LIMIT,
+    names::SERVICES,
+    names::SVC_SLOTS,
+    names::SVC_BACKENDS,
+    names::SVC_FLOWS,
+    names::SVC_REV,
+    names::SVC_AFFINITY,
 ];
 const PROGRAMS: [&str; 4] = [
     names::FROM_POD,

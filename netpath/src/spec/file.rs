@@ -69,11 +69,28 @@ impl SpecDraft {
             .map(|v| v.try_into())
             .transpose()
             .map_err(|e| parse_error(format!("bpffs_root: {e}")))?;
+        let services = match top.remove("services") {
+            None => Vec::new(),
+            Some(toml::Value::Array(list)) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.try_into()
+                        .map_err(|e| parse_error(format!("services[{i}]: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(parse_error(
+                    "services: must be an array of tables ([[services]])",
+                ))
+            }
+        };
         let settings: ClusterSettings = toml::Value::Table(top).try_into().map_err(parse_error)?;
         Ok(SpecDraft {
             settings,
             bpffs_root,
             nodes: nodes(raw_nodes)?,
+            services,
         })
     }
 }

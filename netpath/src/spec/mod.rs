@@ -2,6 +2,7 @@
 //! built in code or read from TOML (`file`); `SpecDraft::validate` is the one place
 //! that checks it, naming the field and the value of every mistake.
 mod file;
+mod services;
 mod settings;
 
 use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf};
@@ -9,6 +10,10 @@ use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf};
 use netpath_common::{RouteMode, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use serde::Serialize;
 
+pub use self::services::{
+    EndpointPort, EndpointRecord, Protocol, ServicePort, ServiceSpec, ServiceType, SessionAffinity,
+    TargetPort, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT,
+};
 pub use self::settings::{
     Backend, BgpPeer, ClusterSettings, Decap, Overlay, PortRange, Redirect, Routing, VxlanDevice,
     DEFAULT_ASN,
@@ -59,6 +64,8 @@ pub struct SpecDraft {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bpffs_root: Option<PathBuf>,
     pub nodes: Vec<NodeDraft>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,6 +89,7 @@ impl SpecDraft {
             settings,
             bpffs_root: None,
             nodes: Vec::new(),
+            services: Vec::new(),
         }
     }
 
@@ -149,10 +157,25 @@ impl SpecDraft {
                 ));
             }
         }
+        if let Some(range) = self.settings.service_range() {
+            if let Some((i, n)) = nodes
+                .iter()
+                .enumerate()
+                .find(|(_, n)| range.contains(n.ip()))
+            {
+                return Err(invalid(
+                    format!("nodes[{i}].underlay"),
+                    n.underlay,
+                    format!("inside the service range {range} (service_cidr)"),
+                ));
+            }
+        }
+        services::validate_all(&self.services, &self.settings, &nodes)?;
         Ok(ClusterSpec {
             settings: self.settings,
             bpffs_root,
             nodes,
+            services: self.services,
         })
     }
 }
@@ -294,6 +317,8 @@ pub struct ClusterSpec {
     pub settings: ClusterSettings,
     pub bpffs_root: PathBuf,
     pub nodes: Vec<NodeSpec>,
+    /// Services with their endpoints, checked against the nodes.
+    pub services: Vec<ServiceSpec>,
 }
 
 /// A VTEP MAC derived from the underlay address: locally administered, unicast, stable.
@@ -318,6 +343,7 @@ impl ClusterSpec {
                     vtep_mac: Some(n.vtep_mac),
                 })
                 .collect(),
+            services: self.services.clone(),
         }
     }
 

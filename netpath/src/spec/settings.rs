@@ -78,6 +78,25 @@ pub struct ClusterSettings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[arg(long = "bgp-peer", value_name = "ADDRESS:ASN[:NODE,...]")]
     pub bgp_peers: Vec<BgpPeer>,
+    /// Services' virtual addresses (ClusterIPs): translated by the programs, never
+    /// masqueraded and never forwarded as they are. Kubernetes' 10.96.0.0/12 when
+    /// absent, unless the cluster CIDR overlaps it (then the cluster has no service
+    /// range until one is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub service_cidr: Option<Ipv4Net>,
+    /// Ports a NodePort service may take on every node's address, FIRST-LAST.
+    #[serde(default = "default_node_ports")]
+    #[arg(long, default_value = DEFAULT_NODE_PORTS)]
+    pub node_ports: PortRange,
+}
+
+/// Kubernetes' default service range and node port range.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+pub const DEFAULT_NODE_PORTS: &str = "30000-32767";
+
+fn default_node_ports() -> PortRange {
+    DEFAULT_NODE_PORTS.parse().expect("a valid range")
 }
 
 /// Calico's private AS for the nodes.
@@ -169,6 +188,13 @@ fn default_port() -> u16 {
 }
 
 impl ClusterSettings {
+    /// The service range in force: as set, else the default where it fits.
+    pub fn service_range(&self) -> Option<Ipv4Net> {
+        let default: Ipv4Net = DEFAULT_SERVICE_CIDR.parse().expect("a valid CIDR");
+        self.service_cidr
+            .or_else(|| (!default.overlaps(&self.cluster_cidr)).then_some(default))
+    }
+
     /// A cluster with every default (auto backend over VXLAN, VNI 1, port 8472,
     /// masquerade on).
     pub fn new(cluster_cidr: Ipv4Net) -> Self {
@@ -189,6 +215,8 @@ impl ClusterSettings {
             asn: DEFAULT_ASN,
             bgp_mesh: true,
             bgp_peers: Vec::new(),
+            service_cidr: None,
+            node_ports: default_node_ports(),
         }
     }
 
@@ -289,6 +317,36 @@ impl ClusterSettings {
                 "masquerade_ports",
                 self.masquerade_ports,
                 "must be FIRST-LAST with 1024 <= FIRST <= LAST <= 65535",
+            ));
+        }
+        if let Some(svc) = self.service_cidr {
+            if svc.addr != svc.network() {
+                return Err(invalid("service_cidr", svc, "host bits are set"));
+            }
+            if svc.overlaps(&cidr) {
+                return Err(invalid(
+                    "service_cidr",
+                    svc,
+                    format!("overlaps cluster_cidr {cidr}"),
+                ));
+            }
+        }
+        let ports = self.node_ports;
+        if ports.min == 0 || ports.min > ports.max {
+            return Err(invalid(
+                "node_ports",
+                ports,
+                "must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535",
+            ));
+        }
+        if ports.overlaps(&self.masquerade_ports) {
+            return Err(invalid(
+                "node_ports",
+                ports,
+                format!(
+                    "overlaps masquerade_ports {} (the node's translated ports)",
+                    self.masquerade_ports
+                ),
             ));
         }
         Ok(())

@@ -1,6 +1,8 @@
 //! Pure planning: a spec, the local node, its underlay and the kernel's route table
 //! in; everything the node should have out — map entries and the kernel routes the
 //! node's own traffic needs. No I/O here, so every decision is unit-tested.
+mod services;
+
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use netpath_common::{Peer, RedirectMode, Route, RouteMode, Settings};
@@ -11,6 +13,8 @@ use crate::{
     netlink::{RouteSpec, RouteSummary, PROTO_AGENT},
     spec::{overhead, ClusterSpec, NodeSpec},
 };
+
+pub use self::services::ServiceTable;
 
 /// The node's underlay interface as found on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +37,7 @@ pub struct Desired {
     pub nat_exempt: BTreeMap<Ipv4Net, ()>,
     /// Peers left out because the underlay has no route to them.
     pub unreachable: Vec<String>,
+    pub services: ServiceTable,
 }
 
 /// What the agent found or made on this node, beside the spec.
@@ -55,6 +60,7 @@ pub fn settings(
     probed: &Probed,
 ) -> Settings {
     let mode: RedirectMode = spec.settings.redirect.into();
+    let range = spec.settings.service_range();
     Settings {
         redirect_mode: mode as u32,
         underlay_ifindex: underlay.ifindex,
@@ -71,7 +77,19 @@ pub fn settings(
         masquerade: spec.settings.masquerade as u32,
         nat_port_min: spec.settings.masquerade_ports.min,
         nat_port_max: spec.settings.masquerade_ports.max,
+        services: front_ends(spec),
+        service_ip: range.map_or([0; 4], |r| r.addr.octets()),
+        service_prefix: range.map_or(0, |r| r.prefix as u32),
+        node_port_min: spec.settings.node_ports.min,
+        node_port_max: spec.settings.node_ports.max,
     }
+}
+
+/// Service front ends every node holds: one per service port, and one more per node
+/// port (on the node's own address).
+fn front_ends(spec: &ClusterSpec) -> u32 {
+    let ports = spec.services.iter().flat_map(|s| &s.ports);
+    ports.map(|p| 1 + p.node_port.is_some() as u32).sum()
 }
 
 /// The gateway the main table would use for `dst` (None: on-link), by longest
@@ -106,6 +124,7 @@ pub fn plan(
 ) -> Desired {
     let mut d = Desired {
         settings: settings(spec, local, underlay, probed),
+        services: ServiceTable::plan(spec, local),
         ..Desired::default()
     };
     if spec.settings.masquerade {
