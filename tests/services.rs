@@ -1,18 +1,37 @@
 //! Services in the programs: ClusterIP and node ports translated on the fast path,
-//! with real packets through real kernels.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+//! with real packets through real kernels: every backend reached from every node
+//! (direct and overlay), the client's own address kept, replies from the front end,
+//! backend changes applied at once without moving established flows, fast refusal
+//! without backends, hairpin, session affinity, node ports with both traffic
+//! policies, and an agent killed under a stream.
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    time::Duration,
+};
 
-use netpath::spec::ClusterSpec;
+use netpath::spec::{
+    ClusterSpec, Protocol, ServicePort, ServiceSpec, ServiceType, SessionAffinity, TargetPort,
+    TrafficPolicy,
+};
+use netpath_common::{Program, Reason};
 use netpath_tests::{
-    lab,
-    lab::Lab,
-    service::{ask_tcp, ask_udp, cluster_ip, Backend},
+    check, counter_of, lab,
+    lab::{Lab, OUTSIDE_IP},
+    service::{ask_tcp, ask_udp, cluster_ip, tcp_refused, udp_refused, Backend},
+    wait_for,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const TARGET: u16 = 8080;
+/// Where a backend's stream listener sits (service port 81).
+const STREAM: u16 = 8081;
+const NODE_PORT: u16 = 30080;
+/// Spec changes reach the programs within this (the agent polls its file every
+/// 200 ms; the bound is 1 s, a slow VM gets slack).
+const APPLIED_WITHIN: Duration = Duration::from_secs(3);
 
-fn with_services(lab: &Lab, services: Vec<netpath::spec::ServiceSpec>) -> ClusterSpec {
+fn apply(lab: &Lab, services: Vec<ServiceSpec>) -> ClusterSpec {
     let mut d = lab.spec.to_draft();
     d.services = services;
     let spec = d.validate().unwrap();
@@ -20,32 +39,317 @@ fn with_services(lab: &Lab, services: Vec<netpath::spec::ServiceSpec>) -> Cluste
     spec
 }
 
+/// Waits until node `node`'s programs hold `n` front ends.
+fn wait_front_ends(lab: &Lab, node: usize, n: u32) {
+    wait_for("the service maps", APPLIED_WITHIN, || {
+        lab.nodes[node]
+            .pinned()
+            .and_then(|p| p.settings())
+            .is_ok_and(|s| s.services == n)
+    });
+}
+
+/// Waits until node `node`'s front end `VIP:80/tcp` has `n` ready backends.
+fn wait_ready(lab: &Lab, node: usize, n: u32) {
+    wait_for("the backend change", APPLIED_WITHIN, || {
+        lab.nodes[node].pinned().is_ok_and(|p| {
+            p.service_table().services.iter().any(|(k, s)| {
+                k.addr == VIP.octets()
+                    && k.port == 80u16.to_be_bytes()
+                    && k.proto == 6
+                    && s.backends == n
+            })
+        })
+    });
+}
+
+fn serve_all<'a>(pods: impl Iterator<Item = &'a netpath_tests::lab::Pod>) -> Vec<Backend> {
+    pods.map(|p| Backend::serve(p.ns.path(), p.ip, TARGET).unwrap())
+        .collect()
+}
+
+/// Which backends `n` TCP requests from `client` reached, and how often.
+fn spread(lab: &Lab, client: &netpath_tests::lab::Pod, n: usize) -> BTreeMap<Ipv4Addr, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let a = ask_tcp(client.ns.path(), VIP, 80)
+            .unwrap_or_else(|e| panic!("{}: {e:#}\n{}", client.name, lab.agent_log(0)));
+        assert_eq!(
+            a.client, client.ip,
+            "the backend sees the client pod's own address"
+        );
+        *seen.entry(a.backend).or_insert(0) += 1;
+    }
+    seen
+}
+
 #[test]
 fn pods_on_every_node_reach_every_backend_through_a_cluster_ip() {
     let lab = lab(3, 2);
-    let backends: Vec<_> = lab.nodes.iter().map(|n| &n.pods[0]).collect();
-    let _servers: Vec<_> = backends
-        .iter()
-        .map(|p| Backend::serve(p.ns.path(), p.ip, TARGET).unwrap())
-        .collect();
-    let ips: Vec<Ipv4Addr> = backends.iter().map(|p| p.ip).collect();
-    with_services(&lab, vec![cluster_ip("web", VIP, 80, TARGET, &ips)]);
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _servers = serve_all(lab.nodes.iter().map(|n| &n.pods[0]));
+    let ips: Vec<Ipv4Addr> = lab.nodes.iter().map(|n| n.pods[0].ip).collect();
+    apply(&lab, vec![cluster_ip("web", VIP, 80, TARGET, &ips)]);
+    for i in 0..3 {
+        wait_front_ends(&lab, i, 2);
+    }
     for node in &lab.nodes {
         let client = &node.pods[1];
-        let mut seen = BTreeMap::new();
-        for _ in 0..30 {
-            let a = ask_tcp(client.ns.path(), VIP, 80)
-                .unwrap_or_else(|e| panic!("{}: {e:#}\n{}", client.name, lab.agent_log(0)));
-            assert_eq!(
-                a.client, client.ip,
-                "the backend sees the client pod's own address"
-            );
-            *seen.entry(a.backend).or_insert(0) += 1;
+        // node1 <-> node2 are direct, node3 is over VXLAN: every kind of path.
+        let seen = spread(&lab, client, 60);
+        assert_eq!(seen.len(), 3, "{}: {seen:?}", client.name);
+        // Random among three: each gets a fair share (below 6 of 60: odds ~1e-5).
+        assert!(seen.values().all(|n| *n >= 6), "{}: {seen:?}", client.name);
+        for _ in 0..5 {
+            let u = ask_udp(client.ns.path(), VIP, 80).unwrap();
+            assert_eq!(u.client, client.ip);
+            assert!(ips.contains(&u.backend));
         }
-        let u = ask_udp(client.ns.path(), VIP, 80).unwrap();
-        assert_eq!(u.client, client.ip);
-        eprintln!("{}: {seen:?}", client.name);
-        assert_eq!(seen.len(), 3, "{seen:?}");
     }
+    // A service-range address with no service goes nowhere, counted.
+    let client = &lab.nodes[0].pods[1];
+    let before = counter_of(&lab, 0, Program::FromPod, Reason::DropSvcUnknown);
+    assert!(tcp_refused(client.ns.path(), Ipv4Addr::new(10, 96, 0, 99), 80).is_err());
+    assert!(counter_of(&lab, 0, Program::FromPod, Reason::DropSvcUnknown) > before);
+}
+
+#[test]
+fn backend_changes_apply_at_once_and_established_flows_stay_on_their_backend() {
+    let lab = lab(3, 2);
+    let pods: Vec<_> = lab.nodes.iter().map(|n| &n.pods[0]).collect();
+    let _servers = serve_all(pods.iter().copied());
+    let (b1, b2, b3) = (pods[0].ip, pods[1].ip, pods[2].ip);
+    let web = |backends: &[Ipv4Addr]| {
+        let mut s = cluster_ip("web", VIP, 80, TARGET, backends);
+        s.ports.push(ServicePort {
+            name: "stream".into(),
+            protocol: Protocol::TCP,
+            port: 81,
+            target_port: Some(TargetPort::Number(STREAM)),
+            node_port: None,
+        });
+        s
+    };
+    apply(&lab, vec![web(&[b1])]);
+    wait_front_ends(&lab, 0, 3);
+    let client = &lab.nodes[1].pods[1];
+    // The only backend takes the stream; it must stay there through every change.
+    let stream = check::stream_via(
+        client.ns.path(),
+        pods[0].ns.path(),
+        SocketAddrV4::new(VIP, 81),
+        STREAM,
+    )
+    .unwrap();
+
+    apply(&lab, vec![web(&[b1, b2, b3])]);
+    let took = wait_for(
+        "the added backends to take connections",
+        APPLIED_WITHIN,
+        || spread(&lab, client, 10).len() == 3,
+    );
+    eprintln!("added backends reached after {took:?}");
+
+    apply(&lab, vec![web(&[b1, b3])]);
+    let took = wait_for("the removed backend to be left out", APPLIED_WITHIN, || {
+        lab.nodes[1].pinned().is_ok_and(|p| {
+            !p.service_table()
+                .backends
+                .keys()
+                .any(|k| k.backend.addr == b2.octets())
+        })
+    });
+    eprintln!("removal applied after {took:?}");
+    let seen = spread(&lab, client, 40);
+    assert!(
+        !seen.contains_key(&b2),
+        "a removed backend got a new connection: {seen:?}"
+    );
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // Terminating: its flows go on, no new ones.
+    let mut terminating = web(&[b1, b3]);
+    terminating.endpoints[0].terminating = true;
+    terminating.endpoints[0].ready = false;
+    terminating.endpoints[0].serving = Some(true);
+    apply(&lab, vec![terminating]);
+    wait_ready(&lab, 1, 1);
+    let seen = spread(&lab, client, 20);
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        vec![b3],
+        "{seen:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = stream
+        .finish()
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.agent_log(1)));
+    assert!(stats.bytes > 0);
+    assert!(stats.max_gap < Duration::from_secs(2), "{stats:?}");
+
+    // No backend at all: refused at once, TCP and UDP alike, and counted.
+    apply(&lab, vec![web(&[])]);
+    let before = counter_of(&lab, 1, Program::FromPod, Reason::DropSvcNoBackend);
+    wait_for("connections to be refused", APPLIED_WITHIN, || {
+        tcp_refused(client.ns.path(), VIP, 80).is_ok()
+    });
+    let took = tcp_refused(client.ns.path(), VIP, 80).unwrap();
+    assert!(took < Duration::from_millis(500), "refused after {took:?}");
+    udp_refused(client.ns.path(), VIP, 80).unwrap();
+    assert!(counter_of(&lab, 1, Program::FromPod, Reason::DropSvcNoBackend) >= before + 2);
+}
+
+#[test]
+fn a_pod_reaches_itself_through_its_own_service() {
+    let lab = lab(2, 1);
+    let pod = &lab.nodes[0].pods[0];
+    let _server = Backend::serve(pod.ns.path(), pod.ip, TARGET).unwrap();
+    apply(&lab, vec![cluster_ip("self", VIP, 80, TARGET, &[pod.ip])]);
+    wait_front_ends(&lab, 0, 2);
+    let a = ask_tcp(pod.ns.path(), VIP, 80).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(a.backend, pod.ip);
+    // It would drop a packet from its own address: it sees the front end instead.
+    assert_eq!(a.client, VIP);
+    let u = ask_udp(pod.ns.path(), VIP, 80).unwrap();
+    assert_eq!((u.backend, u.client), (pod.ip, VIP));
+    // And a pod elsewhere still sees the backend answer as the front end.
+    let a = ask_tcp(lab.nodes[1].pods[0].ns.path(), VIP, 80).unwrap();
+    assert_eq!((a.backend, a.client), (pod.ip, lab.nodes[1].pods[0].ip));
+}
+
+#[test]
+fn session_affinity_keeps_a_client_on_its_backend_until_the_timeout() {
+    let lab = lab(3, 2);
+    let _servers = serve_all(lab.nodes.iter().map(|n| &n.pods[0]));
+    let ips: Vec<Ipv4Addr> = lab.nodes.iter().map(|n| n.pods[0].ip).collect();
+    let mut svc = cluster_ip("sticky", VIP, 80, TARGET, &ips);
+    svc.session_affinity = SessionAffinity::ClientIP;
+    svc.affinity_timeout = 2;
+    apply(&lab, vec![svc]);
+    wait_front_ends(&lab, 0, 2);
+    let client = &lab.nodes[0].pods[1];
+    let seen = spread(&lab, client, 20);
+    assert_eq!(seen.len(), 1, "one client, one backend: {seen:?}");
+    // Idle past the timeout: the next connection is a fresh pick (several, to see
+    // more than one backend, each after another idle period).
+    let mut after = BTreeMap::new();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(2100));
+        *after
+            .entry(ask_tcp(client.ns.path(), VIP, 80).unwrap().backend)
+            .or_insert(0) += 1;
+    }
+    assert!(after.len() >= 2, "affinity outlived its timeout: {after:?}");
+}
+
+fn node_port_service(backends: &[Ipv4Addr], policy: TrafficPolicy) -> ServiceSpec {
+    let mut s = cluster_ip("np", VIP, 80, TARGET, backends);
+    s.kind = ServiceType::NodePort;
+    s.external_traffic_policy = policy;
+    for (p, n) in s.ports.iter_mut().zip([NODE_PORT, NODE_PORT]) {
+        p.node_port = Some(n);
+    }
+    s
+}
+
+#[test]
+fn node_ports_serve_the_outside_with_cluster_and_local_policy() {
+    let lab = lab(3, 1);
+    let _servers = serve_all(lab.nodes.iter().map(|n| &n.pods[0]));
+    // Backends on node2 and node3 only: node1 has none of its own.
+    let ips = [lab.nodes[1].pods[0].ip, lab.nodes[2].pods[0].ip];
+    apply(&lab, vec![node_port_service(&ips, TrafficPolicy::Cluster)]);
+    for i in 0..3 {
+        wait_front_ends(&lab, i, 4);
+    }
+    let outside = lab.outside_ns();
+    let node1 = lab.nodes[0].ip();
+    let mut seen = BTreeMap::new();
+    for _ in 0..30 {
+        let a = ask_tcp(outside, node1, NODE_PORT)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.agent_log(0)));
+        // Cluster policy, remote backend: it sees node1, so its reply comes back here.
+        assert_eq!(a.client, node1);
+        *seen.entry(a.backend).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let u = ask_udp(outside, node1, NODE_PORT).unwrap();
+    assert_eq!(u.client, node1);
+    // On a node with a backend of its own the local one may be picked: the client's
+    // address is then kept as it is.
+    let node2 = lab.nodes[1].ip();
+    let local = (0..30)
+        .map(|_| ask_tcp(outside, node2, NODE_PORT).unwrap())
+        .find(|a| a.backend == ips[0])
+        .expect("node2's own backend was never picked");
+    assert_eq!(local.client, OUTSIDE_IP);
+
+    apply(&lab, vec![node_port_service(&ips, TrafficPolicy::Local)]);
+    wait_for("the Local policy", APPLIED_WITHIN, || {
+        tcp_refused(outside, node1, NODE_PORT).is_ok()
+    });
+    for _ in 0..10 {
+        let a = ask_tcp(outside, node2, NODE_PORT).unwrap();
+        assert_eq!(
+            (a.backend, a.client),
+            (ips[0], OUTSIDE_IP),
+            "Local: own backend, client kept"
+        );
+    }
+    // node1 has no backend of its own: refused at once instead of sent elsewhere.
+    let took = tcp_refused(outside, node1, NODE_PORT).unwrap();
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    udp_refused(outside, node1, NODE_PORT).unwrap();
+    assert!(counter_of(&lab, 0, Program::FromUnderlay, Reason::DropSvcNoBackend) >= 2);
+}
+
+#[test]
+fn an_agent_killed_under_a_stream_through_a_service_resets_nothing_and_cleans_up_after() {
+    let mut cfg = netpath_tests::lab::LabConfig::default_spec(1).unwrap();
+    cfg.keep_pins = true;
+    let mut lab = netpath_tests::lab_of(&cfg);
+    let backend = &lab.nodes[2].pods[0];
+    let client = &lab.nodes[0].pods[0];
+    let mut svc = cluster_ip("bulk", VIP, 80, STREAM, &[backend.ip]);
+    svc.ports.truncate(1);
+    apply(
+        &lab,
+        vec![
+            svc,
+            cluster_ip(
+                "other",
+                Ipv4Addr::new(10, 96, 0, 11),
+                80,
+                TARGET,
+                &[backend.ip],
+            ),
+        ],
+    );
+    wait_front_ends(&lab, 0, 3);
+    let stream = check::stream_via(
+        client.ns.path(),
+        backend.ns.path(),
+        SocketAddrV4::new(VIP, 80),
+        STREAM,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    lab.kill_agent(0);
+    // A service removed while the agent is down is gone once it is back.
+    let mut svc = cluster_ip("bulk", VIP, 80, STREAM, &[lab.nodes[2].pods[0].ip]);
+    svc.ports.truncate(1);
+    apply(&lab, vec![svc]);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.start_agent(0, &cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = stream
+        .finish()
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.agent_log(0)));
+    assert!(stats.max_gap < Duration::from_secs(2), "{stats:?}");
+    wait_front_ends(&lab, 0, 1);
+    let table = lab.nodes[0].pinned().unwrap().service_table();
+    assert_eq!(table.services.len(), 1, "{table:?}");
+    assert!(table
+        .backends
+        .keys()
+        .all(|k| k.service.addr == VIP.octets()));
 }

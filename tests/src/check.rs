@@ -390,11 +390,22 @@ pub struct StreamStats {
 /// Starts sending from `client_ns` to `dst` in `server_ns` until `finish`.
 pub fn stream(client_ns: &Path, server_ns: &Path, dst: Ipv4Addr) -> Result<Stream> {
     let port = next_port();
+    stream_via(client_ns, server_ns, SocketAddrV4::new(dst, port), port)
+}
+
+/// A stream to `dst` that arrives at `server_ns` on `port` (`dst` a service's
+/// front end whose backend listens there).
+pub fn stream_via(
+    client_ns: &Path,
+    server_ns: &Path,
+    dst: SocketAddrV4,
+    port: u16,
+) -> Result<Stream> {
     let listener = netns::run_in(server_ns, || {
         TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind tcp/{port}"))
     })?;
     let conn = netns::run_in(client_ns, || {
-        let addr = SocketAddr::V4(SocketAddrV4::new(dst, port));
+        let addr = SocketAddr::V4(dst);
         TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("tcp connect to {addr}"))
     })?;
     let (mut accepted, _) = accept_timeout(&listener)?;

@@ -188,3 +188,35 @@ pub fn ask_udp(client_ns: &Path, dst: Ipv4Addr, port: u16) -> Result<Answer> {
     }
     Err(last)
 }
+
+/// How long a TCP connect to `dst:port` took to be refused (a reset); an error if it
+/// was answered or timed out instead.
+pub fn tcp_refused(client_ns: &Path, dst: Ipv4Addr, port: u16) -> Result<Duration> {
+    netns::run_in(client_ns, || {
+        let addr = SocketAddr::V4(SocketAddrV4::new(dst, port));
+        let t = std::time::Instant::now();
+        match TcpStream::connect_timeout(&addr, TIMEOUT) {
+            Ok(_) => bail!("{addr} accepted the connection"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(t.elapsed()),
+            Err(e) => Err(anyhow!(e).context(format!("connect to {addr}: not refused"))),
+        }
+    })
+}
+
+/// Whether a UDP datagram to `dst:port` is answered by an ICMP port unreachable
+/// (a connected socket's next receive fails with "connection refused").
+pub fn udp_refused(client_ns: &Path, dst: Ipv4Addr, port: u16) -> Result<()> {
+    let sock = netns::run_in(client_ns, || {
+        let s = UdpSocket::bind(("0.0.0.0", 0)).context("bind udp client")?;
+        s.connect((dst, port)).context("connect udp")?;
+        Ok(s)
+    })?;
+    sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+    sock.send(b"?")?;
+    let mut buf = [0u8; 64];
+    match sock.recv(&mut buf) {
+        Ok(_) => bail!("{dst}:{port} answered"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) => Err(anyhow!(e).context(format!("udp to {dst}:{port}: not refused"))),
+    }
+}
