@@ -353,3 +353,38 @@ fn an_agent_killed_under_a_stream_through_a_service_resets_nothing_and_cleans_up
         .keys()
         .all(|k| k.service.addr == VIP.octets()));
 }
+
+#[test]
+fn a_nodes_own_processes_reach_a_cluster_ip_translated_at_the_socket() {
+    let lab = lab(3, 1);
+    let _servers = serve_all(lab.nodes.iter().map(|n| &n.pods[0]));
+    let ips: Vec<Ipv4Addr> = lab.nodes.iter().map(|n| n.pods[0].ip).collect();
+    apply(&lab, vec![cluster_ip("web", VIP, 80, TARGET, &ips)]);
+    for (i, node) in lab.nodes.iter().enumerate() {
+        wait_front_ends(&lab, i, 2);
+        let mut seen = BTreeMap::new();
+        for _ in 0..30 {
+            // The peer check inside: the process's socket shows the front end.
+            let a = ask_tcp(node.ns.path(), VIP, 80)
+                .unwrap_or_else(|e| panic!("{}: {e:#}\n{}", node.name, lab.agent_log(i)));
+            assert_eq!(
+                a.client,
+                node.ip(),
+                "{}: the backend sees the node",
+                node.name
+            );
+            *seen.entry(a.backend).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 3, "{}: {seen:?}", node.name);
+        // UDP answers come from the front end, as the process asked.
+        let u = ask_udp(node.ns.path(), VIP, 80)
+            .unwrap_or_else(|e| panic!("{}: {e:#}\n{}", node.name, lab.agent_log(i)));
+        assert!(ips.contains(&u.backend));
+        // Nothing else of the service range leaves the node: the call fails at once.
+        assert!(tcp_refused(node.ns.path(), Ipv4Addr::new(10, 96, 0, 99), 80).is_err());
+    }
+    // Only each node's own namespace is translated: the pods' sockets are not (their
+    // packets are, with the pod's own address as the client).
+    let pod = &lab.nodes[0].pods[0];
+    assert_eq!(ask_tcp(pod.ns.path(), VIP, 80).unwrap().client, pod.ip);
+}

@@ -40,6 +40,12 @@ pub mod names {
     pub const SVC_FLOWS: &str = "SVC_FLOWS";
     pub const SVC_REV: &str = "SVC_REV";
     pub const SVC_AFFINITY: &str = "SVC_AFFINITY";
+    pub const SOCK_REV: &str = "SOCK_REV";
+    pub const SOCK_PROBE: &str = "SOCK_PROBE";
+    pub const SOCK_CONNECT: &str = "sock_connect";
+    pub const SOCK_SENDMSG: &str = "sock_sendmsg";
+    pub const SOCK_RECVMSG: &str = "sock_recvmsg";
+    pub const SOCK_GETPEERNAME: &str = "sock_getpeername";
 }
 
 /// Bytes VXLAN adds in front of the inner IP packet: outer IPv4 + UDP + VXLAN + inner Ethernet.
@@ -157,6 +163,9 @@ pub struct Settings {
     /// Node ports, inclusive range.
     pub node_port_min: u16,
     pub node_port_max: u16,
+    /// The node's own network namespace (`bpf_get_netns_cookie`): the only one whose
+    /// sockets the cgroup programs translate; 0 until the agent learned it.
+    pub host_netns_cookie: u64,
 }
 
 /// A pod's flow to the outside as the pod sent it: key of the `NAT_OUT` map. For ICMP
@@ -626,6 +635,8 @@ mod user {
     unsafe impl aya::Pod for super::ServiceReply {}
     unsafe impl aya::Pod for super::AffinityKey {}
     unsafe impl aya::Pod for super::Affinity {}
+    unsafe impl aya::Pod for super::SockRevKey {}
+    unsafe impl aya::Pod for super::SockProbe {}
 }
 
 #[cfg(test)]
@@ -691,7 +702,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<Route>(), 20);
         assert_eq!(core::mem::size_of::<Peer>(), 8);
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
-        assert_eq!(core::mem::size_of::<Settings>(), 72);
+        assert_eq!(core::mem::size_of::<Settings>(), 80);
+        assert_eq!(core::mem::size_of::<SockRevKey>(), 16);
+        assert_eq!(core::mem::size_of::<SockProbe>(), 16);
         assert_eq!(core::mem::size_of::<ServiceKey>(), 8);
         assert_eq!(core::mem::size_of::<Service>(), 16);
         assert_eq!(core::mem::size_of::<SlotKey>(), 12);

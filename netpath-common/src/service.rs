@@ -171,3 +171,31 @@ pub const fn service_flow_expired(
     };
     now_ns.saturating_sub(last) > secs * 1_000_000_000
 }
+
+/// A node's own socket that went to a front end, and the backend it was given: key
+/// of `SOCK_REV`, whose value is the front end (as a [`Backend`]: address and port)
+/// that the socket's peer and the backend's datagrams are shown as.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SockRevKey {
+    /// `bpf_get_socket_cookie`.
+    pub cookie: u64,
+    pub backend: Backend,
+}
+
+/// Socket translations remembered for peers and UDP replies (LRU: a socket's entry
+/// cannot be collected when it closes, and an evicted one only shows an old socket
+/// its backend instead of the front end).
+pub const SOCK_REV_CAPACITY: u32 = 16384;
+
+/// How the agent learns its network namespace's cookie on kernels without
+/// `SO_NETNS_COOKIE` (before 5.14): it connects a UDP socket to 127.0.0.1:`port`,
+/// and the connect program writes the cookie of that socket's namespace here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockProbe {
+    /// Network byte order; 0: no probe running.
+    pub port: u32,
+    pub _pad: u32,
+    pub cookie: u64,
+}

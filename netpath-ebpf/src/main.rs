@@ -6,6 +6,7 @@ mod deliver;
 mod from_pod;
 mod from_tunnel;
 mod from_underlay;
+mod host_socket;
 mod ipip;
 mod maps;
 mod monitor;

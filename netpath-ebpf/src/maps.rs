@@ -1,14 +1,14 @@
 //! Maps shared by the programs; userspace fills them, bpftool reads them through BTF.
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use netpath_common::{
     Affinity, AffinityKey, Backend, BackendKey, Endpoint, Event, Flow, FlowKey, Ipv4,
     MonitorConfig, MonitorLimit, NatKey, NatTarget, Peer, Route, Service, ServiceFlow, ServiceKey,
-    ServiceReply, Settings, SlotKey, Tuple, EVENTS_BYTES, NAT_CAPACITY, SERVICE_CAPACITY,
-    SERVICE_FLOW_CAPACITY, STATS_SLOTS,
+    ServiceReply, Settings, SlotKey, SockProbe, SockRevKey, Tuple, EVENTS_BYTES, NAT_CAPACITY,
+    SERVICE_CAPACITY, SERVICE_FLOW_CAPACITY, SOCK_REV_CAPACITY, STATS_SLOTS,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -97,3 +97,12 @@ pub static SVC_REV: HashMap<Tuple, ServiceReply, FLOWS_MAX, NO_PREALLOC> = HashM
 /// `sessionAffinity: ClientIP`: each client's backend per front end.
 #[btf_map]
 pub static SVC_AFFINITY: HashMap<AffinityKey, Affinity, FLOWS_MAX, NO_PREALLOC> = HashMap::new();
+
+/// A node's own UDP sockets sent to a front end: the backend each got -> the front end.
+#[btf_map]
+pub static SOCK_REV: LruHashMap<SockRevKey, Backend, { SOCK_REV_CAPACITY as usize }> =
+    LruHashMap::new();
+
+/// The agent's probe for its network namespace's cookie.
+#[btf_map]
+pub static SOCK_PROBE: Array<SockProbe, 1> = Array::new();

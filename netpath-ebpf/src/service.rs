@@ -367,7 +367,7 @@ fn snat_port(back: &Tuple, rev: &ServiceReply, s: &Settings) -> Result<[u8; 2], 
 /// The backend for a new flow: the affine one while it is ready and the client came
 /// back in time, else a random slot.
 #[inline(always)]
-fn pick(key: &ServiceKey, svc: &Service, client: Ipv4, now: u64) -> Result<Backend, Reason> {
+pub fn pick(key: &ServiceKey, svc: &Service, client: Ipv4, now: u64) -> Result<Backend, Reason> {
     let ak = AffinityKey {
         service: *key,
         client,

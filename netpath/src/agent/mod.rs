@@ -68,6 +68,8 @@ pub struct AgentArgs {
     pub keep_pins: bool,
     /// Where to serve /metrics, /healthz and /readyz (None: nowhere).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The cgroup v2 root the socket programs attach to (None: the mounted one).
+    pub cgroup: Option<PathBuf>,
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
@@ -137,9 +139,16 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     };
     early.waiting = Some("loading and attaching the programs".into());
     shared.set_state(&early);
-    let started = start::start_datapath(&nl, &opened.spec, &local, &dir, ifindex)
-        .await
-        .with_context(|| format!("start the datapath for node {}", local.name))?;
+    let started = start::start_datapath(
+        &nl,
+        &opened.spec,
+        &local,
+        &dir,
+        ifindex,
+        args.cgroup.as_deref(),
+    )
+    .await
+    .with_context(|| format!("start the datapath for node {}", local.name))?;
     let updates = opened.updates.take();
     let mut agent = Agent::new(opened, &started, local, dir, state_dir, shared, nl);
     agent.state.metrics_addr = early.metrics_addr;

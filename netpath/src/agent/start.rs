@@ -118,6 +118,7 @@ pub async fn start_datapath(
     local: &NodeSpec,
     dir: &std::path::Path,
     ifindex: u32,
+    cgroup: Option<&std::path::Path>,
 ) -> Result<Started> {
     let link = nl
         .links()
@@ -136,6 +137,23 @@ pub async fn start_datapath(
         tc_attach: tc_attach as u32,
         ..Default::default()
     };
+    match cgroup
+        .map(Path::to_path_buf)
+        .or_else(datapath::cgroup2_mount)
+    {
+        Some(root) if datapath::is_cgroup2(&root) => {
+            probed.netns_cookie = loaded.attach_sockets(&root).with_context(|| {
+                format!(
+                    "attach the ClusterIP translation for the node's own sockets to {}",
+                    root.display()
+                )
+            })?;
+        }
+        Some(root) => bail!("--cgroup {}: not a cgroup v2 mount", root.display()),
+        None => tracing::warn!(
+            "no cgroup v2 is mounted: the node's own processes reach no ClusterIP (pods do)"
+        ),
+    }
     let tunnel_wanted = spec.settings.backend != Backend::Direct
         && spec.overlay_mode() == RouteMode::Vxlan
         && spec.settings.vxlan_device != VxlanDevice::Off;

@@ -39,6 +39,12 @@ pub struct AgentCmd {
     /// namespace); `off` serves nothing.
     #[arg(long, default_value = "127.0.0.1:9970")]
     metrics_addr: String,
+    /// The cgroup v2 root whose sockets the node's ClusterIP translation sees
+    /// (default: where cgroup v2 is mounted, /sys/fs/cgroup or, on a hybrid host,
+    /// /sys/fs/cgroup/unified); without one the node's own processes reach no
+    /// ClusterIP.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
 }
 
 impl AgentCmd {
@@ -75,6 +81,7 @@ impl AgentCmd {
             state_dir: self.state_dir,
             keep_pins: self.keep_pins,
             metrics_addr,
+            cgroup: self.cgroup,
         })?;
         Ok(true)
     }

@@ -8,6 +8,7 @@ pub mod attached;
 mod maps;
 mod nat;
 mod services;
+mod sockets;
 
 use std::path::{Path, PathBuf};
 
@@ -24,12 +25,13 @@ pub use attach::{detach, preferred_tc_attach, reattach_from_pod};
 pub use maps::{Counter, EventLoss, Fill, Pinned};
 pub use nat::{monotonic_ns, Collected, Collector, NatUsage};
 pub use services::{reply_key, ServiceCollector, ServiceUsage, ServicesCollected};
+pub use sockets::{cgroup2_mount, is_cgroup2};
 
 /// The compiled kernel programs, built by `cargo xtask build`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETPATH_EBPF_OBJ"));
 
 /// Every map of the object, all pinned.
-pub const MAPS: [&str; 17] = [
+pub const MAPS: [&str; 19] = [
     names::ENDPOINTS,
     names::ROUTES,
     names::NODES,
@@ -47,6 +49,8 @@ pub const MAPS: [&str; 17] = [
     names::SVC_FLOWS,
     names::SVC_REV,
     names::SVC_AFFINITY,
+    names::SOCK_REV,
+    names::SOCK_PROBE,
 ];
 const PROGRAMS: [&str; 4] = [
     names::FROM_POD,

@@ -50,6 +50,8 @@ pub struct Probed {
     /// The node's VXLAN device (0: none) and what goes through it (`TUNNEL_*`).
     pub tunnel_ifindex: u32,
     pub tunnel_use: u32,
+    /// The node's network namespace cookie, once the socket programs are attached.
+    pub netns_cookie: u64,
 }
 
 /// Settings the programs read, from the spec plus what the agent probed.
@@ -82,6 +84,7 @@ pub fn settings(
         service_prefix: range.map_or(0, |r| r.prefix as u32),
         node_port_min: spec.settings.node_ports.min,
         node_port_max: spec.settings.node_ports.max,
+        host_netns_cookie: probed.netns_cookie,
     }
 }
 

@@ -1,0 +1,137 @@
+//! A node's own processes reaching a ClusterIP: translated once, at connect() and
+//! sendmsg(), by cgroup programs, so their packets need no per-packet NAT and no
+//! route for the service range. The programs sit on the cgroup root, where every
+//! namespace's sockets pass: only the node's own namespace is translated (pods are
+//! translated per packet in `from_pod`, with their own address as the client).
+use aya_ebpf::{
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns},
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+    EbpfContext,
+};
+use netpath_common::{Backend, ServiceKey, SockRevKey};
+
+use crate::{
+    maps::{SERVICES, SETTINGS, SOCK_PROBE, SOCK_REV},
+    packet::in_prefix,
+    service,
+};
+
+/// Verdicts of a sock_addr program: go on (with the address as it now is), or fail
+/// the call with EPERM.
+const ALLOW: i32 = 1;
+const REFUSE: i32 = 0;
+const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
+
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect(ctx: SockAddrContext) -> i32 {
+    probe(&ctx);
+    translate(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg(ctx: SockAddrContext) -> i32 {
+    translate(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sock_recvmsg(ctx: SockAddrContext) -> i32 {
+    restore(&ctx);
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn sock_getpeername(ctx: SockAddrContext) -> i32 {
+    restore(&ctx);
+    ALLOW
+}
+
+/// Whether the socket lives in the node's own namespace.
+#[inline(always)]
+fn ours(ctx: &SockAddrContext, cookie: u64) -> bool {
+    // SAFETY: helper on the program's own context.
+    cookie != 0 && unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == cookie
+}
+
+/// The agent's namespace probe: a connect to 127.0.0.1 on the probe's port.
+#[inline(always)]
+fn probe(ctx: &SockAddrContext) {
+    let Some(p) = SOCK_PROBE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the context and the map value are valid for the program's whole run.
+    unsafe {
+        let sa = &*ctx.sock_addr;
+        if (*p).port != 0 && sa.user_ip4.to_ne_bytes() == LOOPBACK && sa.user_port == (*p).port {
+            (*p).cookie = bpf_get_netns_cookie(ctx.as_ptr());
+        }
+    }
+}
+
+#[inline(always)]
+fn translate(ctx: &SockAddrContext) -> i32 {
+    let Some(s) = SETTINGS.get(0) else {
+        return ALLOW;
+    };
+    // SAFETY: the context pointer is valid for the program's whole run.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let dst = sa.user_ip4.to_ne_bytes();
+    if s.service_prefix == 0
+        || !in_prefix(dst, s.service_ip, s.service_prefix)
+        || !ours(ctx, s.host_netns_cookie)
+    {
+        return ALLOW;
+    }
+    let key = ServiceKey {
+        addr: dst,
+        port: (sa.user_port as u16).to_ne_bytes(),
+        proto: sa.protocol as u8,
+        _pad: 0,
+    };
+    // The service range never leaves untranslated: no service, no backend, no call.
+    // SAFETY: map values are plain data, copied out at once.
+    let Some(svc) = (unsafe { SERVICES.get(&key) }).copied() else {
+        return REFUSE;
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Ok(backend) = service::pick(&key, &svc, s.node_ip, now) else {
+        return REFUSE;
+    };
+    sa.user_ip4 = u32::from_ne_bytes(backend.addr);
+    sa.user_port = u16::from_ne_bytes(backend.port) as u32;
+    let rk = SockRevKey {
+        // SAFETY: helper on the program's own context.
+        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        backend,
+    };
+    let front = Backend {
+        addr: key.addr,
+        port: key.port,
+        _pad: [0; 2],
+    };
+    let _ = SOCK_REV.insert(rk, front, 0);
+    ALLOW
+}
+
+/// A datagram from a backend this socket was sent to, and the peer of a socket
+/// connected to one, show the front end: the process sees the address it asked.
+#[inline(always)]
+fn restore(ctx: &SockAddrContext) {
+    // SAFETY: the context pointer is valid for the program's whole run.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let rk = SockRevKey {
+        // SAFETY: helper on the program's own context.
+        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        backend: Backend {
+            addr: sa.user_ip4.to_ne_bytes(),
+            port: (sa.user_port as u16).to_ne_bytes(),
+            _pad: [0; 2],
+        },
+    };
+    // SAFETY: map values are plain data, copied out at once.
+    if let Some(front) = unsafe { SOCK_REV.get(&rk) }.copied() {
+        sa.user_ip4 = u32::from_ne_bytes(front.addr);
+        sa.user_port = u16::from_ne_bytes(front.port) as u32;
+    }
+}
