@@ -201,6 +201,23 @@ fn datapath_metrics(reg: &mut Registry, dir: &Path, pinned: &Pinned) -> Result<(
         "Other nodes this one forwards to",
         gauge(pinned.nodes()?.len() as i64),
     );
+    let table = pinned.service_table();
+    reg.register(
+        "services",
+        "Service front ends on this node (ClusterIP ports and this node's node ports)",
+        gauge(table.services.len() as i64),
+    );
+    reg.register(
+        "service_backends",
+        "Ready backends over all front ends (slots of the random pick)",
+        gauge(table.slots.len() as i64),
+    );
+    let usage = pinned.service_usage();
+    reg.register(
+        "service_flows",
+        "Flows through a front end pinned to their backend (SVC_FLOWS)",
+        gauge(usage.flows as i64),
+    );
     let loss = pinned.event_loss()?;
     reg.register(
         "monitor_events_suppressed",

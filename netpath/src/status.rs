@@ -2,6 +2,7 @@
 //! gathered once into a `Snapshot` and then printed as text or JSON. Health is
 //! judged inside the agent's network namespace (device names and attachments are
 //! per namespace), wherever the command itself runs.
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -41,6 +42,33 @@ pub struct MasqueradeRow {
     pub capacity: u32,
 }
 
+/// A service front end as the programs see it.
+#[derive(Debug, Serialize)]
+pub struct ServiceRow {
+    /// `ADDRESS:PORT/PROTOCOL`: a ClusterIP's, or this node's node port.
+    pub front: String,
+    /// Ready backends (new flows) and the rest that keep their flows.
+    pub ready: Vec<String>,
+    pub terminating: Vec<String>,
+    pub affinity_secs: Option<u32>,
+    /// A remote backend sees this node as the client (node port, Cluster policy).
+    pub snat_remote: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServicesView {
+    /// The service range (None: the cluster has none).
+    pub range: Option<String>,
+    pub node_ports: String,
+    /// The node's own sockets are translated (cgroup programs attached).
+    pub host_sockets: bool,
+    pub front_ends: Vec<ServiceRow>,
+    pub flows: usize,
+    pub replies: usize,
+    pub affinities: usize,
+    pub capacity: u32,
+}
+
 /// Everything `netpath status` shows, read once.
 #[derive(Debug, Serialize)]
 pub struct Snapshot {
@@ -66,6 +94,7 @@ pub struct DatapathView {
     pub routes: Vec<RouteRow>,
     pub nodes: Vec<String>,
     pub masquerade: MasqueradeRow,
+    pub services: ServicesView,
     pub maps: Vec<Fill>,
     pub monitor_events: EventLoss,
     pub counters: Vec<Counter>,
@@ -148,10 +177,69 @@ fn read_datapath(dir: &Path) -> Result<DatapathView> {
             translations: nat.translations,
             capacity: nat.capacity,
         },
+        services: services_view(&pinned, &settings),
         maps: pinned.fill(dir)?,
         monitor_events: pinned.event_loss()?,
         counters: pinned.counters()?,
     })
+}
+
+fn services_view(pinned: &Pinned, settings: &netpath_common::Settings) -> ServicesView {
+    let addr = |a: [u8; 4], p: [u8; 2]| format!("{}:{}", Ipv4Addr::from(a), u16::from_be_bytes(p));
+    let table = pinned.service_table();
+    let front_ends = table
+        .services
+        .iter()
+        .map(|(k, svc)| {
+            let proto = match k.proto {
+                netpath_common::IPPROTO_TCP => "tcp",
+                netpath_common::IPPROTO_UDP => "udp",
+                _ => "?",
+            };
+            let (mut ready, mut terminating) = (Vec::new(), Vec::new());
+            for (bk, state) in table.backends.range(
+                netpath_common::BackendKey {
+                    service: *k,
+                    backend: Default::default(),
+                }..,
+            ) {
+                if bk.service != *k {
+                    break;
+                }
+                let b = addr(bk.backend.addr, bk.backend.port);
+                if *state == netpath_common::BACKEND_READY {
+                    ready.push(b);
+                } else {
+                    terminating.push(b);
+                }
+            }
+            ServiceRow {
+                front: format!("{}/{proto}", addr(k.addr, k.port)),
+                ready,
+                terminating,
+                affinity_secs: (svc.flags & netpath_common::SVC_AFFINITY != 0)
+                    .then_some(svc.affinity_secs),
+                snat_remote: svc.flags & netpath_common::SVC_SNAT_REMOTE != 0,
+            }
+        })
+        .collect();
+    let usage = pinned.service_usage();
+    ServicesView {
+        range: (settings.service_prefix > 0).then(|| {
+            format!(
+                "{}/{}",
+                Ipv4Addr::from(settings.service_ip),
+                settings.service_prefix
+            )
+        }),
+        node_ports: format!("{}-{}", settings.node_port_min, settings.node_port_max),
+        host_sockets: settings.host_netns_cookie != 0,
+        front_ends,
+        flows: usage.flows,
+        replies: usage.replies,
+        affinities: usage.affinities,
+        capacity: usage.capacity,
+    }
 }
 
 /// The agent's process is checked here, the attachments through the kernel, in the
@@ -242,6 +330,7 @@ fn render_datapath(s: &DatapathView) {
     } else {
         println!("\nmasquerade: off");
     }
+    render_services(&s.services);
     println!("\nmaps (entries/capacity):");
     for f in &s.maps {
         match f.entries {
@@ -259,6 +348,42 @@ fn render_datapath(s: &DatapathView) {
     println!("\ncounters:");
     for c in s.counters.iter().filter(|c| c.packets > 0) {
         println!("  {:<10} {:<22} {}", c.program, c.reason, c.packets);
+    }
+}
+
+fn render_services(v: &ServicesView) {
+    let range = v.range.as_deref().unwrap_or("none (set service_cidr)");
+    let host = if v.host_sockets {
+        "translated"
+    } else {
+        "NOT translated (no cgroup v2)"
+    };
+    println!(
+        "\nservices: range {range}, node ports {}; the node's own sockets {host}; flows {}/{} (replies {}, affine clients {})",
+        v.node_ports, v.flows, v.capacity, v.replies, v.affinities
+    );
+    for f in &v.front_ends {
+        let mut notes = Vec::new();
+        if let Some(t) = f.affinity_secs {
+            notes.push(format!("affinity {t}s"));
+        }
+        if f.snat_remote {
+            notes.push("remote backends see the node".to_string());
+        }
+        if !f.terminating.is_empty() {
+            notes.push(format!("terminating {}", f.terminating.join(", ")));
+        }
+        let ready = if f.ready.is_empty() {
+            "NO READY BACKEND (refused)".to_string()
+        } else {
+            f.ready.join(", ")
+        };
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", notes.join("; "))
+        };
+        println!("  {:<24} -> {ready}{notes}", f.front);
     }
 }
 

@@ -258,6 +258,12 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
         // Egress: pods reach a host outside the cluster with their node's address.
         checks.extend(lab.check_egress(&[Proto::Tcp, Proto::Udp, Proto::Icmp]));
     }
+    // A ClusterIP with a node port, backends on every node: pods, the nodes and the
+    // outside host reach it.
+    let demo = lab.demo_services().context("define the demo service")?;
+    if let Some(demo) = &demo {
+        checks.extend(lab.check_services(demo));
+    }
     let invariants = lab.check_invariants();
     let mut ok = lab::print_report(&checks, &invariants, verbose);
     if once && lab.etcd.is_some() {
@@ -298,6 +304,16 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
                 lab.outside().ns.name(),
                 pod.ns.name(),
                 lab::OUTSIDE_IP,
+            );
+        }
+        if demo.is_some() {
+            println!(
+                "\nthe demo service (backends answer \"<backend> <client seen>\"):\n  ip netns exec {pod} nc {vip} 80 </dev/null\n  ip netns exec {outside} nc {node} {np} </dev/null",
+                pod = node.pods.last().map_or("", |p| p.ns.name()),
+                vip = lab::DEMO_VIP,
+                outside = lab.outside().ns.name(),
+                node = node.ip(),
+                np = lab::DEMO_NODE_PORT,
             );
         }
     }

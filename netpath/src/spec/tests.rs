@@ -352,3 +352,146 @@ fn masquerade_fields_default_on_parse_and_name_their_mistakes() {
         assert!(e.contains(named), "{fields}: {e}");
     }
 }
+
+const WEB: &str = r#"
+[[services]]
+namespace = "default"
+name = "web"
+type = "NodePort"
+cluster_ip = "10.96.0.10"
+session_affinity = "ClientIP"
+[[services.ports]]
+name = "http"
+port = 80
+target_port = "web"
+node_port = 30080
+[[services.ports]]
+name = "dns"
+protocol = "UDP"
+port = 53
+target_port = 5353
+node_port = 30053
+[[services.endpoints]]
+address = "10.244.1.5"
+[[services.endpoints]]
+address = "10.244.2.5"
+node = "b"
+ready = false
+terminating = true
+serving = true
+[[services.endpoint_ports]]
+name = "http"
+port = 8080
+"#;
+
+fn with_web(edit: impl Fn(&str) -> String) -> String {
+    format!("{TWO}{}", edit(WEB))
+}
+
+#[test]
+fn services_parse_with_kubernetes_shapes_and_defaults_and_round_trip() {
+    let s = ClusterSpec::parse(&with_web(str::to_string)).unwrap();
+    assert_eq!(
+        s.settings.service_range(),
+        Some("10.96.0.0/12".parse().unwrap())
+    );
+    let web = &s.services[0];
+    assert_eq!(
+        (web.kind, web.session_affinity),
+        (ServiceType::NodePort, SessionAffinity::ClientIP)
+    );
+    assert_eq!(web.affinity_timeout, 10800, "Kubernetes' default");
+    assert_eq!(web.ports[0].protocol, Protocol::TCP);
+    assert_eq!(web.ports[0].backend_port(&web.endpoint_ports), Some(8080));
+    assert_eq!(web.ports[1].backend_port(&web.endpoint_ports), Some(5353));
+    assert!(web.endpoints[0].takes_new() && web.endpoints[0].serving());
+    assert!(!web.endpoints[1].takes_new() && web.endpoints[1].serving());
+    assert_eq!(ClusterSpec::parse(&s.to_toml()).unwrap(), s);
+}
+
+#[test]
+fn bad_service_records_name_their_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        // A VIP inside the pod CIDR.
+        ("10.96.0.10", "10.244.1.99", "services[0].cluster_ip"),
+        // An unknown protocol.
+        ("protocol = \"UDP\"", "protocol = \"SCTP\"", "SCTP"),
+        // Port 0.
+        ("port = 53", "port = 0", "services[0].ports[1].port"),
+        // A backend outside the cluster.
+        (
+            "address = \"10.244.1.5\"",
+            "address = \"192.0.2.7\"",
+            "services[0].endpoints[0].address",
+        ),
+        // A backend on a node that does not own it.
+        (
+            "node = \"b\"",
+            "node = \"a\"",
+            "services[0].endpoints[1].node",
+        ),
+        (
+            "node_port = 30080",
+            "node_port = 80",
+            "services[0].ports[0].node_port",
+        ),
+        ("name = \"web\"", "name = \"Web_1\"", "services[0].name"),
+        (
+            "target_port = \"web\"",
+            "target_port = 0",
+            "services[0].ports[0].target_port",
+        ),
+        (
+            "name = \"dns\"",
+            "name = \"http\"",
+            "services[0].ports[1].name",
+        ),
+        (
+            "type = \"NodePort\"",
+            "type = \"LoadBalancer\"",
+            "LoadBalancer",
+        ),
+    ];
+    for (from, to, field) in cases {
+        let e = err(&with_web(|w| w.replacen(from, to, 1)));
+        assert!(e.contains(field), "{from} -> {to}: {e}");
+    }
+    // A second service on the same front end, or the same node port.
+    let twice = with_web(|w| format!("{w}{}", w.replace("\"web\"\ntype", "\"web2\"\ntype")));
+    assert!(
+        err(&twice).contains("services[1].cluster_ip"),
+        "{}",
+        err(&twice)
+    );
+    let e = err(&format!("service_cidr = \"10.244.0.0/20\"\n{TWO}"));
+    assert!(
+        e.contains("service_cidr") && e.contains("overlaps cluster_cidr"),
+        "{e}"
+    );
+    let e = err(&format!("node_ports = \"61000-62000\"\n{TWO}"));
+    assert!(
+        e.contains("node_ports") && e.contains("masquerade_ports"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_cluster_cidr_over_the_default_service_range_has_none_until_one_is_set() {
+    let text = TWO
+        .replace("10.244.0.0/16", "10.0.0.0/8")
+        .replace("10.244.", "10.1.");
+    let s = ClusterSpec::parse(&text).unwrap();
+    assert_eq!(s.settings.service_range(), None);
+    let web = WEB.replace("10.244.", "10.1.");
+    let e = err(&format!("{text}{web}"));
+    assert!(e.contains("set service_cidr"), "{e}");
+    let fixed = format!(
+        "{}{web}",
+        text.replace(
+            "cluster_cidr",
+            "service_cidr = \"172.30.0.0/16\"\ncluster_cidr"
+        )
+    )
+    .replace("10.96.0.10", "172.30.0.10");
+    assert_eq!(ClusterSpec::parse(&fixed).unwrap().services.len(), 1);
+}

@@ -16,6 +16,7 @@ mod membership;
 mod outside;
 mod prefix;
 mod report;
+mod services;
 
 pub use baselines::VethPair;
 pub use containers::{busybox_image, BusyboxImage, Container, Containerd, HostCniInstall, Podman};
@@ -23,6 +24,7 @@ pub use invariants::Invariant;
 pub use membership::PROPAGATION_WITHIN;
 pub use outside::{Outside, OUTSIDE_IP, OUTSIDE_ROUTER};
 pub use report::print_report;
+pub use services::{ServiceDemo, DEMO_NODE_PORT, DEMO_VIP};
 use std::{
     collections::BTreeSet,
     net::Ipv4Addr,
