@@ -17,6 +17,7 @@ use netpath_tests::{
     assert_model,
     check::{self, Proto},
     lab::{in_runtime, Lab, LabConfig, LabStore, PROPAGATION_WITHIN},
+    service::{ask_tcp, tcp_refused, Backend},
     state, status, wait_for,
 };
 
@@ -643,4 +644,52 @@ fn a_restarted_agent_whose_reservation_was_deleted_keeps_its_pods_subnet() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_model(&lab, &[Proto::Tcp]);
+}
+
+#[test]
+fn services_from_etcd_reach_their_backends_and_a_bad_record_is_left_out_alone() {
+    let (lab, _cfg) = etcd_lab(2, 1, |_| {});
+    let backend = &lab.nodes[1].pods[0];
+    let _server = Backend::serve(backend.ns.path(), backend.ip, 8080).unwrap();
+    let etcd = lab.etcd.as_ref().unwrap();
+    let web = format!(
+        r#"{{"namespace":"default","name":"web","cluster_ip":"10.96.0.10","ports":[{{"port":80,"target_port":8080}}]}}"#
+    );
+    let slice = format!(r#"{{"endpoints":[{{"address":"{}"}}]}}"#, backend.ip);
+    // A VIP inside the pod CIDR: refused with its field, the rest applied.
+    let bad =
+        r#"{"namespace":"default","name":"bad","cluster_ip":"10.244.1.99","ports":[{"port":80}]}"#;
+    etcd.etcdctl(&["put", "/netpath/services/default/web", &web])
+        .unwrap();
+    etcd.etcdctl(&["put", "/netpath/endpoints/default/web", &slice])
+        .unwrap();
+    etcd.etcdctl(&["put", "/netpath/services/default/bad", bad])
+        .unwrap();
+    let client = &lab.nodes[0].pods[0];
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let took = wait_for("the service from etcd", PROPAGATION_WITHIN, || {
+        ask_tcp(client.ns.path(), vip, 80).is_ok()
+    });
+    eprintln!("service reachable {took:?} after the put");
+    let a = ask_tcp(client.ns.path(), vip, 80).unwrap();
+    assert_eq!((a.backend, a.client), (backend.ip, client.ip));
+    let table = lab.nodes[0].pinned().unwrap().service_table();
+    assert_eq!(table.services.len(), 1, "only web's front end: {table:?}");
+    wait_for("the refusal in the log", PROPAGATION_WITHIN, || {
+        lab.agent_log(0).contains("service default/bad")
+    });
+    assert!(lab.agent_log(0).contains("cluster_ip = \"10.244.1.99\""));
+    // Endpoints gone: refused at once; the service gone: nothing left in the maps.
+    etcd.etcdctl(&["del", "/netpath/endpoints/default/web"])
+        .unwrap();
+    wait_for("refusal without endpoints", PROPAGATION_WITHIN, || {
+        tcp_refused(client.ns.path(), vip, 80).is_ok()
+    });
+    etcd.etcdctl(&["del", "/netpath/services/default/web"])
+        .unwrap();
+    wait_for("the front end removed", PROPAGATION_WITHIN, || {
+        lab.nodes[0]
+            .pinned()
+            .is_ok_and(|p| p.service_table().services.is_empty())
+    });
 }

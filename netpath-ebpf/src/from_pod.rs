@@ -41,14 +41,14 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
         return (TC_ACT_SHOT, Reason::DropTruncated);
     };
     match u16::from_be(eth.ether_type) {
-        ETH_P_IP => ipv4(ctx, eth),
+        ETH_P_IP => ipv4(ctx),
         ETH_P_ARP => arp(ctx, eth),
         _ => (TC_ACT_OK, Reason::NonIpv4),
     }
 }
 
 #[inline(always)]
-fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
+fn ipv4(ctx: &TcContext) -> (i32, Reason) {
     let Some(ip) = header_mut::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         return (TC_ACT_SHOT, Reason::DropTruncated);
     };
@@ -62,23 +62,24 @@ fn ipv4(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
         _ => return (TC_ACT_SHOT, Reason::DropSpoofed),
     }
     let settings = SETTINGS.get(0);
-    let Some(s) = settings.filter(|s| s.services != 0) else {
-        return route(ctx, eth, ip, settings, false);
-    };
-    let Some(h) = nat::Ip::of(ip) else {
-        return (TC_ACT_SHOT, Reason::DropBadHeader);
-    };
-    match service::from_pod(ctx, h, s, ingress_ifindex(ctx)) {
-        Step::Untouched => route(ctx, eth, ip, settings, false),
-        Step::Done(verdict) => verdict,
-        Step::Translated { reply } => {
-            // The rewrite invalidated every packet pointer: look the headers up again.
-            let Ok((eth, ip)) = eth_ipv4(ctx) else {
-                return (TC_ACT_SHOT, Reason::DropTruncated);
-            };
-            route(ctx, eth, ip, settings, reply)
+    let mut reply = false;
+    if let Some(s) = settings.filter(|s| s.services != 0) {
+        let Some(h) = nat::Ip::of(ip) else {
+            return (TC_ACT_SHOT, Reason::DropBadHeader);
+        };
+        match service::from_pod(ctx, h, s, ingress_ifindex(ctx)) {
+            Step::Untouched => {}
+            Step::Done(verdict) => return verdict,
+            Step::Translated { reply: r } => reply = r,
         }
     }
+    // One way on from here for every packet, translated or not (the verifier walks
+    // it once): a rewrite invalidated every packet pointer, so look the headers up
+    // again.
+    let Ok((eth, ip)) = eth_ipv4(ctx) else {
+        return (TC_ACT_SHOT, Reason::DropTruncated);
+    };
+    route(ctx, eth, ip, settings, reply)
 }
 
 /// Where the pod's packet goes by its destination: a local pod, another node's pod,

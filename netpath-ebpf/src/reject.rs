@@ -76,16 +76,16 @@ fn ip_header(p: &L4, proto: u8, total: u16, tos: u8) -> [u8; 20] {
 /// sequence number if it had one, else an ACK of everything the segment occupied.
 #[inline(always)]
 fn reset(ctx: &TcContext, p: &L4) -> Result<(), i64> {
-    if p.ip.len != 20 {
+    if p.ip_len != 20 {
         return Err(0);
     }
-    let seg: [u8; 20] = ctx.load(p.at)?;
+    let seg: [u8; 20] = ctx.load(p.at as usize)?;
     let doff = (seg[12] >> 4) as usize * 4;
     let flags = seg[13];
     let (seq, ack, out_flags) = if flags & TCP_ACK != 0 {
         ([seg[8], seg[9], seg[10], seg[11]], [0; 4], TCP_RST)
     } else {
-        let payload = p.ip.total.saturating_sub(p.ip.len + doff) as u32;
+        let payload = (p.total as usize).saturating_sub(p.ip_len as usize + doff) as u32;
         let used = payload + (flags & TCP_SYN != 0) as u32 + (flags & TCP_FIN != 0) as u32;
         let next = u32::from_be_bytes([seg[4], seg[5], seg[6], seg[7]]).wrapping_add(used);
         ([0; 4], next.to_be_bytes(), TCP_RST | TCP_ACK)
@@ -124,7 +124,7 @@ fn l4_checksum(ip: &[u8; 20], tcp: &[u8; 20]) -> u16 {
 /// ICMP port unreachable quoting the datagram's header and first 8 bytes.
 #[inline(always)]
 fn unreachable(ctx: &TcContext, p: &L4) -> Result<(), i64> {
-    if p.ip.len != 20 {
+    if p.ip_len != 20 {
         return Err(0);
     }
     let quote: [u8; QUOTE] = ctx.load(IP)?;

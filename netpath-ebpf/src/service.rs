@@ -50,13 +50,16 @@ pub enum Step {
     Done((i32, Reason)),
 }
 
-/// A TCP or UDP packet's tuple and where its ports and checksum are.
+/// A TCP or UDP packet's tuple and where its ports and checksum are. Small on
+/// purpose: it lives on the stack of programs 5.10 allows 512 bytes.
 pub struct L4 {
-    pub ip: Ip,
     pub tuple: Tuple,
     /// Offset of the L4 header.
-    pub at: usize,
-    pub csum: usize,
+    pub at: u16,
+    pub csum: u16,
+    /// The IP header's and the whole packet's length in bytes.
+    pub ip_len: u8,
+    pub total: u16,
     pub tcp_flags: u8,
 }
 
@@ -73,6 +76,7 @@ impl L4 {
         } else {
             (at + 6, 0)
         };
+        let (at, csum) = (at as u16, csum as u16);
         Some(Self {
             tuple: Tuple {
                 src: ip.src,
@@ -82,9 +86,10 @@ impl L4 {
                 proto: ip.proto,
                 _pad: [0; 3],
             },
-            ip,
             at,
             csum,
+            ip_len: ip.len as u8,
+            total: ip.total as u16,
             tcp_flags,
         })
     }
@@ -95,10 +100,10 @@ impl L4 {
             ip_at: IP_SRC,
             old_ip: self.tuple.src,
             new_ip: addr,
-            port_at: self.at,
+            port_at: self.at as usize,
             old_port: self.tuple.src_port,
             new_port: port,
-            csum: self.csum,
+            csum: self.csum as usize,
             proto: self.tuple.proto,
         }
     }
@@ -109,10 +114,10 @@ impl L4 {
             ip_at: IP_DST,
             old_ip: self.tuple.dst,
             new_ip: addr,
-            port_at: self.at + 2,
+            port_at: self.at as usize + 2,
             old_port: self.tuple.dst_port,
             new_port: port,
-            csum: self.csum,
+            csum: self.csum as usize,
             proto: self.tuple.proto,
         }
     }
@@ -146,7 +151,7 @@ pub fn from_pod(ctx: &TcContext, ip: Ip, s: &Settings, ifindex: u32) -> Step {
     if !to_range {
         return Step::Untouched;
     }
-    forward(ctx, &p, s, ifindex, false)
+    forward::<false>(ctx, &p, s, ifindex)
 }
 
 /// A packet arriving from the underlay for this node's own address: a remote
@@ -164,7 +169,7 @@ pub fn at_node(ctx: &TcContext, ip: Ip, s: &Settings, ifindex: u32) -> Step {
     if port < s.node_port_min || port > s.node_port_max {
         return Step::Untouched;
     }
-    forward(ctx, &p, s, ifindex, true)
+    forward::<true>(ctx, &p, s, ifindex)
 }
 
 /// A packet for a local pod from another node or the tunnel: if a backend elsewhere
@@ -204,9 +209,11 @@ fn reply(ctx: &TcContext, p: &L4) -> Option<Step> {
     Some(Step::Translated { reply: true })
 }
 
-/// A client's packet to a front end: its flow's backend, or a new pick.
+/// A client's packet to a front end: its flow's backend, or a new pick. A node port
+/// (`NODE_PORT`) may translate the source too; pods' ClusterIP front ends never do,
+/// and their program carries none of that code.
 #[inline(always)]
-fn forward(ctx: &TcContext, p: &L4, s: &Settings, ifindex: u32, node_port: bool) -> Step {
+fn forward<const NODE_PORT: bool>(ctx: &TcContext, p: &L4, s: &Settings, ifindex: u32) -> Step {
     let t = &p.tuple;
     let key = ServiceKey {
         addr: t.dst,
@@ -216,7 +223,7 @@ fn forward(ctx: &TcContext, p: &L4, s: &Settings, ifindex: u32, node_port: bool)
     };
     // SAFETY: map values are plain data, copied out at once.
     let Some(svc) = (unsafe { SERVICES.get(key) }).copied() else {
-        if node_port {
+        if NODE_PORT {
             // No service on this port: the stack answers as for any closed port.
             return Step::Untouched;
         }
@@ -225,7 +232,7 @@ fn forward(ctx: &TcContext, p: &L4, s: &Settings, ifindex: u32, node_port: bool)
     let now = now();
     let (backend, source, source_port) = match kept(&key, p, now) {
         Some(f) => f,
-        None => match open(&key, &svc, p, s, now) {
+        None => match open::<NODE_PORT>(&key, &svc, p, s, now) {
             Ok(f) => f,
             Err(Reason::DropSvcNoBackend) => {
                 return Step::Done(reject::refuse(ctx, p, ifindex));
@@ -271,7 +278,7 @@ fn kept(key: &ServiceKey, p: &L4, now: u64) -> Option<(Backend, Ipv4, [u8; 2])> 
 /// backend will see, and both directions recorded (the flow first, so the
 /// collector never finds a reply side without its flow for long).
 #[inline(always)]
-fn open(
+fn open<const NODE_PORT: bool>(
     key: &ServiceKey,
     svc: &Service,
     p: &L4,
@@ -284,7 +291,8 @@ fn open(
         // A pod reaching itself through its service: it would drop a packet from its
         // own address, so the front end is the source it sees (and answers).
         (t.dst, t.src_port)
-    } else if svc.flags & SVC_SNAT_REMOTE != 0
+    } else if NODE_PORT
+        && svc.flags & SVC_SNAT_REMOTE != 0
         // SAFETY: map values are plain data; only presence is read.
         && unsafe { ENDPOINTS.get(backend.addr) }.is_none()
     {
@@ -318,7 +326,7 @@ fn open(
         proto: t.proto,
         _pad: [0; 3],
     };
-    if source == s.node_ip && source_port == [0, 0] {
+    if NODE_PORT && source == s.node_ip && source_port == [0, 0] {
         back.dst_port = snat_port(&back, &rev, s)?;
         let flow = ServiceFlow {
             source_port: back.dst_port,

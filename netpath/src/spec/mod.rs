@@ -11,8 +11,8 @@ use netpath_common::{RouteMode, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use serde::Serialize;
 
 pub use self::services::{
-    EndpointPort, EndpointRecord, Protocol, ServicePort, ServiceSpec, ServiceType, SessionAffinity,
-    TargetPort, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT,
+    validate_all as validate_services, EndpointPort, EndpointRecord, Protocol, ServicePort,
+    ServiceSpec, ServiceType, SessionAffinity, TargetPort, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT,
 };
 pub use self::settings::{
     Backend, BgpPeer, ClusterSettings, Decap, Overlay, PortRange, Redirect, Routing, VxlanDevice,

@@ -5,6 +5,9 @@
 //! <prefix>/config                  ClusterConfig (JSON), written once by `netpath cluster init`
 //! <prefix>/subnets/10.244.3.0-24   {"node": "node3"}            a reservation, no lease: kept across restarts
 //! <prefix>/nodes/node3             NodeRecord (JSON), on the node's lease: it is alive
+//! <prefix>/services/default/web     ServiceSpec (JSON): a Service, its endpoints optional
+//! <prefix>/endpoints/default/web    EndpointSlice (JSON): the service's endpoints, as a
+//!                                   controller keeps them (replaces the service's own)
 //! ```
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -15,7 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     net::{Ipv4Net, Mac},
-    spec::{ClusterSettings, ClusterSpec, SpecDraft, SpecError},
+    spec::{
+        validate_services, ClusterSettings, ClusterSpec, EndpointPort, EndpointRecord, ServiceSpec,
+        SpecDraft, SpecError,
+    },
 };
 
 pub const DEFAULT_PREFIX: &str = "/netpath";
@@ -61,6 +67,16 @@ pub struct NodeRecord {
     pub underlay: Ipv4Net,
     pub pod_cidr: Ipv4Net,
     pub vtep_mac: Mac,
+}
+
+/// A service's endpoints kept apart from the service, as Kubernetes keeps an
+/// EndpointSlice apart from its Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSlice {
+    pub endpoints: Vec<EndpointRecord>,
+    #[serde(default)]
+    pub ports: Vec<EndpointPort>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +126,25 @@ impl Keys {
     pub fn node(&self, name: &str) -> String {
         format!("{}{name}", self.nodes())
     }
+    pub fn services(&self) -> String {
+        format!("{}/services/", self.prefix)
+    }
+    pub fn service(&self, namespace: &str, name: &str) -> String {
+        format!("{}{namespace}/{name}", self.services())
+    }
+    pub fn endpoint_slices(&self) -> String {
+        format!("{}/endpoints/", self.prefix)
+    }
+    pub fn endpoint_slice(&self, namespace: &str, name: &str) -> String {
+        format!("{}{namespace}/{name}", self.endpoint_slices())
+    }
+}
+
+/// `<namespace>/<name>` of a service key's tail.
+fn service_name(tail: &str) -> Option<(String, String)> {
+    let (ns, name) = tail.split_once('/')?;
+    (!ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .then(|| (ns.to_string(), name.to_string()))
 }
 
 pub use crate::spec::valid_name as valid_node_name;
@@ -123,6 +158,9 @@ pub struct View {
     pub subnets: BTreeMap<Ipv4Net, String>,
     /// node → (the record key's create revision, record)
     pub nodes: BTreeMap<String, (i64, NodeRecord)>,
+    /// (namespace, name) → service, and its endpoints kept apart.
+    pub services: BTreeMap<(String, String), ServiceSpec>,
+    pub endpoint_slices: BTreeMap<(String, String), EndpointSlice>,
     /// Keys whose values were refused, and why (the latest per key).
     pub refused: BTreeMap<String, String>,
 }
@@ -177,9 +215,72 @@ impl View {
                     refuse(self, format!("node record is not valid JSON: {e}"));
                 }
             }
+        } else if let Some(tail) = key.strip_prefix(&keys.services()) {
+            let Some(id) = service_name(tail) else {
+                return refuse(self, "not <prefix>/services/<namespace>/<name>".into());
+            };
+            match value.map(serde_json::from_slice::<ServiceSpec>) {
+                None => {
+                    self.services.remove(&id);
+                }
+                Some(Ok(s)) if (s.namespace.as_str(), s.name.as_str()) == (&id.0, &id.1) => {
+                    self.services.insert(id, s);
+                }
+                Some(Ok(s)) => {
+                    self.services.remove(&id);
+                    refuse(
+                        self,
+                        format!(
+                            "service record names {}/{}, not its key's",
+                            s.namespace, s.name
+                        ),
+                    );
+                }
+                Some(Err(e)) => {
+                    self.services.remove(&id);
+                    refuse(self, format!("service record is not valid JSON: {e}"));
+                }
+            }
+        } else if let Some(tail) = key.strip_prefix(&keys.endpoint_slices()) {
+            let Some(id) = service_name(tail) else {
+                return refuse(self, "not <prefix>/endpoints/<namespace>/<name>".into());
+            };
+            match value.map(serde_json::from_slice::<EndpointSlice>) {
+                None => {
+                    self.endpoint_slices.remove(&id);
+                }
+                Some(Ok(e)) => {
+                    self.endpoint_slices.insert(id, e);
+                }
+                Some(Err(e)) => {
+                    self.endpoint_slices.remove(&id);
+                    refuse(self, format!("endpoint slice is not valid JSON: {e}"));
+                }
+            }
         } else {
             refuse(self, "unknown key under the prefix".into());
         }
+    }
+
+    /// The services with their endpoint slices folded in, each one checked against
+    /// `spec` alone and then against those admitted before it (by name): a bad
+    /// record is left out, named in the second value, and the rest kept.
+    fn services_for(&self, spec: &ClusterSpec) -> (Vec<ServiceSpec>, Vec<String>) {
+        let mut admitted: Vec<ServiceSpec> = Vec::new();
+        let mut left_out = Vec::new();
+        for (id, s) in &self.services {
+            let mut s = s.clone();
+            if let Some(slice) = self.endpoint_slices.get(id) {
+                s.endpoints = slice.endpoints.clone();
+                s.endpoint_ports = slice.ports.clone();
+            }
+            admitted.push(s);
+            if let Err(e) = validate_services(&admitted, &spec.settings, &spec.nodes) {
+                admitted.pop();
+                left_out.push(format!("service {}/{}: {e}", id.0, id.1));
+            }
+        }
+        (admitted, left_out)
     }
 
     /// Whether a change of `key` (already applied) can change the spec: a new
@@ -246,8 +347,15 @@ impl View {
         candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let candidates: Vec<(&str, &NodeRecord)> =
             candidates.into_iter().map(|(_, n, r)| (n, r)).collect();
+        let with_services = |spec: ClusterSpec, mut left_out: Vec<String>| {
+            let (services, refused) = self.services_for(&spec);
+            left_out.extend(refused);
+            let mut d = spec.to_draft();
+            d.services = services;
+            d.validate().map(|s| (s, left_out))
+        };
         if let Ok(spec) = draft(&candidates).validate() {
-            return Ok((spec, left_out));
+            return with_services(spec, left_out);
         }
         // Some record clashes: admit nodes one by one, oldest record first, so the
         // node that held an address first keeps it.
@@ -259,7 +367,7 @@ impl View {
                 left_out.push(format!("node {}: {e}", c.0));
             }
         }
-        Ok((draft(&admitted).validate()?, left_out))
+        with_services(draft(&admitted).validate()?, left_out)
     }
 }
 
@@ -357,6 +465,62 @@ mod tests {
         assert_eq!(parse_subnet_key(&subnet_key(&n)), Some(n));
         assert_eq!(parse_subnet_key("10.244.3.1-24"), None);
         assert_eq!(parse_subnet_key("junk"), None);
+    }
+
+    #[test]
+    fn services_come_with_their_endpoint_slices_and_a_bad_one_is_left_out_alone() {
+        let k = keys();
+        let mut v = View::default();
+        v.apply(&k, &k.config(), Some(&config()), REV);
+        v.apply(
+            &k,
+            &k.subnet(&net("10.244.1.0/24")),
+            Some(br#"{"node":"a"}"#),
+            REV,
+        );
+        v.apply(
+            &k,
+            &k.node("a"),
+            Some(&record("192.168.56.11/24", "10.244.1.0/24")),
+            REV,
+        );
+        let web = br#"{"namespace":"default","name":"web","cluster_ip":"10.96.0.10",
+            "ports":[{"port":80,"target_port":8080}],
+            "endpoints":[{"address":"10.244.1.9"}]}"#;
+        v.apply(&k, &k.service("default", "web"), Some(web), REV);
+        // A VIP inside the pod CIDR: refused, named, and the rest stays.
+        let bad = br#"{"namespace":"default","name":"bad","cluster_ip":"10.244.1.99",
+            "ports":[{"port":80}]}"#;
+        v.apply(&k, &k.service("default", "bad"), Some(bad), REV);
+        // A record under another service's key.
+        v.apply(&k, &k.service("default", "other"), Some(web), REV);
+        assert!(v.refused[&k.service("default", "other")].contains("not its key's"));
+        let slice = br#"{"endpoints":[{"address":"10.244.1.5"},{"address":"10.244.1.6","ready":false,"terminating":true}]}"#;
+        v.apply(&k, &k.endpoint_slice("default", "web"), Some(slice), REV);
+        v.apply(&k, &k.endpoint_slice("default", "web/x"), Some(slice), REV);
+        assert!(v
+            .refused
+            .contains_key(&k.endpoint_slice("default", "web/x")));
+        let (spec, left_out) = v.spec(None).unwrap();
+        assert_eq!(spec.services.len(), 1);
+        let addrs: Vec<String> = spec.services[0]
+            .endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        assert_eq!(
+            addrs,
+            ["10.244.1.5", "10.244.1.6"],
+            "the slice replaces the record's own"
+        );
+        assert_eq!(left_out.len(), 1, "{left_out:?}");
+        assert!(
+            left_out[0].contains("service default/bad")
+                && left_out[0].contains("cluster_ip = \"10.244.1.99\""),
+            "{left_out:?}"
+        );
+        v.apply(&k, &k.service("default", "web"), None, REV);
+        assert!(v.spec(None).unwrap().0.services.is_empty());
     }
 
     #[test]
