@@ -284,9 +284,17 @@ fn node_ports_serve_the_outside_with_cluster_and_local_policy() {
     assert_eq!(local.client, OUTSIDE_IP);
 
     apply(&lab, vec![node_port_service(&ips, TrafficPolicy::Local)]);
-    wait_for("the Local policy", APPLIED_WITHIN, || {
-        tcp_refused(outside, node1, NODE_PORT).is_ok()
-    });
+    for i in 0..3 {
+        wait_for("the Local policy", APPLIED_WITHIN, || {
+            lab.nodes[i].pinned().is_ok_and(|p| {
+                p.service_table()
+                    .services
+                    .iter()
+                    .filter(|(k, _)| k.port == NODE_PORT.to_be_bytes())
+                    .all(|(_, s)| s.flags & netpath_common::SVC_SNAT_REMOTE == 0)
+            })
+        });
+    }
     for _ in 0..10 {
         let a = ask_tcp(outside, node2, NODE_PORT).unwrap();
         assert_eq!(
@@ -387,4 +395,52 @@ fn a_nodes_own_processes_reach_a_cluster_ip_translated_at_the_socket() {
     // packets are, with the pod's own address as the client).
     let pod = &lab.nodes[0].pods[0];
     assert_eq!(ask_tcp(pod.ns.path(), VIP, 80).unwrap().client, pod.ip);
+}
+
+#[test]
+fn a_bad_service_record_is_refused_by_name_and_the_running_services_keep_working() {
+    let lab = lab(2, 1);
+    let backend = &lab.nodes[1].pods[0];
+    let _server = Backend::serve(backend.ns.path(), backend.ip, TARGET).unwrap();
+    let spec = apply(
+        &lab,
+        vec![cluster_ip("web", VIP, 80, TARGET, &[backend.ip])],
+    );
+    wait_front_ends(&lab, 0, 2);
+    let client = &lab.nodes[0].pods[0];
+    assert_eq!(
+        ask_tcp(client.ns.path(), VIP, 80).unwrap().backend,
+        backend.ip
+    );
+    // What a user might write: each is refused with its field, nothing changes.
+    let text = spec.to_toml();
+    for (from, to, field) in [
+        (
+            "cluster_ip = \"10.96.0.10\"",
+            "cluster_ip = \"10.244.1.99\"",
+            "services[0].cluster_ip",
+        ),
+        ("protocol = \"UDP\"", "protocol = \"SCTP\"", "SCTP"),
+        ("port = 80\n", "port = 0\n", "services[0].ports[0].port"),
+        (
+            &format!("address = \"{}\"", backend.ip),
+            "address = \"192.0.2.7\"",
+            "services[0].endpoints[0].address",
+        ),
+    ] {
+        let bad = text.replacen(from, to, 1);
+        assert_ne!(bad, text, "the edit {from:?} did not apply to:\n{text}");
+        lab.write_spec_text(&bad).unwrap();
+        wait_for("the refusal", APPLIED_WITHIN, || {
+            netpath_tests::state(&lab, 0)
+                .spec_error
+                .is_some_and(|e| e.contains(field))
+        });
+        let a = ask_tcp(client.ns.path(), VIP, 80).unwrap();
+        assert_eq!(a.backend, backend.ip, "the last good spec still serves");
+    }
+    lab.write_spec(&spec).unwrap();
+    wait_for("the good spec again", APPLIED_WITHIN, || {
+        netpath_tests::state(&lab, 0).spec_error.is_none()
+    });
 }

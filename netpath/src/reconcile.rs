@@ -76,10 +76,13 @@ pub fn apply_settings(pinned: &mut Pinned, want: Settings) -> Result<bool> {
     Ok(changed)
 }
 
-/// Applies `want` to the pinned maps: the settings first (what every other entry
-/// is read with), then the entries; returns whether the settings changed and how
-/// many entries did.
+/// Applies `want` to the pinned maps: the service maps, the settings (what every
+/// other entry is read with), then the entries; returns whether the settings
+/// changed and how many entries did.
 pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> {
+    // Services before the settings that count them: a program that sees a front end
+    // counted finds it (a removed one is refused meanwhile, as it will be).
+    let services = apply_services(pinned, &want.services)?;
     let settings = apply_settings(pinned, want.settings)?;
     let routes: BTreeMap<Ipv4Net, Route> = pinned
         .routes()?
@@ -116,8 +119,7 @@ pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> 
             pinned.remove_node(ip)?;
         }
     }
-    let s = apply_services(pinned, &want.services)?;
-    Ok((settings, n + s))
+    Ok((settings, n + services))
 }
 
 /// Applies the service maps so that a program never finds a front end pointing at a

@@ -71,6 +71,10 @@ enum Cmd {
         /// Only BGP route convergence: a node joining a mesh of 3 and of 50 speakers.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor"])]
         bgp: bool,
+        /// Only Services against kube-proxy's iptables mode (1 to 10 000 services) and
+        /// a ClusterIP's own cost.
+        #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp"])]
+        services: bool,
     },
     /// Bring up a lab cluster in network namespaces, check it, and hold it until Ctrl-C.
     Run {
@@ -149,6 +153,7 @@ fn run(cli: Cli) -> Result<bool> {
             etcd,
             monitor,
             bgp,
+            services,
         } => {
             // A stop ends the bench between two measurements, tearing down what is up.
             let signals = StopSignals::install()?;
@@ -166,6 +171,7 @@ fn run(cli: Cli) -> Result<bool> {
                 cni_only: cni,
                 etcd_only: etcd,
                 bgp_only: bgp,
+                services_only: services,
                 monitor_only: monitor,
                 stop,
             })

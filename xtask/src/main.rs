@@ -192,6 +192,8 @@ fn ensure_runtime_packages() -> Result<()> {
 const BENCH_PACKAGES: &[&str] = &[
     "bpftool",
     "nftables",
+    // kube-proxy's iptables mode, the Services baseline.
+    "iptables",
     "ethtool",
     "iperf3",
     "sockperf",

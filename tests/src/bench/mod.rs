@@ -7,6 +7,7 @@ mod memory;
 mod observe;
 mod report;
 mod scale;
+mod services;
 pub mod store;
 mod tools;
 
@@ -31,6 +32,8 @@ pub struct BenchArgs {
     pub monitor_only: bool,
     /// Only BGP route convergence (3 and 50 speakers).
     pub bgp_only: bool,
+    /// Only Services against kube-proxy, and a ClusterIP's own cost.
+    pub services_only: bool,
     /// Set when the user asked to stop: checked between measurements.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub out: PathBuf,
@@ -223,6 +226,8 @@ pub struct Run {
     pub cni: Vec<cni::CniLatency>,
     pub store_scale: Vec<store::StoreScale>,
     pub bgp_convergence: Vec<bgp::BgpConvergence>,
+    pub service_rates: Vec<services::ServiceRate>,
+    pub service_overhead: Vec<services::ServiceOverhead>,
 }
 
 /// One end of a measurement in a lab: a node itself or one of its pods.
@@ -480,9 +485,10 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         || args.cni_only
         || args.etcd_only
         || args.monitor_only
-        || args.bgp_only;
+        || args.bgp_only
+        || args.services_only;
     let paths = match (
-        args.cni_only || args.etcd_only || args.monitor_only || args.bgp_only,
+        args.cni_only || args.etcd_only || args.monitor_only || args.bgp_only || args.services_only,
         args.paths,
     ) {
         (true, _) => Vec::new(),
@@ -496,6 +502,13 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     // router, as Calico advises past ~50 nodes anyway.
     let bgp_sizes = [(3usize, false), (20, false), (3, true), (50, true)];
     let with_bgp = !focused || args.bgp_only;
+    let service_sizes: &[usize] = if args.quick {
+        &[1, 1000]
+    } else {
+        &[1, 100, 1000, 10_000]
+    };
+    let with_services = !focused || args.services_only;
+    let service_rounds = if args.quick { 1 } else { rounds };
     let cni_cycles = 200;
     let scale_rounds = match (focused, args.quick) {
         (true, _) => 0,
@@ -509,7 +522,12 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         + usize::from(!focused || args.cni_only)
         + usize::from(!focused || args.monitor_only)
         + if with_store { store_sizes.len() } else { 0 }
-        + if with_bgp { bgp_sizes.len() } else { 0 };
+        + if with_bgp { bgp_sizes.len() } else { 0 }
+        + if with_services {
+            service_rounds * (service_sizes.len() + 1)
+        } else {
+            0
+        };
     let started = Instant::now();
     let mut step = 0;
     let stop = args.stop.clone();
@@ -589,6 +607,22 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         ))?;
         bgp_convergence.push(bgp::measure(n, router)?);
     }
+    let mut service_rates = Vec::new();
+    let mut service_overhead = Vec::new();
+    for round in (0..service_rounds).filter(|_| with_services) {
+        for &n in service_sizes {
+            tick(&format!(
+                "round {}/{service_rounds}: {n} services, netpath vs kube-proxy (iptables)",
+                round + 1
+            ))?;
+            service_rates.push(services::measure(n, round, secs)?);
+        }
+        tick(&format!(
+            "round {}/{service_rounds}: through a ClusterIP vs the backend directly",
+            round + 1
+        ))?;
+        service_overhead.push(services::overhead(round, secs)?);
+    }
     let run = Run {
         date: report::today(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -607,6 +641,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         cni,
         store_scale,
         bgp_convergence,
+        service_rates,
+        service_overhead,
     };
     if args.monitor_only {
         // Its own report is written; report.md of an earlier run stays.

@@ -168,12 +168,17 @@ pub fn udp_small(e: &Ends, secs: u32) -> Result<(f64, f64)> {
 /// costs more than the datapath on these machines): (p50, p99) in microseconds of
 /// round trip.
 pub fn latency_us(e: &Ends, secs: u32, tcp: bool) -> Result<(f64, f64)> {
-    let ip = e.server_ip.to_string();
+    latency_us_to(e, e.server_ip, secs, tcp)
+}
+
+/// The ping-pong toward `dst` (a service's front end whose backend is the server).
+pub fn latency_us_to(e: &Ends, dst: Ipv4Addr, secs: u32, tcp: bool) -> Result<(f64, f64)> {
+    let (ip, dst) = (e.server_ip.to_string(), dst.to_string());
     let mut srv = s(&[
         "taskset", "-c", "0", "sockperf", "sr", "-i", &ip, "-p", "11111",
     ]);
     let mut cli = s(&[
-        "taskset", "-c", "0", "sockperf", "pp", "-i", &ip, "-p", "11111", "-m", "64", "-t",
+        "taskset", "-c", "0", "sockperf", "pp", "-i", &dst, "-p", "11111", "-m", "64", "-t",
     ]);
     cli.push(secs.to_string());
     if tcp {
@@ -197,14 +202,24 @@ pub fn latency_us(e: &Ends, secs: u32, tcp: bool) -> Result<(f64, f64)> {
 /// as fast as one client goes, both ends pinned to CPU 0 like the ping-pong. The server
 /// closes first, so the client's ports never wait in TIME_WAIT. Connections per second.
 pub fn crr_per_s(e: &Ends, secs: u32) -> Result<f64> {
-    let addr = SocketAddr::V4(SocketAddrV4::new(e.server_ip, 5203));
+    crr_per_s_to(e, SocketAddrV4::new(e.server_ip, CRR_PORT), secs)
+}
+
+/// The server's port of the connection-rate test.
+pub const CRR_PORT: u16 = 5203;
+
+/// The connection rate toward `dst` (a service's front end whose backend is the
+/// server, listening on `CRR_PORT`).
+pub fn crr_per_s_to(e: &Ends, dst: SocketAddrV4, secs: u32) -> Result<f64> {
+    let bind = SocketAddr::V4(SocketAddrV4::new(e.server_ip, CRR_PORT));
+    let addr = SocketAddr::V4(dst);
     let stop = AtomicBool::new(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         let server = s.spawn(|| {
             netns::run_in(e.server, || {
                 pin_to_cpu0()?;
-                let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+                let listener = TcpListener::bind(bind).with_context(|| format!("bind {bind}"))?;
                 let _ = ready_tx.send(());
                 for conn in listener.incoming() {
                     if stop.load(Ordering::Relaxed) {
@@ -336,4 +351,29 @@ pub fn perf_counts_cycles() -> bool {
             o.status.success() && !err.contains("not supported") && !err.contains("not counted")
         })
         .unwrap_or(false)
+}
+
+/// Median time of `n` TCP handshakes toward `dst` (the first packet's path: a SYN
+/// through whatever translates it, and its SYN-ACK back), in microseconds, against
+/// a server in `e.server` on `CRR_PORT`.
+pub fn connect_p50_us(e: &Ends, dst: SocketAddrV4, n: usize) -> Result<f64> {
+    let bind = SocketAddr::V4(SocketAddrV4::new(e.server_ip, CRR_PORT));
+    let listener = netns::run_in(e.server, || {
+        TcpListener::bind(bind).with_context(|| format!("bind {bind}"))
+    })?;
+    listener.set_nonblocking(true)?;
+    let mut times = Vec::with_capacity(n);
+    netns::run_in(e.client, || {
+        pin_to_cpu0()?;
+        for _ in 0..n {
+            let t = Instant::now();
+            let c = TcpStream::connect_timeout(&SocketAddr::V4(dst), Duration::from_secs(2))
+                .with_context(|| format!("connect {dst}"))?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+            drop(c);
+            while listener.accept().is_ok() {}
+        }
+        Ok(())
+    })?;
+    Ok(crate::bench::stats(times).0)
 }
