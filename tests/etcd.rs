@@ -652,14 +652,12 @@ fn services_from_etcd_reach_their_backends_and_a_bad_record_is_left_out_alone() 
     let backend = &lab.nodes[1].pods[0];
     let _server = Backend::serve(backend.ns.path(), backend.ip, 8080).unwrap();
     let etcd = lab.etcd.as_ref().unwrap();
-    let web = format!(
-        r#"{{"namespace":"default","name":"web","cluster_ip":"10.96.0.10","ports":[{{"port":80,"target_port":8080}}]}}"#
-    );
+    let web = r#"{"namespace":"default","name":"web","cluster_ip":"10.96.0.10","ports":[{"port":80,"target_port":8080}]}"#;
     let slice = format!(r#"{{"endpoints":[{{"address":"{}"}}]}}"#, backend.ip);
     // A VIP inside the pod CIDR: refused with its field, the rest applied.
     let bad =
         r#"{"namespace":"default","name":"bad","cluster_ip":"10.244.1.99","ports":[{"port":80}]}"#;
-    etcd.etcdctl(&["put", "/netpath/services/default/web", &web])
+    etcd.etcdctl(&["put", "/netpath/services/default/web", web])
         .unwrap();
     etcd.etcdctl(&["put", "/netpath/endpoints/default/web", &slice])
         .unwrap();

@@ -90,7 +90,7 @@ fn translate(ctx: &SockAddrContext) -> i32 {
     };
     // The service range never leaves untranslated: no service, no backend, no call.
     // SAFETY: map values are plain data, copied out at once.
-    let Some(svc) = (unsafe { SERVICES.get(&key) }).copied() else {
+    let Some(svc) = (unsafe { SERVICES.get(key) }).copied() else {
         return REFUSE;
     };
     // SAFETY: helper without arguments.
@@ -130,7 +130,7 @@ fn restore(ctx: &SockAddrContext) {
         },
     };
     // SAFETY: map values are plain data, copied out at once.
-    if let Some(front) = unsafe { SOCK_REV.get(&rk) }.copied() {
+    if let Some(front) = unsafe { SOCK_REV.get(rk) }.copied() {
         sa.user_ip4 = u32::from_ne_bytes(front.addr);
         sa.user_port = u16::from_ne_bytes(front.port) as u32;
     }

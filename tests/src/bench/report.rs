@@ -569,18 +569,6 @@ pub fn write(run: &Run, out: &Path) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn date_is_iso() {
-        let d = today();
-        assert_eq!(d.len(), 10);
-        assert!(d.starts_with("20"), "{d}");
-    }
-}
-
 /// Services against kube-proxy, per number of services: medians over rounds of
 /// each round's ratio (both measured in the same round, one after the other).
 fn write_services(md: &mut String, run: &Run) {
@@ -645,4 +633,16 @@ fn write_services(md: &mut String, run: &Run) {
         med(|s| s.crr_vip),
         med(|s| s.crr_direct),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_is_iso() {
+        let d = today();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"), "{d}");
+    }
 }
