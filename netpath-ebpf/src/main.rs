@@ -8,6 +8,7 @@ mod from_tunnel;
 mod from_underlay;
 mod host_socket;
 mod ipip;
+mod l4;
 mod maps;
 mod monitor;
 mod nat;

@@ -11,8 +11,8 @@ use netpath_common::{Reason, IPPROTO_ICMP, IPPROTO_TCP};
 
 use crate::{
     packet::{fold, ipv4_checksum},
+    l4::L4,
     rewrite::IP,
-    service::L4,
 };
 
 const TCP_FIN: u8 = 0x01;

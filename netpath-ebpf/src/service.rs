@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use netpath_common::{
     Affinity, AffinityKey, Backend, BackendKey, Endpoint, Ipv4, Reason, Service, ServiceFlow, ServiceKey,
-    ServiceReply, Settings, SlotKey, Tuple, BACKEND_READY, IPPROTO_TCP, IPPROTO_UDP, SVC_AFFINITY,
+    ServiceReply, Settings, SlotKey, Tuple, BACKEND_READY, SVC_AFFINITY,
     SVC_SNAT_REMOTE,
 };
 
@@ -29,8 +29,9 @@ use crate::{
     },
     nat::Ip,
     packet::{eth_ipv4, header_mut, in_prefix},
+    l4::L4,
     reject,
-    rewrite::{Rewrite, IP, IP_DST, IP_SRC},
+    rewrite::IP,
 };
 
 const TCP_FIN: u8 = 0x01;
@@ -48,79 +49,6 @@ pub enum Step {
     Translated { reply: bool },
     /// Decided here.
     Done((i32, Reason)),
-}
-
-/// A TCP or UDP packet's tuple and where its ports and checksum are. Small on
-/// purpose: it lives on the stack of programs 5.10 allows 512 bytes.
-pub struct L4 {
-    pub tuple: Tuple,
-    /// Offset of the L4 header.
-    pub at: u16,
-    pub csum: u16,
-    /// The IP header's and the whole packet's length in bytes.
-    pub ip_len: u8,
-    pub total: u16,
-    pub tcp_flags: u8,
-}
-
-impl L4 {
-    #[inline(always)]
-    pub fn of(ctx: &TcContext, ip: Ip) -> Option<Self> {
-        if ip.fragment() || (ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP) {
-            return None;
-        }
-        let at = IP + ip.len;
-        let p: [u8; 4] = ctx.load(at).ok()?;
-        let (csum, tcp_flags) = if ip.proto == IPPROTO_TCP {
-            (at + 16, ctx.load::<u8>(at + 13).ok()?)
-        } else {
-            (at + 6, 0)
-        };
-        let (at, csum) = (at as u16, csum as u16);
-        Some(Self {
-            tuple: Tuple {
-                src: ip.src,
-                dst: ip.dst,
-                src_port: [p[0], p[1]],
-                dst_port: [p[2], p[3]],
-                proto: ip.proto,
-                _pad: [0; 3],
-            },
-            at,
-            csum,
-            ip_len: ip.len as u8,
-            total: ip.total as u16,
-            tcp_flags,
-        })
-    }
-
-    #[inline(always)]
-    fn source(&self, addr: Ipv4, port: [u8; 2]) -> Rewrite {
-        Rewrite {
-            ip_at: IP_SRC,
-            old_ip: self.tuple.src,
-            new_ip: addr,
-            port_at: self.at as usize,
-            old_port: self.tuple.src_port,
-            new_port: port,
-            csum: self.csum as usize,
-            proto: self.tuple.proto,
-        }
-    }
-
-    #[inline(always)]
-    fn destination(&self, addr: Ipv4, port: [u8; 2]) -> Rewrite {
-        Rewrite {
-            ip_at: IP_DST,
-            old_ip: self.tuple.dst,
-            new_ip: addr,
-            port_at: self.at as usize + 2,
-            old_port: self.tuple.dst_port,
-            new_port: port,
-            csum: self.csum as usize,
-            proto: self.tuple.proto,
-        }
-    }
 }
 
 #[inline(always)]
