@@ -364,7 +364,7 @@ fn an_agent_killed_under_a_stream_through_a_service_resets_nothing_and_cleans_up
 
 #[test]
 fn a_nodes_own_processes_reach_a_cluster_ip_translated_at_the_socket() {
-    let lab = lab(3, 1);
+    let lab = lab(3, 2);
     let _servers = serve_all(lab.nodes.iter().map(|n| &n.pods[0]));
     let ips: Vec<Ipv4Addr> = lab.nodes.iter().map(|n| n.pods[0].ip).collect();
     apply(&lab, vec![cluster_ip("web", VIP, 80, TARGET, &ips)]);
@@ -393,7 +393,7 @@ fn a_nodes_own_processes_reach_a_cluster_ip_translated_at_the_socket() {
     }
     // Only each node's own namespace is translated: the pods' sockets are not (their
     // packets are, with the pod's own address as the client).
-    let pod = &lab.nodes[0].pods[0];
+    let pod = &lab.nodes[0].pods[1];
     assert_eq!(ask_tcp(pod.ns.path(), VIP, 80).unwrap().client, pod.ip);
 }
 

@@ -96,7 +96,7 @@ fn run() -> Result<ExitCode> {
             // runs that measure it pay for the second build.
             let focused = args
                 .iter()
-                .any(|a| ["--paths", "--cni", "--etcd", "--bgp"].contains(&a.as_str()));
+                .any(|a| ["--paths", "--cni", "--etcd", "--bgp", "--services"].contains(&a.as_str()));
             if !focused || args.iter().any(|a| a == "--monitor") {
                 cmd.env("NETPATH_BASELINE_BIN", build_baseline(&root)?);
             }
