@@ -7,7 +7,8 @@ use std::{net::Ipv4Addr, process::Command, time::Duration};
 use netpath::{
     endpoint,
     net::Ipv4Net,
-    netlink::{RouteSummary, PROTO_AGENT},
+    netlink::{RouteSpec, RouteSummary, PROTO_AGENT},
+    nexthop::id_of,
     spec::{Backend, ClusterSpec, Redirect},
     state::AgentState,
 };
@@ -32,6 +33,18 @@ fn owned_routes(lab: &Lab, node: usize) -> Vec<RouteSummary> {
         .unwrap()
         .into_iter()
         .filter(|r| r.protocol == PROTO_AGENT)
+        .collect()
+}
+
+/// The agent's nexthop objects' (id, gateway).
+fn owned_nexthops(lab: &Lab, node: usize) -> Vec<(u32, Option<Ipv4Addr>)> {
+    lab.nodes[node]
+        .ns
+        .run(|| Nl::new()?.nexthops())
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.protocol == PROTO_AGENT)
+        .map(|n| (n.id, n.gateway))
         .collect()
 }
 
@@ -85,7 +98,12 @@ fn spec_reload_adds_and_removes_a_node_within_a_second() {
         .into_iter()
         .find(|r| r.dst == extra)
         .unwrap();
-    assert_eq!(r.gateway, Some(Ipv4Addr::new(192, 168, 56, 19)));
+    let gw = Ipv4Addr::new(192, 168, 56, 19);
+    assert_eq!(r.gateway, Some(gw));
+    // Through the gateway's nexthop object (one hash bucket per object in the
+    // kernel, where inline gateways all share one and big tables crawl).
+    assert_eq!(r.nh_id, Some(id_of(gw)), "{r:?}");
+    assert!(owned_nexthops(&lab, 0).contains(&(id_of(gw), Some(gw))));
     lab.write_spec(&spec).unwrap();
     let took = wait_for(
         "node removed from maps and routes",
@@ -96,6 +114,15 @@ fn spec_reload_adds_and_removes_a_node_within_a_second() {
         },
     );
     eprintln!("node removed after {took:?}");
+    let nexthops = owned_nexthops(&lab, 0);
+    assert!(
+        !nexthops.iter().any(|n| n.0 == id_of(gw)),
+        "the departed node's nexthop object goes with its route: {nexthops:?}"
+    );
+    assert!(
+        owned_routes(&lab, 0).iter().all(|r| r.nh_id.is_some()),
+        "every route names its object"
+    );
     assert!(
         map_routes(&lab, 0).contains(&net("10.244.2.0/24")),
         "node2 stays"
@@ -213,6 +240,40 @@ fn a_killed_agents_stale_routes_are_removed_by_its_successor() {
     );
     assert!(routes.iter().any(|r| r.dst == spec.nodes[1].pod_cidr));
     tcp_ok(&lab, (0, 0), (1, 0));
+}
+
+#[test]
+fn routes_an_older_agent_put_inline_are_moved_onto_nexthop_objects() {
+    let spec = generated_spec(3, Backend::Auto).unwrap();
+    let (mut lab, cfg) = lab_of(spec.clone(), 1, false);
+    lab.kill_agent(0);
+    // As the agent before nexthop objects left them: same route, gateway inline.
+    let before = owned_routes(&lab, 0);
+    lab.nodes[0]
+        .ns
+        .run(|| {
+            let nl = Nl::new()?;
+            for r in &before {
+                nl.replace_route_inline(&RouteSpec {
+                    dst: r.dst,
+                    oif: r.oif.unwrap(),
+                    gateway: r.gateway,
+                    mtu: r.mtu,
+                    protocol: PROTO_AGENT,
+                })?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(owned_routes(&lab, 0).iter().all(|r| r.nh_id.is_none()));
+    lab.start_agent(0, &cfg).unwrap();
+    let after = owned_routes(&lab, 0);
+    assert_eq!(after.len(), before.len(), "{after:?}");
+    for r in &after {
+        assert_eq!(r.nh_id, r.gateway.map(id_of), "{r:?}");
+    }
+    tcp_ok(&lab, (0, 0), (1, 0));
+    tcp_ok(&lab, (0, 0), (2, 0));
 }
 
 /// The programs on a pod's veth ingress: TCX links (what an earlier version made)

@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod net;
 pub mod netlink;
 pub mod netns;
+pub mod nexthop;
 pub mod plan;
 pub mod pod;
 pub mod reconcile;

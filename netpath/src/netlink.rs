@@ -6,6 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
     os::fd::RawFd,
     path::Path,
+    sync::{Arc, Mutex},
 };
 
 use futures::TryStreamExt;
@@ -15,9 +16,13 @@ use netlink_packet_route::{
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope},
     AddressFamily,
 };
+use netlink_packet_utils::nla::{DefaultNla, Nla};
 use rtnetlink::Handle;
 
-use crate::net::{Ipv4Net, Mac};
+use crate::{
+    net::{Ipv4Net, Mac},
+    nexthop::{self, Nexthop, NexthopError, NexthopSocket},
+};
 
 /// Route protocol of the routes the agent owns toward other nodes' pods: on start it
 /// removes any such route that is no longer desired, also those a killed agent left.
@@ -40,6 +45,8 @@ pub enum NetlinkError {
     NoLink(String),
     #[error("link {0} has no MAC address")]
     NoMac(String),
+    #[error(transparent)]
+    Nexthop(#[from] NexthopError),
 }
 
 type Result<T, E = NetlinkError> = std::result::Result<T, E>;
@@ -55,6 +62,7 @@ fn call(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkErro
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    nexthops: Arc<Mutex<NexthopSocket>>,
 }
 
 /// What callers need to know about a link.
@@ -75,7 +83,12 @@ pub struct RouteSummary {
     pub oif: Option<u32>,
     pub protocol: u8,
     pub mtu: Option<u32>,
+    /// The nexthop object it goes through, if it names one.
+    pub nh_id: Option<u32>,
 }
+
+/// Route attribute RTA_NH_ID (not typed by netlink-packet-route 0.19).
+const RTA_NH_ID: u16 = 30;
 
 /// A route to install: `dst via gateway dev oif [mtu]` (link scope without gateway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +105,9 @@ impl Netlink {
     pub fn new() -> Result<Self> {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(|e| NetlinkError::Open(String::new(), e))?;
+        let nexthops = Arc::new(Mutex::new(NexthopSocket::open()?));
         tokio::spawn(conn);
-        Ok(Self { handle })
+        Ok(Self { handle, nexthops })
     }
 
     /// A socket inside the namespace at `ns` (opened on a helper thread that enters
@@ -104,15 +118,19 @@ impl Netlink {
             s.spawn(|| {
                 crate::netns::enter(ns).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
                 let _guard = rt.enter();
-                rtnetlink::new_connection()
+                let nexthops = NexthopSocket::open().map_err(std::io::Error::other)?;
+                Ok((rtnetlink::new_connection()?, nexthops))
             })
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
         });
-        let (conn, handle, _) =
+        let ((conn, handle, _), nexthops) =
             opened.map_err(|e| NetlinkError::Open(format!(" in {}", ns.display()), e))?;
         tokio::spawn(conn);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            nexthops: Arc::new(Mutex::new(nexthops)),
+        })
     }
 
     /// The raw handle, for requests this module does not wrap.
@@ -314,6 +332,54 @@ impl Netlink {
         )))
     }
 
+    /// Adds or replaces a main-table IPv4 route through the nexthop object of its
+    /// gateway (which must exist: `replace_nexthop`); see `nexthop` for why.
+    pub async fn replace_route_via_nexthop(&self, r: &RouteSpec) -> Result<()> {
+        let Some(gw) = r.gateway else {
+            return self.replace_route(r).await;
+        };
+        let mut req = self
+            .handle
+            .route()
+            .add()
+            .v4()
+            .replace()
+            .destination_prefix(r.dst.addr, r.dst.prefix)
+            .protocol(RouteProtocol::from(r.protocol));
+        let attrs = &mut req.message_mut().attributes;
+        attrs.push(RouteAttribute::Other(DefaultNla::new(
+            RTA_NH_ID,
+            nexthop::id_of(gw).to_ne_bytes().to_vec(),
+        )));
+        if let Some(mtu) = r.mtu {
+            attrs.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        }
+        req.execute().await.map_err(call(format!(
+            "add route {} via nexthop {} ({gw})",
+            r.dst,
+            nexthop::id_of(gw)
+        )))
+    }
+
+    /// Every IPv4 nexthop object with one gateway or device.
+    pub fn nexthops(&self) -> Result<Vec<Nexthop>> {
+        Ok(self.nexthop_socket().dump()?)
+    }
+
+    pub fn replace_nexthop(&self, nh: &Nexthop) -> Result<()> {
+        Ok(self.nexthop_socket().replace(nh)?)
+    }
+
+    /// Deletes nexthop object `id` and the routes through it; gone already is fine.
+    pub fn delete_nexthop(&self, id: u32) -> Result<()> {
+        Ok(self.nexthop_socket().delete(id)?)
+    }
+
+    fn nexthop_socket(&self) -> std::sync::MutexGuard<'_, NexthopSocket> {
+        // A panic while holding it leaves the socket as usable as before.
+        self.nexthops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// IPv4 routes of the main table, summarized as the dump streams in (a node with
     /// 100 000 routes never holds 100 000 raw messages).
     pub async fn routes(&self) -> Result<Vec<RouteSummary>> {
@@ -409,12 +475,20 @@ fn route_summary(m: &RouteMessage) -> RouteSummary {
         oif: None,
         protocol: m.header.protocol.into(),
         mtu: None,
+        nh_id: None,
     };
     for a in &m.attributes {
         match a {
             RouteAttribute::Destination(RouteAddress::Inet(d)) => r.dst.addr = *d,
             RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(*g),
             RouteAttribute::Oif(i) => r.oif = Some(*i),
+            RouteAttribute::Other(nla) if nla.kind() == RTA_NH_ID => {
+                let mut v = [0u8; 4];
+                if nla.value_len() == 4 {
+                    nla.emit_value(&mut v);
+                    r.nh_id = Some(u32::from_ne_bytes(v));
+                }
+            }
             RouteAttribute::Metrics(ms) => {
                 for metric in ms {
                     if let RouteMetric::Mtu(v) = metric {
@@ -424,6 +498,11 @@ fn route_summary(m: &RouteMessage) -> RouteSummary {
             }
             _ => {}
         }
+    }
+    // With net.ipv4.nexthop_compat_mode=0 the dump names only the object; the
+    // agent's objects are named for their gateway.
+    if r.protocol == PROTO_AGENT && r.gateway.is_none() {
+        r.gateway = r.nh_id.map(Ipv4Addr::from);
     }
     r
 }

@@ -5,12 +5,14 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::Result;
+use futures::StreamExt;
 use netpath_common::{Peer, Route, Settings};
 
 use crate::{
     datapath::Pinned,
     net::Ipv4Net,
     netlink::{Netlink, RouteSpec, RouteSummary, PROTO_AGENT},
+    nexthop::{self, Nexthop},
     plan::{Desired, ServiceTable},
 };
 
@@ -160,17 +162,99 @@ pub fn apply_services(pinned: &mut Pinned, want: &ServiceTable) -> Result<usize>
     Ok(n)
 }
 
+/// How many route requests are in flight at once: the kernel answers each in
+/// microseconds, so the round trips, not the kernel, bound a large table.
+const ROUTES_IN_FLIGHT: usize = 64;
+/// How often a long route pass says how far it got.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The nexthop objects `want`'s kernel routes go through: one per gateway.
+fn wanted_nexthops(want: &Desired) -> BTreeMap<u32, Nexthop> {
+    want.kernel_routes
+        .values()
+        .filter_map(|r| {
+            let gw = r.gateway?;
+            let nh = Nexthop {
+                id: nexthop::id_of(gw),
+                gateway: Some(gw),
+                oif: r.oif,
+                protocol: PROTO_AGENT,
+            };
+            Some((nh.id, nh))
+        })
+        .collect()
+}
+
 /// Applies `want`'s kernel routes to the main table as it was dumped (`table`):
-/// replaces what differs, deletes owned routes that are no longer desired.
+/// nexthop objects first (see `nexthop` for why routes name them), then the routes
+/// that differ, then the deletions of owned routes and objects no longer desired.
 pub async fn apply_routes(nl: &Netlink, table: &[RouteSummary], want: &Desired) -> Result<usize> {
-    let changes = diff(&owned_routes(table), &want.kernel_routes);
-    for c in &changes {
-        match c {
-            Change::Put(_, r) => nl.replace_route(r).await?,
-            Change::Remove(dst) => nl.delete_route(*dst, Some(PROTO_AGENT)).await?,
+    let current = owned_routes(table);
+    let mut changes = diff(&current, &want.kernel_routes);
+    // Routes an older agent put with their gateway inline: the same route, but each
+    // one a link in the chain every later insert walks.
+    changes.extend(
+        table
+            .iter()
+            .filter(|r| r.protocol == PROTO_AGENT && r.gateway.is_some() && r.nh_id.is_none())
+            .filter_map(|r| want.kernel_routes.get(&r.dst))
+            .filter(|w| current.get(&w.dst) == Some(*w))
+            .map(|w| Change::Put(w.dst, *w)),
+    );
+    let all = nl.nexthops()?;
+    let have: BTreeMap<u32, Nexthop> = all
+        .iter()
+        .filter(|n| n.protocol == PROTO_AGENT)
+        .map(|n| (n.id, *n))
+        .collect();
+    let nh_changes = diff(&have, &wanted_nexthops(want));
+    for c in &nh_changes {
+        if let Change::Put(id, nh) = c {
+            if let Some(other) = all
+                .iter()
+                .find(|n| n.id == *id && n.protocol != PROTO_AGENT)
+            {
+                anyhow::bail!(
+                    "nexthop id {id} (netpath's id for gateway {:?}) is taken by protocol {}: \
+                     remove it (ip nexthop del id {id})",
+                    nh.gateway,
+                    other.protocol
+                );
+            }
+            nl.replace_nexthop(nh)?;
         }
     }
-    Ok(changes.len())
+    let total = changes.len();
+    let started = std::time::Instant::now();
+    let mut said = started;
+    let mut done = 0;
+    let mut results = futures::stream::iter(changes.into_iter().map(|c| async move {
+        match c {
+            Change::Put(_, r) => nl.replace_route_via_nexthop(&r).await,
+            Change::Remove(dst) => nl.delete_route(dst, Some(PROTO_AGENT)).await,
+        }
+    }))
+    .buffer_unordered(ROUTES_IN_FLIGHT);
+    while let Some(r) = results.next().await {
+        r?;
+        done += 1;
+        if said.elapsed() >= PROGRESS_EVERY {
+            said = std::time::Instant::now();
+            tracing::info!("kernel routes: {done} of {total} applied");
+        }
+    }
+    if said != started {
+        tracing::info!(
+            "kernel routes: {total} applied in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    for c in &nh_changes {
+        if let Change::Remove(id) = c {
+            nl.delete_nexthop(*id)?;
+        }
+    }
+    Ok(total + nh_changes.len())
 }
 
 /// Applies everything `want` holds; `table` is the route table `want` was planned

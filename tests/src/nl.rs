@@ -60,6 +60,15 @@ impl Nl {
         self.wait(self.nl.routes())
     }
 
+    pub fn nexthops(&self) -> Result<Vec<netpath::nexthop::Nexthop>> {
+        Ok(self.nl.nexthops()?)
+    }
+
+    /// A route as an agent before nexthop objects put it: gateway inline.
+    pub fn replace_route_inline(&self, r: &RouteSpec) -> Result<()> {
+        self.wait(self.nl.replace_route(r))
+    }
+
     pub fn add_veth(&self, name: &str, peer: &str) -> Result<()> {
         self.wait(self.nl.add_veth(name, peer))
     }

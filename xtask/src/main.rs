@@ -94,9 +94,9 @@ fn run() -> Result<ExitCode> {
             let mut cmd = Command::new(lab_binary(&bin));
             // The monitor's cost is measured against the programs without it; only
             // runs that measure it pay for the second build.
-            let focused = args
-                .iter()
-                .any(|a| ["--paths", "--cni", "--etcd", "--bgp", "--services"].contains(&a.as_str()));
+            let focused = args.iter().any(|a| {
+                ["--paths", "--cni", "--etcd", "--bgp", "--services"].contains(&a.as_str())
+            });
             if !focused || args.iter().any(|a| a == "--monitor") {
                 cmd.env("NETPATH_BASELINE_BIN", build_baseline(&root)?);
             }

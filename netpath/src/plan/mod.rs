@@ -233,6 +233,7 @@ mod tests {
 
     fn route(dst: &str, gw: Option<Ipv4Addr>, protocol: u8) -> RouteSummary {
         RouteSummary {
+            nh_id: None,
             dst: dst.parse().unwrap(),
             gateway: gw,
             oif: Some(2),

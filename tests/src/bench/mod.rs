@@ -8,6 +8,7 @@ mod observe;
 mod report;
 mod scale;
 mod services;
+mod services_report;
 pub mod store;
 mod tools;
 
@@ -210,7 +211,7 @@ pub struct ControlPlane {
     pub program_kernel_routes_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Run {
     pub date: String,
     pub kernel: String,

@@ -451,7 +451,7 @@ pub fn markdown(run: &Run) -> String {
             );
         }
     }
-    write_services(&mut md, run);
+    super::services_report::write_markdown(&mut md, run);
     if !run.bgp_convergence.is_empty() {
         let _ = writeln!(
             md,
@@ -504,6 +504,9 @@ pub fn markdown(run: &Run) -> String {
         md,
         "\n![throughput](throughput.svg)\n\n![latency](latency.svg)"
     );
+    if !run.service_rates.is_empty() {
+        let _ = writeln!(md, "\n![services](services.svg)");
+    }
     md
 }
 
@@ -566,73 +569,10 @@ pub fn write(run: &Run, out: &Path) -> Result<()> {
             s.tcp_p50_us
         }),
     )?;
+    if !run.service_rates.is_empty() {
+        w("services.svg", super::services_report::svg(run))?;
+    }
     Ok(())
-}
-
-/// Services against kube-proxy, per number of services: medians over rounds of
-/// each round's ratio (both measured in the same round, one after the other).
-fn write_services(md: &mut String, run: &Run) {
-    use std::fmt::Write as _;
-    if run.service_rates.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        md,
-        "\n## Services: netpath against kube-proxy (iptables mode)\n\nTwo nodes, a client pod on one \
-         and the backend pod on the other; N ClusterIP services, the measured one last in \
-         kube-proxy's KUBE-SERVICES chain (what a packet to it walks). kube-proxy: flannel-style \
-         nodes (host-gw, bridge) with the rules its iptables mode writes (KUBE-SERVICES -> \
-         KUBE-SVC -> KUBE-SEP, statistic random DNAT), restored with iptables-restore; netpath: \
-         the same services in its maps. Connection rate: connect, a 64-byte request and \
-         response, close; first packet: the median TCP handshake through the ClusterIP.\n\n\
-         | services | netpath conn/s | kube-proxy conn/s | ratio | netpath handshake us | kube-proxy handshake us | ratio |\n\
-         | --- | --- | --- | --- | --- | --- | --- |"
-    );
-    let mut sizes: Vec<usize> = run.service_rates.iter().map(|r| r.services).collect();
-    sizes.dedup();
-    sizes.sort();
-    sizes.dedup();
-    for n in sizes {
-        let rs: Vec<_> = run
-            .service_rates
-            .iter()
-            .filter(|r| r.services == n)
-            .collect();
-        let med = |f: fn(&super::services::ServiceRate) -> f64| {
-            super::stats(rs.iter().map(|r| f(r)).collect()).0
-        };
-        let crr_ratio = med(|r| r.netpath_crr / r.kube_proxy_crr);
-        let hs_ratio = med(|r| r.netpath_connect_us / r.kube_proxy_connect_us);
-        let _ = writeln!(
-            md,
-            "| {n} | {:.0} | {:.0} | {crr_ratio:.2}x | {:.1} | {:.1} | {hs_ratio:.2}x |",
-            med(|r| r.netpath_crr),
-            med(|r| r.kube_proxy_crr),
-            med(|r| r.netpath_connect_us),
-            med(|r| r.kube_proxy_connect_us),
-        );
-    }
-    if run.service_overhead.is_empty() {
-        return;
-    }
-    let o = &run.service_overhead;
-    let med =
-        |f: fn(&super::services::ServiceOverhead) -> f64| super::stats(o.iter().map(f).collect()).0;
-    let _ = writeln!(
-        md,
-        "\nThrough a ClusterIP against the same backend addressed directly (netpath, medians of \
-         per-round ratios): TCP 1 stream {:.2}x ({:.2} vs {:.2} Gbit/s), TCP ping-pong p50 \
-         {:.2}x the latency ({:.1} vs {:.1} us), connection rate {:.2}x ({:.0} vs {:.0}/s).",
-        med(|s| s.tcp1_vip_gbps / s.tcp1_direct_gbps),
-        med(|s| s.tcp1_vip_gbps),
-        med(|s| s.tcp1_direct_gbps),
-        med(|s| s.rr_vip_p50_us / s.rr_direct_p50_us),
-        med(|s| s.rr_vip_p50_us),
-        med(|s| s.rr_direct_p50_us),
-        med(|s| s.crr_vip / s.crr_direct),
-        med(|s| s.crr_vip),
-        med(|s| s.crr_direct),
-    );
 }
 
 #[cfg(test)]

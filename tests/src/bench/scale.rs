@@ -110,6 +110,7 @@ pub(super) fn control_plane(nodes: usize) -> Result<ControlPlane> {
             mtu: 1500,
         };
         let table = [RouteSummary {
+            nh_id: None,
             dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0),
             gateway: Some(gw),
             oif: Some(eth0),

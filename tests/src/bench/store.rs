@@ -122,6 +122,7 @@ async fn control_loop(local: NodeSpec, mut rx: mpsc::Receiver<Update>, seen: Arc
     };
     // Everything is reachable through a default route, as on a real node.
     let table = [RouteSummary {
+        nh_id: None,
         dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0),
         gateway: Some(Ipv4Addr::new(172, 16, 0, 1)),
         oif: Some(2),
