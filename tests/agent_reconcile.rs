@@ -243,6 +243,39 @@ fn a_killed_agents_stale_routes_are_removed_by_its_successor() {
 }
 
 #[test]
+fn a_peer_removed_behind_a_shared_gateway_loses_its_route_and_the_gateway_stays() {
+    let spec = generated_spec(3, Backend::Auto).unwrap();
+    let (lab, _) = lab_of(spec.clone(), 1, false);
+    // node8 sits behind the router like node3: both routes go through its object.
+    let extra = net("10.244.8.0/24");
+    let bigger = spec
+        .to_draft()
+        .node("node8", net("192.168.57.18/24"), extra)
+        .validate()
+        .unwrap();
+    lab.write_spec(&bigger).unwrap();
+    wait_for("node8 routed", Duration::from_secs(2), || {
+        owned_routes(&lab, 0).iter().any(|r| r.dst == extra)
+    });
+    let router = Ipv4Addr::new(192, 168, 56, 1);
+    let via_router = |lab: &Lab| {
+        owned_routes(lab, 0)
+            .into_iter()
+            .filter(|r| r.nh_id == Some(id_of(router)))
+            .map(|r| r.dst)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(via_router(&lab).len(), 2, "{:?}", owned_routes(&lab, 0));
+    lab.write_spec(&spec).unwrap();
+    wait_for("node8's route removed", Duration::from_secs(2), || {
+        !owned_routes(&lab, 0).iter().any(|r| r.dst == extra)
+    });
+    assert_eq!(via_router(&lab), vec![spec.nodes[2].pod_cidr]);
+    assert!(owned_nexthops(&lab, 0).contains(&(id_of(router), Some(router))));
+    tcp_ok(&lab, (0, 0), (2, 0));
+}
+
+#[test]
 fn routes_an_older_agent_put_inline_are_moved_onto_nexthop_objects() {
     let spec = generated_spec(3, Backend::Auto).unwrap();
     let (mut lab, cfg) = lab_of(spec.clone(), 1, false);
@@ -444,7 +477,7 @@ fn endpoint_attach_and_detach_are_idempotent() {
         let nl = netpath::netlink::Netlink::new()?;
         let stale = nl.links().await?.iter().map(|l| l.index).max().unwrap_or(0) + 1000;
         nl.delete_link(stale).await?;
-        nl.delete_route("10.244.250.0/24".parse().unwrap(), None)
+        nl.delete_route("10.244.250.0/24".parse().unwrap(), None, None)
             .await?;
         Ok(())
     })

@@ -395,8 +395,16 @@ impl Netlink {
     }
 
     /// Deletes main-table IPv4 routes to exactly `dst` (of `protocol`, when given),
-    /// addressed by prefix, without dumping the table: gone already is fine.
-    pub async fn delete_route(&self, dst: Ipv4Net, protocol: Option<u8>) -> Result<()> {
+    /// addressed by prefix, without dumping the table: gone already is fine. A route
+    /// through a nexthop object needs its id: kernels before the fix "ipv4: Fix route
+    /// deletion when nexthop info is not specified" (5.19) match no such route
+    /// without it.
+    pub async fn delete_route(
+        &self,
+        dst: Ipv4Net,
+        protocol: Option<u8>,
+        nh_id: Option<u32>,
+    ) -> Result<()> {
         let mut m = RouteMessage::default();
         m.header.address_family = AddressFamily::Inet;
         m.header.destination_prefix_length = dst.prefix;
@@ -408,6 +416,12 @@ impl Netlink {
         }
         m.attributes
             .push(RouteAttribute::Destination(RouteAddress::Inet(dst.addr)));
+        if let Some(id) = nh_id {
+            m.attributes.push(RouteAttribute::Other(DefaultNla::new(
+                RTA_NH_ID,
+                id.to_ne_bytes().to_vec(),
+            )));
+        }
         // One route per call; several may share the prefix (other protocols, metrics).
         loop {
             match self.handle.route().del(m.clone()).execute().await {

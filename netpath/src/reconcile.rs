@@ -96,18 +96,21 @@ pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> 
     let exempt: BTreeMap<Ipv4Net, ()> = pinned.nat_exempt()?.into_iter().map(|n| (n, ())).collect();
     // Exemptions first, so a pod never sees its flow to a node translated.
     let exempt_changes = diff(&exempt, &want.nat_exempt);
+    let n = node_changes.len() + route_changes.len() + exempt_changes.len();
+    // Puts: nodes first (a route is only useful once its node's tunnel is accepted);
+    // removals: routes first, then the nodes they pointed at.
+    let mut progress = Progress::new("map entries", n);
     for c in &exempt_changes {
         match c {
             Change::Put(net, ()) => pinned.set_nat_exempt(*net)?,
             Change::Remove(net) => pinned.remove_nat_exempt(*net)?,
         }
+        progress.step();
     }
-    let n = node_changes.len() + route_changes.len() + exempt_changes.len();
-    // Puts: nodes first (a route is only useful once its node's tunnel is accepted);
-    // removals: routes first, then the nodes they pointed at.
     for c in &node_changes {
         if let Change::Put(ip, p) = c {
             pinned.set_node(*ip, *p)?;
+            progress.step();
         }
     }
     for c in route_changes {
@@ -115,10 +118,12 @@ pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> 
             Change::Put(net, r) => pinned.set_route(net.addr, net.prefix, r)?,
             Change::Remove(net) => pinned.remove_route(net.addr, net.prefix)?,
         }
+        progress.step();
     }
     for c in node_changes {
         if let Change::Remove(ip) = c {
             pinned.remove_node(ip)?;
+            progress.step();
         }
     }
     Ok((settings, n + services))
@@ -160,6 +165,51 @@ pub fn apply_services(pinned: &mut Pinned, want: &ServiceTable) -> Result<usize>
         }
     }
     Ok(n)
+}
+
+/// Says how far a long pass got every `PROGRESS_EVERY`, and at the end how long it
+/// took (only when it said anything: small passes stay quiet).
+struct Progress {
+    what: &'static str,
+    total: usize,
+    done: usize,
+    started: std::time::Instant,
+    said: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: usize) -> Self {
+        Self {
+            what,
+            total,
+            done: 0,
+            started: std::time::Instant::now(),
+            said: None,
+        }
+    }
+
+    fn step(&mut self) {
+        self.done += 1;
+        let last = self.said.unwrap_or(self.started);
+        if last.elapsed() >= PROGRESS_EVERY {
+            self.said = Some(std::time::Instant::now());
+            tracing::info!("{}: {} of {} applied", self.what, self.done, self.total);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.said.is_some() {
+            tracing::info!(
+                "{}: {} of {} applied in {:.1} s",
+                self.what,
+                self.done,
+                self.total,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
 }
 
 /// How many route requests are in flight at once: the kernel answers each in
@@ -225,30 +275,25 @@ pub async fn apply_routes(nl: &Netlink, table: &[RouteSummary], want: &Desired) 
         }
     }
     let total = changes.len();
-    let started = std::time::Instant::now();
-    let mut said = started;
-    let mut done = 0;
+    let mut progress = Progress::new("kernel routes", total);
+    let nh_ids: BTreeMap<Ipv4Net, u32> = table
+        .iter()
+        .filter(|r| r.protocol == PROTO_AGENT)
+        .filter_map(|r| Some((r.dst, r.nh_id?)))
+        .collect();
+    let nh_of = |dst: Ipv4Net| nh_ids.get(&dst).copied();
     let mut results = futures::stream::iter(changes.into_iter().map(|c| async move {
         match c {
             Change::Put(_, r) => nl.replace_route_via_nexthop(&r).await,
-            Change::Remove(dst) => nl.delete_route(dst, Some(PROTO_AGENT)).await,
+            Change::Remove(dst) => nl.delete_route(dst, Some(PROTO_AGENT), nh_of(dst)).await,
         }
     }))
     .buffer_unordered(ROUTES_IN_FLIGHT);
     while let Some(r) = results.next().await {
         r?;
-        done += 1;
-        if said.elapsed() >= PROGRESS_EVERY {
-            said = std::time::Instant::now();
-            tracing::info!("kernel routes: {done} of {total} applied");
-        }
+        progress.step();
     }
-    if said != started {
-        tracing::info!(
-            "kernel routes: {total} applied in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
+    drop(progress);
     for c in &nh_changes {
         if let Change::Remove(id) = c {
             nl.delete_nexthop(*id)?;

@@ -75,6 +75,10 @@ enum Cmd {
         /// a ClusterIP's own cost.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp"])]
         services: bool,
+        /// Only an agent started cold on a spec of 100 001 nodes: time to converge,
+        /// memory, progress logged.
+        #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services"])]
+        cold_start: bool,
     },
     /// Bring up a lab cluster in network namespaces, check it, and hold it until Ctrl-C.
     Run {
@@ -114,7 +118,18 @@ enum Cmd {
         /// cluster started in the lab (`netpath cluster init`, nodes join through it).
         #[arg(long, value_enum, default_value = "file")]
         store: StoreArg,
+        /// How the fabric router joins the nodes: `bridge` (a Linux bridge per
+        /// subnet: overlay packets are cut into wire frames there, as by a NIC without
+        /// tunnel offload) or `veth` (routed veth to veth: they stay whole).
+        #[arg(long, value_enum, default_value = "bridge")]
+        fabric: FabricArg,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FabricArg {
+    Bridge,
+    Veth,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,6 +169,7 @@ fn run(cli: Cli) -> Result<bool> {
             monitor,
             bgp,
             services,
+            cold_start,
         } => {
             // A stop ends the bench between two measurements, tearing down what is up.
             let signals = StopSignals::install()?;
@@ -172,6 +188,7 @@ fn run(cli: Cli) -> Result<bool> {
                 etcd_only: etcd,
                 bgp_only: bgp,
                 services_only: services,
+                cold_start_only: cold_start,
                 monitor_only: monitor,
                 stop,
             })
@@ -188,6 +205,7 @@ fn run(cli: Cli) -> Result<bool> {
             verbose,
             containers,
             store,
+            fabric,
         } => {
             let mut cfg = match (nodes, backend) {
                 (None, None) => lab::LabConfig::default_spec(pods)?,
@@ -222,6 +240,10 @@ fn run(cli: Cli) -> Result<bool> {
                 };
             }
             cfg.containers = usize::from(containers);
+            cfg.fabric = match fabric {
+                FabricArg::Bridge => lab::Fabric::Bridge,
+                FabricArg::Veth => lab::Fabric::Veth,
+            };
             if store == StoreArg::Etcd {
                 cfg.store = lab::LabStore::Etcd { tls: false };
             }

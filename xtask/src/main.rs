@@ -95,7 +95,15 @@ fn run() -> Result<ExitCode> {
             // The monitor's cost is measured against the programs without it; only
             // runs that measure it pay for the second build.
             let focused = args.iter().any(|a| {
-                ["--paths", "--cni", "--etcd", "--bgp", "--services"].contains(&a.as_str())
+                [
+                    "--paths",
+                    "--cni",
+                    "--etcd",
+                    "--bgp",
+                    "--services",
+                    "--cold-start",
+                ]
+                .contains(&a.as_str())
             });
             if !focused || args.iter().any(|a| a == "--monitor") {
                 cmd.env("NETPATH_BASELINE_BIN", build_baseline(&root)?);

@@ -47,7 +47,16 @@ pub async fn open_source(
 ) -> Result<Opened> {
     match source {
         Source::File(path) => {
+            let read = std::time::Instant::now();
             let (file, spec) = SpecFile::open(path)?;
+            // A big cluster takes a while from here on: say early what it is.
+            tracing::info!(
+                "cluster spec {}: {} nodes, {} services, read in {:.1} s",
+                path.display(),
+                spec.nodes.len(),
+                spec.services.len(),
+                read.elapsed().as_secs_f64()
+            );
             Ok(Opened {
                 spec,
                 spec_file: Some(file),

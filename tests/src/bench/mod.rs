@@ -3,6 +3,7 @@
 //! drift hits all alike. Writes `report.md`, `report.json` and SVG charts.
 mod bgp;
 pub mod cni;
+mod cold_start;
 mod memory;
 mod observe;
 mod report;
@@ -19,7 +20,7 @@ use serde::Serialize;
 
 use netpath::spec::{Backend, Decap, VxlanDevice};
 
-use crate::lab::{generated_spec, Lab, LabConfig, NodeKind, VethPair};
+use crate::lab::{generated_spec, Fabric, Lab, LabConfig, NodeKind, VethPair};
 
 pub struct BenchArgs {
     pub quick: bool,
@@ -35,6 +36,8 @@ pub struct BenchArgs {
     pub bgp_only: bool,
     /// Only Services against kube-proxy, and a ClusterIP's own cost.
     pub services_only: bool,
+    /// Only an agent's cold start on a spec of 100 001 nodes.
+    pub cold_start_only: bool,
     /// Set when the user asked to stop: checked between measurements.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub out: PathBuf,
@@ -56,6 +59,9 @@ pub enum PathKind {
     KernelVxlanRouted,
     NetpathVxlanRouted,
     NetpathVxlanRoutedGro,
+    N2NRoutedVeth,
+    KernelVxlanRoutedVeth,
+    NetpathVxlanRoutedVeth,
     NetpathIpip,
     NetpathIpipRouted,
     NetpathBgpRouted,
@@ -64,7 +70,7 @@ pub enum PathKind {
 }
 
 impl PathKind {
-    pub const ALL: [PathKind; 18] = [
+    pub const ALL: [PathKind; 21] = [
         Self::VethPair,
         Self::Bridge,
         Self::NetpathLocal,
@@ -78,11 +84,31 @@ impl PathKind {
         Self::KernelVxlanRouted,
         Self::NetpathVxlanRouted,
         Self::NetpathVxlanRoutedGro,
+        Self::N2NRoutedVeth,
+        Self::KernelVxlanRoutedVeth,
+        Self::NetpathVxlanRoutedVeth,
         Self::NetpathIpip,
         Self::NetpathIpipRouted,
         Self::NetpathBgpRouted,
         Self::NftMasquerade,
         Self::NetpathMasquerade,
+    ];
+
+    /// What a quick run measures: the paths the targets compare, no variants.
+    pub const QUICK: [PathKind; 13] = [
+        Self::VethPair,
+        Self::Bridge,
+        Self::NetpathLocal,
+        Self::N2N,
+        Self::NetpathDirect,
+        Self::KernelVxlan,
+        Self::NetpathVxlan,
+        Self::N2NRouted,
+        Self::KernelVxlanRouted,
+        Self::NetpathVxlanRouted,
+        Self::N2NRoutedVeth,
+        Self::KernelVxlanRoutedVeth,
+        Self::NetpathVxlanRoutedVeth,
     ];
 
     pub fn label(self) -> &'static str {
@@ -100,6 +126,9 @@ impl PathKind {
             Self::KernelVxlanRouted => "kernel vxlan + bridge, routed",
             Self::NetpathVxlanRouted => "netpath vxlan, routed",
             Self::NetpathVxlanRoutedGro => "netpath vxlan, routed, device GRO",
+            Self::N2NRoutedVeth => "N2N, across veth router",
+            Self::KernelVxlanRoutedVeth => "kernel vxlan + bridge, veth router",
+            Self::NetpathVxlanRoutedVeth => "netpath vxlan, veth router",
             Self::NetpathIpip => "netpath ipip",
             Self::NetpathIpipRouted => "netpath ipip, routed",
             Self::NetpathBgpRouted => "netpath, BGP router, routed",
@@ -124,6 +153,9 @@ impl PathKind {
             Self::KernelVxlanRouted => "kernel-vxlan-routed",
             Self::NetpathVxlanRouted => "vxlan-routed",
             Self::NetpathVxlanRoutedGro => "vxlan-routed-gro",
+            Self::N2NRoutedVeth => "n2n-routed-veth",
+            Self::KernelVxlanRoutedVeth => "kernel-vxlan-routed-veth",
+            Self::NetpathVxlanRoutedVeth => "vxlan-routed-veth",
             Self::NetpathIpip => "ipip",
             Self::NetpathIpipRouted => "ipip-routed",
             Self::NetpathBgpRouted => "bgp-routed",
@@ -139,6 +171,7 @@ impl PathKind {
             Self::NetpathDirect => Some(Self::HostGw),
             Self::NetpathVxlan | Self::NetpathVxlanXdp => Some(Self::KernelVxlan),
             Self::NetpathVxlanRouted | Self::NetpathVxlanRoutedGro => Some(Self::KernelVxlanRouted),
+            Self::NetpathVxlanRoutedVeth => Some(Self::KernelVxlanRoutedVeth),
             // This host's kernel has no ipip device to compare with: the other overlay.
             Self::NetpathIpip => Some(Self::NetpathVxlan),
             Self::NetpathIpipRouted => Some(Self::NetpathVxlanRouted),
@@ -164,6 +197,7 @@ impl PathKind {
             | Self::NetpathVxlanRoutedGro
             | Self::NetpathIpipRouted
             | Self::NetpathBgpRouted => Some(Self::N2NRouted),
+            Self::KernelVxlanRoutedVeth | Self::NetpathVxlanRoutedVeth => Some(Self::N2NRoutedVeth),
             _ => None,
         }
     }
@@ -229,6 +263,7 @@ pub struct Run {
     pub bgp_convergence: Vec<bgp::BgpConvergence>,
     pub service_rates: Vec<services::ServiceRate>,
     pub service_overhead: Vec<services::ServiceOverhead>,
+    pub cold_start: Vec<cold_start::ColdStart>,
 }
 
 /// One end of a measurement in a lab: a node itself or one of its pods.
@@ -306,6 +341,14 @@ fn lab_with(
     Ok(Box::new(Lab::up(&cfg)?))
 }
 
+/// Three nodes of one kind, the last behind a router that forwards veth to veth.
+fn veth_fabric_lab(kind: NodeKind) -> Result<Box<Lab>> {
+    let mut cfg = LabConfig::with_spec(generated_spec(3, Backend::Vxlan)?, 1)?;
+    cfg.kinds = (0..3).map(|i| (i, kind)).collect();
+    cfg.fabric = Fabric::Veth;
+    Ok(Box::new(Lab::up(&cfg)?))
+}
+
 fn build(path: PathKind) -> Result<Topo> {
     use At::*;
     let (lab, from, to) = match path {
@@ -378,6 +421,15 @@ fn build(path: PathKind) -> Result<Topo> {
             Pod(0, 0),
             Pod(2, 0),
         ),
+        PathKind::N2NRoutedVeth => (veth_fabric_lab(NodeKind::KernelVxlan)?, Node(0), Node(2)),
+        PathKind::KernelVxlanRoutedVeth => (
+            veth_fabric_lab(NodeKind::KernelVxlan)?,
+            Pod(0, 0),
+            Pod(2, 0),
+        ),
+        PathKind::NetpathVxlanRoutedVeth => {
+            (veth_fabric_lab(NodeKind::Netpath)?, Pod(0, 0), Pod(2, 0))
+        }
         PathKind::NetpathIpip => (
             lab(2, 1, Backend::Ipip, NodeKind::Netpath, Decap::Tc)?,
             Pod(0, 0),
@@ -487,13 +539,12 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         || args.etcd_only
         || args.monitor_only
         || args.bgp_only
-        || args.services_only;
-    let paths = match (
-        args.cni_only || args.etcd_only || args.monitor_only || args.bgp_only || args.services_only,
-        args.paths,
-    ) {
+        || args.services_only
+        || args.cold_start_only;
+    let paths = match (focused && args.paths.is_none(), args.paths) {
         (true, _) => Vec::new(),
         (false, Some(p)) => p,
+        (false, None) if args.quick => PathKind::QUICK.to_vec(),
         (false, None) => PathKind::ALL.to_vec(),
     };
     let store_sizes = [10usize, 100, 1000];
@@ -510,6 +561,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     };
     let with_services = !focused || args.services_only;
     let service_rounds = if args.quick { 1 } else { rounds };
+    let with_cold_start = !focused || args.cold_start_only;
+    let cold_start_nodes = 100_001;
     let cni_cycles = 200;
     let scale_rounds = match (focused, args.quick) {
         (true, _) => 0,
@@ -528,7 +581,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
             service_rounds * (service_sizes.len() + 1)
         } else {
             0
-        };
+        }
+        + usize::from(with_cold_start);
     let started = Instant::now();
     let mut step = 0;
     let stop = args.stop.clone();
@@ -624,6 +678,13 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         ))?;
         service_overhead.push(services::overhead(round, secs)?);
     }
+    let mut cold_start = Vec::new();
+    if with_cold_start {
+        tick(&format!(
+            "an agent started on a spec of {cold_start_nodes} nodes (direct, one /12 underlay)"
+        ))?;
+        cold_start.push(cold_start::measure(cold_start_nodes)?);
+    }
     let run = Run {
         date: report::today(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -644,6 +705,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         bgp_convergence,
         service_rates,
         service_overhead,
+        cold_start,
     };
     if args.monitor_only {
         // Its own report is written; report.md of an earlier run stays.

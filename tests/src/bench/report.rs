@@ -64,7 +64,7 @@ fn ratio(run: &Run, path: PathKind, other: PathKind, metric: fn(&Sample) -> f64)
 }
 
 pub struct Target {
-    pub what: &'static str,
+    pub what: String,
     pub value: f64,
     pub goal: &'static str,
     pub met: bool,
@@ -76,13 +76,13 @@ fn med(v: Vec<f64>) -> f64 {
 
 fn target(
     t: &mut Vec<Target>,
-    what: &'static str,
+    what: impl Into<String>,
     v: f64,
     goal: &'static str,
     ok: fn(f64) -> bool,
 ) {
     t.push(Target {
-        what,
+        what: what.into(),
         value: v,
         goal,
         met: v.is_finite() && ok(v),
@@ -108,8 +108,8 @@ pub fn targets(run: &Run) -> Vec<Target> {
         &mut t,
         "same node: TCP vs bridge",
         r(NetpathLocal, Bridge, tcp1),
-        "> 1.00",
-        |v| v > 1.0,
+        "≥ 1.00",
+        |v| v >= 1.0,
     );
     target(
         &mut t,
@@ -176,10 +176,39 @@ pub fn targets(run: &Run) -> Vec<Target> {
         "≥ 1.10",
         |v| v >= 1.10,
     );
+    let tcp2 = |s: &Sample| s.tcp2_gbps;
+    let pps = |s: &Sample| s.udp64_kpps;
     target(
         &mut t,
-        "overlay, routed: TCP vs kernel vxlan",
+        "overlay, routed, bridge fabric: TCP vs kernel vxlan",
         r(NetpathVxlanRouted, KernelVxlanRouted, tcp1),
+        "≥ 1.00",
+        |v| v >= 1.0,
+    );
+    target(
+        &mut t,
+        "overlay, routed, bridge fabric: TCP 2 streams vs kernel vxlan",
+        r(NetpathVxlanRouted, KernelVxlanRouted, tcp2),
+        "≥ 1.00",
+        |v| v >= 1.0,
+    );
+    for (what, m) in [
+        ("RR rate", rr as fn(&Sample) -> f64),
+        ("64 B packet rate", pps),
+        ("conn/s", crr),
+    ] {
+        target(
+            &mut t,
+            format!("overlay, routed, bridge fabric: {what} vs kernel vxlan"),
+            r(NetpathVxlanRouted, KernelVxlanRouted, m),
+            "> 1.00",
+            |v| v > 1.0,
+        );
+    }
+    target(
+        &mut t,
+        "overlay, routed, veth fabric: TCP vs kernel vxlan",
+        r(NetpathVxlanRoutedVeth, KernelVxlanRoutedVeth, tcp1),
         "≥ 1.10",
         |v| v >= 1.10,
     );
@@ -221,6 +250,21 @@ pub fn targets(run: &Run) -> Vec<Target> {
         &mut t,
         "agent RSS with 100 000 peers, MiB",
         rss,
+        "≤ 30",
+        |v| v <= 30.0,
+    );
+    let cold = run.cold_start.iter().max_by_key(|c| c.nodes);
+    target(
+        &mut t,
+        "agent started on a spec of 100 001 nodes: converged, s",
+        cold.map_or(f64::NAN, |c| c.converged_s),
+        "≤ 60",
+        |v| v <= 60.0,
+    );
+    target(
+        &mut t,
+        "agent started on a spec of 100 001 nodes: resident after, MiB",
+        cold.map_or(f64::NAN, |c| c.rss_mib),
         "≤ 30",
         |v| v <= 30.0,
     );
@@ -452,6 +496,7 @@ pub fn markdown(run: &Run) -> String {
         }
     }
     super::services_report::write_markdown(&mut md, run);
+    super::cold_start::write_markdown(&mut md, &run.cold_start);
     if !run.bgp_convergence.is_empty() {
         let _ = writeln!(
             md,

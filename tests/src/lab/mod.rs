@@ -11,6 +11,7 @@ mod baselines;
 pub mod bgp_router;
 mod containers;
 pub mod etcd;
+mod fabric;
 mod invariants;
 mod membership;
 mod outside;
@@ -20,6 +21,7 @@ mod services;
 
 pub use baselines::VethPair;
 pub use containers::{busybox_image, BusyboxImage, Container, Containerd, HostCniInstall, Podman};
+pub use fabric::Fabric;
 pub use invariants::Invariant;
 pub use membership::PROPAGATION_WITHIN;
 pub use outside::{Outside, OUTSIDE_IP, OUTSIDE_ROUTER};
@@ -50,7 +52,7 @@ use crate::{
 use agents::AgentProcess;
 use baselines::{setup_host_gw_node, setup_kernel_ipip_node, setup_kernel_vxlan_node};
 use invariants::{no_bridge, no_firewall_rules};
-use prefix::reserve_prefix;
+pub use prefix::reserve_prefix;
 
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 pub const UNDERLAY_MTU: u32 = 1500;
@@ -77,6 +79,8 @@ pub struct LabConfig {
     pub store: LabStore,
     /// With etcd: seconds a node stays in the cluster after its agent stops renewing.
     pub lease_ttl: i64,
+    /// How the fabric namespace joins the nodes (see `Fabric`).
+    pub fabric: Fabric,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,6 +115,7 @@ impl LabConfig {
             containers: 0,
             store: LabStore::File,
             lease_ttl: 20,
+            fabric: Fabric::Bridge,
         })
     }
 }
@@ -280,6 +285,7 @@ pub struct Lab {
     /// One slot per node; empty while that node's agent is stopped (or it has none).
     agents: Vec<Option<AgentProcess>>,
     fabric: Option<NetNs>,
+    fabric_kind: Fabric,
     /// A host behind the fabric router, outside the cluster.
     outside: Option<Outside>,
     workdir: PathBuf,
@@ -323,6 +329,7 @@ impl Lab {
             nodes: Vec::new(),
             agents: Vec::new(),
             fabric: None,
+            fabric_kind: cfg.fabric,
             outside: None,
             workdir,
             spec_file,
@@ -336,20 +343,11 @@ impl Lab {
         let subnets: BTreeSet<Ipv4Net> =
             cfg.spec.nodes.iter().map(|n| n.underlay.subnet()).collect();
         let subnets: Vec<Ipv4Net> = subnets.into_iter().collect();
+        if cfg.fabric == Fabric::Veth && cfg.store != LabStore::File {
+            bail!("the veth fabric carries no etcd members: use the bridge fabric with etcd");
+        }
         let fabric = NetNs::create(&format!("{prefix}-fabric"))?;
-        fabric.run(|| {
-            let nl = Nl::new()?;
-            for (k, net) in subnets.iter().enumerate() {
-                let br = nl.add_bridge(&format!("ul{k}"))?;
-                // A bridge whose MAC was never set takes its lowest port's: a node
-                // joining or leaving would change the router's MAC under everyone's
-                // ARP entry, and traffic through the router would vanish for seconds.
-                nl.set_mac(br, [0x02, 0xfa, 0xb0, 0, 0, k as u8 + 1])?;
-                nl.add_address(br, router_ip(net), net.prefix)?;
-                nl.set_up(br)?;
-            }
-            write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
-        })?;
+        fabric.run(|| cfg.fabric.build(&subnets))?;
         lab.fabric = Some(fabric);
         lab.start_bgp_router(&subnets)?;
         lab.outside = Some(lab.add_outside()?);
@@ -556,12 +554,7 @@ impl Lab {
             nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, eth0, Some(router_ip(subnet)))?;
             write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
         })?;
-        fabric.run(|| {
-            let nl = Nl::new()?;
-            let p = nl.index(port)?;
-            nl.set_master(p, nl.index(&format!("ul{subnet_index}"))?)?;
-            nl.set_up(p)
-        })?;
+        fabric.run(|| self.fabric_kind.attach(port, subnet_index, spec.ip()))?;
         let mut node = Node {
             pin_dir: datapath::node_dir(&cfg.spec.bpffs_root, &name),
             name,
