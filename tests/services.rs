@@ -113,6 +113,41 @@ fn pods_on_every_node_reach_every_backend_through_a_cluster_ip() {
 }
 
 #[test]
+fn a_pod_talking_to_a_backend_directly_on_ports_a_service_flow_used_gets_its_own_replies() {
+    let lab = lab(2, 1);
+    let backend = &lab.nodes[1].pods[0];
+    let _server = Backend::serve(backend.ns.path(), backend.ip, TARGET).unwrap();
+    apply(
+        &lab,
+        vec![cluster_ip("web", VIP, 80, TARGET, &[backend.ip])],
+    );
+    wait_front_ends(&lab, 0, 2);
+    // One socket, one port: first through the service, then straight to the backend
+    // (as a kernel reusing an ephemeral port does), then through the service again.
+    let client = &lab.nodes[0].pods[0];
+    let sock = netpath_tests::netns::run_in(client.ns.path(), || {
+        Ok(std::net::UdpSocket::bind(("0.0.0.0", 0))?)
+    })
+    .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let ask = |to: SocketAddrV4| {
+        sock.send_to(b"?", to).unwrap();
+        let mut buf = [0u8; 256];
+        let (_, from) = sock.recv_from(&mut buf).unwrap();
+        from
+    };
+    let front = SocketAddrV4::new(VIP, 80);
+    let direct = SocketAddrV4::new(backend.ip, TARGET);
+    assert_eq!(ask(front), front.into());
+    assert_eq!(
+        ask(direct),
+        direct.into(),
+        "the backend's direct reply came back as the front end's"
+    );
+    assert_eq!(ask(front), front.into());
+}
+
+#[test]
 fn backend_changes_apply_at_once_and_established_flows_stay_on_their_backend() {
     let lab = lab(3, 2);
     let pods: Vec<_> = lab.nodes.iter().map(|n| &n.pods[0]).collect();

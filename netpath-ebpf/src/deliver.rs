@@ -71,9 +71,11 @@ fn verdict(ret: i64, ok: Reason) -> (i32, Reason) {
 #[inline(always)]
 pub fn by_route(ctx: &TcContext, eth: &mut EthHdr, route: &Route, s: &Settings) -> (i32, Reason) {
     match RouteMode::from_u32(route.mode) {
-        Some(RouteMode::Direct) => {
-            to_underlay(s.underlay_ifindex, Some(route.next_hop), Reason::DirectRouted)
-        }
+        Some(RouteMode::Direct) => to_underlay(
+            s.underlay_ifindex,
+            Some(route.next_hop),
+            Reason::DirectRouted,
+        ),
         Some(RouteMode::Vxlan) => {
             if tunnel::carries(route, s) {
                 return tunnel::send(ctx, eth, route, s);

@@ -24,7 +24,6 @@ use crate::{
     rewrite::{ne16, Rewrite, IP, IP_CHECK, IP_DST, IP_SRC},
 };
 
-
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_ECHO: u8 = 8;

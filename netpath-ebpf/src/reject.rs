@@ -10,8 +10,8 @@ use aya_ebpf::{
 use netpath_common::{Reason, IPPROTO_ICMP, IPPROTO_TCP};
 
 use crate::{
-    packet::{fold, ipv4_checksum},
     l4::L4,
+    packet::{fold, ipv4_checksum},
     rewrite::IP,
 };
 
@@ -144,7 +144,6 @@ fn unreachable(ctx: &TcContext, p: &L4) -> Result<(), i64> {
     ctx.store(IP + 20, &icmp, 0)?;
     ctx.store(IP + 28, &quote, 0)
 }
-
 
 /// Cuts (or grows) the packet to `len` bytes.
 #[inline(always)]

@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netpath_common::{
-    Affinity, AffinityKey, Backend, BackendKey, Endpoint, Ipv4, Reason, Service, ServiceFlow, ServiceKey,
-    ServiceReply, Settings, SlotKey, Tuple, BACKEND_READY, SVC_AFFINITY,
+    Affinity, AffinityKey, Backend, BackendKey, Endpoint, Ipv4, Reason, Service, ServiceFlow,
+    ServiceKey, ServiceReply, Settings, SlotKey, Tuple, BACKEND_READY, IPPROTO_UDP, SVC_AFFINITY,
     SVC_SNAT_REMOTE,
 };
 
@@ -23,19 +23,21 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     deliver,
+    l4::L4,
     maps::{
         ENDPOINTS, ROUTES, SERVICES, SVC_AFFINITY as AFFINITY, SVC_BACKENDS, SVC_FLOWS, SVC_REV,
         SVC_SLOTS,
     },
     nat::Ip,
     packet::{eth_ipv4, header_mut, in_prefix},
-    l4::L4,
     reject,
     rewrite::IP,
 };
 
 const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 const EEXIST: i32 = 17;
 /// Node-side ports tried for a node port's flow to a remote backend.
 const SNAT_TRIES: u32 = 8;
@@ -77,9 +79,45 @@ pub fn from_pod(ctx: &TcContext, ip: Ip, s: &Settings, ifindex: u32) -> Step {
         return step;
     }
     if !to_range {
+        supersede(&p);
         return Step::Untouched;
     }
     forward::<false>(ctx, &p, s, ifindex)
+}
+
+/// A pod opening a flow (a TCP SYN, any UDP datagram) straight to an address and
+/// port: if a service flow of this pod used the same ports with that backend (its
+/// kernel reuses ephemeral ports), the old flow's reply translation would turn this
+/// flow's replies into the front end's and the pod would reset them. The new flow
+/// ends the old one.
+#[inline(always)]
+fn supersede(p: &L4) {
+    let t = &p.tuple;
+    if t.proto != IPPROTO_UDP && p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return;
+    }
+    let back = Tuple {
+        src: t.dst,
+        dst: t.src,
+        src_port: t.dst_port,
+        dst_port: t.src_port,
+        proto: t.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: map values are plain data, copied out at once.
+    let Some(r) = (unsafe { SVC_REV.get(back) }).copied() else {
+        return;
+    };
+    let flow = Tuple {
+        src: r.client,
+        dst: r.front,
+        src_port: r.client_port,
+        dst_port: r.front_port,
+        proto: t.proto,
+        _pad: [0; 3],
+    };
+    let _ = SVC_FLOWS.remove(flow);
+    let _ = SVC_REV.remove(back);
 }
 
 /// A packet arriving from the underlay for this node's own address: a remote
@@ -168,7 +206,10 @@ fn forward<const NODE_PORT: bool>(ctx: &TcContext, p: &L4, s: &Settings, ifindex
             Err(reason) => return Step::Done((TC_ACT_SHOT, reason)),
         },
     };
-    if p.destination(backend.addr, backend.port).apply(ctx).is_err() {
+    if p.destination(backend.addr, backend.port)
+        .apply(ctx)
+        .is_err()
+    {
         return Step::Done((TC_ACT_SHOT, Reason::DropSvcUnsupported));
     }
     if (source != t.src || source_port != t.src_port)

@@ -79,6 +79,9 @@ enum Cmd {
         /// memory, progress logged.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services"])]
         cold_start: bool,
+        /// The cluster size of the cold start.
+        #[arg(long, default_value_t = 100_001, value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
+        cold_start_nodes: u32,
     },
     /// Bring up a lab cluster in network namespaces, check it, and hold it until Ctrl-C.
     Run {
@@ -170,6 +173,7 @@ fn run(cli: Cli) -> Result<bool> {
             bgp,
             services,
             cold_start,
+            cold_start_nodes,
         } => {
             // A stop ends the bench between two measurements, tearing down what is up.
             let signals = StopSignals::install()?;
@@ -189,6 +193,7 @@ fn run(cli: Cli) -> Result<bool> {
                 bgp_only: bgp,
                 services_only: services,
                 cold_start_only: cold_start,
+                cold_start_nodes: cold_start_nodes as usize,
                 monitor_only: monitor,
                 stop,
             })

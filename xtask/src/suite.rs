@@ -45,6 +45,9 @@ pub fn test_binaries(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(bins)
 }
 
+/// The most one test binary may take in a VM (the slowest takes about 4 minutes).
+const BINARY_WITHIN_S: u32 = 900;
+
 /// The shell line the VM runs: every test binary, one after the other.
 pub fn script(root: &Path, netpath_bin: &Path, bins: &[PathBuf]) -> String {
     let mut s = format!(
@@ -52,8 +55,13 @@ pub fn script(root: &Path, netpath_bin: &Path, bins: &[PathBuf]) -> String {
         root.display(),
         netpath_bin.display()
     );
+    // A binary that hangs (a kernel livelock, say) fails alone and the rest still run.
     for b in bins {
-        s += &format!(" ; {} --test-threads=2 || rc=1", b.display());
+        s += &format!(
+            " ; timeout -s KILL {BINARY_WITHIN_S} {} --test-threads=2 || {{ rc=1; echo \"{} failed or ran over {BINARY_WITHIN_S} s\"; }}",
+            b.display(),
+            b.display()
+        );
     }
     s + " ; exit $rc"
 }

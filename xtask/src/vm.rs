@@ -383,7 +383,8 @@ pub fn boot(
         .arg(&k.image)
         .arg("-initrd")
         .arg(&initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
+        // Warnings reach the console: a soft lockup prints its stack trace there.
+        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=5"])
         .args([
             "-display",
             "none",

@@ -36,8 +36,9 @@ pub struct BenchArgs {
     pub bgp_only: bool,
     /// Only Services against kube-proxy, and a ClusterIP's own cost.
     pub services_only: bool,
-    /// Only an agent's cold start on a spec of 100 001 nodes.
+    /// Only an agent's cold start on a spec of `cold_start_nodes` nodes.
     pub cold_start_only: bool,
+    pub cold_start_nodes: usize,
     /// Set when the user asked to stop: checked between measurements.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub out: PathBuf,
@@ -562,7 +563,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let with_services = !focused || args.services_only;
     let service_rounds = if args.quick { 1 } else { rounds };
     let with_cold_start = !focused || args.cold_start_only;
-    let cold_start_nodes = 100_001;
+    let cold_start_nodes = args.cold_start_nodes;
     let cni_cycles = 200;
     let scale_rounds = match (focused, args.quick) {
         (true, _) => 0,

@@ -253,7 +253,7 @@ pub fn targets(run: &Run) -> Vec<Target> {
         "≤ 30",
         |v| v <= 30.0,
     );
-    let cold = run.cold_start.iter().max_by_key(|c| c.nodes);
+    let cold = run.cold_start.iter().find(|c| c.nodes >= 100_001);
     target(
         &mut t,
         "agent started on a spec of 100 001 nodes: converged, s",

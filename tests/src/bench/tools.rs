@@ -3,6 +3,7 @@
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    os::fd::AsRawFd,
     path::Path,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
@@ -220,7 +221,7 @@ pub fn crr_per_s_to(e: &Ends, dst: SocketAddrV4, secs: u32) -> Result<f64> {
             netns::run_in(e.server, || {
                 pin_to_cpu0()?;
                 let listener = TcpListener::bind(bind).with_context(|| format!("bind {bind}"))?;
-                let _ = ready_tx.send(());
+                let _ = ready_tx.send(listener.as_raw_fd());
                 for conn in listener.incoming() {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -239,10 +240,13 @@ pub fn crr_per_s_to(e: &Ends, dst: SocketAddrV4, secs: u32) -> Result<f64> {
             c.set_read_timeout(Some(Duration::from_secs(2)))?;
             Ok(c)
         };
-        let rate = ready_rx
+        let listening = ready_rx
             .recv_timeout(Duration::from_secs(5))
-            .map_err(|_| anyhow!("CRR server did not start"))
-            .and_then(|()| {
+            .map_err(|_| anyhow!("CRR server did not start"));
+        let rate = listening
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|_| {
                 netns::run_in(e.client, || {
                     pin_to_cpu0()?;
                     let start = Instant::now();
@@ -261,8 +265,12 @@ pub fn crr_per_s_to(e: &Ends, dst: SocketAddrV4, secs: u32) -> Result<f64> {
                 })
             });
         stop.store(true, Ordering::Relaxed);
-        // Wakes the accept loop so it sees `stop`.
-        let _ = netns::run_in(e.client, || connect().map(drop));
+        // Wakes the accept loop so it sees `stop`, even where no connection gets
+        // through any more (shutdown of a listening socket ends a blocked accept).
+        if let Ok(fd) = listening {
+            // SAFETY: the listener lives until the server thread returns, joined below.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
         let served = server
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
