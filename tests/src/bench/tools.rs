@@ -203,7 +203,7 @@ pub fn latency_us_to(e: &Ends, dst: Ipv4Addr, secs: u32, tcp: bool) -> Result<(f
 /// as fast as one client goes, both ends pinned to CPU 0 like the ping-pong. The server
 /// closes first, so the client's ports never wait in TIME_WAIT. Connections per second.
 pub fn crr_per_s(e: &Ends, secs: u32) -> Result<f64> {
-    crr_per_s_to(e, SocketAddrV4::new(e.server_ip, CRR_PORT), secs)
+    crr_per_s_to(e, SocketAddrV4::new(e.server_ip, CRR_PORT), CRR_PORT, secs)
 }
 
 /// The server's port of the connection-rate test.
@@ -211,8 +211,8 @@ pub const CRR_PORT: u16 = 5203;
 
 /// The connection rate toward `dst` (a service's front end whose backend is the
 /// server, listening on `CRR_PORT`).
-pub fn crr_per_s_to(e: &Ends, dst: SocketAddrV4, secs: u32) -> Result<f64> {
-    let bind = SocketAddr::V4(SocketAddrV4::new(e.server_ip, CRR_PORT));
+pub fn crr_per_s_to(e: &Ends, dst: SocketAddrV4, listen_port: u16, secs: u32) -> Result<f64> {
+    let bind = SocketAddr::V4(SocketAddrV4::new(e.server_ip, listen_port));
     let addr = SocketAddr::V4(dst);
     let stop = AtomicBool::new(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
