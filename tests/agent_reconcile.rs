@@ -105,20 +105,17 @@ fn spec_reload_adds_and_removes_a_node_within_a_second() {
     assert_eq!(r.nh_id, Some(id_of(gw)), "{r:?}");
     assert!(owned_nexthops(&lab, 0).contains(&(id_of(gw), Some(gw))));
     lab.write_spec(&spec).unwrap();
+    // The route first, then (in the same pass) its gateway's object.
     let took = wait_for(
-        "node removed from maps and routes",
+        "node removed from maps, routes and nexthop objects",
         Duration::from_secs(1),
         || {
             !map_routes(&lab, 0).contains(&extra)
                 && !owned_routes(&lab, 0).iter().any(|r| r.dst == extra)
+                && !owned_nexthops(&lab, 0).iter().any(|n| n.0 == id_of(gw))
         },
     );
     eprintln!("node removed after {took:?}");
-    let nexthops = owned_nexthops(&lab, 0);
-    assert!(
-        !nexthops.iter().any(|n| n.0 == id_of(gw)),
-        "the departed node's nexthop object goes with its route: {nexthops:?}"
-    );
     assert!(
         owned_routes(&lab, 0).iter().all(|r| r.nh_id.is_some()),
         "every route names its object"

@@ -125,7 +125,8 @@ fn run() -> Result<ExitCode> {
             require_root("integration tests create network namespaces and load eBPF")?;
             let mut cmd = Command::new(cargo());
             cmd.current_dir(&root)
-                .args(["test", "--workspace"])
+                // Every test binary runs: one failure does not hide the others'.
+                .args(["test", "--workspace", "--no-fail-fast"])
                 .args(&args)
                 .env("NETPATH_BIN", &bin);
             suite::leave_out_what_the_host_kernel_lacks(&mut cmd, &args, &kernels);
