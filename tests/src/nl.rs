@@ -60,6 +60,11 @@ impl Nl {
         self.wait(self.nl.routes())
     }
 
+    /// The link and prefix of the address `ip`, if a link here holds it.
+    pub fn address_owner(&self, ip: Ipv4Addr) -> Result<Option<(u32, u8)>> {
+        self.wait(self.nl.address_owner(ip))
+    }
+
     pub fn nexthops(&self) -> Result<Vec<netpath::nexthop::Nexthop>> {
         Ok(self.nl.nexthops()?)
     }

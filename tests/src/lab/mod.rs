@@ -347,7 +347,11 @@ impl Lab {
             bail!("the veth fabric carries no etcd members: use the bridge fabric with etcd");
         }
         let fabric = NetNs::create(&format!("{prefix}-fabric"))?;
-        fabric.run(|| cfg.fabric.build(&subnets))?;
+        let hosts: Vec<usize> = subnets
+            .iter()
+            .map(|s| cfg.spec.nodes.iter().filter(|n| s.contains(n.ip())).count())
+            .collect();
+        fabric.run(|| cfg.fabric.build(&subnets, &hosts))?;
         lab.fabric = Some(fabric);
         lab.start_bgp_router(&subnets)?;
         lab.outside = Some(lab.add_outside()?);
@@ -554,7 +558,7 @@ impl Lab {
             nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, eth0, Some(router_ip(subnet)))?;
             write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
         })?;
-        fabric.run(|| self.fabric_kind.attach(port, subnet_index, spec.ip()))?;
+        fabric.run(|| self.fabric_kind.attach(port, subnet_index, subnet))?;
         let mut node = Node {
             pin_dir: datapath::node_dir(&cfg.spec.bpffs_root, &name),
             name,
