@@ -90,6 +90,10 @@ pub struct RouteSummary {
 /// Route attribute RTA_NH_ID (not typed by netlink-packet-route 0.19).
 const RTA_NH_ID: u16 = 30;
 
+fn nh_id_attribute(id: u32) -> RouteAttribute {
+    RouteAttribute::Other(DefaultNla::new(RTA_NH_ID, id.to_ne_bytes().to_vec()))
+}
+
 /// A route to install: `dst via gateway dev oif [mtu]` (link scope without gateway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -347,10 +351,7 @@ impl Netlink {
             .destination_prefix(r.dst.addr, r.dst.prefix)
             .protocol(RouteProtocol::from(r.protocol));
         let attrs = &mut req.message_mut().attributes;
-        attrs.push(RouteAttribute::Other(DefaultNla::new(
-            RTA_NH_ID,
-            nexthop::id_of(gw).to_ne_bytes().to_vec(),
-        )));
+        attrs.push(nh_id_attribute(nexthop::id_of(gw)));
         if let Some(mtu) = r.mtu {
             attrs.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
         }
@@ -416,12 +417,7 @@ impl Netlink {
         }
         m.attributes
             .push(RouteAttribute::Destination(RouteAddress::Inet(dst.addr)));
-        if let Some(id) = nh_id {
-            m.attributes.push(RouteAttribute::Other(DefaultNla::new(
-                RTA_NH_ID,
-                id.to_ne_bytes().to_vec(),
-            )));
-        }
+        m.attributes.extend(nh_id.map(nh_id_attribute));
         // One route per call; several may share the prefix (other protocols, metrics).
         loop {
             match self.handle.route().del(m.clone()).execute().await {

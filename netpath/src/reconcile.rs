@@ -97,8 +97,6 @@ pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> 
     // Exemptions first, so a pod never sees its flow to a node translated.
     let exempt_changes = diff(&exempt, &want.nat_exempt);
     let n = node_changes.len() + route_changes.len() + exempt_changes.len();
-    // Puts: nodes first (a route is only useful once its node's tunnel is accepted);
-    // removals: routes first, then the nodes they pointed at.
     let mut progress = Progress::new("map entries", n);
     for c in &exempt_changes {
         match c {
@@ -107,6 +105,8 @@ pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> 
         }
         progress.step();
     }
+    // Puts: nodes first (a route is only useful once its node's tunnel is accepted);
+    // removals: routes first, then the nodes they pointed at.
     for c in &node_changes {
         if let Change::Put(ip, p) = c {
             pinned.set_node(*ip, *p)?;

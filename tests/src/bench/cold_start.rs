@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use netpath::netlink::PROTO_AGENT;
 
+use super::tools;
 use crate::{lab::agent_binary, netns::NetNs, nl::Nl, process::Spawned};
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,15 +69,6 @@ impl Drop for Leftovers {
     }
 }
 
-fn status_kib(pid: u32, field: &str) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("no {field} for pid {pid}"))
-}
-
 pub fn measure(nodes: usize) -> Result<ColdStart> {
     let (prefix, workdir) = crate::lab::reserve_prefix()?;
     let name = format!("{prefix}-cold");
@@ -127,7 +119,7 @@ pub fn measure(nodes: usize) -> Result<ColdStart> {
             first_log_s = Some(started.elapsed().as_secs_f64());
         }
         // VmHWM is gone once the process is; sample it while it runs.
-        peak_kib = peak_kib.max(status_kib(pid, "VmHWM:").unwrap_or(0.0));
+        peak_kib = peak_kib.max(tools::status_kib(pid, "VmHWM:").unwrap_or(0.0));
         if text.contains("agent ready") {
             break;
         }
@@ -156,8 +148,8 @@ pub fn measure(nodes: usize) -> Result<ColdStart> {
         );
     }
     std::thread::sleep(Duration::from_millis(500));
-    let rss_kib = status_kib(pid, "VmRSS:")?;
-    peak_kib = peak_kib.max(status_kib(pid, "VmHWM:")?);
+    let rss_kib = tools::status_kib(pid, "VmRSS:")?;
+    peak_kib = peak_kib.max(tools::status_kib(pid, "VmHWM:")?);
     let text = read_log();
     drop(agent);
     Ok(ColdStart {

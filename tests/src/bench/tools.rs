@@ -318,13 +318,18 @@ pub fn map_memory_kib(dir: &Path) -> Result<f64> {
 
 /// Resident set size of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> Result<f64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A kiB figure of `/proc/PID/status` (`VmRSS:`, `VmHWM:` …).
+pub fn status_kib(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("read /proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))
+        .ok_or_else(|| anyhow!("no {field} for pid {pid}"))
 }
 
 /// Busy CPU seconds of the whole machine so far (user, system, irq, softirq).
