@@ -74,18 +74,23 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
         }
         return service::to_local_pod(ctx, dst, s, Reason::Redirected);
     }
-    if s.services != 0 && ip.dst_addr == s.node_ip {
-        if let Some(h) = nat::Ip::of(ip) {
-            match service::at_node(ctx, h, s, ctx.ifindex()) {
-                // Nothing was rewritten: the header pointers still hold.
-                Step::Untouched => {}
-                Step::Done(verdict) => return verdict,
-                Step::Translated { .. } => return service::onward(ctx, s),
-            }
+    if ip.dst_addr != s.node_ip {
+        return (TC_ACT_OK, Reason::ToStack);
+    }
+    // The header's fields, read once: a service lookup may move the packet's data
+    // (its L4 header pulled into the linear area), so no pointer into it outlives it.
+    let Some(h) = nat::Ip::of(ip) else {
+        return (TC_ACT_OK, Reason::ToStack);
+    };
+    if s.services != 0 {
+        match service::at_node(ctx, h, s, ctx.ifindex()) {
+            Step::Untouched => {}
+            Step::Done(verdict) => return verdict,
+            Step::Translated { .. } => return service::onward(ctx, s),
         }
     }
-    if s.masquerade != 0 && ip.dst_addr == s.node_ip {
-        if let Some(verdict) = nat::Ip::of(ip).and_then(|h| nat::reply(ctx, &h, s)) {
+    if s.masquerade != 0 {
+        if let Some(verdict) = nat::reply(ctx, &h, s) {
             return verdict;
         }
     }

@@ -27,12 +27,29 @@ impl L4 {
         if ip.fragment() || (ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP) {
             return None;
         }
-        let at = IP + ip.len;
-        let p: [u8; 4] = ctx.load(at).ok()?;
-        let (csum, tcp_flags) = if ip.proto == IPPROTO_TCP {
-            (at + 16, ctx.load::<u8>(at + 13).ok()?)
+        // Bounded for the verifier (an IPv4 header is at most 60 bytes).
+        let at = (IP + ip.len) & 0x7f;
+        // The ports, and TCP's flags 13 bytes in.
+        let need = at + if ip.proto == IPPROTO_TCP { 14 } else { 4 };
+        if ctx.data() + need > ctx.data_end() {
+            ctx.pull_data(need as u32).ok()?;
+        }
+        let (data, data_end) = (ctx.data(), ctx.data_end());
+        let h = (data + at) as *const [u8; 14];
+        let (p, tcp_flags, csum) = if ip.proto == IPPROTO_TCP {
+            if h as usize + 14 > data_end {
+                return None;
+            }
+            // SAFETY: checked against data_end just above.
+            let h = unsafe { &*h };
+            ([h[0], h[1], h[2], h[3]], h[13], at + 16)
         } else {
-            (at + 6, 0)
+            let h = h as *const [u8; 4];
+            if h as usize + 4 > data_end {
+                return None;
+            }
+            // SAFETY: as above.
+            (unsafe { *h }, 0, at + 6)
         };
         let (at, csum) = (at as u16, csum as u16);
         Some(Self {

@@ -44,6 +44,7 @@ const CANDIDATES: u32 = 16;
 
 /// The IPv4 header fields NAT needs, copied before any helper invalidates the
 /// packet pointers.
+#[derive(Clone, Copy)]
 pub struct Ip {
     pub src: Ipv4,
     pub dst: Ipv4,

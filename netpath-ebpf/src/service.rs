@@ -75,10 +75,10 @@ pub fn from_pod(ctx: &TcContext, ip: Ip, s: &Settings, ifindex: u32) -> Step {
         }
         return Step::Untouched;
     };
-    if let Some(step) = reply(ctx, &p) {
-        return step;
-    }
     if !to_range {
+        if let Some(step) = reply(ctx, &p) {
+            return step;
+        }
         supersede(&p);
         return Step::Untouched;
     }
@@ -178,6 +178,11 @@ fn reply(ctx: &TcContext, p: &L4) -> Option<Step> {
 /// A client's packet to a front end: its flow's backend, or a new pick. A node port
 /// (`NODE_PORT`) may translate the source too; pods' ClusterIP front ends never do,
 /// and their program carries none of that code.
+///
+/// A flow's packets are the common case and cost two lookups (its flow, its
+/// backend's presence). Only a packet of no flow may be a pod's reply to itself
+/// through its own service (its destination is then the front end), and only then is
+/// the service itself looked up.
 #[inline(always)]
 fn forward<const NODE_PORT: bool>(ctx: &TcContext, p: &L4, s: &Settings, ifindex: u32) -> Step {
     let t = &p.tuple;
@@ -187,24 +192,31 @@ fn forward<const NODE_PORT: bool>(ctx: &TcContext, p: &L4, s: &Settings, ifindex
         proto: t.proto,
         _pad: 0,
     };
-    // SAFETY: map values are plain data, copied out at once.
-    let Some(svc) = (unsafe { SERVICES.get(key) }).copied() else {
-        if NODE_PORT {
-            // No service on this port: the stack answers as for any closed port.
-            return Step::Untouched;
-        }
-        return Step::Done((TC_ACT_SHOT, Reason::DropSvcUnknown));
-    };
     let now = now();
     let (backend, source, source_port) = match kept(&key, p, now) {
         Some(f) => f,
-        None => match open::<NODE_PORT>(&key, &svc, p, s, now) {
-            Ok(f) => f,
-            Err(Reason::DropSvcNoBackend) => {
-                return Step::Done(reject::refuse(ctx, p, ifindex));
+        None => {
+            if !NODE_PORT {
+                if let Some(step) = reply(ctx, p) {
+                    return step;
+                }
             }
-            Err(reason) => return Step::Done((TC_ACT_SHOT, reason)),
-        },
+            // SAFETY: map values are plain data, copied out at once.
+            let Some(svc) = (unsafe { SERVICES.get(key) }).copied() else {
+                if NODE_PORT {
+                    // No service on this port: the stack answers as for any closed port.
+                    return Step::Untouched;
+                }
+                return Step::Done((TC_ACT_SHOT, Reason::DropSvcUnknown));
+            };
+            match open::<NODE_PORT>(&key, &svc, p, s, now) {
+                Ok(f) => f,
+                Err(Reason::DropSvcNoBackend) => {
+                    return Step::Done(reject::refuse(ctx, p, ifindex));
+                }
+                Err(reason) => return Step::Done((TC_ACT_SHOT, reason)),
+            }
+        }
     };
     if p.destination(backend.addr, backend.port)
         .apply(ctx)

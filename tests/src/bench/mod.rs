@@ -6,6 +6,7 @@ pub mod cni;
 mod cold_start;
 mod memory;
 mod observe;
+mod prog_stats;
 mod report;
 mod scale;
 mod services;

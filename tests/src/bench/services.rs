@@ -17,7 +17,10 @@ use serde::Serialize;
 
 use netpath::spec::{Backend, Protocol, ServicePort, ServiceSpec, TargetPort};
 
-use super::tools::{self, Ends, CRR_PORT};
+use super::{
+    prog_stats::{self, ProgCost},
+    tools::{self, Ends, CRR_PORT},
+};
 use crate::{
     lab::{generated_spec, Lab, LabConfig, NodeKind},
     netns,
@@ -53,6 +56,10 @@ pub struct ServiceOverhead {
     pub rr_direct_p50_us: f64,
     pub crr_vip: f64,
     pub crr_direct: f64,
+    /// Where the connection tests' time went in the programs (both nodes), per
+    /// connection.
+    pub crr_vip_programs: Vec<ProgCost>,
+    pub crr_direct_programs: Vec<ProgCost>,
 }
 
 fn vip(i: usize) -> Ipv4Addr {
@@ -230,8 +237,11 @@ pub fn overhead(round: usize, secs: u32) -> Result<ServiceOverhead> {
     // Each on a port of its own: the backend closes first, so every connection
     // leaves a TIME_WAIT there, and a later connection on the same ports (the other
     // test's, the kernel reusing ephemeral ports) would wait on it.
-    let crr_vip = tools::crr_per_s_to(&direct, SocketAddrV4::new(vip(0), CRR_VIA), CRR_VIA, secs)?;
-    let crr_direct = tools::crr_per_s(&direct, secs)?;
+    let _stats = prog_stats::enable()?;
+    let (crr_vip, crr_vip_programs) = profiled(secs, || {
+        tools::crr_per_s_to(&direct, SocketAddrV4::new(vip(0), CRR_VIA), CRR_VIA, secs)
+    })?;
+    let (crr_direct, crr_direct_programs) = profiled(secs, || tools::crr_per_s(&direct, secs))?;
     Ok(ServiceOverhead {
         round,
         tcp1_vip_gbps,
@@ -240,5 +250,18 @@ pub fn overhead(round: usize, secs: u32) -> Result<ServiceOverhead> {
         rr_direct_p50_us,
         crr_vip,
         crr_direct,
+        crr_vip_programs,
+        crr_direct_programs,
     })
+}
+
+/// A rate test and the programs' time per unit of it.
+fn profiled(secs: u32, test: impl FnOnce() -> Result<f64>) -> Result<(f64, Vec<ProgCost>)> {
+    let before = prog_stats::snapshot()?;
+    let rate = test()?;
+    let after = prog_stats::snapshot()?;
+    Ok((
+        rate,
+        prog_stats::between(&before, &after, rate * f64::from(secs)),
+    ))
 }

@@ -2,7 +2,7 @@
 //! services, as a table and as curves (the point is how each grows with N).
 use std::fmt::Write as _;
 
-use super::{services::ServiceRate, stats, Run};
+use super::{prog_stats::ProgCost, services::ServiceRate, stats, Run};
 
 /// The service counts measured, ascending.
 fn sizes(run: &Run) -> Vec<usize> {
@@ -74,6 +74,62 @@ pub fn write_markdown(md: &mut String, run: &Run) {
         med(|s| s.crr_vip),
         med(|s| s.crr_direct),
     );
+    programs_per_connection(md, o);
+}
+
+/// The programs' time per connection through the ClusterIP and direct (medians over
+/// rounds, run-time statistics on during those tests only): what the translation
+/// costs inside the datapath, beside the rates.
+fn programs_per_connection(md: &mut String, o: &[super::services::ServiceOverhead]) {
+    let mut names: Vec<&str> = o
+        .iter()
+        .flat_map(|s| s.crr_vip_programs.iter().chain(&s.crr_direct_programs))
+        .map(|c| c.program.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return;
+    }
+    let per = |costs: &[ProgCost], name: &str, f: fn(&ProgCost) -> f64| {
+        costs.iter().find(|c| c.program == name).map_or(0.0, f)
+    };
+    let _ = writeln!(
+        md,
+        "\n| program (both nodes) | ns/connection via ClusterIP | direct | runs/connection via ClusterIP | direct | ns/run via ClusterIP | direct |\n| --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for name in names.iter().copied().chain(["all"]) {
+        let col = |vip: bool, f: fn(&ProgCost) -> f64| {
+            stats(
+                o.iter()
+                    .map(|s| {
+                        let costs = if vip {
+                            &s.crr_vip_programs
+                        } else {
+                            &s.crr_direct_programs
+                        };
+                        if name == "all" {
+                            costs.iter().map(f).sum()
+                        } else {
+                            per(costs, name, f)
+                        }
+                    })
+                    .collect(),
+            )
+            .0
+        };
+        let (nv, nd) = (col(true, |c| c.ns_per_unit), col(false, |c| c.ns_per_unit));
+        let (rv, rd) = (
+            col(true, |c| c.runs_per_unit),
+            col(false, |c| c.runs_per_unit),
+        );
+        let _ = writeln!(
+            md,
+            "| {name} | {nv:.0} | {nd:.0} | {rv:.1} | {rd:.1} | {:.0} | {:.0} |",
+            if rv > 0.0 { nv / rv } else { 0.0 },
+            if rd > 0.0 { nd / rd } else { 0.0 },
+        );
+    }
 }
 
 type Curve = (&'static str, &'static str, fn(&ServiceRate) -> f64);
