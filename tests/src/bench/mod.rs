@@ -6,7 +6,7 @@ pub mod cni;
 mod cold_start;
 mod memory;
 mod observe;
-mod prog_stats;
+pub mod prog_stats;
 mod report;
 mod scale;
 mod services;
@@ -97,7 +97,8 @@ impl PathKind {
     ];
 
     /// What a quick run measures: the paths the targets compare, no variants.
-    pub const QUICK: [PathKind; 13] = [
+    /// (The N2N paths across a router only serve a target the full run checks.)
+    pub const QUICK: [PathKind; 11] = [
         Self::VethPair,
         Self::Bridge,
         Self::NetpathLocal,
@@ -105,10 +106,8 @@ impl PathKind {
         Self::NetpathDirect,
         Self::KernelVxlan,
         Self::NetpathVxlan,
-        Self::N2NRouted,
         Self::KernelVxlanRouted,
         Self::NetpathVxlanRouted,
-        Self::N2NRoutedVeth,
         Self::KernelVxlanRoutedVeth,
         Self::NetpathVxlanRoutedVeth,
     ];
@@ -222,6 +221,11 @@ pub struct Sample {
     pub cpu_ns_per_pkt: f64,
     /// TCP connections per second, each with one 64-byte request and response.
     pub crr_per_s: f64,
+    /// netpath's paths, first round: the programs' time in an extra ping-pong run
+    /// (per packet) and connection run (per connection), statistics on for those
+    /// alone so the measured runs carry no statistics cost.
+    pub rr_programs: Vec<prog_stats::ProgCost>,
+    pub crr_programs: Vec<prog_stats::ProgCost>,
 }
 
 /// Per-packet cost with many routes and endpoints in the maps.
@@ -510,6 +514,20 @@ fn measure(path: PathKind, round: usize, secs: u32) -> Result<Sample> {
     let (udp_p50, udp_p99) = tools::latency_us(&e, secs, false)?;
     let (pps, cpu_us) = tools::udp_small(&e, secs)?;
     let crr = tools::crr_per_s(&e, secs)?;
+    let (rr_programs, crr_programs) = if round == 0 && path.classic().is_some() {
+        let _stats = prog_stats::enable()?;
+        let before = prog_stats::snapshot()?;
+        tools::latency_us(&e, secs, true)?;
+        let mid = prog_stats::snapshot()?;
+        let conns = tools::crr_per_s(&e, secs)? * f64::from(secs);
+        let after = prog_stats::snapshot()?;
+        (
+            prog_stats::between(&before, &mid, 1.0),
+            prog_stats::between(&mid, &after, conns),
+        )
+    } else {
+        Default::default()
+    };
     Ok(Sample {
         path,
         round,
@@ -523,6 +541,8 @@ fn measure(path: PathKind, round: usize, secs: u32) -> Result<Sample> {
         udp64_kpps: pps / 1e3,
         cpu_ns_per_pkt: cpu_us * 1e3,
         crr_per_s: crr,
+        rr_programs,
+        crr_programs,
     })
 }
 
@@ -533,7 +553,6 @@ fn warm_up(e: &tools::Ends) -> Result<()> {
 }
 
 pub fn run(args: BenchArgs) -> Result<bool> {
-    let (rounds, secs) = if args.quick { (3, 1) } else { (5, 4) };
     let scale_sizes = [10usize, 1_000, 100_000];
     // A quick run measures the route scale once; a full one in every round.
     let focused = args.paths.is_some()
@@ -543,18 +562,35 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         || args.bgp_only
         || args.services_only
         || args.cold_start_only;
+    // A focused run measures few things precisely; the full run fits in 45 minutes
+    // with 21 paths in 3 rounds of 3 s, the quick one in 10.
+    let (rounds, secs) = match (args.quick, focused) {
+        (true, _) => (3, 1),
+        (false, true) => (5, 4),
+        (false, false) => (3, 3),
+    };
     let paths = match (focused && args.paths.is_none(), args.paths) {
         (true, _) => Vec::new(),
         (false, Some(p)) => p,
         (false, None) if args.quick => PathKind::QUICK.to_vec(),
         (false, None) => PathKind::ALL.to_vec(),
     };
-    let store_sizes = [10usize, 100, 1000];
+    // A quick run leaves out the two slowest steps (1000 etcd loops, 50 BGP
+    // speakers): ten minutes at most on this machine.
+    let store_sizes: &[usize] = if args.quick {
+        &[10, 100]
+    } else {
+        &[10, 100, 1000]
+    };
     let with_store = !focused || args.etcd_only;
     // A full mesh of 50 on one L2 needs 2 450 ARP entries, more than the kernel's one
     // neighbour table for all namespaces holds (gc_thresh3 = 1024): 50 peer with the
     // router, as Calico advises past ~50 nodes anyway.
-    let bgp_sizes = [(3usize, false), (20, false), (3, true), (50, true)];
+    let bgp_sizes: &[(usize, bool)] = if args.quick {
+        &[(3, false), (20, false), (3, true)]
+    } else {
+        &[(3, false), (20, false), (3, true), (50, true)]
+    };
     let with_bgp = !focused || args.bgp_only;
     let service_sizes: &[usize] = if args.quick {
         &[1, 1000]

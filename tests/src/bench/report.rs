@@ -400,6 +400,7 @@ pub fn markdown(run: &Run) -> String {
             let _ = writeln!(md, "{row}");
         }
     }
+    programs_per_packet(&mut md, run);
     let _ = writeln!(
         md,
         "\nEvery path against the direct veth pair of the same round:\n"
@@ -467,14 +468,16 @@ pub fn markdown(run: &Run) -> String {
             md,
             "\n## Memory\n\nOne node's agent given a spec with this many other nodes (one pod CIDR \
              route, one tunnel peer and one kernel route each), measured once every kernel route \
-             is in place:\n\n| peers (routes) | agent RSS MiB | BPF map memory MiB | converged in ms |\n| --- | --- | --- | --- |"
+             is in place; RSS is the median of 3 s of readings after that (highest beside \
+             it: a resync pass allocates for a moment):\n\n| peers (routes) | agent RSS MiB | highest MiB | BPF map memory MiB | converged in ms |\n| --- | --- | --- | --- | --- |"
         );
         for m in &run.agent_memory {
             let _ = writeln!(
                 md,
-                "| {} | {:.1} | {:.1} | {:.0} |",
+                "| {} | {:.1} | {:.1} | {:.1} | {:.0} |",
                 m.peers,
                 m.rss_kib / 1024.0,
+                m.rss_max_kib / 1024.0,
                 m.map_kib / 1024.0,
                 m.converge_ms
             );
@@ -618,6 +621,51 @@ pub fn write(run: &Run, out: &Path) -> Result<()> {
         w("services.svg", super::services_report::svg(run))?;
     }
     Ok(())
+}
+
+/// Where netpath's per-packet time goes: each program's run time per run in the
+/// first round's extra ping-pong, and all programs' time per connection.
+fn programs_per_packet(md: &mut String, run: &Run) {
+    let profiled: Vec<&Sample> = run
+        .samples
+        .iter()
+        .filter(|s| !s.rr_programs.is_empty())
+        .collect();
+    if profiled.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nTime inside netpath's programs (first round, an extra TCP ping-pong and connection \
+         run with the kernel's run-time statistics on; they add two clock reads per run): ns per \
+         run of each program during the ping-pong (each packet passes one program per hop), and \
+         all programs' time per connection.\n\n| path | ns per run during ping-pong | programs per \
+         connection |\n| --- | --- | --- |"
+    );
+    for s in profiled {
+        // The programs each packet passes, not the few runs of the test's setup.
+        let most = s
+            .rr_programs
+            .iter()
+            .map(|c| c.runs_per_unit)
+            .fold(0.0, f64::max);
+        let per_run: Vec<String> = s
+            .rr_programs
+            .iter()
+            .filter(|c| c.runs_per_unit >= most / 10.0)
+            .map(|c| format!("{} {:.0}", c.program, c.ns_per_unit / c.runs_per_unit))
+            .collect();
+        let conn_ns: f64 = s.crr_programs.iter().map(|c| c.ns_per_unit).sum();
+        let conn_runs: f64 = s.crr_programs.iter().map(|c| c.runs_per_unit).sum();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} us in {:.0} runs |",
+            s.path.label(),
+            per_run.join(" · "),
+            conn_ns / 1e3,
+            conn_runs
+        );
+    }
 }
 
 #[cfg(test)]
