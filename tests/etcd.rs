@@ -14,9 +14,10 @@ use netpath::{
     store::etcd::{EtcdOptions, Member},
 };
 use netpath_tests::{
-    assert_model,
+    agent_logs, assert_model,
     check::{self, Proto},
     lab::{in_runtime, Lab, LabConfig, LabStore, PROPAGATION_WITHIN},
+    routes_cidr,
     service::{ask_tcp, tcp_refused, Backend},
     state, status, wait_for,
 };
@@ -56,22 +57,6 @@ fn etcd_lab(nodes: usize, pods: usize, tweak: impl FnOnce(&mut LabConfig)) -> (E
         },
         cfg,
     )
-}
-
-fn routes_cidr(lab: &Lab, node: usize, cidr: Ipv4Net) -> bool {
-    lab.nodes[node]
-        .pinned()
-        .unwrap()
-        .routes()
-        .unwrap()
-        .iter()
-        .any(|(net, p, _)| *net == cidr.network() && *p == cidr.prefix)
-}
-
-fn agent_logs(lab: &Lab) -> String {
-    (0..lab.nodes.len())
-        .map(|i| format!("{}'s agent:\n{}", lab.nodes[i].name, lab.agent_log(i)))
-        .collect()
 }
 
 fn kernel_routes_cidr(lab: &Lab, node: usize, cidr: Ipv4Net) -> bool {

@@ -29,6 +29,10 @@ pub struct AgentState {
     /// etcd only: the watch is live, so changes reach this node as they happen.
     #[serde(default)]
     pub store_watching: bool,
+    /// Gossip only: datagrams dropped unread (no valid tag for the cluster key,
+    /// replayed, or not gossip at all).
+    #[serde(default)]
+    pub store_dropped: u64,
     /// The subnet this node's pods get addresses from, as of the last pass; None
     /// while the node has none it may hand out (starting, or its reservation lost).
     #[serde(default)]
@@ -87,6 +91,8 @@ pub enum StoreKind {
     File,
     /// etcd: nodes join, leave and restart (`--etcd-endpoints`).
     Etcd,
+    /// Gossip among the nodes themselves (`--peers`): no store to run.
+    Gossip,
 }
 
 /// A network namespace's identity: the nsfs device and inode of its handle.

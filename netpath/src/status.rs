@@ -403,6 +403,12 @@ fn render_agent(a: &AgentState) {
         ""
     };
     println!("store: {}{watching}", a.store);
+    if a.store_dropped > 0 {
+        println!(
+            "store: {} datagrams dropped unread (bad tag, replayed or not gossip)",
+            a.store_dropped
+        );
+    }
     if let Some(addr) = &a.metrics_addr {
         println!("metrics: http://{addr}/metrics   health: /healthz   ready: /readyz");
     }

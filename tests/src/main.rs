@@ -117,8 +117,9 @@ enum Cmd {
         /// /etc/cni/net.d for the lab's lifetime).
         #[arg(long)]
         containers: bool,
-        /// Where the agents get the cluster from: the spec file, or a 3-member etcd
-        /// cluster started in the lab (`netpath cluster init`, nodes join through it).
+        /// Where the agents get the cluster from: the spec file, a 3-member etcd
+        /// cluster started in the lab (`netpath cluster init`, nodes join through it),
+        /// or gossip (each agent given the first node's address and a cluster key).
         #[arg(long, value_enum, default_value = "file")]
         store: StoreArg,
         /// How the fabric router joins the nodes: `bridge` (a Linux bridge per
@@ -139,6 +140,7 @@ enum FabricArg {
 enum StoreArg {
     File,
     Etcd,
+    Gossip,
 }
 
 fn main() -> ExitCode {
@@ -249,9 +251,11 @@ fn run(cli: Cli) -> Result<bool> {
                 FabricArg::Bridge => lab::Fabric::Bridge,
                 FabricArg::Veth => lab::Fabric::Veth,
             };
-            if store == StoreArg::Etcd {
-                cfg.store = lab::LabStore::Etcd { tls: false };
-            }
+            cfg.store = match store {
+                StoreArg::File => lab::LabStore::File,
+                StoreArg::Etcd => lab::LabStore::Etcd { tls: false },
+                StoreArg::Gossip => lab::LabStore::Gossip { key: true },
+            };
             run_lab(&cfg, once, verbose)
         }
     }
@@ -299,8 +303,9 @@ fn run_lab(cfg: &lab::LabConfig, once: bool, verbose: bool) -> Result<bool> {
     }
     let invariants = lab.check_invariants();
     let mut ok = lab::print_report(&checks, &invariants, verbose);
-    if once && lab.etcd.is_some() {
-        println!("\nmembership through etcd:");
+    if once && (lab.etcd.is_some() || lab.gossip.is_some()) {
+        let through = if lab.etcd.is_some() { "etcd" } else { "gossip" };
+        println!("\nmembership through {through}:");
         let lines = lab
             .check_join_and_leave(cfg)
             .unwrap_or_else(|e| vec![(format!("join/leave: {e:#}"), false)]);

@@ -497,3 +497,21 @@ pub fn frame_contains(frame: &[u8], marker: &[u8]) -> bool {
 pub fn frame_addr(frame: &[u8], at: usize) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3])
 }
+
+/// Whether node `node`'s maps route `cidr`.
+pub fn routes_cidr(lab: &Lab, node: usize, cidr: netpath::net::Ipv4Net) -> bool {
+    lab.nodes[node]
+        .pinned()
+        .unwrap()
+        .routes()
+        .unwrap()
+        .iter()
+        .any(|(net, p, _)| *net == cidr.network() && *p == cidr.prefix)
+}
+
+/// Every node's agent log, for failure reports.
+pub fn agent_logs(lab: &Lab) -> String {
+    (0..lab.nodes.len())
+        .map(|i| format!("{}'s agent:\n{}", lab.nodes[i].name, lab.agent_log(i)))
+        .collect()
+}

@@ -28,8 +28,8 @@ use crate::{
     plan::{self, Probed, Underlay},
     reconcile, serve,
     spec::{ClusterSpec, NodeSpec, Routing},
-    state::{self, AgentState},
-    store::etcd::{EtcdOptions, Update},
+    state::{self, AgentState, StoreKind},
+    store::{etcd::EtcdOptions, gossip::GossipOptions, Update},
 };
 
 /// How often the spec file is looked at (a change reaches the maps well within 1 s).
@@ -54,6 +54,11 @@ pub enum Source {
         opts: EtcdOptions,
         /// This node's underlay address; default: the address of the interface
         /// that holds the default route.
+        underlay: Option<Ipv4Net>,
+    },
+    /// Gossip: the node joins through any other node, claiming its pod CIDR.
+    Gossip {
+        opts: GossipOptions,
         underlay: Option<Ipv4Net>,
     },
 }
@@ -182,6 +187,7 @@ async fn listen(args: &AgentArgs, shared: &std::sync::Arc<serve::Shared>) -> Res
         waiting: Some(match &args.source {
             Source::File(_) => "reading the cluster spec".into(),
             Source::Etcd { .. } => "joining the cluster in etcd".into(),
+            Source::Gossip { .. } => "joining the cluster by gossip".into(),
         }),
         ..Default::default()
     };
@@ -289,14 +295,25 @@ impl Agent {
         }
     }
 
-    /// What etcd says: a new cluster state to converge on, or that it is gone for
-    /// now (the datapath keeps the last state).
+    /// What the store says: a new cluster state to converge on, or that it is gone
+    /// for now (the datapath keeps the last state).
     async fn on_store_update(&mut self, update: Update) {
+        let store = match self.state.store_kind {
+            StoreKind::Gossip => "gossip",
+            _ => "etcd",
+        };
         match update {
             Update::Disconnected(why) => {
-                self.state.store_error = Some(format!("etcd unreachable: {why}"));
+                self.state.store_error = Some(format!("{store} unreachable: {why}"));
                 self.state.store_watching = false;
                 self.publish();
+            }
+            Update::Dropped(n) => {
+                if n != self.state.store_dropped {
+                    tracing::warn!("{store}: {n} datagrams dropped unread so far");
+                    self.state.store_dropped = n;
+                    self.publish();
+                }
             }
             Update::Watching => {
                 self.state.store_watching = true;
@@ -320,11 +337,11 @@ impl Agent {
                 self.state.store_error = None;
                 self.state.store_synced_unix_ms = Some(state::unix_ms());
                 for n in &notes {
-                    tracing::warn!("etcd: {n}");
+                    tracing::warn!("{store}: {n}");
                 }
                 match self.check(spec) {
-                    Ok(spec) => self.adopt(spec, "etcd").await,
-                    Err(e) => self.refuse("etcd", e),
+                    Ok(spec) => self.adopt(spec, store).await,
+                    Err(e) => self.refuse(store, e),
                 }
             }
         }

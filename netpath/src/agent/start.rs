@@ -20,7 +20,7 @@ use crate::{
     reconcile, serve,
     spec::{derived_vtep_mac, Backend, ClusterSpec, Decap, NodeSpec, PortRange, VxlanDevice},
     state::{AgentState, StoreKind},
-    store::etcd::{Member, Update},
+    store::{etcd::Member, gossip, Update},
     tunnel,
 };
 
@@ -67,36 +67,72 @@ pub async fn open_source(
             })
         }
         Source::Etcd { opts, underlay } => {
-            let underlay = match underlay {
-                Some(u) => *u,
-                None => default_route_address(nl).await?,
-            };
-            // A damaged book is the CNI plugin's to report; here it only means the
-            // node has no pods' subnet to ask for.
-            let held = held_addresses(state_dir).unwrap_or_else(|e| {
-                tracing::warn!("{e:#}");
-                Vec::new()
-            });
-            let mac = derived_vtep_mac(underlay.addr);
+            let (underlay, held, mac) = joining(*underlay, nl, state_dir).await?;
             let member = Member::join(opts, node, underlay, mac, &held)
                 .await
                 .context("join the cluster in etcd")?;
-            let membership_error = member.lost().map(str::to_string);
+            let lost = member.lost().map(str::to_string);
             let (spec, notes) = member.spec()?;
-            for n in notes {
-                tracing::warn!("etcd: {n}");
-            }
             let (tx, rx) = mpsc::channel(64);
             tokio::spawn(member.run(tx));
-            Ok(Opened {
-                spec,
-                spec_file: None,
-                updates: Some(rx),
-                store_kind: StoreKind::Etcd,
-                store: format!("etcd {} under {}", opts.endpoints.join(","), opts.prefix),
-                membership_error,
-            })
+            let store = format!("etcd {} under {}", opts.endpoints.join(","), opts.prefix);
+            Ok(followed(StoreKind::Etcd, store, spec, notes, rx, lost))
         }
+        Source::Gossip { opts, underlay } => {
+            let (underlay, held, mac) = joining(*underlay, nl, state_dir).await?;
+            let member = gossip::Member::join(opts, node, underlay, mac, &held, state_dir)
+                .await
+                .context("join the cluster by gossip")?;
+            let lost = member.lost().map(str::to_string);
+            let (spec, notes) = member.spec()?;
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(member.run(tx));
+            let seeds: Vec<String> = opts.seeds.iter().map(ToString::to_string).collect();
+            let store = format!("gossip on {} through {}", opts.listen, seeds.join(","));
+            Ok(followed(StoreKind::Gossip, store, spec, notes, rx, lost))
+        }
+    }
+}
+
+/// What a node joining a store brings: its underlay address (the default route's
+/// interface's unless given), the addresses its pods hold, its VTEP MAC.
+async fn joining(
+    underlay: Option<Ipv4Net>,
+    nl: &Netlink,
+    state_dir: &Path,
+) -> Result<(Ipv4Net, Vec<Ipv4Addr>, crate::net::Mac)> {
+    let underlay = match underlay {
+        Some(u) => u,
+        None => default_route_address(nl).await?,
+    };
+    // A damaged book is the CNI plugin's to report; here it only means the node has
+    // no pods' subnet to ask for.
+    let held = held_addresses(state_dir).unwrap_or_else(|e| {
+        tracing::warn!("{e:#}");
+        Vec::new()
+    });
+    Ok((underlay, held, derived_vtep_mac(underlay.addr)))
+}
+
+/// A store the agent follows from here, its first spec in hand.
+fn followed(
+    store_kind: StoreKind,
+    store: String,
+    spec: ClusterSpec,
+    notes: Vec<String>,
+    updates: mpsc::Receiver<Update>,
+    membership_error: Option<String>,
+) -> Opened {
+    for n in notes {
+        tracing::warn!("{store}: {n}");
+    }
+    Opened {
+        spec,
+        spec_file: None,
+        updates: Some(updates),
+        store_kind,
+        store,
+        membership_error,
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::etcd_admin::EtcdArgs;
+use super::{etcd_admin::EtcdArgs, gossip_args::GossipArgs};
 use crate::{agent, net::Ipv4Net, netns, spec::ClusterSpec, state::StoreKind};
 
 #[derive(Args)]
@@ -16,8 +16,10 @@ pub struct AgentCmd {
     store: StoreKind,
     #[command(flatten)]
     etcd: EtcdArgs,
-    /// This node's underlay address with the etcd store (default: the address of
-    /// the interface holding the default route).
+    #[command(flatten)]
+    gossip: GossipArgs,
+    /// This node's underlay address with the etcd or gossip store (default: the
+    /// address of the interface holding the default route).
     #[arg(long)]
     underlay: Option<Ipv4Net>,
     /// This node's name in the spec (may be left out when the spec has one node).
@@ -64,10 +66,20 @@ impl AgentCmd {
                 opts: self.etcd.options()?,
                 underlay: self.underlay,
             },
+            (StoreKind::Gossip, Some(_)) => {
+                bail!("--config and --store gossip exclude each other (see --cluster-config)")
+            }
+            (StoreKind::Gossip, None) => agent::Source::Gossip {
+                opts: self.gossip.options()?,
+                underlay: self.underlay,
+            },
         };
         let node = match (self.node, &source) {
             (Some(n), _) => n,
             (None, agent::Source::Etcd { .. }) => bail!("--node is required with the etcd store"),
+            (None, agent::Source::Gossip { .. }) => {
+                bail!("--node is required with the gossip store")
+            }
             (None, agent::Source::File(config)) => only_node(config)?,
         };
         // Before any thread exists, so every thread of the agent lives inside it.

@@ -2,6 +2,7 @@
 //! module per group of subcommands; each subcommand's flags are a type with a `run`.
 mod agent;
 mod etcd_admin;
+mod gossip_args;
 mod inspect;
 
 use std::path::PathBuf;

@@ -336,39 +336,48 @@ impl View {
                 )),
             }
         }
-        let draft = |nodes: &[(&str, &NodeRecord)]| {
-            let mut d = config.draft();
-            for (name, r) in local.into_iter().chain(nodes.iter().copied()) {
-                d = d.node(name, r.underlay, r.pod_cidr);
-                d.nodes.last_mut().expect("just added").vtep_mac = Some(r.vtep_mac);
-            }
-            d
-        };
         candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let candidates: Vec<(&str, &NodeRecord)> =
             candidates.into_iter().map(|(_, n, r)| (n, r)).collect();
-        let with_services = |spec: ClusterSpec, mut left_out: Vec<String>| {
-            let (services, refused) = self.services_for(&spec);
-            left_out.extend(refused);
-            let mut d = spec.to_draft();
-            d.services = services;
-            d.validate().map(|s| (s, left_out))
-        };
-        if let Ok(spec) = draft(&candidates).validate() {
-            return with_services(spec, left_out);
-        }
-        // Some record clashes: admit nodes one by one, oldest record first, so the
-        // node that held an address first keeps it.
-        let mut admitted: Vec<(&str, &NodeRecord)> = Vec::new();
-        for c in candidates {
-            admitted.push(c);
-            if let Err(e) = draft(&admitted).validate() {
-                admitted.pop();
-                left_out.push(format!("node {}: {e}", c.0));
-            }
-        }
-        with_services(draft(&admitted).validate()?, left_out)
+        let (spec, refused) = assemble(config, local, candidates)?;
+        left_out.extend(refused);
+        let (services, refused) = self.services_for(&spec);
+        left_out.extend(refused);
+        let mut d = spec.to_draft();
+        d.services = services;
+        d.validate().map(|s| (s, left_out))
     }
+}
+
+/// The spec of a cluster config and its nodes: `local` (the agent's own node) always
+/// in, `candidates` admitted in the order given while the spec stays valid (the
+/// node that held an address first keeps it); those left out are named.
+pub fn assemble(
+    config: &ClusterConfig,
+    local: Option<(&str, &NodeRecord)>,
+    candidates: Vec<(&str, &NodeRecord)>,
+) -> Result<(ClusterSpec, Vec<String>), SpecError> {
+    let draft = |nodes: &[(&str, &NodeRecord)]| {
+        let mut d = config.draft();
+        for (name, r) in local.into_iter().chain(nodes.iter().copied()) {
+            d = d.node(name, r.underlay, r.pod_cidr);
+            d.nodes.last_mut().expect("just added").vtep_mac = Some(r.vtep_mac);
+        }
+        d
+    };
+    if let Ok(spec) = draft(&candidates).validate() {
+        return Ok((spec, Vec::new()));
+    }
+    let mut admitted: Vec<(&str, &NodeRecord)> = Vec::new();
+    let mut left_out = Vec::new();
+    for c in candidates {
+        admitted.push(c);
+        if let Err(e) = draft(&admitted).validate() {
+            admitted.pop();
+            left_out.push(format!("node {}: {e}", c.0));
+        }
+    }
+    Ok((draft(&admitted).validate()?, left_out))
 }
 
 /// The first free subnet of `len` bits in `cluster`, skipping the cluster's first

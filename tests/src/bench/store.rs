@@ -17,7 +17,10 @@ use netpath::{
     netlink::RouteSummary,
     plan::{self, Probed, Underlay},
     spec::{derived_vtep_mac, NodeSpec},
-    store::etcd::{self as store, EtcdOptions, Member, Update},
+    store::{
+        etcd::{self as store, EtcdOptions, Member},
+        Update,
+    },
 };
 use serde::Serialize;
 use tokio::sync::mpsc;

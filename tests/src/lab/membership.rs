@@ -1,4 +1,4 @@
-//! Nodes joining and leaving a running lab through etcd, timed from the etcd
+//! Nodes joining and leaving a running lab through etcd or gossip, timed from the
 //! event to the other nodes' maps.
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,9 @@ use crate::check;
 
 /// How long a membership change may take to reach every other node's maps.
 pub const PROPAGATION_WITHIN: Duration = Duration::from_secs(1);
+/// How long a stopped node may stay routed with gossip: the failure detector's
+/// bound (suspected within ~1 s, declared down 2 s later; see `store::gossip`).
+pub const GOSSIP_GONE_WITHIN: Duration = Duration::from_secs(8);
 
 impl Lab {
     /// Whether node `i`'s maps route `cidr`.
@@ -50,9 +53,10 @@ impl Lab {
             .collect())
     }
 
-    /// A node joins (agent started, reservation made, record published) and must be
-    /// routed by everyone and reachable pod to pod; then it leaves (agent stopped,
-    /// `netpath node remove`) and must vanish everywhere. Returns report lines.
+    /// A node joins (agent started, reservation made or claim settled, record
+    /// published) and must be routed by everyone and reachable pod to pod; then it
+    /// leaves (agent stopped; with etcd `netpath node remove`, with gossip the failure
+    /// detector's verdict) and must vanish everywhere. Returns report lines.
     pub fn check_join_and_leave(&mut self, cfg: &LabConfig) -> Result<Vec<(String, bool)>> {
         let first = self.nodes[0].spec.underlay;
         let underlay = Ipv4Net::new(first.subnet().nth(40), first.prefix);
@@ -64,7 +68,7 @@ impl Lab {
                 "join: {cidr} routed by every node after its agent was ready: {}",
                 report(&joined)
             ),
-            within(&joined),
+            within(&joined, PROPAGATION_WITHIN),
         )];
         let (a, b) = (&self.nodes[0].pods[0], &self.nodes[j].pods[0]);
         let seen = check::tcp(a.ns.path(), b.ns.path(), b.ip);
@@ -78,19 +82,32 @@ impl Lab {
             seen.as_ref().is_ok_and(|s| *s == a.ip),
         ));
         self.stop_agent(j);
+        let gossip = self.gossip.is_some();
         let t = Instant::now();
-        self.remove_node_from_etcd("node-join", cfg)?;
+        if !gossip {
+            self.remove_node_from_etcd("node-join", cfg)?;
+        }
         let removed = t.elapsed();
-        let gone = self.time_per_node(PROPAGATION_WITHIN, j, |lab, i| {
-            lab.routes(i, cidr).map(|r| !r)
-        })?;
+        let bound = if gossip {
+            GOSSIP_GONE_WITHIN
+        } else {
+            PROPAGATION_WITHIN
+        };
+        let gone = self.time_per_node(bound, j, |lab, i| lab.routes(i, cidr).map(|r| !r))?;
+        let how = if gossip {
+            format!(
+                "agent stopped for good, declared down (bound {} s)",
+                bound.as_secs()
+            )
+        } else {
+            format!("`netpath node remove` took {} ms", removed.as_millis())
+        };
         out.push((
             format!(
-                "leave: `netpath node remove` took {} ms; {cidr} gone from every node: {}",
-                removed.as_millis(),
+                "leave: {how}; {cidr} gone from every node: {}",
                 report(&gone)
             ),
-            within(&gone),
+            within(&gone, bound),
         ));
         Ok(out)
     }
@@ -107,8 +124,6 @@ fn report(times: &[(String, Option<Duration>)]) -> String {
         .join(", ")
 }
 
-fn within(times: &[(String, Option<Duration>)]) -> bool {
-    times
-        .iter()
-        .all(|(_, d)| d.is_some_and(|d| d <= PROPAGATION_WITHIN))
+fn within(times: &[(String, Option<Duration>)], bound: Duration) -> bool {
+    times.iter().all(|(_, d)| d.is_some_and(|d| d <= bound))
 }

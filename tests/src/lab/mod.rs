@@ -23,7 +23,7 @@ pub use baselines::VethPair;
 pub use containers::{busybox_image, BusyboxImage, Container, Containerd, HostCniInstall, Podman};
 pub use fabric::Fabric;
 pub use invariants::Invariant;
-pub use membership::PROPAGATION_WITHIN;
+pub use membership::{GOSSIP_GONE_WITHIN, PROPAGATION_WITHIN};
 pub use outside::{Outside, OUTSIDE_IP, OUTSIDE_ROUTER};
 pub use report::print_report;
 pub use services::{ServiceDemo, DEMO_NODE_PORT, DEMO_VIP};
@@ -90,6 +90,9 @@ pub enum LabStore {
     /// etcd in its own namespace on the underlay; `tls`: client certificates
     /// required (etcd's --client-cert-auth).
     Etcd { tls: bool },
+    /// No store: the agents gossip, each given the first node's address; `key`:
+    /// with a cluster key.
+    Gossip { key: bool },
 }
 
 impl LabConfig {
@@ -298,6 +301,8 @@ pub struct Lab {
     image: Option<BusyboxImage>,
     /// The etcd cluster with `LabStore::Etcd`.
     pub etcd: Option<etcd::EtcdCluster>,
+    /// The agents' gossip flags with `LabStore::Gossip`.
+    pub gossip: Option<Vec<String>>,
     /// FRR on the fabric, when the spec's nodes peer with the fabric router by BGP.
     pub bgp_router: Option<bgp_router::FrrRouter>,
 }
@@ -338,12 +343,13 @@ impl Lab {
             host_cni: None,
             image: None,
             etcd: None,
+            gossip: None,
             bgp_router: None,
         };
         let subnets: BTreeSet<Ipv4Net> =
             cfg.spec.nodes.iter().map(|n| n.underlay.subnet()).collect();
         let subnets: Vec<Ipv4Net> = subnets.into_iter().collect();
-        if cfg.fabric == Fabric::Veth && cfg.store != LabStore::File {
+        if cfg.fabric == Fabric::Veth && matches!(cfg.store, LabStore::Etcd { .. }) {
             bail!("the veth fabric carries no etcd members: use the bridge fabric with etcd");
         }
         let fabric = NetNs::create(&format!("{prefix}-fabric"))?;
@@ -355,8 +361,10 @@ impl Lab {
         lab.fabric = Some(fabric);
         lab.start_bgp_router(&subnets)?;
         lab.outside = Some(lab.add_outside()?);
-        if let LabStore::Etcd { tls } = cfg.store {
-            lab.start_etcd(&subnets[0], tls, cfg)?;
+        match cfg.store {
+            LabStore::Etcd { tls } => lab.start_etcd(&subnets[0], tls, cfg)?,
+            LabStore::Gossip { key } => lab.gossip = Some(lab.gossip_args(key)?),
+            LabStore::File => {}
         }
         for (i, spec) in cfg.spec.nodes.iter().enumerate() {
             let kind = cfg
@@ -704,6 +712,32 @@ impl Lab {
         Ok(())
     }
 
+    /// The gossip flags every agent gets: the cluster's settings (the lab's spec's,
+    /// with its nodes' subnet length), the first node's address as the one seed, and
+    /// with `key` a cluster key.
+    fn gossip_args(&self, key: bool) -> Result<Vec<String>> {
+        let subnet_len = self.spec.nodes.first().context("no nodes")?.pod_cidr.prefix;
+        let config = netpath::store::model::ClusterConfig {
+            settings: self.spec.settings.clone(),
+            subnet_len,
+        };
+        let path = self.workdir.join("gossip-cluster.toml");
+        std::fs::write(&path, toml::to_string(&config)?)?;
+        let seed = self.spec.nodes[0].ip();
+        let mut args = vec![
+            "--cluster-config".to_string(),
+            path.display().to_string(),
+            "--peers".into(),
+            seed.to_string(),
+        ];
+        if key {
+            let k = self.workdir.join("gossip-cluster.key");
+            std::fs::write(&k, format!("netpath lab cluster key {}\n", self.prefix))?;
+            args.extend(["--cluster-key".into(), k.display().to_string()]);
+        }
+        Ok(args)
+    }
+
     /// `netpath node remove NAME` against the lab's etcd.
     pub fn remove_node_from_etcd(&self, name: &str, cfg: &LabConfig) -> Result<String> {
         let cluster = self.etcd.as_ref().context("the lab has no etcd")?;
@@ -820,13 +854,18 @@ impl Lab {
         let out = std::fs::File::create(&log)?;
         let mut cmd = Command::new(&cfg.agent_bin);
         cmd.arg("agent");
-        match &self.etcd {
-            Some(cluster) => {
+        match (&self.etcd, &self.gossip) {
+            (Some(cluster), _) => {
                 cmd.args(["--store", "etcd"])
                     .args(etcd_args(cluster))
                     .args(["--lease-ttl", &cfg.lease_ttl.to_string()]);
             }
-            None => {
+            (None, Some(args)) => {
+                cmd.args(["--store", "gossip", "--underlay"])
+                    .arg(node.spec.underlay.to_string())
+                    .args(args);
+            }
+            (None, None) => {
                 cmd.arg("--config").arg(&self.spec_file);
             }
         }
@@ -896,8 +935,8 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if self.etcd.is_some() {
-            // The pod CIDR is whatever etcd reserved for the node.
+        if self.etcd.is_some() || self.gossip.is_some() {
+            // The pod CIDR is whatever etcd reserved or the gossip claimed for the node.
             let state = netpath::state::AgentState::read(&self.nodes[i].state_dir())?
                 .context("the agent published no state")?;
             let cidr: Ipv4Net = state
@@ -1078,6 +1117,7 @@ impl Drop for Lab {
             a.stop();
         }
         self.etcd = None;
+        self.gossip = None;
         for node in &self.nodes {
             // A BIRD that outlived its agent (--keep-pins, or the agent killed).
             netpath::bgp::stop_daemon(&node.state_dir());

@@ -37,7 +37,12 @@ impl Lab {
             .filter_map(|(i, n)| n.pods.first().map(|p| (i, p)))
             .collect();
         let range = self.spec.settings.service_range();
-        if pods.is_empty() || self.etcd.is_some() || !range.is_some_and(|r| r.contains(DEMO_VIP)) {
+        // Services come from the spec file or etcd records; gossip carries none.
+        if pods.is_empty()
+            || self.etcd.is_some()
+            || self.gossip.is_some()
+            || !range.is_some_and(|r| r.contains(DEMO_VIP))
+        {
             return Ok(None);
         }
         let ips: Vec<Ipv4Addr> = pods.iter().map(|(_, p)| p.ip).collect();

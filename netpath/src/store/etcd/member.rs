@@ -17,23 +17,11 @@ use super::{
 use crate::{
     net::Ipv4Net,
     spec::ClusterSpec,
-    store::model::{valid_node_name, Keys, NodeRecord, Reservation, View},
+    store::{
+        model::{valid_node_name, Keys, NodeRecord, Reservation, View},
+        Update,
+    },
 };
-
-/// What the store tells the agent.
-#[derive(Debug)]
-pub enum Update {
-    /// The cluster changed (or was re-read): reconcile toward this.
-    Spec(ClusterSpec, Vec<String>),
-    /// etcd cannot be reached; the datapath keeps the last state.
-    Disconnected(String),
-    /// The watch is live: from here on changes reach this node as they happen.
-    Watching,
-    /// Whether this node still holds its pod CIDR: `Some(why)` when its reservation
-    /// was released and another node took the subnet (its pods' addresses are no
-    /// longer its to hand out), `None` once it holds it again.
-    Membership(Option<String>),
-}
 
 /// This node's membership: its reservation, its lease and its view of the rest.
 pub struct Member {

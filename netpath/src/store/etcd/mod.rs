@@ -12,7 +12,7 @@ use etcd_client::{
     TxnOp,
 };
 
-pub use self::member::{Member, Update};
+pub use self::member::Member;
 use super::model::{ClusterConfig, Keys, Reservation, View};
 use crate::net::Ipv4Net;
 

@@ -1,0 +1,757 @@
+//! This node's membership in a gossip cluster: SWIM (the `foca` crate) over one
+//! UDP socket, every datagram through `Wire` (the cluster key's tag checked before
+//! anything is parsed). The membership identity carries each node's record (see
+//! `Peer`), so the members a node knows of are the cluster; the claims rule picks
+//! who holds which pod CIDR, and the agent is told the spec whenever it changes.
+//!
+//! A node's own claim is settled, and its pods get addresses, once the claim has
+//! stood unchallenged for `CLAIM_SETTLE` while the node could hear the cluster:
+//! an earlier claim of the same subnet reaches it within that time (it spreads in
+//! ~1 s), so of two live nodes that can hear each other at most one settles on a
+//! subnet. The one that loses claims another before it hands out any address.
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap},
+    net::{Ipv4Addr, SocketAddr},
+    num::{NonZeroU8, NonZeroUsize},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use foca::{
+    AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PeriodicParams,
+    PostcardCodec, State, Timer,
+};
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use tokio::{net::UdpSocket, sync::mpsc, time::Instant};
+
+use super::{
+    claims::{holders, Claim},
+    peer::Peer,
+    wire::{Dropped, Kind, Wire},
+    GossipError, GossipOptions,
+};
+use crate::{
+    net::{Ipv4Net, Mac},
+    spec::ClusterSpec,
+    store::{
+        model::{assemble, pick_subnet_after_conflict, valid_node_name, ClusterConfig, NodeRecord},
+        Update,
+    },
+};
+
+/// SWIM's probe period and round trip: a dead node is suspected within about two
+/// periods of its death and declared down `SUSPECT_TO_DOWN` later.
+const PROBE_PERIOD: Duration = Duration::from_millis(500);
+const PROBE_RTT: Duration = Duration::from_millis(200);
+const SUSPECT_TO_DOWN: Duration = Duration::from_secs(2);
+/// How long a claim must stand unchallenged before the node hands out addresses.
+pub const CLAIM_SETTLE: Duration = Duration::from_secs(3);
+/// How long a joining node listens before it claims a subnet.
+const LISTEN_BEFORE_CLAIM: Duration = Duration::from_millis(1500);
+/// How long a joining node may take to settle a claim before the agent starts
+/// anyway (without handing out addresses until it settles).
+const JOIN_SETTLE_WITHIN: Duration = Duration::from_secs(30);
+/// How long a joining node waits for a seed's settings.
+const SETTINGS_WAIT: Duration = Duration::from_secs(2);
+/// How often claims are judged and a lone node asks its seeds again.
+const TICK: Duration = Duration::from_millis(250);
+const RECV_BUF: usize = 65_536;
+/// A datagram as large as one frame of a 1500-byte underlay carries.
+const DATAGRAM: usize = 1400;
+const CLAIM_FILE: &str = "gossip-claim.json";
+
+/// Datagrams dropped, by reason.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bad_tag: AtomicU64,
+    pub stale: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, why: Dropped) {
+        let c = match why {
+            Dropped::Tag => &self.bad_tag,
+            Dropped::Stale(_) => &self.stale,
+            Dropped::Short | Dropped::Foreign | Dropped::Kind(_) => &self.malformed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.bad_tag.load(Ordering::Relaxed)
+            + self.stale.load(Ordering::Relaxed)
+            + self.malformed.load(Ordering::Relaxed)
+    }
+}
+
+/// A claim as kept on disk: a restarted node asks for its subnet back first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct SavedClaim {
+    pod_cidr: Ipv4Net,
+    claimed_ms: u64,
+    /// Whether it settled: only a settled claim is the node's at once on a restart.
+    settled: bool,
+}
+
+type Swim = Foca<Peer, PostcardCodec, StdRng, NoCustomBroadcast>;
+
+pub struct Member {
+    foca: Swim,
+    rt: AccumulatingRuntime<Peer>,
+    socket: Arc<UdpSocket>,
+    wire: Wire,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    pending: HashMap<u64, Timer<Peer>>,
+    next_timer: u64,
+    config: ClusterConfig,
+    settings_json: Vec<u8>,
+    seeds: Vec<SocketAddr>,
+    claim_file: PathBuf,
+    pub counters: Arc<Counters>,
+    /// Since when this node's claim has stood (None: it does not now).
+    standing_since: Option<Instant>,
+    /// Whether an authentic datagram from another node has arrived.
+    heard: bool,
+    /// The claim was read back from disk: settled before this start.
+    restored: bool,
+    attempts: usize,
+    lost: Option<String>,
+    last_sent: Option<ClusterSpec>,
+    last_lost: Option<Option<String>>,
+    /// The membership changed since the spec was last built: it is built again at
+    /// the next tick, so a burst of joins costs one build per tick, not one each.
+    dirty: bool,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The cluster settings' digest every member publishes.
+fn digest(json: &[u8]) -> u64 {
+    crate::files::fnv1a(json.iter().copied())
+}
+
+fn swim_config(forget_after: Duration) -> Config {
+    let mut c = Config::new_lan(std::num::NonZeroU32::new(32).expect("nonzero"));
+    c.probe_period = PROBE_PERIOD;
+    c.probe_rtt = PROBE_RTT;
+    c.suspect_to_down_after = SUSPECT_TO_DOWN;
+    c.max_transmissions = NonZeroU8::new(10).expect("nonzero");
+    c.max_packet_size = NonZeroUsize::new(DATAGRAM).expect("nonzero");
+    c.remove_down_after = Some(forget_after);
+    c.notify_down_members = true;
+    c.periodic_gossip = Some(PeriodicParams {
+        frequency: Duration::from_millis(200),
+        num_members: NonZeroUsize::new(3).expect("nonzero"),
+    });
+    // A healed partition: each side keeps knocking on the members it saw go down.
+    c.periodic_announce_to_down_members = Some(PeriodicParams {
+        frequency: Duration::from_secs(3),
+        num_members: NonZeroUsize::new(2).expect("nonzero"),
+    });
+    c
+}
+
+impl Member {
+    /// Joins: compares this node's settings with a seed's, listens, claims a pod
+    /// CIDR (its saved one, the one its pods' addresses are from, or a free one).
+    pub async fn join(
+        opts: &GossipOptions,
+        name: &str,
+        underlay: Ipv4Net,
+        vtep_mac: Mac,
+        held: &[Ipv4Addr],
+        state_dir: &Path,
+    ) -> Result<Self, GossipError> {
+        if !valid_node_name(name) {
+            return Err(GossipError::NodeName(name.into()));
+        }
+        opts.config.validate()?;
+        let socket = UdpSocket::bind(opts.listen)
+            .await
+            .map_err(|e| GossipError::Bind(opts.listen, e))?;
+        let wire = Wire::new(opts.key.as_deref());
+        let settings_json = serde_json::to_vec(&opts.config).expect("plain data");
+        let counters = Arc::new(Counters::default());
+        let gossip = SocketAddr::new(underlay.addr.into(), opts.listen.port());
+        // Every node may be given the same seed list, itself among it.
+        let seeds: Vec<SocketAddr> = opts
+            .seeds
+            .iter()
+            .copied()
+            .filter(|s| *s != gossip)
+            .collect();
+        compare_settings(&socket, &wire, &seeds, &opts.config, &counters).await?;
+        let claim_file = state_dir.join(CLAIM_FILE);
+        // A saved claim outside the cluster's settings (changed since) is void.
+        let cluster = opts.config.settings.cluster_cidr;
+        let saved = read_claim(&claim_file).filter(|s| {
+            s.pod_cidr.prefix == opts.config.subnet_len && cluster.contains_net(&s.pod_cidr)
+        });
+        let me = Peer {
+            name: name.to_string(),
+            gossip,
+            generation: unix_ms(),
+            record: NodeRecord {
+                underlay,
+                // Provisional until claimed: a /32 of the underlay, outside any
+                // cluster CIDR's claims (members without a claim are not counted).
+                pod_cidr: saved.map_or(Ipv4Net::new(underlay.addr, 32), |s| s.pod_cidr),
+                vtep_mac,
+            },
+            claimed_ms: saved.map_or(0, |s| s.claimed_ms),
+            settings: digest(&settings_json),
+        };
+        let foca = Foca::new(
+            me,
+            swim_config(opts.forget_after),
+            rand::make_rng::<StdRng>(),
+            PostcardCodec,
+        );
+        let mut member = Self {
+            foca,
+            rt: AccumulatingRuntime::new(),
+            socket: Arc::new(socket),
+            wire,
+            timers: BinaryHeap::new(),
+            pending: HashMap::new(),
+            next_timer: 0,
+            config: opts.config.clone(),
+            settings_json,
+            seeds,
+            claim_file,
+            counters,
+            standing_since: None,
+            heard: false,
+            restored: saved.is_some_and(|s| s.settled),
+            attempts: 0,
+            lost: None,
+            last_sent: None,
+            last_lost: None,
+            dirty: true,
+        };
+        member.announce_to_seeds();
+        if saved.is_none() {
+            if !member.seeds.is_empty() {
+                member.listen_for(LISTEN_BEFORE_CLAIM).await;
+            }
+            member.claim(held)?;
+        }
+        // The claim settles (or loses and is made again) before the agent starts:
+        // a running node never moves its pod CIDR.
+        let deadline = Instant::now() + JOIN_SETTLE_WITHIN;
+        loop {
+            member.judge(true);
+            if member.lost.is_none() || Instant::now() >= deadline {
+                break;
+            }
+            member.listen_for(TICK).await;
+        }
+        Ok(member)
+    }
+
+    /// Why this node may not hand out pod addresses now, if it may not.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+
+    /// The pod CIDR this node claims.
+    pub fn pod_cidr(&self) -> Ipv4Net {
+        self.foca.identity().record.pod_cidr
+    }
+
+    /// The cluster as this node hears it: itself and every live member whose claim
+    /// stands and whose settings are this node's; the rest named in the notes.
+    pub fn spec(&self) -> Result<(ClusterSpec, Vec<String>), GossipError> {
+        let me = self.foca.identity();
+        let mut notes = Vec::new();
+        let known = self.known();
+        let claims = self.claims(&known);
+        let standing = holders(&claims);
+        let mut candidates = Vec::new();
+        for (p, state) in known.values() {
+            if p.name == me.name || *state == State::Down {
+                continue;
+            }
+            if p.settings != me.settings {
+                notes.push(format!(
+                    "node {}: its cluster settings differ from this node's",
+                    p.name
+                ));
+            } else if !self.claims_in_cluster(p) {
+                // Still listening before it claims: not news.
+            } else if !standing.contains(p.name.as_str()) {
+                notes.push(format!(
+                    "node {}: its claim of {} lost to an earlier one",
+                    p.name, p.record.pod_cidr
+                ));
+            } else {
+                candidates.push((p.name.as_str(), &p.record));
+            }
+        }
+        let (spec, refused) = assemble(&self.config, Some((&me.name, &me.record)), candidates)?;
+        notes.extend(refused);
+        Ok((spec, notes))
+    }
+
+    /// Follows the cluster: membership datagrams, timers, claims judged every tick.
+    pub async fn run(mut self, tx: mpsc::Sender<Update>) {
+        let mut buf = vec![0u8; RECV_BUF];
+        let mut tick = tokio::time::interval(TICK);
+        let mut lonely_since = Instant::now();
+        let mut dropped = 0;
+        if tx.send(Update::Watching).await.is_err() {
+            return;
+        }
+        let _ = self.send_updates(&tx).await;
+        loop {
+            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                got = self.socket.recv_from(&mut buf) => match got {
+                    Ok((n, from)) => {
+                        let d = buf[..n].to_vec();
+                        self.on_datagram(&d, from);
+                    }
+                    Err(e) => tracing::warn!("gossip: receive: {e}"),
+                },
+                _ = sleep_until(next) => self.fire_timers(),
+                _ = tick.tick() => {
+                    // A node that hears nobody keeps asking its seeds (a seed that
+                    // started later, a healed partition).
+                    if self.foca.num_members() > 0 {
+                        lonely_since = Instant::now();
+                    } else if lonely_since.elapsed() >= Duration::from_secs(2) {
+                        self.announce_to_seeds();
+                        lonely_since = Instant::now();
+                    }
+                    self.judge(false);
+                    let now = self.counters.total();
+                    if now != dropped {
+                        dropped = now;
+                        if tx.send(Update::Dropped(now)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if self.send_updates(&tx).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            self.drain();
+        }
+    }
+
+    /// Every member this node knows of, by name (the newest generation of a name).
+    fn known(&self) -> BTreeMap<String, (Peer, State)> {
+        let me = self.foca.identity();
+        let mut out: BTreeMap<String, (Peer, State)> = BTreeMap::new();
+        out.insert(me.name.clone(), (me.clone(), State::Alive));
+        for m in self.foca.iter_membership_state() {
+            let p = m.id();
+            if p.name == me.name {
+                continue;
+            }
+            match out.get(&p.name) {
+                Some((q, _)) if q.generation >= p.generation => {}
+                _ => {
+                    out.insert(p.name.clone(), (p.clone(), m.state()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The claims that count: members with this node's settings claiming a subnet
+    /// of the cluster.
+    fn claims<'a>(&self, known: &'a BTreeMap<String, (Peer, State)>) -> Vec<Claim<'a>> {
+        let settings = self.foca.identity().settings;
+        known
+            .values()
+            .filter(|(p, _)| p.settings == settings && self.claims_in_cluster(p))
+            .map(|(p, _)| Claim {
+                node: &p.name,
+                subnet: p.record.pod_cidr,
+                claimed_ms: p.claimed_ms,
+            })
+            .collect()
+    }
+
+    fn claims_in_cluster(&self, p: &Peer) -> bool {
+        let c = self.config.settings.cluster_cidr;
+        p.record.pod_cidr.prefix == self.config.subnet_len && c.contains_net(&p.record.pod_cidr)
+    }
+
+    /// Claims a subnet: the one its pods' addresses are from, else a free one.
+    fn claim(&mut self, held: &[Ipv4Addr]) -> Result<(), GossipError> {
+        let known = self.known();
+        let me = self.foca.identity().clone();
+        let taken: BTreeSet<Ipv4Net> = known
+            .values()
+            .filter(|(p, _)| p.name != me.name && self.claims_in_cluster(p))
+            .map(|(p, _)| p.record.pod_cidr)
+            .collect();
+        let cluster = self.config.settings.cluster_cidr;
+        let len = self.config.subnet_len;
+        let ours = held
+            .first()
+            .map(|a| Ipv4Net::new(*a, len).subnet())
+            .filter(|n| cluster.contains_net(n) && !taken.iter().any(|t| t.overlaps(n)));
+        let pod_cidr = match ours {
+            Some(n) if self.attempts == 0 => n,
+            _ => pick_subnet_after_conflict(cluster, len, &taken, &me.name, self.attempts).ok_or(
+                GossipError::Full {
+                    cluster,
+                    len,
+                    node: me.name.clone(),
+                },
+            )?,
+        };
+        self.attempts += 1;
+        let claimed_ms = unix_ms();
+        let next = Peer {
+            generation: me.generation + 1,
+            record: NodeRecord {
+                pod_cidr,
+                ..me.record
+            },
+            claimed_ms,
+            ..me
+        };
+        self.foca
+            .change_identity(next, &mut self.rt)
+            .map_err(|e| GossipError::Swim(e.to_string()))?;
+        // The new identity starts disconnected: knock again.
+        self.announce_to_seeds();
+        write_claim(
+            &self.claim_file,
+            SavedClaim {
+                pod_cidr,
+                claimed_ms,
+                settled: false,
+            },
+        )?;
+        self.standing_since = None;
+        self.restored = false;
+        self.dirty = true;
+        tracing::info!(%pod_cidr, attempt = self.attempts, "gossip: claimed a pod CIDR");
+        Ok(())
+    }
+
+    /// Judges this node's own claim: standing, settled, or lost: claimed again while
+    /// joining (`may_reclaim`), else reported (its pods' addresses clash now).
+    fn judge(&mut self, may_reclaim: bool) {
+        let me = self.foca.identity().clone();
+        if !self.claims_in_cluster(&me) {
+            self.lost = Some("it has claimed no pod CIDR yet".into());
+            return;
+        }
+        let known = self.known();
+        let claims = self.claims(&known);
+        let stands = holders(&claims).contains(me.name.as_str());
+        if !stands {
+            let winner = known
+                .values()
+                .find(|(p, _)| p.name != me.name && p.record.pod_cidr.overlaps(&me.record.pod_cidr))
+                .map_or("another node".to_string(), |(p, _)| p.name.clone());
+            self.standing_since = None;
+            if !may_reclaim {
+                self.lost = Some(format!(
+                    "node {winner} claimed {} earlier (a healed partition?): restart this \
+                     node's agent without pods to claim another",
+                    me.record.pod_cidr
+                ));
+                return;
+            }
+            tracing::warn!(
+                pod_cidr = %me.record.pod_cidr,
+                winner,
+                "gossip: an earlier claim holds this node's subnet; claiming another"
+            );
+            if let Err(e) = self.claim(&[]) {
+                self.lost = Some(format!("{e}"));
+            }
+            return;
+        }
+        let now = Instant::now();
+        let since = *self.standing_since.get_or_insert(now);
+        let can_hear = self.seeds.is_empty() || self.heard;
+        self.lost = if self.restored || (can_hear && now - since >= CLAIM_SETTLE) {
+            if !self.restored {
+                self.restored = true;
+                let saved = SavedClaim {
+                    pod_cidr: me.record.pod_cidr,
+                    claimed_ms: me.claimed_ms,
+                    settled: true,
+                };
+                if let Err(e) = write_claim(&self.claim_file, saved) {
+                    tracing::warn!("{e}");
+                }
+            }
+            None
+        } else {
+            Some(format!(
+                "its claim of {} is not settled yet ({} s unchallenged needed{})",
+                me.record.pod_cidr,
+                CLAIM_SETTLE.as_secs(),
+                if can_hear {
+                    ""
+                } else {
+                    ", and no peer heard yet"
+                }
+            ))
+        };
+    }
+
+    fn on_datagram(&mut self, d: &[u8], from: SocketAddr) {
+        match self.wire.open(d, unix_ms()) {
+            Err(why) => {
+                self.counters.count(why);
+                tracing::debug!(%from, "gossip: dropped a datagram: {why}");
+            }
+            Ok((Kind::Membership, payload)) => {
+                self.heard = true;
+                if let Err(e) = self.foca.handle_data(payload, &mut self.rt) {
+                    self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%from, "gossip: membership datagram refused: {e}");
+                }
+            }
+            Ok((Kind::SettingsAsk, _)) => {
+                let reply = self
+                    .wire
+                    .seal(Kind::Settings, unix_ms(), &self.settings_json);
+                let _ = self.socket.try_send_to(&reply, from);
+            }
+            Ok((Kind::Settings, _)) => {}
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(t) = self.pending.remove(&id) {
+                let _ = self.foca.handle_timer(t, &mut self.rt);
+            }
+        }
+    }
+
+    fn announce_to_seeds(&mut self) {
+        let me = self.foca.identity().clone();
+        for s in self.seeds.clone() {
+            if s == me.gossip {
+                continue;
+            }
+            // foca addresses an announce by identity; only its address is used.
+            let to = Peer {
+                gossip: s,
+                generation: 0,
+                ..me.clone()
+            };
+            let _ = self.foca.announce(to, &mut self.rt);
+        }
+        self.drain();
+    }
+
+    /// Sends what foca produced and schedules its timers.
+    fn drain(&mut self) {
+        while let Some((to, data)) = self.rt.to_send() {
+            let d = self.wire.seal(Kind::Membership, unix_ms(), &data);
+            let _ = self.socket.try_send_to(&d, to.gossip);
+        }
+        while let Some((after, timer)) = self.rt.to_schedule() {
+            let id = self.next_timer;
+            self.next_timer += 1;
+            self.pending.insert(id, timer);
+            self.timers.push(Reverse((Instant::now() + after, id)));
+        }
+        while let Some(n) = self.rt.to_notify() {
+            if matches!(
+                n,
+                OwnedNotification::MemberUp(_)
+                    | OwnedNotification::MemberDown(_)
+                    | OwnedNotification::Rename(..)
+                    | OwnedNotification::Rejoin(_)
+            ) {
+                self.dirty = true;
+            }
+            match n {
+                OwnedNotification::MemberUp(p) => tracing::debug!(node = p.name, "gossip: up"),
+                OwnedNotification::MemberDown(p) => {
+                    tracing::info!(node = p.name, "gossip: node declared down")
+                }
+                OwnedNotification::Defunct => {
+                    tracing::warn!("gossip: this node was declared down; rejoining")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Tells the agent what changed: the spec, and whether the node may hand out
+    /// addresses.
+    async fn send_updates(&mut self, tx: &mpsc::Sender<Update>) -> Result<(), ()> {
+        if self.last_lost.as_ref() != Some(&self.lost) {
+            tx.send(Update::Membership(self.lost.clone()))
+                .await
+                .map_err(|_| ())?;
+            self.last_lost = Some(self.lost.clone());
+        }
+        if !self.dirty {
+            return Ok(());
+        }
+        self.dirty = false;
+        match self.spec() {
+            Ok((spec, notes)) if self.last_sent.as_ref() != Some(&spec) => {
+                self.last_sent = Some(spec.clone());
+                tx.send(Update::Spec(spec, notes)).await.map_err(|_| ())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!("gossip: the cluster as heard makes no valid spec: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads datagrams (and runs timers) for a while, before the node claims.
+    async fn listen_for(&mut self, span: Duration) {
+        let end = Instant::now() + span;
+        let mut buf = vec![0u8; RECV_BUF];
+        while Instant::now() < end {
+            let next = self.timers.peek().map(|Reverse((at, _))| (*at).min(end));
+            tokio::select! {
+                got = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = got {
+                        let d = buf[..n].to_vec();
+                        self.on_datagram(&d, from);
+                    }
+                }
+                _ = sleep_until(next.or(Some(end))) => self.fire_timers(),
+            }
+            self.drain();
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Asks the seeds for their settings and refuses to join a cluster whose differ,
+/// naming the first field that does. Silent seeds are no refusal: the first node of
+/// a cluster may be started after the others.
+async fn compare_settings(
+    socket: &UdpSocket,
+    wire: &Wire,
+    seeds: &[SocketAddr],
+    ours: &ClusterConfig,
+    counters: &Counters,
+) -> Result<(), GossipError> {
+    if seeds.is_empty() {
+        return Ok(());
+    }
+    let ask = wire.seal(Kind::SettingsAsk, unix_ms(), &[]);
+    for s in seeds {
+        let _ = socket.send_to(&ask, s).await;
+    }
+    let mut buf = vec![0u8; RECV_BUF];
+    let end = Instant::now() + SETTINGS_WAIT;
+    loop {
+        let got = tokio::time::timeout_at(end, socket.recv_from(&mut buf)).await;
+        let Ok(Ok((n, from))) = got else {
+            tracing::warn!("gossip: no seed answered with its settings; joining on this node's");
+            return Ok(());
+        };
+        match wire.open(&buf[..n], unix_ms()) {
+            Ok((Kind::Settings, payload)) => {
+                let theirs: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+                    GossipError::Settings(format!("{from} sent unreadable settings: {e}"))
+                })?;
+                let mine = serde_json::to_value(ours).expect("plain data");
+                return match first_difference(&mine, &theirs) {
+                    None => Ok(()),
+                    Some((field, a, b)) => Err(GossipError::Settings(format!(
+                        "{field} is {a} here but {b} in the cluster (as {from} has it)"
+                    ))),
+                };
+            }
+            Ok(_) => {}
+            Err(why) => counters.count(why),
+        }
+    }
+}
+
+/// The first field (in name order) whose value differs between two settings.
+fn first_difference(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+) -> Option<(String, String, String)> {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return (a != b).then(|| ("settings".into(), a.to_string(), b.to_string()));
+    };
+    let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    names.into_iter().find_map(|k| {
+        let (x, y) = (a.get(k), b.get(k));
+        (x != y).then(|| {
+            let show = |v: Option<&serde_json::Value>| v.map_or("unset".into(), |v| v.to_string());
+            (k.clone(), show(x), show(y))
+        })
+    })
+}
+
+fn read_claim(path: &Path) -> Option<SavedClaim> {
+    let text = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&text) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("{}: {e}; claiming anew", path.display());
+            None
+        }
+    }
+}
+
+fn write_claim(path: &Path, c: SavedClaim) -> Result<(), GossipError> {
+    let body = serde_json::to_vec(&c).expect("plain data");
+    // Before the agent's first state: its directory may not exist yet.
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| GossipError::Save(path.into(), e))?;
+    }
+    crate::files::write_atomic(path, &body, true).map_err(|e| GossipError::Save(path.into(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_differing_setting_is_named() {
+        let a = serde_json::json!({"cluster_cidr": "10.244.0.0/16", "vni": 1, "port": 8472});
+        let b = serde_json::json!({"cluster_cidr": "10.244.0.0/16", "vni": 2, "port": 4789});
+        assert_eq!(
+            first_difference(&a, &b),
+            Some(("port".into(), "8472".into(), "4789".into()))
+        );
+        assert_eq!(first_difference(&a, &a), None);
+        let c = serde_json::json!({"cluster_cidr": "10.244.0.0/16", "vni": 1, "port": 8472, "mtu": 1400});
+        assert_eq!(
+            first_difference(&a, &c),
+            Some(("mtu".into(), "unset".into(), "1400".into()))
+        );
+    }
+}
