@@ -79,6 +79,9 @@ enum Cmd {
         /// memory, progress logged.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services"])]
         cold_start: bool,
+        /// Only the agent's memory given 10, 1 000 and 100 000 peers by reload.
+        #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services", "cold_start"])]
+        memory: bool,
         /// The cluster size of the cold start.
         #[arg(long, default_value_t = 100_001, value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
         cold_start_nodes: u32,
@@ -176,6 +179,7 @@ fn run(cli: Cli) -> Result<bool> {
             services,
             cold_start,
             cold_start_nodes,
+            memory,
         } => {
             // A stop ends the bench between two measurements, tearing down what is up.
             let signals = StopSignals::install()?;
@@ -195,6 +199,7 @@ fn run(cli: Cli) -> Result<bool> {
                 bgp_only: bgp,
                 services_only: services,
                 cold_start_only: cold_start,
+                memory_only: memory,
                 cold_start_nodes: cold_start_nodes as usize,
                 monitor_only: monitor,
                 stop,

@@ -23,7 +23,7 @@ pub struct AgentMemory {
     pub peers: usize,
     /// The agent's resident memory holding them.
     pub rss_kib: f64,
-    /// The highest reading in those three seconds.
+    /// The highest reading meanwhile.
     pub rss_max_kib: f64,
     /// Kernel memory of the node's maps (bpftool's bytes_memlock, summed).
     pub map_kib: f64,
@@ -86,10 +86,13 @@ pub fn agent_memory(peers: usize) -> Result<AgentMemory> {
     }
     // The agent hands freed memory back right after publishing the pass, and its
     // resync passes (every 10 s) allocate for a moment: what it holds is the median
-    // of three seconds of readings, beside their highest.
+    // of the readings (3 s of them, 25 s with 100 000 peers), beside their highest.
     let pid = lab.agent_pid(0).context("the node has no agent")?;
     let mut readings = Vec::new();
-    for _ in 0..30 {
+    // A big table is read across two resync passes: what it holds between them
+    // varies with what each pass left behind.
+    let samples = if peers >= 100_000 { 250 } else { 30 };
+    for _ in 0..samples {
         readings.push(tools::rss_kib(pid)?);
         std::thread::sleep(Duration::from_millis(100));
     }

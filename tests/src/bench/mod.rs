@@ -39,6 +39,7 @@ pub struct BenchArgs {
     pub services_only: bool,
     /// Only an agent's cold start on a spec of `cold_start_nodes` nodes.
     pub cold_start_only: bool,
+    pub memory_only: bool,
     pub cold_start_nodes: usize,
     /// Set when the user asked to stop: checked between measurements.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -561,7 +562,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         || args.monitor_only
         || args.bgp_only
         || args.services_only
-        || args.cold_start_only;
+        || args.cold_start_only
+        || args.memory_only;
     // A focused run measures few things precisely; the full run fits in 45 minutes
     // with 21 paths in 3 rounds of 3 s, the quick one in 10.
     let (rounds, secs) = match (args.quick, focused) {
@@ -610,7 +612,12 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     // Paths, route scale, then (unless focused) the control plane and agent memory.
     let total = rounds * paths.len()
         + scale_rounds * scale_sizes.len()
-        + if focused { 0 } else { 1 + scale_sizes.len() }
+        + if focused { 0 } else { 1 }
+        + if !focused || args.memory_only {
+            scale_sizes.len()
+        } else {
+            0
+        }
         + usize::from(!focused || args.cni_only)
         + usize::from(!focused || args.monitor_only)
         + if with_store { store_sizes.len() } else { 0 }
@@ -660,7 +667,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         Some(scale::control_plane(1000)?)
     };
     let mut agent_memory = Vec::new();
-    for &peers in scale_sizes.iter().filter(|_| !focused) {
+    for &peers in scale_sizes.iter().filter(|_| !focused || args.memory_only) {
         tick(&format!("agent memory: {peers} peers"))?;
         agent_memory.push(memory::agent_memory(peers)?);
     }

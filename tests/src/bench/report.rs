@@ -468,8 +468,9 @@ pub fn markdown(run: &Run) -> String {
             md,
             "\n## Memory\n\nOne node's agent given a spec with this many other nodes (one pod CIDR \
              route, one tunnel peer and one kernel route each), measured once every kernel route \
-             is in place; RSS is the median of 3 s of readings after that (highest beside \
-             it: a resync pass allocates for a moment):\n\n| peers (routes) | agent RSS MiB | highest MiB | BPF map memory MiB | converged in ms |\n| --- | --- | --- | --- | --- |"
+             is in place; RSS is the median of readings after that, 3 s of them (25 s, two \
+             resync passes, with 100 000 peers), the highest beside it (a resync pass \
+             allocates for a moment):\n\n| peers (routes) | agent RSS MiB | highest MiB | BPF map memory MiB | converged in ms |\n| --- | --- | --- | --- | --- |"
         );
         for m in &run.agent_memory {
             let _ = writeln!(
