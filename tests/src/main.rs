@@ -82,6 +82,9 @@ enum Cmd {
         /// Only the agent's memory given 10, 1 000 and 100 000 peers by reload.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services", "cold_start"])]
         memory: bool,
+        /// Only the gossip store at scale: 10, 100 and 1 000 members in one process.
+        #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services", "cold_start", "memory"])]
+        gossip: bool,
         /// The cluster size of the cold start.
         #[arg(long, default_value_t = 100_001, value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
         cold_start_nodes: u32,
@@ -180,6 +183,7 @@ fn run(cli: Cli) -> Result<bool> {
             cold_start,
             cold_start_nodes,
             memory,
+            gossip,
         } => {
             // A stop ends the bench between two measurements, tearing down what is up.
             let signals = StopSignals::install()?;
@@ -200,6 +204,7 @@ fn run(cli: Cli) -> Result<bool> {
                 services_only: services,
                 cold_start_only: cold_start,
                 memory_only: memory,
+                gossip_only: gossip,
                 cold_start_nodes: cold_start_nodes as usize,
                 monitor_only: monitor,
                 stop,

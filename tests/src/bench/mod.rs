@@ -4,6 +4,7 @@
 mod bgp;
 pub mod cni;
 mod cold_start;
+mod gossip;
 mod memory;
 mod observe;
 pub mod prog_stats;
@@ -40,6 +41,7 @@ pub struct BenchArgs {
     /// Only an agent's cold start on a spec of `cold_start_nodes` nodes.
     pub cold_start_only: bool,
     pub memory_only: bool,
+    pub gossip_only: bool,
     pub cold_start_nodes: usize,
     /// Set when the user asked to stop: checked between measurements.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -267,6 +269,7 @@ pub struct Run {
     pub agent_memory: Vec<memory::AgentMemory>,
     pub cni: Vec<cni::CniLatency>,
     pub store_scale: Vec<store::StoreScale>,
+    pub gossip_scale: Vec<gossip::GossipScale>,
     pub bgp_convergence: Vec<bgp::BgpConvergence>,
     pub service_rates: Vec<services::ServiceRate>,
     pub service_overhead: Vec<services::ServiceOverhead>,
@@ -563,7 +566,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         || args.bgp_only
         || args.services_only
         || args.cold_start_only
-        || args.memory_only;
+        || args.memory_only
+        || args.gossip_only;
     // A focused run measures few things precisely; the full run fits in 45 minutes
     // with 21 paths in 3 rounds of 3 s, the quick one in 10.
     let (rounds, secs) = match (args.quick, focused) {
@@ -602,6 +606,12 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let with_services = !focused || args.services_only;
     let service_rounds = if args.quick { 1 } else { rounds };
     let with_cold_start = !focused || args.cold_start_only;
+    let with_gossip = !focused || args.gossip_only;
+    let gossip_sizes: &[usize] = if args.quick {
+        &[10, 100]
+    } else {
+        &[10, 100, 1000]
+    };
     let cold_start_nodes = args.cold_start_nodes;
     let cni_cycles = 200;
     let scale_rounds = match (focused, args.quick) {
@@ -627,7 +637,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         } else {
             0
         }
-        + usize::from(with_cold_start);
+        + usize::from(with_cold_start)
+        + if with_gossip { gossip_sizes.len() } else { 0 };
     let started = Instant::now();
     let mut step = 0;
     let stop = args.stop.clone();
@@ -695,6 +706,14 @@ pub fn run(args: BenchArgs) -> Result<bool> {
             store::StoreScale::failed(m, format!("{e:#}"))
         }));
     }
+    let mut gossip_scale = Vec::new();
+    for &m in gossip_sizes.iter().filter(|_| with_gossip) {
+        tick(&format!("gossip store: {m} members in one process"))?;
+        gossip_scale.push(gossip::measure(m).unwrap_or_else(|e| {
+            progress(&format!("  {m} members: {e:#}"));
+            gossip::GossipScale::failed(m, format!("{e:#}"))
+        }));
+    }
     let mut bgp_convergence = Vec::new();
     for &(n, router) in bgp_sizes.iter().filter(|_| with_bgp) {
         let how = if router {
@@ -747,6 +766,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         agent_memory,
         cni,
         store_scale,
+        gossip_scale,
         bgp_convergence,
         service_rates,
         service_overhead,

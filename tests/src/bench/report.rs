@@ -292,6 +292,21 @@ pub fn targets(run: &Run) -> Vec<Target> {
         "≤ 1000",
         |v| v <= 1000.0,
     );
+    let gossip_1000 = run.gossip_scale.iter().find(|s| s.members == 1000);
+    target(
+        &mut t,
+        "gossip: a join reaches 1 000 members, p99 ms",
+        gossip_1000.map_or(f64::NAN, |s| s.join_p99_ms),
+        "≤ 2000",
+        |v| v <= 2000.0,
+    );
+    target(
+        &mut t,
+        "gossip: bytes per second per member at rest, 1 000 members",
+        gossip_1000.map_or(f64::NAN, |s| s.bytes_per_s_per_member),
+        "≤ 10240",
+        |v| v <= 10240.0,
+    );
     target(
         &mut t,
         "CNI ADD+DEL p50 vs bridge + host-local",
@@ -546,6 +561,34 @@ pub fn markdown(run: &Run) -> String {
                 s.leave_p99_ms,
                 s.etcd_requests_per_s,
                 s.kib_per_agent
+            );
+        }
+    }
+    if !run.gossip_scale.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Control plane by gossip\n\nM members in one process, each on a loopback \
+             address of its own (the product's membership, wire with a cluster key, and claims), \
+             all joining at once through one seed; then a new member joins: time from its claim \
+             to every member's spec holding it (specs are built every 250 ms); bytes each member \
+             sends per second while the cluster idles; this process's memory per member.\n\n\
+             | members | all joined and heard, ms | join p50 ms | join p99 ms | bytes/s per member idle \
+             | KiB per member |\n| --- | --- | --- | --- | --- | --- |"
+        );
+        for s in &run.gossip_scale {
+            if let Some(e) = &s.error {
+                let _ = writeln!(md, "| {} | not measured: {e} | | | | |", s.members);
+                continue;
+            }
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                s.members,
+                s.converged_ms,
+                s.join_p50_ms,
+                s.join_p99_ms,
+                s.bytes_per_s_per_member,
+                s.kib_per_member
             );
         }
     }

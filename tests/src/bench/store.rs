@@ -108,7 +108,7 @@ fn grpc_received(endpoint: &str) -> Result<f64> {
         .sum())
 }
 
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+pub(super) fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

@@ -5,10 +5,11 @@
 //! who holds which pod CIDR, and the agent is told the spec whenever it changes.
 //!
 //! A node's own claim is settled, and its pods get addresses, once the claim has
-//! stood unchallenged for `CLAIM_SETTLE` while the node could hear the cluster:
-//! an earlier claim of the same subnet reaches it within that time (it spreads in
-//! ~1 s), so of two live nodes that can hear each other at most one settles on a
-//! subnet. The one that loses claims another before it hands out any address.
+//! stood unchallenged, with no membership news, for `CLAIM_SETTLE` while the node
+//! could hear the cluster: an earlier claim of the same subnet reaches it within that
+//! time (it spreads in ~1 s, and a burst of joins keeps the clock from running), so
+//! of two live nodes that can hear each other at most one settles on a subnet. The
+//! one that loses claims another before it hands out any address.
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap},
@@ -23,8 +24,8 @@ use std::{
 };
 
 use foca::{
-    AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PeriodicParams,
-    PostcardCodec, State, Timer,
+    AccumulatingRuntime, Config, Foca, Member as SwimMember, NoCustomBroadcast, OwnedNotification,
+    PeriodicParams, PostcardCodec, State, Timer,
 };
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -56,7 +57,7 @@ pub const CLAIM_SETTLE: Duration = Duration::from_secs(3);
 const LISTEN_BEFORE_CLAIM: Duration = Duration::from_millis(1500);
 /// How long a joining node may take to settle a claim before the agent starts
 /// anyway (without handing out addresses until it settles).
-const JOIN_SETTLE_WITHIN: Duration = Duration::from_secs(30);
+const JOIN_SETTLE_WITHIN: Duration = Duration::from_secs(60);
 /// How long a joining node waits for a seed's settings.
 const SETTINGS_WAIT: Duration = Duration::from_secs(2);
 /// How often claims are judged and a lone node asks its seeds again.
@@ -65,6 +66,9 @@ const RECV_BUF: usize = 65_536;
 /// A datagram as large as one frame of a 1500-byte underlay carries.
 const DATAGRAM: usize = 1400;
 const CLAIM_FILE: &str = "gossip-claim.json";
+/// How often a node asks a random member for every member it knows: what news
+/// alone missed (a partition, updates retransmitted out) arrives within this.
+const SYNC_EVERY: Duration = Duration::from_secs(20);
 
 /// Datagrams dropped, by reason.
 #[derive(Debug, Default)]
@@ -72,6 +76,8 @@ pub struct Counters {
     pub bad_tag: AtomicU64,
     pub stale: AtomicU64,
     pub malformed: AtomicU64,
+    /// Bytes this node sent, datagram headers and tags included: what gossip costs.
+    pub sent_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -84,7 +90,7 @@ impl Counters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn total(&self) -> u64 {
+    pub fn dropped(&self) -> u64 {
         self.bad_tag.load(Ordering::Relaxed)
             + self.stale.load(Ordering::Relaxed)
             + self.malformed.load(Ordering::Relaxed)
@@ -117,6 +123,12 @@ pub struct Member {
     pub counters: Arc<Counters>,
     /// Since when this node's claim has stood (None: it does not now).
     standing_since: Option<Instant>,
+    /// When membership news last arrived: a claim settles only once the cluster has
+    /// been quiet for `CLAIM_SETTLE` (in a burst of joins, claims are still on
+    /// their way).
+    last_news: Instant,
+    /// When this node last claimed a subnet.
+    claimed_at: Option<Instant>,
     /// Whether an authentic datagram from another node has arrived.
     heard: bool,
     /// The claim was read back from disk: settled before this start.
@@ -232,6 +244,8 @@ impl Member {
             claim_file,
             counters,
             standing_since: None,
+            last_news: Instant::now(),
+            claimed_at: None,
             heard: false,
             restored: saved.is_some_and(|s| s.settled),
             attempts: 0,
@@ -268,6 +282,12 @@ impl Member {
     /// The pod CIDR this node claims.
     pub fn pod_cidr(&self) -> Ipv4Net {
         self.foca.identity().record.pod_cidr
+    }
+
+    /// When this node last claimed its subnet (None: its claim came from disk): the
+    /// moment its news started spreading.
+    pub fn claimed_at(&self) -> Option<Instant> {
+        self.claimed_at
     }
 
     /// The cluster as this node hears it: itself and every live member whose claim
@@ -309,6 +329,7 @@ impl Member {
         let mut buf = vec![0u8; RECV_BUF];
         let mut tick = tokio::time::interval(TICK);
         let mut lonely_since = Instant::now();
+        let mut synced = Instant::now();
         let mut dropped = 0;
         if tx.send(Update::Watching).await.is_err() {
             return;
@@ -328,14 +349,28 @@ impl Member {
                 _ = tick.tick() => {
                     // A node that hears nobody keeps asking its seeds (a seed that
                     // started later, a healed partition).
+                    if synced.elapsed() >= SYNC_EVERY {
+                        synced = Instant::now();
+                        let n = self.foca.num_members();
+                        if n > 0 {
+                            let pick = rand::random_range(0..n);
+                            let to = self.foca.iter_members().nth(pick).map(|m| m.id().gossip);
+                            if let Some(to) = to {
+                                self.ask_members(to);
+                            }
+                        }
+                    }
                     if self.foca.num_members() > 0 {
                         lonely_since = Instant::now();
                     } else if lonely_since.elapsed() >= Duration::from_secs(2) {
                         self.announce_to_seeds();
                         lonely_since = Instant::now();
                     }
-                    self.judge(false);
-                    let now = self.counters.total();
+                    // Only what can change a verdict: news, or a claim still settling.
+                    if self.dirty || self.lost.is_some() {
+                        self.judge(false);
+                    }
+                    let now = self.counters.dropped();
                     if now != dropped {
                         dropped = now;
                         if tx.send(Update::Dropped(now)).await.is_err() {
@@ -441,6 +476,7 @@ impl Member {
             },
         )?;
         self.standing_since = None;
+        self.claimed_at = Some(Instant::now());
         self.restored = false;
         self.dirty = true;
         tracing::info!(%pod_cidr, attempt = self.attempts, "gossip: claimed a pod CIDR");
@@ -483,7 +519,7 @@ impl Member {
             return;
         }
         let now = Instant::now();
-        let since = *self.standing_since.get_or_insert(now);
+        let since = (*self.standing_since.get_or_insert(now)).max(self.last_news);
         let can_hear = self.seeds.is_empty() || self.heard;
         self.lost = if self.restored || (can_hear && now - since >= CLAIM_SETTLE) {
             if !self.restored {
@@ -520,8 +556,9 @@ impl Member {
             }
             Ok((Kind::Membership, payload)) => {
                 self.heard = true;
+                // An authentic datagram foca turns down is protocol state (one meant
+                // for this node's previous identity, say), not an attack: not counted.
                 if let Err(e) = self.foca.handle_data(payload, &mut self.rt) {
-                    self.counters.malformed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%from, "gossip: membership datagram refused: {e}");
                 }
             }
@@ -532,7 +569,61 @@ impl Member {
                 let _ = self.socket.try_send_to(&reply, from);
             }
             Ok((Kind::Settings, _)) => {}
+            Ok((Kind::MembersAsk, _)) => {
+                self.heard = true;
+                self.send_members(from);
+            }
+            Ok((Kind::Members, payload)) => {
+                self.heard = true;
+                match postcard::from_bytes::<Vec<SwimMember<Peer>>>(payload) {
+                    Ok(members) => {
+                        let _ = self
+                            .foca
+                            .apply_many(members.into_iter(), false, &mut self.rt);
+                    }
+                    Err(e) => tracing::warn!(%from, "gossip: members datagram unreadable: {e}"),
+                }
+            }
         }
+    }
+
+    /// Every member this node knows, itself included, in datagrams of `DATAGRAM`.
+    fn send_members(&mut self, to: SocketAddr) {
+        let me = SwimMember::alive(self.foca.identity().clone());
+        let all: Vec<SwimMember<Peer>> = std::iter::once(me)
+            .chain(self.foca.iter_membership_state().cloned())
+            .collect();
+        let room = DATAGRAM - self.wire.overhead();
+        let mut chunk: Vec<SwimMember<Peer>> = Vec::new();
+        let send = |chunk: &[SwimMember<Peer>], this: &Self| {
+            let Ok(bytes) = postcard::to_allocvec(chunk) else {
+                return;
+            };
+            let d = this.wire.seal(Kind::Members, unix_ms(), &bytes);
+            if this.socket.try_send_to(&d, to).is_ok() {
+                this.counters
+                    .sent_bytes
+                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        };
+        for m in all {
+            chunk.push(m);
+            let size = postcard::to_allocvec(&chunk).map_or(usize::MAX, |b| b.len());
+            if size > room && chunk.len() > 1 {
+                let last = chunk.pop().expect("just pushed");
+                send(&chunk, self);
+                chunk = vec![last];
+            }
+        }
+        if !chunk.is_empty() {
+            send(&chunk, self);
+        }
+    }
+
+    /// Asks `to` (a seed, or a random member) for every member it knows.
+    fn ask_members(&mut self, to: SocketAddr) {
+        let d = self.wire.seal(Kind::MembersAsk, unix_ms(), &[]);
+        let _ = self.socket.try_send_to(&d, to);
     }
 
     fn fire_timers(&mut self) {
@@ -554,6 +645,7 @@ impl Member {
             if s == me.gossip {
                 continue;
             }
+            self.ask_members(s);
             // foca addresses an announce by identity; only its address is used.
             let to = Peer {
                 gossip: s,
@@ -569,7 +661,11 @@ impl Member {
     fn drain(&mut self) {
         while let Some((to, data)) = self.rt.to_send() {
             let d = self.wire.seal(Kind::Membership, unix_ms(), &data);
-            let _ = self.socket.try_send_to(&d, to.gossip);
+            if self.socket.try_send_to(&d, to.gossip).is_ok() {
+                self.counters
+                    .sent_bytes
+                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
         }
         while let Some((after, timer)) = self.rt.to_schedule() {
             let id = self.next_timer;
@@ -586,6 +682,7 @@ impl Member {
                     | OwnedNotification::Rejoin(_)
             ) {
                 self.dirty = true;
+                self.last_news = Instant::now();
             }
             match n {
                 OwnedNotification::MemberUp(p) => tracing::debug!(node = p.name, "gossip: up"),

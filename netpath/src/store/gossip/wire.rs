@@ -23,6 +23,11 @@ pub enum Kind {
     SettingsAsk = 1,
     /// The cluster settings (JSON), in answer.
     Settings = 2,
+    /// "Send me every member you know": a joining node, or anti-entropy.
+    MembersAsk = 3,
+    /// A share of the members the sender knows (SWIM spreads only news, so a node
+    /// that joins a quiet cluster would otherwise learn it slowly).
+    Members = 4,
 }
 
 impl Kind {
@@ -31,6 +36,8 @@ impl Kind {
             0 => Some(Self::Membership),
             1 => Some(Self::SettingsAsk),
             2 => Some(Self::Settings),
+            3 => Some(Self::MembersAsk),
+            4 => Some(Self::Members),
             _ => None,
         }
     }
