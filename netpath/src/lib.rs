@@ -18,6 +18,7 @@ pub mod nexthop;
 pub mod plan;
 pub mod pod;
 pub mod reconcile;
+pub mod rtsock;
 pub mod serve;
 pub mod spec;
 pub mod state;

@@ -13,15 +13,22 @@ use futures::TryStreamExt;
 use netlink_packet_route::{
     address::AddressAttribute,
     link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlag, LinkInfo, LinkMessage},
-    route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope},
+    route::{
+        RouteAddress, RouteAttribute, RouteMessage, RouteMessageBuffer, RouteMetric, RouteProtocol,
+        RouteScope,
+    },
     AddressFamily,
 };
-use netlink_packet_utils::nla::{DefaultNla, Nla};
+use netlink_packet_utils::{
+    nla::{DefaultNla, Nla},
+    traits::Parseable,
+};
 use rtnetlink::Handle;
 
 use crate::{
     net::{Ipv4Net, Mac},
-    nexthop::{self, Nexthop, NexthopError, NexthopSocket},
+    nexthop::{self, Nexthop},
+    rtsock::{RtError, RtSocket},
 };
 
 /// Route protocol of the routes the agent owns toward other nodes' pods: on start it
@@ -46,7 +53,7 @@ pub enum NetlinkError {
     #[error("link {0} has no MAC address")]
     NoMac(String),
     #[error(transparent)]
-    Nexthop(#[from] NexthopError),
+    Raw(#[from] RtError),
 }
 
 type Result<T, E = NetlinkError> = std::result::Result<T, E>;
@@ -62,7 +69,8 @@ fn call(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkErro
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
-    nexthops: Arc<Mutex<NexthopSocket>>,
+    /// For what rtnetlink lacks (nexthops) or buffers whole (route dumps).
+    raw: Arc<Mutex<RtSocket>>,
 }
 
 /// What callers need to know about a link.
@@ -109,9 +117,9 @@ impl Netlink {
     pub fn new() -> Result<Self> {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(|e| NetlinkError::Open(String::new(), e))?;
-        let nexthops = Arc::new(Mutex::new(NexthopSocket::open()?));
+        let raw = Arc::new(Mutex::new(RtSocket::open()?));
         tokio::spawn(conn);
-        Ok(Self { handle, nexthops })
+        Ok(Self { handle, raw })
     }
 
     /// A socket inside the namespace at `ns` (opened on a helper thread that enters
@@ -122,18 +130,18 @@ impl Netlink {
             s.spawn(|| {
                 crate::netns::enter(ns).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
                 let _guard = rt.enter();
-                let nexthops = NexthopSocket::open().map_err(std::io::Error::other)?;
-                Ok((rtnetlink::new_connection()?, nexthops))
+                let raw = RtSocket::open().map_err(std::io::Error::other)?;
+                Ok((rtnetlink::new_connection()?, raw))
             })
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
         });
-        let ((conn, handle, _), nexthops) =
+        let ((conn, handle, _), raw) =
             opened.map_err(|e| NetlinkError::Open(format!(" in {}", ns.display()), e))?;
         tokio::spawn(conn);
         Ok(Self {
             handle,
-            nexthops: Arc::new(Mutex::new(nexthops)),
+            raw: Arc::new(Mutex::new(raw)),
         })
     }
 
@@ -364,35 +372,49 @@ impl Netlink {
 
     /// Every IPv4 nexthop object with one gateway or device.
     pub fn nexthops(&self) -> Result<Vec<Nexthop>> {
-        Ok(self.nexthop_socket().dump()?)
+        Ok(nexthop::dump(&mut self.raw())?)
     }
 
     pub fn replace_nexthop(&self, nh: &Nexthop) -> Result<()> {
-        Ok(self.nexthop_socket().replace(nh)?)
+        Ok(nexthop::replace(&mut self.raw(), nh)?)
     }
 
     /// Deletes nexthop object `id` and the routes through it; gone already is fine.
     pub fn delete_nexthop(&self, id: u32) -> Result<()> {
-        Ok(self.nexthop_socket().delete(id)?)
+        Ok(nexthop::delete(&mut self.raw(), id)?)
     }
 
-    fn nexthop_socket(&self) -> std::sync::MutexGuard<'_, NexthopSocket> {
+    fn raw(&self) -> std::sync::MutexGuard<'_, RtSocket> {
         // A panic while holding it leaves the socket as usable as before.
-        self.nexthops.lock().unwrap_or_else(|p| p.into_inner())
+        self.raw.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// IPv4 routes of the main table, summarized as the dump streams in (a node with
-    /// 100 000 routes never holds 100 000 raw messages).
+    /// IPv4 routes of the main table, summarized as the dump is read (a node with
+    /// 100 000 routes holds their summaries, never their messages). Blocking: the
+    /// kernel answers a dump as fast as it is read.
     pub async fn routes(&self) -> Result<Vec<RouteSummary>> {
-        self.handle
-            .route()
-            .get(rtnetlink::IpVersion::V4)
-            .execute()
-            .try_filter(|m| futures::future::ready(m.header.table == RT_TABLE_MAIN))
-            .map_ok(|m| route_summary(&m))
-            .try_collect()
-            .await
-            .map_err(call("dump routes"))
+        const RTM_NEWROUTE: u16 = 24;
+        const RTM_GETROUTE: u16 = 26;
+        // rtmsg: family, then lengths, tos, table, protocol, scope, type, flags (any).
+        let mut rtmsg = [0u8; 12];
+        rtmsg[0] = libc::AF_INET as u8;
+        let mut out = Vec::new();
+        let mut malformed = 0usize;
+        self.raw()
+            .dump(RTM_GETROUTE, &rtmsg, "dump routes", |kind, body| {
+                if kind != RTM_NEWROUTE {
+                    return;
+                }
+                match RouteMessageBuffer::new_checked(&body).and_then(|b| RouteMessage::parse(&b)) {
+                    Ok(m) if m.header.table == RT_TABLE_MAIN => out.push(route_summary(&m)),
+                    Ok(_) => {}
+                    Err(_) => malformed += 1,
+                }
+            })?;
+        if malformed > 0 {
+            tracing::warn!("dump routes: {malformed} routes the parser refused were skipped");
+        }
+        Ok(out)
     }
 
     /// Deletes main-table IPv4 routes to exactly `dst` (of `protocol`, when given),

@@ -102,6 +102,8 @@ fn run() -> Result<ExitCode> {
                     "--bgp",
                     "--services",
                     "--cold-start",
+                    "--memory",
+                    "--gossip",
                 ]
                 .contains(&a.as_str())
             });

@@ -78,6 +78,7 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
+    fix_allocator_thresholds();
     // One worker beside the main loop: the etcd member (lease keep-alive, watch) must
     // keep running while the loop blocks — loading the programs takes seconds on a
     // slow machine, longer than a short lease.
@@ -577,6 +578,23 @@ async fn next_update(updates: &mut Option<mpsc::Receiver<Update>>) -> Option<Upd
     match updates {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// One allocator arena with fixed thresholds. By default glibc gives each thread an
+/// arena and raises its thresholds with the largest block freed; after one pass over
+/// 100 000 routes the worker thread's arena (where the netlink tasks allocate) kept
+/// 63 MiB resident and free for good, which `malloc_trim` does not hand back from a
+/// thread's arena. Measured with 100 000 peers (bench, agent memory): 79 MiB held
+/// between resync passes before, 21 MiB after; the agent's two threads do not
+/// contend for one arena.
+fn fix_allocator_thresholds() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets the allocator's tunables; called before any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
     }
 }
 
