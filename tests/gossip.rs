@@ -22,6 +22,7 @@ use netpath_tests::{
     agent_logs, assert_model,
     check::{self, Proto},
     lab::{Lab, LabConfig, LabStore, GOSSIP_GONE_WITHIN},
+    observe::http_get,
     routes_cidr, state, wait_for,
 };
 
@@ -119,6 +120,20 @@ fn datagrams_without_the_cluster_key_are_dropped_counted_and_install_nothing() {
                 .is_some_and(|s| s.store_dropped >= 3)
         },
     );
+    // Where an operator looks: the node's metrics.
+    let (status, metrics) = http_get(
+        lab.nodes[1].ns.path(),
+        "127.0.0.1:9970".parse().unwrap(),
+        "/metrics",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("netpath_gossip_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no netpath_gossip_dropped_total in:\n{metrics}"));
+    assert!(dropped >= 3, "{dropped} dropped counted");
     let after: Vec<usize> = (0..2)
         .map(|i| lab.nodes[i].pinned().unwrap().routes().unwrap().len())
         .collect();

@@ -95,6 +95,13 @@ pub fn render(
             gauge(state.store_watching as i64),
         );
     }
+    if state.store_kind == crate::state::StoreKind::Gossip {
+        reg.register(
+            "gossip_dropped",
+            "Gossip datagrams dropped unread: no valid tag (wrong or missing key), replayed, stale or malformed",
+            ConstCounter::new(state.store_dropped),
+        );
+    }
     if let Some(at) = state.store_synced_unix_ms {
         reg.register(
             "store_last_sync_age_seconds",

@@ -1,6 +1,6 @@
 //! Address types: IPv4 prefixes and MAC addresses, parsed and printed the way
 //! `ip` prints them.
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr};
 
 /// An IPv4 prefix; `addr` may carry host bits where the field is an interface address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +52,49 @@ impl Ipv4Net {
     /// How many addresses the prefix spans.
     pub fn size(&self) -> u64 {
         1u64 << (32 - self.prefix.min(32))
+    }
+}
+
+/// A set of CIDR blocks that answers "does this block overlap any of them" with a
+/// few ordered lookups: blocks overlap only by nesting, so one of the set lies in
+/// the block's range, or the block lies in a supernet of a length the set holds
+/// (claims of one subnet length: one lookup each way).
+#[derive(Debug, Clone, Default)]
+pub struct CidrSet {
+    blocks: BTreeSet<(u32, u8)>,
+    /// Bit p set: the set holds a block of prefix length p.
+    lengths: u64,
+}
+
+impl CidrSet {
+    pub fn insert(&mut self, n: Ipv4Net) {
+        let p = n.prefix.min(32);
+        self.blocks.insert((u32::from(n.network()), p));
+        self.lengths |= 1 << p;
+    }
+
+    pub fn overlaps(&self, n: &Ipv4Net) -> bool {
+        let start = u32::from(n.network());
+        let last = (u64::from(start) + n.size() - 1) as u32;
+        if self.blocks.range((start, 0)..=(last, 32)).next().is_some() {
+            return true;
+        }
+        (0..n.prefix.min(32))
+            .filter(|p| self.lengths & (1 << p) != 0)
+            .any(|p| {
+                let sup = Ipv4Net::new(n.addr, p).network();
+                self.blocks.contains(&(u32::from(sup), p))
+            })
+    }
+}
+
+impl<'a> FromIterator<&'a Ipv4Net> for CidrSet {
+    fn from_iter<I: IntoIterator<Item = &'a Ipv4Net>>(iter: I) -> Self {
+        let mut set = Self::default();
+        for n in iter {
+            set.insert(*n);
+        }
+        set
     }
 }
 
@@ -141,6 +184,28 @@ impl serde::Serialize for Mac {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cidr_set_finds_nested_blocks_both_ways() {
+        let n = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let set: CidrSet = [n("10.244.4.0/22"), n("10.245.0.0/24")].iter().collect();
+        for hit in [
+            "10.244.5.0/24",
+            "10.244.0.0/16",
+            "10.0.0.0/8",
+            "10.245.0.128/25",
+        ] {
+            assert!(set.overlaps(&n(hit)), "{hit}");
+        }
+        for miss in [
+            "10.244.3.0/24",
+            "10.244.8.0/22",
+            "10.245.1.0/24",
+            "11.0.0.0/8",
+        ] {
+            assert!(!set.overlaps(&n(miss)), "{miss}");
+        }
+    }
 
     #[test]
     fn prefix_arithmetic() {

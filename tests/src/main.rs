@@ -85,6 +85,9 @@ enum Cmd {
         /// Only the gossip store at scale: 10, 100 and 1 000 members in one process.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services", "cold_start", "memory"])]
         gossip: bool,
+        /// The gossip sizes measured (default 10,100,1000; quick 10,100).
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(2..=5_000))]
+        gossip_members: Option<Vec<u32>>,
         /// The cluster size of the cold start.
         #[arg(long, default_value_t = 100_001, value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
         cold_start_nodes: u32,
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> Result<bool> {
             services,
             cold_start,
             cold_start_nodes,
+            gossip_members,
             memory,
             gossip,
         } => {
@@ -205,6 +209,7 @@ fn run(cli: Cli) -> Result<bool> {
                 cold_start_only: cold_start,
                 memory_only: memory,
                 gossip_only: gossip,
+                gossip_members: gossip_members.map(|m| m.into_iter().map(|n| n as usize).collect()),
                 cold_start_nodes: cold_start_nodes as usize,
                 monitor_only: monitor,
                 stop,

@@ -17,7 +17,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    net::{Ipv4Net, Mac},
+    net::{CidrSet, Ipv4Net, Mac},
     spec::{
         validate_services, ClusterSettings, ClusterSpec, EndpointPort, EndpointRecord, ServiceSpec,
         SpecDraft, SpecError,
@@ -399,16 +399,20 @@ pub fn free_subnets(
     let count = 1u64 << (len - cluster.prefix);
     let step = 1u64 << (32 - len);
     let base = u32::from(cluster.network()) as u64;
+    let taken: CidrSet = taken.iter().collect();
     (1..count)
         .map(|i| Ipv4Net::new(Ipv4Addr::from((base + i * step) as u32), len))
-        .filter(|n| !taken.iter().any(|t| t.overlaps(n)))
+        .filter(|n| !taken.overlaps(n))
         .take(limit)
         .collect()
 }
 
-/// After losing a race for the first free subnet: one of the first 32 free ones,
-/// chosen by node and attempt, so racing joiners spread out instead of colliding
-/// again (a lone joiner still gets the first free subnet on its first try).
+/// After losing a race for the first free subnet: a free one found from a start
+/// chosen by node and attempt, so racing joiners spread over the whole cluster
+/// range instead of colliding again (with a thousand nodes claiming at once, a
+/// choice among the first 32 free subnets left each round with ~32 winners). A few
+/// lookups, not a walk of the range: every member of a big cluster may claim at
+/// once.
 pub fn pick_subnet_after_conflict(
     cluster: Ipv4Net,
     len: u8,
@@ -416,12 +420,19 @@ pub fn pick_subnet_after_conflict(
     node: &str,
     attempt: usize,
 ) -> Option<Ipv4Net> {
-    let free = free_subnets(cluster, len, taken, 32);
-    if free.is_empty() {
+    if len < cluster.prefix || len > 30 {
         return None;
     }
-    let h = crate::files::fnv1a(node.bytes().chain(attempt.to_le_bytes()));
-    Some(free[(h % free.len() as u64) as usize])
+    // The cluster's first subnet stays free, as in `free_subnets`.
+    let slots = (1u64 << (len - cluster.prefix)) - 1;
+    let step = 1u64 << (32 - len);
+    let base = u64::from(u32::from(cluster.network()));
+    let taken: CidrSet = taken.iter().collect();
+    let start = crate::files::fnv1a(node.bytes().chain(attempt.to_le_bytes())) % slots.max(1);
+    (0..slots)
+        .map(|k| 1 + (start + k) % slots)
+        .map(|i| Ipv4Net::new(Ipv4Addr::from((base + i * step) as u32), len))
+        .find(|n| !taken.overlaps(n))
 }
 
 #[cfg(test)]
@@ -460,7 +471,7 @@ mod tests {
         taken.insert(net("10.244.2.0/23"));
         assert_eq!(pick_subnet(c, 24, &taken), Some(net("10.244.4.0/24")));
         assert_eq!(pick_subnet(net("10.0.0.0/30"), 31, &taken), None);
-        // After a conflict: a free one among the first 32, different per node.
+        // After a conflict: a free one, different per node, from the whole range.
         let spread: BTreeSet<_> = (0..20)
             .filter_map(|i| pick_subnet_after_conflict(c, 24, &taken, &format!("n{i}"), 1))
             .collect();
@@ -470,6 +481,15 @@ mod tests {
             .map(|i| net(&format!("10.9.0.{}/26", i * 64)))
             .collect();
         assert_eq!(pick_subnet(net("10.9.0.0/24"), 26, &full), None);
+        assert_eq!(
+            pick_subnet_after_conflict(net("10.9.0.0/24"), 26, &full, "n", 3),
+            None
+        );
+        let one_left: BTreeSet<_> = full.iter().skip(1).copied().collect();
+        assert_eq!(
+            pick_subnet_after_conflict(net("10.9.0.0/24"), 26, &one_left, "n", 3),
+            Some(net("10.9.0.64/26"))
+        );
         let n = net("10.244.3.0/24");
         assert_eq!(parse_subnet_key(&subnet_key(&n)), Some(n));
         assert_eq!(parse_subnet_key("10.244.3.1-24"), None);

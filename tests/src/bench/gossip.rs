@@ -60,6 +60,8 @@ struct Seen {
 }
 
 const PROBE: &str = "probe";
+const WAVE: usize = 50;
+const WAVE_GAP: Duration = Duration::from_millis(500);
 
 fn addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 2, 0, 1)) + i as u32)
@@ -78,9 +80,12 @@ fn run(members: usize, dir: &std::path::Path) -> Result<GossipScale> {
     let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
     let config: ClusterConfig =
         toml::from_str("cluster_cidr = \"10.0.0.0/8\"\nsubnet_len = 24\nbackend = \"vxlan\"\n")?;
+    // Every node is given the first three as its peers (the seeds list users give).
     let opts = |i: usize| GossipOptions {
         listen: SocketAddr::new(addr(i).into(), port),
-        seeds: vec![SocketAddr::new(addr(0).into(), port)],
+        seeds: (0..3)
+            .map(|s| SocketAddr::new(addr(s).into(), port))
+            .collect(),
         key: Some(b"the gossip bench's cluster key".to_vec()),
         config: config.clone(),
         forget_after: Duration::from_secs(3600),
@@ -97,6 +102,11 @@ fn run(members: usize, dir: &std::path::Path) -> Result<GossipScale> {
         let started = Instant::now();
         let mut joins = Vec::new();
         for i in 0..members {
+            // Nodes boot over a few seconds, as a rack does, not in one instant:
+            // WAVE every WAVE_GAP.
+            if i > 0 && i % WAVE == 0 {
+                tokio::time::sleep(WAVE_GAP).await;
+            }
             let (o, seen, state) = (opts(i), seen.clone(), dir.join(format!("m{i}")));
             joins.push(tokio::spawn(async move {
                 let counters = start(o, &format!("m{i}"), i, &state, Some((seen, i))).await?;

@@ -42,6 +42,7 @@ pub struct BenchArgs {
     pub cold_start_only: bool,
     pub memory_only: bool,
     pub gossip_only: bool,
+    pub gossip_members: Option<Vec<usize>>,
     pub cold_start_nodes: usize,
     /// Set when the user asked to stop: checked between measurements.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -607,10 +608,10 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     let service_rounds = if args.quick { 1 } else { rounds };
     let with_cold_start = !focused || args.cold_start_only;
     let with_gossip = !focused || args.gossip_only;
-    let gossip_sizes: &[usize] = if args.quick {
-        &[10, 100]
-    } else {
-        &[10, 100, 1000]
+    let gossip_sizes: &[usize] = match &args.gossip_members {
+        Some(m) => m,
+        None if args.quick => &[10, 100],
+        None => &[10, 100, 1000],
     };
     let cold_start_nodes = args.cold_start_nodes;
     let cni_cycles = 200;

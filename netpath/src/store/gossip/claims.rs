@@ -5,7 +5,7 @@
 //! node that has heard the same claims reaches the same verdict.
 use std::collections::BTreeSet;
 
-use crate::net::Ipv4Net;
+use crate::net::{CidrSet, Ipv4Net};
 
 /// One node's claim of a pod CIDR.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +21,13 @@ pub struct Claim<'a> {
 pub fn holders<'a>(claims: &[Claim<'a>]) -> BTreeSet<&'a str> {
     let mut order: Vec<&Claim<'a>> = claims.iter().collect();
     order.sort_by(|a, b| (a.claimed_ms, a.node).cmp(&(b.claimed_ms, b.node)));
-    let mut held: Vec<Ipv4Net> = Vec::new();
+    let mut held = CidrSet::default();
     let mut out = BTreeSet::new();
     for c in order {
-        if held.iter().any(|h| h.overlaps(&c.subnet)) {
+        if held.overlaps(&c.subnet) {
             continue;
         }
-        held.push(c.subnet);
+        held.insert(c.subnet);
         out.insert(c.node);
     }
     out
@@ -63,6 +63,18 @@ mod tests {
             c("wide", "10.244.0.0/16", 11),
         ];
         assert_eq!(holders(&claims), BTreeSet::from(["alpha"]));
+    }
+
+    #[test]
+    fn nested_blocks_clash_both_ways_and_neighbours_do_not() {
+        let claims = [
+            c("mid", "10.244.4.0/22", 1),
+            c("inside", "10.244.5.0/24", 2),
+            c("outside", "10.244.0.0/16", 3),
+            c("below", "10.244.3.0/24", 4),
+            c("above", "10.244.8.0/24", 5),
+        ];
+        assert_eq!(holders(&claims), BTreeSet::from(["mid", "below", "above"]));
     }
 
     #[test]
