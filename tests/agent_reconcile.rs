@@ -491,3 +491,58 @@ fn endpoint_attach_and_detach_are_idempotent() {
     )
     .expect("a device already gone has nothing attached");
 }
+
+/// The table read whole: the agent's route dump is read from a raw socket 64 KiB at a
+/// time (about 600 routes a read), so a table of many reads, with another table's
+/// routes and an IPv6 route mixed in, must come back route for route.
+#[test]
+fn a_route_table_of_many_reads_is_dumped_whole() {
+    let ns = NetNs::create(&format!("np-dump-{}", std::process::id())).unwrap();
+    let n = 5_000u32;
+    let mut batch = String::from(
+        "link add np-dump type veth peer name np-dump-peer\nlink set np-dump-peer up\n\
+         link set np-dump up\naddr add 192.0.2.1/24 dev np-dump\n",
+    );
+    for i in 0..n {
+        let net = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 0)) + i * 64);
+        let mtu = if i.is_multiple_of(7) { " mtu 1400" } else { "" };
+        batch.push_str(&format!(
+            "route add {net}/26 via 192.0.2.{} dev np-dump proto 44{mtu}\n",
+            2 + i % 200
+        ));
+    }
+    batch.push_str("route add 10.99.0.0/16 via 192.0.2.9 table 100\n");
+    batch.push_str("route add 2001:db8::/64 dev np-dump\n");
+    let file = std::env::temp_dir().join(format!("np-dump-{}.batch", std::process::id()));
+    std::fs::write(&file, batch).unwrap();
+    let out = Command::new("ip")
+        .args(["-n", ns.name(), "-batch"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let routes = ns.run(|| Nl::new()?.routes()).unwrap();
+    let ours: Vec<&RouteSummary> = routes.iter().filter(|r| r.protocol == 44).collect();
+    assert_eq!(ours.len(), n as usize, "routes of protocol 44 dumped");
+    for (i, r) in ours.iter().enumerate() {
+        let i = i as u32;
+        let net = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 0)) + i * 64);
+        assert_eq!(r.dst, Ipv4Net::new(net, 26));
+        assert_eq!(
+            r.gateway,
+            Some(Ipv4Addr::new(192, 0, 2, (2 + i % 200) as u8))
+        );
+        assert_eq!(r.mtu, i.is_multiple_of(7).then_some(1400), "{}", r.dst);
+    }
+    assert!(
+        routes
+            .iter()
+            .all(|r| r.dst.addr != Ipv4Addr::new(10, 99, 0, 0)),
+        "a route of table 100 is not the main table's"
+    );
+}
