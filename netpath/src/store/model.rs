@@ -386,6 +386,20 @@ pub fn pick_subnet(cluster: Ipv4Net, len: u8, taken: &BTreeSet<Ipv4Net>) -> Opti
     free_subnets(cluster, len, taken, 1).into_iter().next()
 }
 
+/// The cluster's subnets of `len` bits, by index (1 ..= slots: the first one stays
+/// free, as in flannel's layout); None when `len` does not fit the cluster.
+fn subnets(cluster: Ipv4Net, len: u8) -> Option<(u64, impl Fn(u64) -> Ipv4Net)> {
+    if len < cluster.prefix || len > 30 {
+        return None;
+    }
+    let slots = (1u64 << (len - cluster.prefix)) - 1;
+    let step = 1u64 << (32 - len);
+    let base = u64::from(u32::from(cluster.network()));
+    Some((slots, move |i: u64| {
+        Ipv4Net::new(Ipv4Addr::from((base + i * step) as u32), len)
+    }))
+}
+
 /// Up to `limit` free subnets, in address order.
 pub fn free_subnets(
     cluster: Ipv4Net,
@@ -393,15 +407,12 @@ pub fn free_subnets(
     taken: &BTreeSet<Ipv4Net>,
     limit: usize,
 ) -> Vec<Ipv4Net> {
-    if len < cluster.prefix || len > 30 {
+    let Some((slots, nth)) = subnets(cluster, len) else {
         return Vec::new();
-    }
-    let count = 1u64 << (len - cluster.prefix);
-    let step = 1u64 << (32 - len);
-    let base = u32::from(cluster.network()) as u64;
+    };
     let taken: CidrSet = taken.iter().collect();
-    (1..count)
-        .map(|i| Ipv4Net::new(Ipv4Addr::from((base + i * step) as u32), len))
+    (1..=slots)
+        .map(nth)
         .filter(|n| !taken.overlaps(n))
         .take(limit)
         .collect()
@@ -420,18 +431,11 @@ pub fn pick_subnet_after_conflict(
     node: &str,
     attempt: usize,
 ) -> Option<Ipv4Net> {
-    if len < cluster.prefix || len > 30 {
-        return None;
-    }
-    // The cluster's first subnet stays free, as in `free_subnets`.
-    let slots = (1u64 << (len - cluster.prefix)) - 1;
-    let step = 1u64 << (32 - len);
-    let base = u64::from(u32::from(cluster.network()));
+    let (slots, nth) = subnets(cluster, len)?;
     let taken: CidrSet = taken.iter().collect();
     let start = crate::files::fnv1a(node.bytes().chain(attempt.to_le_bytes())) % slots.max(1);
     (0..slots)
-        .map(|k| 1 + (start + k) % slots)
-        .map(|i| Ipv4Net::new(Ipv4Addr::from((base + i * step) as u32), len))
+        .map(|k| nth(1 + (start + k) % slots))
         .find(|n| !taken.overlaps(n))
 }
 

@@ -571,7 +571,8 @@ pub fn markdown(run: &Run) -> String {
              address of its own (the product's membership, wire with a cluster key, and claims), \
              booting in waves of 50 every 0.5 s with the first three as their peers; then a new \
              member joins: time from its claim \
-             to every member's spec holding it (specs are built every 250 ms); bytes each member \
+             to every member's spec holding it (specs are built at the first 250-ms tick after news, at most once a second while \
+             news streams in); bytes each member \
              sends per second while the cluster idles; this process's memory per member.\n\n\
              | members | all joined and heard, ms | join p50 ms | join p99 ms | bytes/s per member idle \
              | KiB per member |\n| --- | --- | --- | --- | --- | --- |"

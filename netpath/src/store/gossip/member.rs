@@ -380,8 +380,7 @@ impl Member {
                 () = self.step(&mut buf, None) => continue,
                 _ = tick.tick() => {}
             }
-            // A node that hears nobody keeps asking its seeds (a seed that started
-            // later, a healed partition).
+            // Push-pull: a random member's full view, for what news missed.
             if synced.elapsed() >= SYNC_EVERY {
                 synced = Instant::now();
                 let n = self.foca.num_members();
@@ -393,6 +392,8 @@ impl Member {
                     }
                 }
             }
+            // A node that hears nobody keeps asking its seeds (a seed that started
+            // later, a healed partition).
             if self.foca.num_members() > 0 {
                 lonely_since = Instant::now();
             } else if lonely_since.elapsed() >= Duration::from_secs(2) {
