@@ -35,6 +35,9 @@ pub struct GossipScale {
     pub join_p50_ms: f64,
     pub join_p99_ms: f64,
     pub bytes_per_s_per_member: f64,
+    /// Members declared down, summed over every member's view, while all were
+    /// alive and idle: false verdicts of the failure detector.
+    pub declared_down_at_rest: u64,
     pub kib_per_member: f64,
     pub error: Option<String>,
 }
@@ -47,6 +50,7 @@ impl GossipScale {
             join_p50_ms: f64::NAN,
             join_p99_ms: f64::NAN,
             bytes_per_s_per_member: f64::NAN,
+            declared_down_at_rest: 0,
             kib_per_member: f64::NAN,
             error: Some(why),
         }
@@ -61,7 +65,7 @@ struct Seen {
 
 const PROBE: &str = "probe";
 const WAVE: usize = 50;
-const WAVE_GAP: Duration = Duration::from_millis(500);
+const WAVE_GAP: Duration = Duration::from_secs(1);
 
 fn addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 2, 0, 1)) + i as u32)
@@ -133,10 +137,16 @@ fn run(members: usize, dir: &std::path::Path) -> Result<GossipScale> {
         let sent = |c: &[Arc<Counters>]| -> u64 {
             c.iter().map(|c| c.sent_bytes.load(Ordering::Relaxed)).sum()
         };
-        let (b0, t0) = (sent(&counters), Instant::now());
+        let downs = |c: &[Arc<Counters>]| -> u64 {
+            c.iter()
+                .map(|c| c.declared_down.load(Ordering::Relaxed))
+                .sum()
+        };
+        let (b0, d0, t0) = (sent(&counters), downs(&counters), Instant::now());
         tokio::time::sleep(Duration::from_secs(10)).await;
         let bytes_per_s_per_member =
             (sent(&counters) - b0) as f64 / t0.elapsed().as_secs_f64() / members as f64;
+        let declared_down_at_rest = downs(&counters) - d0;
         let rss = tools::rss_kib(std::process::id())?;
         // A member joins: from its claim to every member's spec holding it.
         let o = opts(members);
@@ -178,6 +188,7 @@ fn run(members: usize, dir: &std::path::Path) -> Result<GossipScale> {
             join_p50_ms: percentile(times.clone(), 0.5),
             join_p99_ms: percentile(times, 0.99),
             bytes_per_s_per_member,
+            declared_down_at_rest,
             kib_per_member: (rss - rss0) / members as f64,
             error: None,
         })

@@ -569,27 +569,30 @@ pub fn markdown(run: &Run) -> String {
             md,
             "\n## Control plane by gossip\n\nM members in one process, each on a loopback \
              address of its own (the product's membership, wire with a cluster key, and claims), \
-             booting in waves of 50 every 0.5 s with the first three as their peers; then a new \
+             booting in waves of 50 every second with the first three as their peers; then a new \
              member joins: time from its claim \
              to every member's spec holding it (specs are built at the first 250-ms tick after news, at most once a second while \
              news streams in); bytes each member \
-             sends per second while the cluster idles; this process's memory per member.\n\n\
+             sends per second while the cluster idles, and the members declared down meanwhile \
+             (summed over every member's view: false verdicts, as all are alive); this process's \
+             memory per member.\n\n\
              | members | all joined and heard, ms | join p50 ms | join p99 ms | bytes/s per member idle \
-             | KiB per member |\n| --- | --- | --- | --- | --- | --- |"
+             | declared down while idle | KiB per member |\n| --- | --- | --- | --- | --- | --- | --- |"
         );
         for s in &run.gossip_scale {
             if let Some(e) = &s.error {
-                let _ = writeln!(md, "| {} | not measured: {e} | | | | |", s.members);
+                let _ = writeln!(md, "| {} | not measured: {e} | | | | | |", s.members);
                 continue;
             }
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} |",
                 s.members,
                 s.converged_ms,
                 s.join_p50_ms,
                 s.join_p99_ms,
                 s.bytes_per_s_per_member,
+                s.declared_down_at_rest,
                 s.kib_per_member
             );
         }
