@@ -10,11 +10,12 @@ use std::{
     time::Duration,
 };
 
+use netpath::datapath;
 use netpath::spec::{
     ClusterSpec, Protocol, ServicePort, ServiceSpec, ServiceType, SessionAffinity, TargetPort,
     TrafficPolicy,
 };
-use netpath_common::{Program, Reason};
+use netpath_common::{names, Program, Reason};
 use netpath_tests::{
     check, counter_of, lab,
     lab::{Lab, OUTSIDE_IP},
@@ -242,8 +243,13 @@ fn a_pod_reaches_itself_through_its_own_service() {
     wait_front_ends(&lab, 0, 2);
     let a = ask_tcp(pod.ns.path(), VIP, 80).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(a.backend, pod.ip);
-    // It would drop a packet from its own address: it sees the front end instead.
-    assert_eq!(a.client, VIP);
+    // Translated at connect(), the pod simply connects to itself; translated per
+    // packet, it would drop a packet from its own address, so it sees the front end.
+    let at_socket = datapath::pods_at_the_socket(&lab.nodes[0].pin_dir)
+        .unwrap()
+        .contains(&pod.ip);
+    assert_eq!(a.client, if at_socket { pod.ip } else { VIP });
+    // A datagram sent (not connected) is translated per packet on every kernel.
     let u = ask_udp(pod.ns.path(), VIP, 80).unwrap();
     assert_eq!((u.backend, u.client), (pod.ip, VIP));
     // And a pod elsewhere still sees the backend answer as the front end.
@@ -426,10 +432,76 @@ fn a_nodes_own_processes_reach_a_cluster_ip_translated_at_the_socket() {
         // Nothing else of the service range leaves the node: the call fails at once.
         assert!(tcp_refused(node.ns.path(), Ipv4Addr::new(10, 96, 0, 99), 80).is_err());
     }
-    // Only each node's own namespace is translated: the pods' sockets are not (their
-    // packets are, with the pod's own address as the client).
+    // A pod keeps its own address as the client, whichever way it is translated.
     let pod = &lab.nodes[0].pods[1];
     assert_eq!(ask_tcp(pod.ns.path(), VIP, 80).unwrap().client, pod.ip);
+}
+
+/// Whether this kernel names a socket's network namespace (`SO_NETNS_COOKIE`, 5.14).
+fn kernel_names_netns_cookies() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (5, 14)
+}
+
+fn service_flows(lab: &Lab, node: usize) -> usize {
+    let n = &lab.nodes[node];
+    n.pinned()
+        .unwrap()
+        .fill(&n.pin_dir)
+        .unwrap()
+        .into_iter()
+        .find(|f| f.name == names::SVC_FLOWS)
+        .and_then(|f| f.entries)
+        .unwrap()
+}
+
+#[test]
+fn pods_connections_to_a_cluster_ip_are_translated_at_connect_where_the_kernel_names_their_namespace(
+) {
+    let lab = lab(2, 1);
+    let backend = &lab.nodes[1].pods[0];
+    let _server = Backend::serve(backend.ns.path(), backend.ip, TARGET).unwrap();
+    apply(
+        &lab,
+        vec![cluster_ip("web", VIP, 80, TARGET, &[backend.ip])],
+    );
+    wait_front_ends(&lab, 0, 2);
+    let client = &lab.nodes[0].pods[0];
+    let named = kernel_names_netns_cookies();
+    let at_socket = datapath::pods_at_the_socket(&lab.nodes[0].pin_dir).unwrap();
+    assert_eq!(
+        at_socket.contains(&client.ip),
+        named,
+        "pods registered for socket translation: {at_socket:?}"
+    );
+    let before = service_flows(&lab, 0);
+    for _ in 0..20 {
+        // The peer check inside: the socket shows the front end either way.
+        let a = ask_tcp(client.ns.path(), VIP, 80).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!((a.backend, a.client), (backend.ip, client.ip));
+    }
+    let after = service_flows(&lab, 0);
+    if named {
+        assert!(
+            after <= before,
+            "translated at connect(), yet per-packet flows grew from {before} to {after}"
+        );
+    } else {
+        assert!(after > before, "no per-packet flow for 20 connections");
+    }
+    // A pod that is gone is forgotten by the socket programs.
+    let node = &lab.nodes[0];
+    netpath_tests::lab::in_runtime(node.ns.path(), || {
+        netpath::endpoint::detach(&node.pin_dir, &client.name, "eth0", Some(client.ip))
+    })
+    .unwrap();
+    assert!(!datapath::pods_at_the_socket(&lab.nodes[0].pin_dir)
+        .unwrap()
+        .contains(&client.ip));
 }
 
 #[test]

@@ -42,6 +42,7 @@ pub mod names {
     pub const SVC_AFFINITY: &str = "SVC_AFFINITY";
     pub const SOCK_REV: &str = "SOCK_REV";
     pub const SOCK_PROBE: &str = "SOCK_PROBE";
+    pub const POD_NETNS: &str = "POD_NETNS";
     pub const SOCK_CONNECT: &str = "sock_connect";
     pub const SOCK_SENDMSG: &str = "sock_sendmsg";
     pub const SOCK_RECVMSG: &str = "sock_recvmsg";

@@ -1,8 +1,10 @@
-//! A node's own processes reaching a ClusterIP: translated once, at connect() and
-//! sendmsg(), by cgroup programs, so their packets need no per-packet NAT and no
-//! route for the service range. The programs sit on the cgroup root, where every
-//! namespace's sockets pass: only the node's own namespace is translated (pods are
-//! translated per packet in `from_pod`, with their own address as the client).
+//! Sockets reaching a ClusterIP, translated once at connect() (and, for the node's
+//! own processes, at sendmsg()) by cgroup programs, so their packets need no
+//! per-packet NAT and no route for the service range. The programs sit on the cgroup
+//! root, where every namespace's sockets pass: only the node's own namespace and its
+//! pods' (`POD_NETNS`) are translated. A pod's unconnected UDP stays with the
+//! per-packet path in `from_pod`: a reply to a socket that sent to both a service
+//! and its backend directly must show each as what it asked.
 use aya_ebpf::{
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns},
     macros::cgroup_sock_addr,
@@ -12,7 +14,7 @@ use aya_ebpf::{
 use netpath_common::{Backend, ServiceKey, SockRevKey};
 
 use crate::{
-    maps::{SERVICES, SETTINGS, SOCK_PROBE, SOCK_REV},
+    maps::{POD_NETNS, SERVICES, SETTINGS, SOCK_PROBE, SOCK_REV},
     packet::in_prefix,
     service,
 };
@@ -26,12 +28,12 @@ const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
 #[cgroup_sock_addr(connect4)]
 pub fn sock_connect(ctx: SockAddrContext) -> i32 {
     probe(&ctx);
-    translate(&ctx)
+    translate(&ctx, true)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sock_sendmsg(ctx: SockAddrContext) -> i32 {
-    translate(&ctx)
+    translate(&ctx, false)
 }
 
 #[cgroup_sock_addr(recvmsg4)]
@@ -44,13 +46,6 @@ pub fn sock_recvmsg(ctx: SockAddrContext) -> i32 {
 pub fn sock_getpeername(ctx: SockAddrContext) -> i32 {
     restore(&ctx);
     ALLOW
-}
-
-/// Whether the socket lives in the node's own namespace.
-#[inline(always)]
-fn ours(ctx: &SockAddrContext, cookie: u64) -> bool {
-    // SAFETY: helper on the program's own context.
-    cookie != 0 && unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == cookie
 }
 
 /// The agent's namespace probe: a connect to 127.0.0.1 on the probe's port.
@@ -69,34 +64,48 @@ fn probe(ctx: &SockAddrContext) {
 }
 
 #[inline(always)]
-fn translate(ctx: &SockAddrContext) -> i32 {
+fn translate(ctx: &SockAddrContext, connect: bool) -> i32 {
     let Some(s) = SETTINGS.get(0) else {
         return ALLOW;
     };
     // SAFETY: the context pointer is valid for the program's whole run.
     let sa = unsafe { &mut *ctx.sock_addr };
     let dst = sa.user_ip4.to_ne_bytes();
-    if s.service_prefix == 0
-        || !in_prefix(dst, s.service_ip, s.service_prefix)
-        || !ours(ctx, s.host_netns_cookie)
-    {
+    if s.service_prefix == 0 || !in_prefix(dst, s.service_ip, s.service_prefix) {
         return ALLOW;
     }
+    // SAFETY: helper on the program's own context.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    // The client, as session affinity knows it; a pod's call the programs cannot
+    // serve goes on to the per-packet path, which refuses it with a reset and counts.
+    let (client, pod) = if s.host_netns_cookie != 0 && netns == s.host_netns_cookie {
+        (s.node_ip, false)
+    } else if connect {
+        // SAFETY: map values are plain data, copied out at once.
+        match unsafe { POD_NETNS.get(netns) } {
+            Some(ip) => (*ip, true),
+            None => return ALLOW,
+        }
+    } else {
+        return ALLOW;
+    };
+    let unserved = if pod { ALLOW } else { REFUSE };
     let key = ServiceKey {
         addr: dst,
         port: (sa.user_port as u16).to_ne_bytes(),
         proto: sa.protocol as u8,
         _pad: 0,
     };
-    // The service range never leaves untranslated: no service, no backend, no call.
+    // The node's own service range never leaves untranslated: no service, no
+    // backend, no call.
     // SAFETY: map values are plain data, copied out at once.
     let Some(svc) = (unsafe { SERVICES.get(key) }).copied() else {
-        return REFUSE;
+        return unserved;
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let Ok(backend) = service::pick(&key, &svc, s.node_ip, now) else {
-        return REFUSE;
+    let Ok(backend) = service::pick(&key, &svc, client, now) else {
+        return unserved;
     };
     sa.user_ip4 = u32::from_ne_bytes(backend.addr);
     sa.user_port = u16::from_ne_bytes(backend.port) as u32;

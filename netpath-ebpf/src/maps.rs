@@ -19,6 +19,12 @@ const FLOWS_MAX: usize = SERVICE_FLOW_CAPACITY as usize;
 #[btf_map]
 pub static ENDPOINTS: HashMap<Ipv4, Endpoint, 4096> = HashMap::new();
 
+/// This node's pods by network namespace cookie -> the pod's IPv4: whose connect()
+/// the socket programs translate. Filled where the kernel names a namespace's cookie
+/// (`SO_NETNS_COOKIE`, 5.14+); elsewhere pods are translated per packet.
+#[btf_map]
+pub static POD_NETNS: HashMap<u64, Ipv4, 4096> = HashMap::new();
+
 /// Remote pod CIDRs -> owning node and how to reach it.
 #[btf_map]
 pub static ROUTES: LpmTrie<Ipv4, Route, 131072> = LpmTrie::new();

@@ -125,7 +125,8 @@ async fn wire(node: &Netlink, pin_dir: &Path, a: &Attachment, host: &str) -> Res
         protocol: PROTO_ENDPOINT,
     })
     .await?;
-    tracing::debug!(ip = %a.ip, veth = %host, "endpoint attached");
+    let at_socket = datapath::register_pod(pin_dir, &a.netns, a.ip)?;
+    tracing::debug!(ip = %a.ip, veth = %host, at_socket, "endpoint attached");
     Ok(Attached {
         host_ifname: host.to_string(),
         host_ifindex: h.index,
@@ -157,6 +158,7 @@ pub async fn detach(
             }
         }
         for (eip, ifindex) in gone {
+            datapath::unregister_pod(pin_dir, eip)?;
             pinned.remove_endpoint(eip)?;
             link_pins.push(datapath::attach::link_pin(
                 pin_dir,

@@ -25,13 +25,13 @@ pub use attach::{detach, preferred_tc_attach, reattach_from_pod};
 pub use maps::{Counter, EventLoss, Fill, Pinned};
 pub use nat::{monotonic_ns, Collected, Collector, NatUsage};
 pub use services::{reply_key, ServiceCollector, ServiceUsage, ServicesCollected};
-pub use sockets::{cgroup2_mount, is_cgroup2};
+pub use sockets::{cgroup2_mount, is_cgroup2, pods_at_the_socket, register_pod, unregister_pod};
 
 /// The compiled kernel programs, built by `cargo xtask build`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETPATH_EBPF_OBJ"));
 
 /// Every map of the object, all pinned.
-pub const MAPS: [&str; 19] = [
+pub const MAPS: [&str; 20] = [
     names::ENDPOINTS,
     names::ROUTES,
     names::NODES,
@@ -51,6 +51,7 @@ pub const MAPS: [&str; 19] = [
     names::SVC_AFFINITY,
     names::SOCK_REV,
     names::SOCK_PROBE,
+    names::POD_NETNS,
 ];
 const PROGRAMS: [&str; 4] = [
     names::FROM_POD,

@@ -1,7 +1,7 @@
-//! The node's own sockets: the cgroup programs that translate a ClusterIP at
-//! connect() and sendmsg(), attached to the cgroup root through pinned links (so a
-//! restarted agent's processes keep working), and the probe that tells them which
-//! network namespace is the node's.
+//! Sockets translated at the socket: the cgroup programs that translate a ClusterIP
+//! at connect() and sendmsg(), attached to the cgroup root through pinned links (so
+//! a restarted agent's processes keep working); the probe that tells them which
+//! network namespace is the node's; and the pods' namespaces they also translate.
 use std::{
     net::{Ipv4Addr, UdpSocket},
     path::{Path, PathBuf},
@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::Array,
+    maps::{Array, HashMap, MapData},
     programs::{
         links::{CgroupAttachMode, FdLink},
         CgroupSockAddr,
@@ -27,6 +27,112 @@ const PROGRAMS: [(&str, &str); 4] = [
     (names::SOCK_RECVMSG, "sock_recvmsg_link"),
     (names::SOCK_GETPEERNAME, "sock_getpeername_link"),
 ];
+
+/// `SO_NETNS_COOKIE` (Linux 5.14): the cookie of a socket's network namespace.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The cookie of the network namespace at `netns`; None where the kernel does not
+/// name it (before 5.14).
+fn netns_cookie(netns: &Path) -> Result<Option<u64>> {
+    crate::netns::run_in(netns, || {
+        // SAFETY: a plain socket call; the fd is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("open a socket in the pod");
+        }
+        // SAFETY: fd was just opened and is owned by nothing else.
+        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut cookie = 0u64;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: the option writes at most `len` bytes into `cookie`.
+        let rc = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&mut cookie as *mut u64).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            return Ok(Some(cookie));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOPROTOOPT) {
+            return Ok(None);
+        }
+        Err(e).context("read the pod namespace's cookie")
+    })
+}
+
+fn pod_netns_map(pin_dir: &Path) -> Result<Option<HashMap<MapData, u64, [u8; 4]>>> {
+    let pin = pin_dir.join(names::POD_NETNS);
+    // Pins of an agent from before pods were translated at the socket.
+    if !pin.exists() {
+        return Ok(None);
+    }
+    let data =
+        MapData::from_pin(&pin).with_context(|| format!("open pinned map {}", pin.display()))?;
+    Ok(Some(
+        aya::maps::Map::HashMap(data)
+            .try_into()
+            .with_context(|| format!("map {}", pin.display()))?,
+    ))
+}
+
+/// Lets the socket programs translate the pod's connect() to a ClusterIP: its
+/// packets then carry no per-packet NAT at all. Returns whether it was registered
+/// (not on kernels that do not name a namespace's cookie, nor with an older agent's
+/// pins: such pods are translated per packet).
+pub fn register_pod(pin_dir: &Path, netns: &Path, ip: Ipv4Addr) -> Result<bool> {
+    let Some(mut map) = pod_netns_map(pin_dir)? else {
+        return Ok(false);
+    };
+    let Some(cookie) = netns_cookie(netns)? else {
+        return Ok(false);
+    };
+    // A namespace of an earlier pod with this address (its DEL never came) goes.
+    remove_pod(&mut map, ip)?;
+    map.insert(cookie, ip.octets(), 0)
+        .with_context(|| format!("register pod {ip}'s namespace"))?;
+    Ok(true)
+}
+
+/// Forgets the namespace of the pod with address `ip`.
+pub fn unregister_pod(pin_dir: &Path, ip: Ipv4Addr) -> Result<()> {
+    match pod_netns_map(pin_dir)? {
+        Some(mut map) => remove_pod(&mut map, ip),
+        None => Ok(()),
+    }
+}
+
+fn remove_pod(map: &mut HashMap<MapData, u64, [u8; 4]>, ip: Ipv4Addr) -> Result<()> {
+    let stale: Vec<u64> = map
+        .iter()
+        .filter_map(|kv| kv.ok())
+        .filter(|(_, v)| *v == ip.octets())
+        .map(|(k, _)| k)
+        .collect();
+    for k in stale {
+        // Gone since it was read (a concurrent DEL): gone is gone.
+        let _ = map.remove(&k);
+    }
+    Ok(())
+}
+
+/// The pods whose connect() is translated at the socket.
+pub fn pods_at_the_socket(pin_dir: &Path) -> Result<Vec<Ipv4Addr>> {
+    let Some(map) = pod_netns_map(pin_dir)? else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<Ipv4Addr> = map
+        .iter()
+        .filter_map(|kv| kv.ok())
+        .map(|(_, v)| Ipv4Addr::from(v))
+        .collect();
+    out.sort();
+    Ok(out)
+}
 
 /// cgroup2's `statfs` magic.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
