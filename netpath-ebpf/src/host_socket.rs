@@ -2,16 +2,17 @@
 //! own processes, at sendmsg()) by cgroup programs, so their packets need no
 //! per-packet NAT and no route for the service range. The programs sit on the cgroup
 //! root, where every namespace's sockets pass: only the node's own namespace and its
-//! pods' (`POD_NETNS`) are translated. A pod's unconnected UDP stays with the
+//! pods' TCP connections (`POD_NETNS`) are translated. A pod's UDP stays with the
 //! per-packet path in `from_pod`: a reply to a socket that sent to both a service
-//! and its backend directly must show each as what it asked.
+//! and its backend directly must show each as what it asked, and a connected UDP
+//! socket must move off a backend that leaves.
 use aya_ebpf::{
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
     EbpfContext,
 };
-use netpath_common::{Backend, ServiceKey, SockRevKey};
+use netpath_common::{Backend, ServiceKey, SockRevKey, IPPROTO_TCP};
 
 use crate::{
     maps::{POD_NETNS, SERVICES, SETTINGS, SOCK_PROBE, SOCK_REV},
@@ -80,7 +81,9 @@ fn translate(ctx: &SockAddrContext, connect: bool) -> i32 {
     // serve goes on to the per-packet path, which refuses it with a reset and counts.
     let (client, pod) = if s.host_netns_cookie != 0 && netns == s.host_netns_cookie {
         (s.node_ip, false)
-    } else if connect {
+    } else if connect && sa.protocol == IPPROTO_TCP as u32 {
+        // A pod's UDP stays per packet: a connected UDP socket lives long (a
+        // resolver's) and must follow its backend out of the service.
         // SAFETY: map values are plain data, copied out at once.
         match unsafe { POD_NETNS.get(netns) } {
             Some(ip) => (*ip, true),

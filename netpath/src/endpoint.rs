@@ -125,7 +125,11 @@ async fn wire(node: &Netlink, pin_dir: &Path, a: &Attachment, host: &str) -> Res
         protocol: PROTO_ENDPOINT,
     })
     .await?;
-    let at_socket = datapath::register_pod(pin_dir, &a.netns, a.ip)?;
+    // The per-packet path serves a pod the socket programs do not know.
+    let at_socket = datapath::register_pod(pin_dir, &a.netns, a.ip).unwrap_or_else(|e| {
+        tracing::warn!(ip = %a.ip, "pod's connections stay translated per packet: {e:#}");
+        false
+    });
     tracing::debug!(ip = %a.ip, veth = %host, at_socket, "endpoint attached");
     Ok(Attached {
         host_ifname: host.to_string(),
@@ -158,7 +162,10 @@ pub async fn detach(
             }
         }
         for (eip, ifindex) in gone {
-            datapath::unregister_pod(pin_dir, eip)?;
+            // Its cookie is never reused: an entry left behind only takes room.
+            if let Err(e) = datapath::unregister_pod(pin_dir, eip) {
+                tracing::warn!(ip = %eip, "forget the pod's namespace: {e:#}");
+            }
             pinned.remove_endpoint(eip)?;
             link_pins.push(datapath::attach::link_pin(
                 pin_dir,

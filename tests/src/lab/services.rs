@@ -105,17 +105,21 @@ impl Lab {
             }
             let vip = format!("{DEMO_VIP}:{DEMO_PORT}");
             if let Some(pod) = n.pods.last() {
+                // Its TCP translated at connect() where the kernel names its namespace.
+                let at_socket = netpath::datapath::pods_at_the_socket(&n.pin_dir)
+                    .is_ok_and(|p| p.contains(&pod.ip));
                 for (proto, answer) in [
                     (Proto::Tcp, ask_tcp(pod.ns.path(), DEMO_VIP, DEMO_PORT)),
                     (Proto::Udp, ask_udp(pod.ns.path(), DEMO_VIP, DEMO_PORT)),
                 ] {
-                    // A pod that is a backend itself may be picked (hairpin): it then
-                    // sees the front end as its client.
+                    // A pod that is a backend itself may be picked (hairpin): translated
+                    // per packet it then sees the front end as its client; translated
+                    // at connect() it simply connected to itself.
                     let hairpin = answer.as_ref().is_ok_and(|a| a.backend == pod.ip);
-                    let (expected, whose) = if hairpin {
-                        (DEMO_VIP, "front end (hairpin)")
-                    } else {
-                        (pod.ip, "client pod")
+                    let (expected, whose) = match (hairpin, at_socket && proto == Proto::Tcp) {
+                        (true, false) => (DEMO_VIP, "front end (hairpin)"),
+                        (true, true) => (pod.ip, "itself (hairpin)"),
+                        (false, _) => (pod.ip, "client pod"),
                     };
                     out.push(result(
                         &pod.name, &vip, proto, DEMO_VIP, expected, whose, answer,

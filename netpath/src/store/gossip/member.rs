@@ -57,6 +57,8 @@ const SUSPECT_TO_DOWN: Duration = Duration::from_secs(2);
 pub const CLAIM_SETTLE: Duration = Duration::from_secs(3);
 /// How long a joining node listens before it claims a subnet.
 const LISTEN_BEFORE_CLAIM: Duration = Duration::from_millis(1500);
+/// How long a joining node waits for a seed's member list before it asks the next.
+const ASK_NEXT_SEED_AFTER: Duration = Duration::from_millis(500);
 /// How long a joining node may take to settle a claim before the agent starts
 /// anyway (without handing out addresses until it settles).
 const JOIN_SETTLE_WITHIN: Duration = Duration::from_secs(60);
@@ -160,8 +162,11 @@ pub struct Member {
     forget_after: Duration,
     /// The suspicion scale in force (see `suspicion_scale`).
     scale: u32,
-    /// How often this node has knocked on its seeds.
+    /// Which seed is asked for the member list next (counts up from a point set by
+    /// the node's name).
     knocks: usize,
+    /// Whether a member list (a `Members` datagram) has arrived.
+    got_members: bool,
 }
 
 /// Whether this node's claim stands, else who holds its subnet.
@@ -300,12 +305,19 @@ impl Member {
             judged_at: None,
             forget_after: opts.forget_after,
             scale: 1,
-            knocks: 0,
+            knocks: crate::files::fnv1a(name.bytes()) as usize,
+            got_members: false,
         };
         member.announce_to_seeds();
         if saved.is_none() {
-            if !member.seeds.is_empty() {
-                member.listen_for(LISTEN_BEFORE_CLAIM).await;
+            // While no seed has sent the member list (one down, its answer lost),
+            // the next is asked: the claim is made knowing the cluster.
+            let end = Instant::now() + LISTEN_BEFORE_CLAIM;
+            while !member.seeds.is_empty() && Instant::now() < end {
+                member.listen_for(ASK_NEXT_SEED_AFTER).await;
+                if !member.got_members {
+                    member.ask_next_seed();
+                }
             }
             member.claim(held)?;
         }
@@ -700,6 +712,7 @@ impl Member {
             }
             Ok((Kind::Members, payload)) => {
                 self.heard = true;
+                self.got_members = true;
                 match postcard::from_bytes::<Vec<SwimMember<Peer>>>(payload) {
                     Ok(members) => {
                         // Discovery only: what this node already knows of a member
@@ -800,13 +813,7 @@ impl Member {
 
     fn announce_to_seeds(&mut self) {
         let me = self.foca.identity().clone();
-        // One seed is asked for the member list, the next one at the next knock:
-        // all of them answering at once overflowed a joiner's receive buffer.
-        if !self.seeds.is_empty() {
-            let s = self.seeds[self.knocks % self.seeds.len()];
-            self.knocks += 1;
-            self.ask_members(s, None);
-        }
+        self.ask_next_seed();
         for s in self.seeds.clone() {
             if s == me.gossip {
                 continue;
@@ -820,6 +827,18 @@ impl Member {
             let _ = self.foca.announce(to, &mut self.rt);
         }
         self.drain();
+    }
+
+    /// Asks one seed for the member list, the next one at the next knock: all of
+    /// them answering at once overflowed a joiner's receive buffer. Each node starts
+    /// at a seed of its own (by its name), so no one seed answers every joiner.
+    fn ask_next_seed(&mut self) {
+        if self.seeds.is_empty() {
+            return;
+        }
+        let s = self.seeds[self.knocks % self.seeds.len()];
+        self.knocks = self.knocks.wrapping_add(1);
+        self.ask_members(s, None);
     }
 
     /// Sends what foca produced and schedules its timers.
