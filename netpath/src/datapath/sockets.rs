@@ -92,7 +92,7 @@ pub fn register_pod(pin_dir: &Path, netns: &Path, ip: Ipv4Addr) -> Result<bool> 
         return Ok(false);
     };
     // A namespace of an earlier pod with this address (its DEL never came) goes.
-    remove_pod(&mut map, ip)?;
+    remove_pod(&mut map, ip);
     map.insert(cookie, ip.octets(), 0)
         .with_context(|| format!("register pod {ip}'s namespace"))?;
     Ok(true)
@@ -100,13 +100,13 @@ pub fn register_pod(pin_dir: &Path, netns: &Path, ip: Ipv4Addr) -> Result<bool> 
 
 /// Forgets the namespace of the pod with address `ip`.
 pub fn unregister_pod(pin_dir: &Path, ip: Ipv4Addr) -> Result<()> {
-    match pod_netns_map(pin_dir)? {
-        Some(mut map) => remove_pod(&mut map, ip),
-        None => Ok(()),
+    if let Some(mut map) = pod_netns_map(pin_dir)? {
+        remove_pod(&mut map, ip);
     }
+    Ok(())
 }
 
-fn remove_pod(map: &mut HashMap<MapData, u64, [u8; 4]>, ip: Ipv4Addr) -> Result<()> {
+fn remove_pod(map: &mut HashMap<MapData, u64, [u8; 4]>, ip: Ipv4Addr) {
     let stale: Vec<u64> = map
         .iter()
         .filter_map(|kv| kv.ok())
@@ -117,7 +117,6 @@ fn remove_pod(map: &mut HashMap<MapData, u64, [u8; 4]>, ip: Ipv4Addr) -> Result<
         // Gone since it was read (a concurrent DEL): gone is gone.
         let _ = map.remove(&k);
     }
-    Ok(())
 }
 
 /// The pods whose connect() is translated at the socket.
