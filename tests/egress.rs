@@ -337,6 +337,63 @@ fn with_the_ports_used_up_new_flows_are_counted_drops_and_the_rest_carry_on() {
     }
 }
 
+/// Bytes as bpftool takes them: `hex 0a 00 ...`.
+fn hex(bytes: &[u8]) -> Vec<String> {
+    std::iter::once("hex".to_string())
+        .chain(bytes.iter().map(|b| format!("{b:02x}")))
+        .collect()
+}
+
+#[test]
+fn a_port_whose_translation_has_no_flow_yet_is_not_taken_until_the_collector_frees_it() {
+    let (lab, _) = lab_with(1, |c| with_ports(c, 61000, 61000));
+    let _server = EchoServer::start(lab.outside_ns(), 9600);
+    let node = &lab.nodes[0];
+    let dst = SocketAddr::V4(SocketAddrV4::new(OUTSIDE_IP, 9600));
+    // What another CPU's claim looks like between its two inserts: the one port's
+    // translation toward this remote, its flow not written yet. Taking the port
+    // then gave one tuple to two flows (seen as 5 009 of 5 010 concurrent flows).
+    let mut key = OUTSIDE_IP.octets().to_vec();
+    key.extend(9600u16.to_be_bytes());
+    key.extend(61000u16.to_be_bytes());
+    key.extend([6, 0, 0, 0]);
+    let mut value = node.pods[0].ip.octets().to_vec();
+    value.extend(40000u16.to_be_bytes());
+    value.extend([0, 0]);
+    let pin = node.pin_dir.join(netpath_common::names::NAT_IN);
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "update", "pinned"])
+        .arg(&pin)
+        .arg("key")
+        .args(hex(&key))
+        .arg("value")
+        .args(hex(&value))
+        .output()
+        .expect("run bpftool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = counter_of(&lab, 0, Program::FromPod, Reason::DropNatNoPort);
+    let pod = node.pods[0].ns.path();
+    assert!(
+        connect_many(pod, dst, 1, Duration::from_millis(800)).is_empty(),
+        "a new flow took the port of a translation whose flow was not written yet"
+    );
+    assert!(counter_of(&lab, 0, Program::FromPod, Reason::DropNatNoPort) > before);
+    let held = node.pinned().unwrap().nat_translations();
+    assert!(
+        held.iter()
+            .any(|(k, t)| k.nat_port == 61000u16.to_be_bytes() && t.pod == node.pods[0].ip.octets()),
+        "the translation was taken: {held:?}"
+    );
+    // A true orphan goes at the collector's second sighting (passes 2 s apart), and
+    // the port serves again: the pod's retried SYN gets through.
+    let later = connect_many(pod, dst, 1, Duration::from_secs(10));
+    assert_eq!(later.len(), 1, "the orphan's port never came free");
+}
+
 #[test]
 fn flows_to_the_outside_survive_an_agent_restart() {
     let (mut lab, cfg) = lab_with(1, |c| c.keep_pins = true);

@@ -493,6 +493,19 @@ fn pods_connections_to_a_cluster_ip_are_translated_at_connect_where_the_kernel_n
     } else {
         assert!(after > before, "no per-packet flow for 20 connections");
     }
+    // `netpath status` (and so /metrics, from the same fill) shows the socket maps.
+    let doc = netpath_tests::status_json(&lab, 0);
+    let fill = |map: &str| {
+        doc["maps"]
+            .as_array()
+            .and_then(|maps| maps.iter().find(|m| m["name"] == map))
+            .and_then(|m| m["entries"].as_u64())
+            .unwrap_or_else(|| panic!("no {map} in the status: {doc}"))
+    };
+    assert_eq!(fill(names::POD_NETNS), at_socket.len() as u64, "{doc}");
+    if named {
+        assert!(fill(names::SOCK_REV) >= 20, "{doc}");
+    }
     // A pod that is gone is forgotten by the socket programs.
     let node = &lab.nodes[0];
     netpath_tests::lab::in_runtime(node.ns.path(), || {

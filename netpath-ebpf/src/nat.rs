@@ -408,7 +408,7 @@ enum Judge {
     /// timestamps that sequence check alone). Linux gives every connection its own
     /// timestamp offset, so about half the ended flows qualify.
     Ended { owner: FlowKey, accepted: bool },
-    /// A live flow.
+    /// A live flow, or one another CPU is claiming the port for.
     Live,
 }
 
@@ -419,18 +419,16 @@ fn judge(nk: &NatKey, t: u64, syn: Option<&Syn>) -> Judge {
         return Judge::Free;
     };
     let owner = nk.owner(&target);
+    // A translation without its flow, or whose flow holds another port, is what
+    // another CPU's claim looks like between its two inserts: taking the port would
+    // hand one tuple to two flows. Not ours to take; the collector frees a true
+    // orphan at its second sighting.
     // SAFETY: as above.
     let Some(f) = unsafe { NAT_OUT.get(owner) }.copied() else {
-        return Judge::Ended {
-            owner,
-            accepted: true,
-        };
+        return Judge::Live;
     };
     if f.nat_port != nk.nat_port {
-        return Judge::Ended {
-            owner,
-            accepted: true,
-        };
+        return Judge::Live;
     }
     if !reusable(&f, nk.proto, t) {
         return Judge::Live;

@@ -58,6 +58,12 @@ enum Cmd {
         /// skips the scale and control-plane parts.
         #[arg(long, value_delimiter = ',', value_parser = parse_path)]
         paths: Option<Vec<bench::PathKind>>,
+        /// Where the CPU goes: each path's first 1-stream TCP run is sampled by
+        /// `perf record -e cpu-clock -a -g` into DIR/<path>.data (read it with
+        /// `perf report -i`). The sampling costs throughput: profiled runs are for
+        /// comparing profiles, not figures.
+        #[arg(long, value_name = "DIR")]
+        profile: Option<PathBuf>,
         /// Only the CNI ADD+DEL round trips against bridge + host-local.
         #[arg(long, conflicts_with = "paths")]
         cni: bool,
@@ -178,6 +184,7 @@ fn run(cli: Cli) -> Result<bool> {
             quick,
             out,
             paths,
+            profile,
             cni,
             etcd,
             monitor,
@@ -202,6 +209,7 @@ fn run(cli: Cli) -> Result<bool> {
                 quick,
                 out,
                 paths,
+                profile,
                 cni_only: cni,
                 etcd_only: etcd,
                 bgp_only: bgp,

@@ -209,6 +209,8 @@ const BENCH_PACKAGES: &[&str] = &[
     "iperf3",
     "sockperf",
     "containernetworking-plugins",
+    // `--profile`: where the CPU goes during a stream.
+    "linux-perf",
 ];
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {

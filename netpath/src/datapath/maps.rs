@@ -11,7 +11,7 @@ use aya::maps::{
 use netpath_common::{
     names, stats_index, Affinity, AffinityKey, Backend, BackendKey, Endpoint, Flow, FlowKey,
     MonitorConfig, MonitorLimit, NatKey, NatTarget, Peer, Program, Reason, RedirectMode, Route,
-    Service, ServiceFlow, ServiceKey, ServiceReply, Settings, SlotKey, TcAttach, Tuple,
+    Service, ServiceFlow, ServiceKey, ServiceReply, Settings, SlotKey, SockRevKey, TcAttach, Tuple,
 };
 
 /// The pinned maps of one node.
@@ -32,6 +32,8 @@ pub struct Pinned {
     pub(super) svc_flows: HashMap<MapData, Tuple, ServiceFlow>,
     pub(super) svc_rev: HashMap<MapData, Tuple, ServiceReply>,
     pub(super) svc_affinity: HashMap<MapData, AffinityKey, Affinity>,
+    sock_rev: HashMap<MapData, SockRevKey, Backend>,
+    pod_netns: HashMap<MapData, u64, [u8; 4]>,
 }
 
 /// What the per-CPU event budgets held back, summed over CPUs.
@@ -91,6 +93,8 @@ impl Pinned {
             svc_flows: open_map(dir, names::SVC_FLOWS)?.try_into()?,
             svc_rev: open_map(dir, names::SVC_REV)?.try_into()?,
             svc_affinity: open_map(dir, names::SVC_AFFINITY)?.try_into()?,
+            sock_rev: open_map(dir, names::SOCK_REV)?.try_into()?,
+            pod_netns: open_map(dir, names::POD_NETNS)?.try_into()?,
         })
     }
 
@@ -151,6 +155,14 @@ impl Pinned {
             (
                 names::SVC_AFFINITY,
                 self.svc_affinity.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::SOCK_REV,
+                self.sock_rev.keys().filter(|k| k.is_ok()).count(),
+            ),
+            (
+                names::POD_NETNS,
+                self.pod_netns.keys().filter(|k| k.is_ok()).count(),
             ),
         ];
         let mut out = Vec::new();

@@ -15,7 +15,12 @@ mod services_report;
 pub mod store;
 mod tools;
 
-use std::{collections::BTreeMap, io::Write, path::PathBuf, time::Instant};
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -28,6 +33,9 @@ pub struct BenchArgs {
     pub quick: bool,
     /// Only these paths, and no scale or control-plane part (a focused comparison).
     pub paths: Option<Vec<PathKind>>,
+    /// Sample the CPU (perf) during each path's first 1-stream TCP run, into this
+    /// directory.
+    pub profile: Option<PathBuf>,
     /// Only the CNI ADD+DEL round trips.
     pub cni_only: bool,
     /// Only the etcd control-plane scale.
@@ -509,11 +517,17 @@ fn progress(msg: &str) {
     let _ = writeln!(err, "{msg}");
 }
 
-fn measure(path: PathKind, round: usize, secs: u32) -> Result<Sample> {
+fn measure(path: PathKind, round: usize, secs: u32, profile: Option<&Path>) -> Result<Sample> {
     let topo = build(path).with_context(|| format!("build {}", path.label()))?;
     let e = topo.ends();
     warm_up(&e)?;
-    let (tcp1, retrans) = tools::tcp_gbps(&e, secs, 1)?;
+    let (tcp1, retrans) = match profile.filter(|_| round == 0) {
+        Some(dir) => {
+            let _perf = tools::Profile::start(&dir.join(format!("{}.data", path.key())))?;
+            tools::tcp_gbps(&e, secs, 1)?
+        }
+        None => tools::tcp_gbps(&e, secs, 1)?,
+    };
     let (tcp2, _) = tools::tcp_gbps(&e, secs, 2)?;
     let (tcp_p50, tcp_p99) = tools::latency_us(&e, secs, true)?;
     let (udp_p50, udp_p99) = tools::latency_us(&e, secs, false)?;
@@ -664,7 +678,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     for round in 0..rounds {
         for &path in &paths {
             tick(&format!("round {}/{rounds}: {}", round + 1, path.label()))?;
-            samples.push(measure(path, round, secs)?);
+            samples.push(measure(path, round, secs, args.profile.as_deref())?);
         }
         for &routes in scale_sizes.iter().filter(|_| round < scale_rounds) {
             tick(&format!(

@@ -24,6 +24,40 @@ impl Drop for Server {
     }
 }
 
+/// The whole machine's CPU sampled (perf, cpu-clock: this VM has no PMU) with call
+/// stacks while it lives; on drop perf is told to stop (SIGINT, by PID) and writes
+/// its file.
+pub struct Profile(Child);
+
+impl Profile {
+    pub fn start(out: &Path) -> Result<Self> {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let mut child = Command::new("perf")
+            .args(["record", "-q", "-e", "cpu-clock", "-a", "-g", "-o"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start perf record (package linux-perf)")?;
+        // perf opens its per-CPU events before it samples: give it that long.
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(status) = child.try_wait()? {
+            bail!("perf record ended at once ({status})");
+        }
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        // SAFETY: a signal to our own child, by its PID.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts a server inside `ns` and returns once it listens on `port` (TCP, or UDP
 /// with `udp`), read from the namespace's own socket table.
 fn spawn_in(ns: &Path, args: &[String], port: u16, udp: bool) -> Result<Server> {
