@@ -88,6 +88,8 @@ fn run() -> Result<ExitCode> {
             Ok(exit_code(run_forwarding_signals(cmd)?))
         }
         Cmd::Bench { quick, args } => {
+            // The bench brings up the lab's BGP router (FRR), etcd and BIRD like a test.
+            ensure_runtime_packages()?;
             toolchain::ensure_packages(BENCH_PACKAGES)?;
             let bin = build_all(&root, true)?;
             require_root("the bench creates network namespaces and loads eBPF")?;
@@ -199,7 +201,7 @@ fn ensure_runtime_packages() -> Result<()> {
     Ok(())
 }
 
-/// What the bench measures with, besides the runtime packages.
+/// What the bench measures with, on top of the runtime packages.
 const BENCH_PACKAGES: &[&str] = &[
     "bpftool",
     "nftables",
