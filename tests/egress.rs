@@ -16,7 +16,7 @@ use std::{
 };
 
 use netpath::spec::{ClusterSpec, PortRange, DEFAULT_SPEC};
-use netpath_common::{Program, Reason};
+use netpath_common::{NatKey, NatTarget, Program, Reason};
 use netpath_tests::{
     assert_model,
     check::{self, Proto},
@@ -337,13 +337,6 @@ fn with_the_ports_used_up_new_flows_are_counted_drops_and_the_rest_carry_on() {
     }
 }
 
-/// Bytes as bpftool takes them: `hex 0a 00 ...`.
-fn hex(bytes: &[u8]) -> Vec<String> {
-    std::iter::once("hex".to_string())
-        .chain(bytes.iter().map(|b| format!("{b:02x}")))
-        .collect()
-}
-
 #[test]
 fn a_port_whose_translation_has_no_flow_yet_is_not_taken_until_the_collector_frees_it() {
     let (lab, _) = lab_with(1, |c| with_ports(c, 61000, 61000));
@@ -353,28 +346,22 @@ fn a_port_whose_translation_has_no_flow_yet_is_not_taken_until_the_collector_fre
     // What another CPU's claim looks like between its two inserts: the one port's
     // translation toward this remote, its flow not written yet. Taking the port
     // then gave one tuple to two flows (seen as 5 009 of 5 010 concurrent flows).
-    let mut key = OUTSIDE_IP.octets().to_vec();
-    key.extend(9600u16.to_be_bytes());
-    key.extend(61000u16.to_be_bytes());
-    key.extend([6, 0, 0, 0]);
-    let mut value = node.pods[0].ip.octets().to_vec();
-    value.extend(40000u16.to_be_bytes());
-    value.extend([0, 0]);
     let pin = node.pin_dir.join(netpath_common::names::NAT_IN);
-    let out = std::process::Command::new("bpftool")
-        .args(["map", "update", "pinned"])
-        .arg(&pin)
-        .arg("key")
-        .args(hex(&key))
-        .arg("value")
-        .args(hex(&value))
-        .output()
-        .expect("run bpftool");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(&pin).unwrap()).unwrap();
+    let mut nat_in: aya::maps::HashMap<_, NatKey, NatTarget> = map.try_into().unwrap();
+    let key = NatKey {
+        remote: OUTSIDE_IP.octets(),
+        remote_port: 9600u16.to_be_bytes(),
+        nat_port: 61000u16.to_be_bytes(),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let target = NatTarget {
+        pod: node.pods[0].ip.octets(),
+        pod_port: 40000u16.to_be_bytes(),
+        _pad: [0; 2],
+    };
+    nat_in.insert(key, target, 0).unwrap();
     let before = counter_of(&lab, 0, Program::FromPod, Reason::DropNatNoPort);
     let pod = node.pods[0].ns.path();
     assert!(
@@ -384,8 +371,7 @@ fn a_port_whose_translation_has_no_flow_yet_is_not_taken_until_the_collector_fre
     assert!(counter_of(&lab, 0, Program::FromPod, Reason::DropNatNoPort) > before);
     let held = node.pinned().unwrap().nat_translations();
     assert!(
-        held.iter()
-            .any(|(k, t)| k.nat_port == 61000u16.to_be_bytes() && t.pod == node.pods[0].ip.octets()),
+        held.contains(&(key, target)),
         "the translation was taken: {held:?}"
     );
     // A true orphan goes at the collector's second sighting (passes 2 s apart), and

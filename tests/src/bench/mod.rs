@@ -521,13 +521,12 @@ fn measure(path: PathKind, round: usize, secs: u32, profile: Option<&Path>) -> R
     let topo = build(path).with_context(|| format!("build {}", path.label()))?;
     let e = topo.ends();
     warm_up(&e)?;
-    let (tcp1, retrans) = match profile.filter(|_| round == 0) {
-        Some(dir) => {
-            let _perf = tools::Profile::start(&dir.join(format!("{}.data", path.key())))?;
-            tools::tcp_gbps(&e, secs, 1)?
-        }
-        None => tools::tcp_gbps(&e, secs, 1)?,
-    };
+    let perf = profile
+        .filter(|_| round == 0)
+        .map(|dir| tools::Profile::start(&dir.join(format!("{}.data", path.key()))))
+        .transpose()?;
+    let (tcp1, retrans) = tools::tcp_gbps(&e, secs, 1)?;
+    drop(perf);
     let (tcp2, _) = tools::tcp_gbps(&e, secs, 2)?;
     let (tcp_p50, tcp_p99) = tools::latency_us(&e, secs, true)?;
     let (udp_p50, udp_p99) = tools::latency_us(&e, secs, false)?;
