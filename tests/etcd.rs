@@ -676,3 +676,25 @@ fn services_from_etcd_reach_their_backends_and_a_bad_record_is_left_out_alone() 
             .is_ok_and(|p| p.service_table().services.is_empty())
     });
 }
+
+/// `netpath cluster init` takes the settings whole (the lab passes its spec file): a
+/// BGP cluster on etcd routes by BGP, through the lab's router, and passes the model.
+#[test]
+fn bgp_routing_with_the_etcd_store_learns_every_node_through_the_router() {
+    let (lab, _) = etcd_lab(3, 1, |cfg| {
+        cfg.spec = netpath_tests::lab::bgp_spec(&cfg.spec, true).unwrap();
+    });
+    lab.wait_bgp_converged(Duration::from_secs(30)).unwrap();
+    assert_model(&lab, &[Proto::Tcp, Proto::Udp]);
+    for i in 0..3 {
+        let s = state(&lab, i);
+        assert!(s.store.starts_with("etcd "), "{}", s.store);
+        let bgp = s.bgp.expect("BGP runs: routing came through etcd");
+        let others: BTreeSet<Ipv4Net> = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| lab.nodes[j].spec.pod_cidr)
+            .collect();
+        let learned: BTreeSet<Ipv4Net> = bgp.routes.keys().copied().collect();
+        assert_eq!(learned, others, "node{} learned every other node", i + 1);
+    }
+}

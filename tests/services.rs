@@ -518,22 +518,27 @@ fn pods_connections_to_a_cluster_ip_are_translated_at_connect_where_the_kernel_n
 }
 
 #[test]
-fn a_bad_service_record_is_refused_by_name_and_the_running_services_keep_working() {
+fn a_bad_service_record_is_left_out_by_name_and_the_rest_of_the_edit_applies() {
+    const OTHER: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+    const ADDED: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 12);
     let lab = lab(2, 1);
     let backend = &lab.nodes[1].pods[0];
     let _server = Backend::serve(backend.ns.path(), backend.ip, TARGET).unwrap();
-    let spec = apply(
-        &lab,
-        vec![cluster_ip("web", VIP, 80, TARGET, &[backend.ip])],
-    );
-    wait_front_ends(&lab, 0, 2);
+    let web = cluster_ip("web", VIP, 80, TARGET, &[backend.ip]);
+    let api = cluster_ip("api", OTHER, 80, TARGET, &[backend.ip]);
+    let spec = apply(&lab, vec![web, api]);
     let client = &lab.nodes[0].pods[0];
-    assert_eq!(
-        ask_tcp(client.ns.path(), VIP, 80).unwrap().backend,
-        backend.ip
-    );
-    // What a user might write: each is refused with its field, nothing changes.
-    let text = spec.to_toml();
+    wait_for("both services", APPLIED_WITHIN, || {
+        ask_tcp(client.ns.path(), VIP, 80).is_ok() && ask_tcp(client.ns.path(), OTHER, 80).is_ok()
+    });
+    // One write that breaks `web` (services[0]) and adds a service: the bad record is
+    // left out with its field named, the addition and `api` are in force, and the
+    // node stays ready (its pods' network works) with the record as a warning.
+    let mut with_added = spec.to_draft();
+    with_added
+        .services
+        .push(cluster_ip("added", ADDED, 80, TARGET, &[backend.ip]));
+    let text = with_added.validate().unwrap().to_toml();
     for (from, to, field) in [
         (
             "cluster_ip = \"10.96.0.10\"",
@@ -551,16 +556,36 @@ fn a_bad_service_record_is_refused_by_name_and_the_running_services_keep_working
         let bad = text.replacen(from, to, 1);
         assert_ne!(bad, text, "the edit {from:?} did not apply to:\n{text}");
         lab.write_spec_text(&bad).unwrap();
-        wait_for("the refusal", APPLIED_WITHIN, || {
-            netpath_tests::state(&lab, 0)
-                .spec_error
-                .is_some_and(|e| e.contains(field))
+        wait_for("the record left out", APPLIED_WITHIN, || {
+            let s = netpath_tests::state(&lab, 0);
+            s.left_out
+                .iter()
+                .any(|n| n.contains("web") && n.contains(field))
         });
-        let a = ask_tcp(client.ns.path(), VIP, 80).unwrap();
-        assert_eq!(a.backend, backend.ip, "the last good spec still serves");
+        let state = netpath_tests::state(&lab, 0);
+        assert_eq!(state.spec_error, None, "the rest of the edit is in force");
+        let ready = netpath::health::readiness(Some(&state));
+        assert!(ready.ok, "{ready:?}");
+        assert!(
+            ready.warnings.iter().any(|w| w.contains(field)),
+            "{ready:?}"
+        );
+        let (code, doc) = netpath_tests::status(&lab, 0);
+        assert_eq!(code, 0, "status exits 0 while the node is ready: {doc}");
+        assert_eq!(doc["ready"]["ok"], true, "{doc}");
+        for vip in [OTHER, ADDED] {
+            let a = ask_tcp(client.ns.path(), vip, 80).unwrap();
+            assert_eq!(a.backend, backend.ip, "{vip} serves");
+        }
+        // Back to the two good services before the next bad edit.
+        lab.write_spec(&spec).unwrap();
+        wait_for("nothing left out", APPLIED_WITHIN, || {
+            netpath_tests::state(&lab, 0).left_out.is_empty()
+        });
     }
-    lab.write_spec(&spec).unwrap();
-    wait_for("the good spec again", APPLIED_WITHIN, || {
-        netpath_tests::state(&lab, 0).spec_error.is_none()
-    });
+    assert_eq!(
+        ask_tcp(client.ns.path(), VIP, 80).unwrap().backend,
+        backend.ip,
+        "the good record is back in force"
+    );
 }

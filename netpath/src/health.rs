@@ -24,11 +24,15 @@ pub struct Check {
 }
 
 /// A verdict with what it rests on; `failing` repeats the names that are not ok.
+/// `warnings` are conditions that leave the verdict as it is (a record left out of
+/// the spec, a spec edit refused while the last good one forwards).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Report {
     pub ok: bool,
     pub checks: Vec<Check>,
     pub failing: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -45,6 +49,7 @@ impl Report {
             ok: failing.is_empty(),
             checks,
             failing,
+            warnings: Vec::new(),
         }
     }
 }
@@ -56,9 +61,13 @@ impl Report {
     }
 
     /// This verdict with one more failed check.
-    pub fn with_failing(mut self, name: &str, why: String) -> Self {
-        self.checks.push(check(name, Err(why)));
-        Self::of(self.checks)
+    pub fn with_failing(self, name: &str, why: String) -> Self {
+        let mut checks = self.checks;
+        checks.push(check(name, Err(why)));
+        Self {
+            warnings: self.warnings,
+            ..Self::of(checks)
+        }
     }
 }
 
@@ -72,7 +81,8 @@ fn check(name: impl Into<String>, result: Result<(), String>) -> Check {
 
 /// Ready to serve pods: the maps are loaded, the desired maps and routes applied at
 /// least once and the last pass went through, and the store's view is current.
-/// `state` is `None` before the agent has published anything.
+/// A refused spec edit or a record left out is a warning: the pods' network works on
+/// the spec in force. `state` is `None` before the agent has published anything.
 pub fn readiness(state: Option<&AgentState>) -> Report {
     let maps = match state {
         None => Err("the agent is starting".to_string()),
@@ -100,20 +110,29 @@ pub fn readiness(state: Option<&AgentState>) -> Report {
         Some(e) => Err(e.clone()),
         None => Ok(()),
     };
-    Report::of(vec![
-        check("maps loaded", maps),
-        check("routes applied", routes),
-        check("store synced", store),
-        check("pod CIDR held", membership),
-    ])
+    Report {
+        warnings: state.map(warnings).unwrap_or_default(),
+        ..Report::of(vec![
+            check("maps loaded", maps),
+            check("routes applied", routes),
+            check("store synced", store),
+            check("pod CIDR held", membership),
+        ])
+    }
+}
+
+/// The agent's warning conditions, named.
+pub fn warnings(s: &AgentState) -> Vec<String> {
+    let refused = s
+        .spec_error
+        .iter()
+        .map(|e| format!("spec refused, forwarding on the last good one: {e}"));
+    refused.chain(s.left_out.iter().cloned()).collect()
 }
 
 fn store_synced(s: &AgentState) -> Result<(), String> {
     if let Some(e) = &s.store_error {
         return Err(e.clone());
-    }
-    if let Some(e) = &s.spec_error {
-        return Err(format!("spec refused: {e}"));
     }
     if s.store_kind == StoreKind::Etcd && !s.store_watching {
         return Err("etcd watch not live yet".to_string());

@@ -28,24 +28,24 @@ pub enum IpamError {
     Exhausted(Ipv4Net, usize),
     #[error("pod CIDR {0} is too small for pods (needs at least a /30)")]
     TooSmall(Ipv4Net),
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path} is not a valid address book ({source}); refusing to overwrite it")]
+    #[error("{path} is not a valid address book ({cause}); refusing to overwrite it")]
     Corrupt {
         path: PathBuf,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
 type Result<T, E = IpamError> = std::result::Result<T, E>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IpamError + '_ {
-    move |source| IpamError::Io {
+    move |cause| IpamError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -176,9 +176,7 @@ impl Store {
     pub fn read(dir: &Path) -> Result<Book> {
         let path = dir.join(BOOK);
         match std::fs::read(&path) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|source| IpamError::Corrupt { path, source })
-            }
+            Ok(b) => serde_json::from_slice(&b).map_err(|cause| IpamError::Corrupt { path, cause }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Book::default()),
             Err(e) => Err(io(&path)(e)),
         }

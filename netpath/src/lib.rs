@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod files;
 pub mod health;
 pub mod ipam;
+pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod net;

@@ -77,10 +77,17 @@ pub fn render(
         "How long a plan-and-apply pass took",
         m.reconcile_seconds.clone(),
     );
+    let ready = crate::health::readiness(Some(state));
+    reg.register("ready", "1 when /readyz says ready", gauge(ready.ok as i64));
     reg.register(
-        "ready",
-        "1 when /readyz says ready",
-        gauge(state.ready as i64),
+        "spec_refused",
+        "1 while the last spec edit is refused and the last good spec forwards",
+        gauge(state.spec_error.is_some() as i64),
+    );
+    reg.register(
+        "records_left_out",
+        "Records in the store left out of the spec (named in status and the log)",
+        gauge(state.left_out.len() as i64),
     );
     let store_up = state.store_error.is_none() && state.spec_error.is_none();
     reg.register(

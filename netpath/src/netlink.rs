@@ -43,10 +43,10 @@ const RT_TABLE_MAIN: u8 = 254;
 pub enum NetlinkError {
     #[error("open rtnetlink socket{0}: {1}")]
     Open(String, std::io::Error),
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Call {
         what: String,
-        source: Box<rtnetlink::Error>,
+        cause: Box<rtnetlink::Error>,
     },
     #[error("no link named {0}")]
     NoLink(String),
@@ -60,9 +60,9 @@ type Result<T, E = NetlinkError> = std::result::Result<T, E>;
 
 fn call(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     let what = what.into();
-    move |source| NetlinkError::Call {
+    move |cause| NetlinkError::Call {
         what,
-        source: Box::new(source),
+        cause: Box::new(cause),
     }
 }
 

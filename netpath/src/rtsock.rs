@@ -16,10 +16,10 @@ const NLM_F_DUMP: u16 = 0x300;
 pub enum RtError {
     #[error("open rtnetlink socket: {0}")]
     Open(io::Error),
-    #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
-    #[error("{what}: the kernel answered: {source}")]
-    Kernel { what: String, source: io::Error },
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: io::Error },
+    #[error("{what}: the kernel answered: {cause}")]
+    Kernel { what: String, cause: io::Error },
     #[error("{what}: malformed answer from the kernel")]
     Malformed { what: String },
 }
@@ -28,7 +28,7 @@ impl RtError {
     /// The errno the kernel refused a request with.
     pub fn kernel_errno(&self) -> Option<i32> {
         match self {
-            RtError::Kernel { source, .. } => source.raw_os_error(),
+            RtError::Kernel { cause, .. } => cause.raw_os_error(),
             _ => None,
         }
     }
@@ -131,7 +131,7 @@ impl RtSocket {
         if sent < 0 {
             return Err(RtError::Io {
                 what: what.into(),
-                source: io::Error::last_os_error(),
+                cause: io::Error::last_os_error(),
             });
         }
         Ok(self.seq)
@@ -149,7 +149,7 @@ impl RtSocket {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(RtError::Io {
                     what: what.into(),
-                    source: e,
+                    cause: e,
                 });
             }
         }
@@ -210,7 +210,7 @@ fn check_error(body: &[u8], what: &str) -> Result<()> {
     }
     Err(RtError::Kernel {
         what: what.into(),
-        source: io::Error::from_raw_os_error(-code),
+        cause: io::Error::from_raw_os_error(-code),
     })
 }
 

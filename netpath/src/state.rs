@@ -65,7 +65,12 @@ pub struct AgentState {
     /// How many times the desired state was planned and applied.
     pub reconciles: u64,
     /// Why the last spec file read was refused; the agent keeps the last good one.
+    /// A warning condition, not "not ready": the pods' network works on that spec.
     pub spec_error: Option<String>,
+    /// Records the store holds that were left out of the spec (a service with a
+    /// bad field), each named with its field; the rest of the spec is in force.
+    #[serde(default)]
+    pub left_out: Vec<String>,
     /// Peers the last plan had to leave out, and why.
     pub problems: Vec<String>,
     /// Why this node may not hand out addresses from its pod CIDR any more (its

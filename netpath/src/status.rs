@@ -463,4 +463,7 @@ fn print_report(what: &str, r: &Report) {
     } else {
         println!("{what}: NO — {}", r.failing.join("; "));
     }
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
 }

@@ -159,14 +159,7 @@ enum StoreArg {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    netpath::logging::init();
     let result = netpath::cli::bail_if_not_root().and_then(|()| run(Cli::parse()));
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -306,7 +306,6 @@ fn build_baseline(root: &Path) -> Result<PathBuf> {
 const BUILD_PACKAGES: &[&str] = &["protobuf-compiler", "libprotobuf-dev"];
 
 fn build_all(root: &Path, release: bool) -> Result<PathBuf> {
-    toolchain::ensure()?;
     toolchain::ensure_packages(BUILD_PACKAGES)?;
     let obj = build_ebpf(root)?;
     let mut cmd = Command::new(cargo());
@@ -339,43 +338,5 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
 
 /// The eBPF object built into `target_dir` with extra cargo arguments (features).
 fn build_ebpf_into(root: &Path, target_dir: &str, extra: &[&str]) -> Result<PathBuf> {
-    let dir = root.join("netpath-ebpf");
-    let target_dir = root.join(target_dir);
-    let mut cmd = Command::new("cargo");
-    // The outer cargo's settings belong to the host build, not to the BPF one.
-    for var in [
-        "RUSTUP_TOOLCHAIN",
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.current_dir(&dir)
-        .args([
-            "+nightly",
-            "build",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .args(extra)
-        // BTF in the object is what lets bpftool print typed map entries.
-        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
-        .env("PATH", toolchain::path_with_cargo_bin());
-    let status = cmd
-        .status()
-        .context("run cargo +nightly for the eBPF crate")?;
-    if !status.success() {
-        bail!("building the eBPF programs failed");
-    }
-    Ok(target_dir.join("bpfel-unknown-none/release/netpath"))
+    netpath_ebpf_build::build(root, &root.join(target_dir), extra)
 }

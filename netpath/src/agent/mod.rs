@@ -9,7 +9,7 @@ mod start;
 mod stop;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -124,14 +124,23 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     };
     let nl = Netlink::new()?;
     let shared = serve::Shared::new();
-    let mut early = listen(&args, &shared).await?;
     let state_dir = args
         .state_dir
         .clone()
         .unwrap_or_else(|| state::default_dir(&args.node));
-    let mut opened = start::open_source(&args.source, &args.node, &state_dir, &nl).await?;
+    // A spec file is read and checked before anything binds: a bad one stops the
+    // start with its field named and nothing half up. A store is joined after: that
+    // can take a while, and /readyz says so meanwhile.
+    let read_first = match &args.source {
+        Source::File(_) => Some(opened_for(&args, &state_dir, &nl).await?),
+        _ => None,
+    };
+    let mut early = listen(&args, &shared).await?;
+    let mut opened = match read_first {
+        Some(opened) => opened,
+        None => opened_for(&args, &state_dir, &nl).await?,
+    };
     let local = opened.spec.node(&args.node)?.clone();
-    start::check_nat_ports(&opened.spec)?;
     let dir = args
         .pin_dir
         .clone()
@@ -178,7 +187,15 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     agent.cleanup().await
 }
 
-/// Listening first: a taken port fails the start before anything is loaded, and
+/// The store opened and its spec checked for this node.
+async fn opened_for(args: &AgentArgs, state_dir: &Path, nl: &Netlink) -> Result<start::Opened> {
+    let opened = start::open_source(&args.source, &args.node, state_dir, nl).await?;
+    opened.spec.node(&args.node)?;
+    start::check_nat_ports(&opened.spec)?;
+    Ok(opened)
+}
+
+/// Listening before loading: a taken port fails the start before anything is loaded, and
 /// /readyz answers "not ready" (with the reason) while the agent starts. Returns the
 /// state published until the agent is up.
 async fn listen(args: &AgentArgs, shared: &std::sync::Arc<serve::Shared>) -> Result<AgentState> {
@@ -186,7 +203,7 @@ async fn listen(args: &AgentArgs, shared: &std::sync::Arc<serve::Shared>) -> Res
         node: args.node.clone(),
         pid: std::process::id(),
         waiting: Some(match &args.source {
-            Source::File(_) => "reading the cluster spec".into(),
+            Source::File(_) => "starting on the cluster spec".into(),
             Source::Etcd { .. } => "joining the cluster in etcd".into(),
             Source::Gossip { .. } => "joining the cluster by gossip".into(),
         }),
@@ -212,6 +229,9 @@ impl Agent {
         nl: Netlink,
     ) -> Self {
         let spec_file = opened.spec_file.as_ref().map(|f| f.path.clone());
+        for n in &opened.left_out {
+            tracing::warn!("{}: {n}", opened.store);
+        }
         Self {
             state: AgentState {
                 node: local.name.clone(),
@@ -226,6 +246,7 @@ impl Agent {
                 tunnel: started.probed.tunnel_ifindex != 0,
                 store_synced_unix_ms: Some(state::unix_ms()),
                 membership_error: opened.membership_error,
+                left_out: opened.left_out,
                 ..Default::default()
             },
             shared,
@@ -337,15 +358,22 @@ impl Agent {
             Update::Spec(spec, notes) => {
                 self.state.store_error = None;
                 self.state.store_synced_unix_ms = Some(state::unix_ms());
-                for n in &notes {
-                    tracing::warn!("{store}: {n}");
-                }
+                self.note_left_out(store, notes);
                 match self.check(spec) {
                     Ok(spec) => self.adopt(spec, store).await,
                     Err(e) => self.refuse(store, e),
                 }
             }
         }
+    }
+
+    /// Records left out of the spec: logged when new, shown in status and /metrics
+    /// while they stay (a warning condition: the node stays ready).
+    fn note_left_out(&mut self, store: &str, notes: Vec<String>) {
+        for n in notes.iter().filter(|n| !self.state.left_out.contains(n)) {
+            tracing::warn!("{store}: {n}");
+        }
+        self.state.left_out = notes;
     }
 
     fn refuse(&mut self, why: &str, e: anyhow::Error) {
@@ -431,10 +459,11 @@ impl Agent {
 
     /// A spec read from the file: adopted, or refused when it fails validation (or
     /// would move this node) and the last good one stays in force.
-    async fn adopt_read(&mut self, read: Result<ClusterSpec>, why: &str) {
-        match read.and_then(|spec| self.check(spec)) {
-            Ok(spec) => {
+    async fn adopt_read(&mut self, read: Result<spec_file::Read>, why: &str) {
+        match read.and_then(|(spec, left_out)| Ok((self.check(spec)?, left_out))) {
+            Ok((spec, left_out)) => {
                 tracing::info!(why, "spec reloaded");
+                self.note_left_out("spec file", left_out);
                 self.state.store_synced_unix_ms = Some(state::unix_ms());
                 self.adopt(spec, why).await;
             }

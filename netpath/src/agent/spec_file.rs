@@ -7,6 +7,9 @@ use anyhow::{anyhow, Result};
 
 use crate::spec::ClusterSpec;
 
+/// A spec as read, with the records left out of it (each named with its field).
+pub type Read = (ClusterSpec, Vec<String>);
+
 pub struct SpecFile {
     pub path: PathBuf,
     /// Digest of the bytes last read (a 100 000-node spec is MBs).
@@ -16,9 +19,9 @@ pub struct SpecFile {
 }
 
 impl SpecFile {
-    /// Reads and validates the file: the spec, and the watcher that knows this
-    /// version.
-    pub fn open(path: &Path) -> Result<(Self, ClusterSpec)> {
+    /// Reads and validates the file: the spec (with what was left out of it), and
+    /// the watcher that knows this version.
+    pub fn open(path: &Path) -> Result<(Self, Read)> {
         let mut file = Self {
             path: path.to_path_buf(),
             digest: 0,
@@ -29,21 +32,21 @@ impl SpecFile {
     }
 
     /// Reads the current version (once: the bytes read are the bytes parsed).
-    pub fn read(&mut self) -> Result<ClusterSpec> {
+    pub fn read(&mut self) -> Result<Read> {
         // Stamp, then read: a change in between is seen on the next look.
         self.stamp = FileStamp::of(&self.path);
         let bytes = std::fs::read(&self.path);
         self.digest = bytes.as_deref().map_or(0, digest);
-        let bytes = bytes.map_err(|source| crate::spec::SpecError::Read {
+        let bytes = bytes.map_err(|error| crate::spec::SpecError::Read {
             path: self.path.clone(),
-            source,
+            error,
         })?;
         parse(&self.path, &bytes)
     }
 
     /// A version other than the one last read, parsed (`None`: none). Missing or
     /// unreadable counts as a new version whose reading failed.
-    pub fn poll(&mut self) -> Option<Result<ClusterSpec>> {
+    pub fn poll(&mut self) -> Option<Result<Read>> {
         let stamp = FileStamp::of(&self.path);
         if stamp.is_some() && stamp == self.stamp {
             return None;
@@ -55,11 +58,11 @@ impl SpecFile {
                 self.digest = digest(&bytes);
                 Some(parse(&self.path, &bytes))
             }
-            Err(source) => {
+            Err(error) => {
                 self.digest = 0;
                 Some(Err(crate::spec::SpecError::Read {
                     path: self.path.clone(),
-                    source,
+                    error,
                 }
                 .into()))
             }
@@ -71,13 +74,15 @@ impl SpecFile {
 /// spec allocates many times what it yields; the copy lands compactly in this thread's
 /// heap and the parser's heap is freed whole, so the agent's memory follows the spec's
 /// size (what a 100 000-node cluster costs), not the parser's peak.
-fn parse(path: &Path, bytes: &[u8]) -> Result<ClusterSpec> {
-    let parsed = std::thread::scope(|s| {
-        s.spawn(|| ClusterSpec::from_bytes(path, bytes).map(Box::new))
-            .join()
-            .map_err(|_| anyhow!("the spec parser panicked"))
+fn parse(path: &Path, bytes: &[u8]) -> Result<Read> {
+    let (parsed, left_out) = std::thread::scope(|s| {
+        s.spawn(|| {
+            ClusterSpec::from_bytes_admitting(path, bytes).map(|(spec, n)| (Box::new(spec), n))
+        })
+        .join()
+        .map_err(|_| anyhow!("the spec parser panicked"))
     })??;
-    Ok(ClusterSpec::clone(&parsed))
+    Ok((ClusterSpec::clone(&parsed), left_out))
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -115,7 +120,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("spec.toml");
         std::fs::write(&path, crate::spec::DEFAULT_SPEC).unwrap();
-        let (mut f, spec) = SpecFile::open(&path).unwrap();
+        let (mut f, (spec, _)) = SpecFile::open(&path).unwrap();
         assert_eq!(spec.nodes.len(), 3);
         assert!(f.poll().is_none(), "same version");
         // Same bytes through a rename: a new inode, but not a new version.
@@ -128,7 +133,7 @@ mod tests {
             "the default spec sets vni"
         );
         crate::files::write_atomic(&path, edited.as_bytes(), false).unwrap();
-        assert_eq!(f.poll().unwrap().unwrap().settings.vni, 7);
+        assert_eq!(f.poll().unwrap().unwrap().0.settings.vni, 7);
         assert!(f.poll().is_none());
         std::fs::remove_file(&path).unwrap();
         assert!(

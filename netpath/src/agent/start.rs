@@ -35,6 +35,9 @@ pub struct Opened {
     /// Why the node may not hand out addresses from its pod CIDR (etcd: another
     /// node holds the subnet its pods' addresses are from).
     pub membership_error: Option<String>,
+    /// Records the store holds that were left out of the spec, each named with
+    /// its field.
+    pub left_out: Vec<String>,
 }
 
 /// Reads the spec file, or joins the cluster in etcd (reserving the node's pod
@@ -48,7 +51,7 @@ pub async fn open_source(
     match source {
         Source::File(path) => {
             let read = std::time::Instant::now();
-            let (file, spec) = SpecFile::open(path)?;
+            let (file, (spec, left_out)) = SpecFile::open(path)?;
             // A big cluster takes a while from here on: say early what it is.
             tracing::info!(
                 "cluster spec {}: {} nodes, {} services, read in {:.1} s",
@@ -64,6 +67,7 @@ pub async fn open_source(
                 store_kind: StoreKind::File,
                 store: format!("file {}", path.display()),
                 membership_error: None,
+                left_out,
             })
         }
         Source::Etcd { opts, underlay } => {
@@ -123,9 +127,6 @@ fn followed(
     updates: mpsc::Receiver<Update>,
     membership_error: Option<String>,
 ) -> Opened {
-    for n in notes {
-        tracing::warn!("{store}: {n}");
-    }
     Opened {
         spec,
         spec_file: None,
@@ -133,6 +134,7 @@ fn followed(
         store_kind,
         store,
         membership_error,
+        left_out: notes,
     }
 }
 

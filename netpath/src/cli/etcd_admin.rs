@@ -9,6 +9,7 @@ use crate::{
     files::one_shot_runtime,
     spec::ClusterSettings,
     store::{
+        config_file,
         etcd::{self, EtcdOptions},
         model::{ClusterConfig, Keys, DEFAULT_PREFIX},
     },
@@ -58,15 +59,21 @@ impl EtcdArgs {
 
 #[derive(Subcommand)]
 pub enum ClusterCmd {
-    /// Write the cluster config once (the same config again is a no-op).
+    /// Write the cluster config once (the same config again is a no-op). The settings
+    /// come whole from a file (`--cluster-config`) or from the setting flags.
     Init {
         #[command(flatten)]
         etcd: EtcdArgs,
+        /// The settings whole: a cluster config (TOML: cluster_cidr, backend, ...,
+        /// subnet_len, as `--store gossip` takes) or a spec file (its settings; the
+        /// subnet length from its nodes).
+        #[arg(long, conflicts_with_all = ["ClusterSettings", "subnet_len"])]
+        cluster_config: Option<PathBuf>,
         #[command(flatten)]
-        settings: ClusterSettings,
-        /// Prefix length of each node's pod CIDR.
-        #[arg(long, default_value_t = 24)]
-        subnet_len: u8,
+        settings: Option<ClusterSettings>,
+        /// Prefix length of each node's pod CIDR (default 24).
+        #[arg(long)]
+        subnet_len: Option<u8>,
     },
 }
 
@@ -85,12 +92,20 @@ impl ClusterCmd {
     pub fn run(self) -> Result<bool> {
         let ClusterCmd::Init {
             etcd,
+            cluster_config,
             settings,
             subnet_len,
         } = self;
-        let config = ClusterConfig {
-            settings,
-            subnet_len,
+        let config = match (cluster_config, settings) {
+            (Some(path), _) => config_file::read(&path)?,
+            (None, Some(settings)) => ClusterConfig {
+                settings,
+                subnet_len: subnet_len.unwrap_or(config_file::DEFAULT_SUBNET_LEN),
+            },
+            (None, None) => bail!(
+                "give the cluster's settings: --cluster-config FILE, or --cluster-cidr and \
+                 the other setting flags"
+            ),
         };
         let opts = etcd.options()?;
         let created = one_shot_runtime()?.block_on(async {

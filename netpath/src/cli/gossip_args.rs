@@ -10,8 +10,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use crate::store::{
+    config_file,
     gossip::{GossipOptions, DEFAULT_PORT},
-    model::ClusterConfig,
 };
 
 #[derive(Args)]
@@ -23,9 +23,9 @@ pub struct GossipArgs {
     /// Gossip store: the UDP port every node gossips on.
     #[arg(long, default_value_t = DEFAULT_PORT)]
     gossip_port: u16,
-    /// Gossip store: the cluster's settings (TOML: cluster_cidr, backend, ..., and
-    /// subnet_len), the same on every node; a node whose settings differ from the
-    /// cluster's is refused.
+    /// Gossip store: the cluster's settings, the same on every node (a node whose
+    /// settings differ from the cluster's is refused): a cluster config (TOML:
+    /// cluster_cidr, backend, ..., subnet_len) or a spec file (its settings whole).
     #[arg(long)]
     cluster_config: Option<PathBuf>,
     /// Gossip store: a file holding the cluster key; every datagram is then
@@ -44,13 +44,7 @@ impl GossipArgs {
             .cluster_config
             .as_ref()
             .ok_or_else(|| anyhow!("--cluster-config is required with the gossip store"))?;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        let config: ClusterConfig =
-            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        config
-            .validate()
-            .with_context(|| format!("{}", path.display()))?;
+        let config = config_file::read(path)?;
         let key = match &self.cluster_key {
             Some(p) => {
                 let k = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
@@ -129,17 +123,5 @@ mod tests {
             "10.0.0.1:9000".parse().unwrap()
         );
         assert!(peer("node1", 7946).is_err());
-    }
-
-    #[test]
-    fn a_cluster_config_reads_from_toml() {
-        let c: ClusterConfig =
-            toml::from_str("cluster_cidr = \"10.244.0.0/16\"\nsubnet_len = 24\n").unwrap();
-        assert_eq!(c.subnet_len, 24);
-        c.validate().unwrap();
-        assert!(toml::from_str::<ClusterConfig>(
-            "cluster_cidr = \"10.244.0.0/16\"\nsubnet_len = 24\nbogus = 1\n"
-        )
-        .is_err());
     }
 }

@@ -45,7 +45,27 @@ fn nodes(raw: Vec<RawNode>) -> Result<Vec<NodeDraft>, SpecError> {
     Ok(nodes)
 }
 
-fn parse_error(message: impl fmt::Display) -> SpecError {
+/// "service NAMESPACE/NAME: " when a record that does not parse still says that much.
+fn record_name(v: &toml::Value) -> String {
+    let field = |k: &str| v.get(k).and_then(toml::Value::as_str);
+    match (field("namespace"), field("name")) {
+        (Some(ns), Some(name)) => format!("service {ns}/{name}: "),
+        _ => String::new(),
+    }
+}
+
+/// A parse error named by the file it is in.
+fn at(path: &Path, e: SpecError) -> SpecError {
+    match e {
+        SpecError::Parse { message, .. } => SpecError::Parse {
+            path: path.to_path_buf(),
+            message,
+        },
+        other => other,
+    }
+}
+
+pub(crate) fn parse_error(message: impl fmt::Display) -> SpecError {
     SpecError::Parse {
         path: PathBuf::from("<spec>"),
         message: message.to_string().trim().to_string(),
@@ -57,7 +77,11 @@ impl SpecDraft {
     /// `bpffs_root` and the `[[nodes]]`. Read in two steps so that a bad value names
     /// its key, which serde cannot do for a flattened struct.
     pub fn parse(text: &str) -> Result<Self, SpecError> {
-        let mut top: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        Self::from_table(toml::from_str(text).map_err(parse_error)?)
+    }
+
+    /// A spec from its TOML table, parsed already.
+    pub fn from_table(mut top: toml::Table) -> Result<Self, SpecError> {
         let raw_nodes: Vec<RawNode> = match top.remove("nodes") {
             None => Vec::new(),
             Some(v) => v
@@ -69,54 +93,69 @@ impl SpecDraft {
             .map(|v| v.try_into())
             .transpose()
             .map_err(|e| parse_error(format!("bpffs_root: {e}")))?;
-        let services = match top.remove("services") {
-            None => Vec::new(),
-            Some(toml::Value::Array(list)) => list
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.try_into()
-                        .map_err(|e| parse_error(format!("services[{i}]: {e}")))
-                })
-                .collect::<Result<_, _>>()?,
+        // Each service parsed alone: one that does not parse is named, and left out
+        // by an agent that follows the file, not a reason to refuse the rest.
+        let (mut services, mut unparsed) = (Vec::new(), Vec::new());
+        match top.remove("services") {
+            None => {}
+            Some(toml::Value::Array(list)) => {
+                for (i, v) in list.into_iter().enumerate() {
+                    let who = record_name(&v);
+                    match v.try_into() {
+                        Ok(s) => services.push(s),
+                        Err(e) => unparsed
+                            .push((i, format!("{who}services[{i}]: {e}").trim().to_string())),
+                    }
+                }
+            }
             Some(_) => {
                 return Err(parse_error(
                     "services: must be an array of tables ([[services]])",
                 ))
             }
-        };
+        }
         let settings: ClusterSettings = toml::Value::Table(top).try_into().map_err(parse_error)?;
         Ok(SpecDraft {
             settings,
             bpffs_root,
             nodes: nodes(raw_nodes)?,
             services,
+            unparsed,
         })
     }
 }
 
 impl ClusterSpec {
     pub fn from_file(path: &Path) -> Result<Self, SpecError> {
-        let bytes = std::fs::read(path).map_err(|source| SpecError::Read {
+        let bytes = std::fs::read(path).map_err(|error| SpecError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::from_bytes(path, &bytes)
     }
 
     /// A spec file's bytes, read already; `path` names it in errors.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, SpecError> {
+        let draft = Self::draft_from_bytes(path, bytes)?;
+        draft.validate().map_err(|e| at(path, e))
+    }
+
+    /// As `from_bytes`, with bad records (services) left out and named instead of
+    /// refusing the whole file: what an agent follows.
+    pub fn from_bytes_admitting(
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<(Self, Vec<String>), SpecError> {
+        let draft = Self::draft_from_bytes(path, bytes)?;
+        draft.validate_admitting().map_err(|e| at(path, e))
+    }
+
+    fn draft_from_bytes(path: &Path, bytes: &[u8]) -> Result<SpecDraft, SpecError> {
         let text = std::str::from_utf8(bytes).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
             message: format!("not UTF-8: {e}"),
         })?;
-        Self::parse(text).map_err(|e| match e {
-            SpecError::Parse { message, .. } => SpecError::Parse {
-                path: path.to_path_buf(),
-                message,
-            },
-            other => other,
-        })
+        SpecDraft::parse(text).map_err(|e| at(path, e))
     }
 
     pub fn parse(text: &str) -> Result<Self, SpecError> {

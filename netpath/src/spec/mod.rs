@@ -11,8 +11,8 @@ use netpath_common::{RouteMode, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use serde::Serialize;
 
 pub use self::services::{
-    validate_all as validate_services, EndpointPort, EndpointRecord, Protocol, ServicePort,
-    ServiceSpec, ServiceType, SessionAffinity, TargetPort, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT,
+    admit_each, validate_all, EndpointPort, EndpointRecord, Protocol, ServicePort, ServiceSpec,
+    ServiceType, SessionAffinity, TargetPort, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT,
 };
 pub use self::settings::{
     Backend, BgpPeer, ClusterSettings, Decap, Overlay, PortRange, Redirect, Routing, VxlanDevice,
@@ -29,10 +29,11 @@ pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/netpath";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("read {path}: {source}")]
+    // The cause is in the message, not a `source`: `{:#}` would print it twice.
+    #[error("read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("parse {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -66,6 +67,10 @@ pub struct SpecDraft {
     pub nodes: Vec<NodeDraft>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceSpec>,
+    /// Service records of the file that did not parse, each named: an error for
+    /// `validate`, left out by `validate_admitting`.
+    #[serde(skip)]
+    pub unparsed: Vec<(usize, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,6 +95,7 @@ impl SpecDraft {
             bpffs_root: None,
             nodes: Vec::new(),
             services: Vec::new(),
+            unparsed: Vec::new(),
         }
     }
 
@@ -119,7 +125,34 @@ impl SpecDraft {
         Ok(bpffs_root)
     }
 
-    pub fn validate(self) -> Result<ClusterSpec, SpecError> {
+    /// The spec, or the first mistake in it.
+    pub fn validate(mut self) -> Result<ClusterSpec, SpecError> {
+        if !self.unparsed.is_empty() {
+            return Err(file::parse_error(self.unparsed.swap_remove(0).1));
+        }
+        let spec = self.validate_cluster()?;
+        services::validate_all(&spec.services, &spec.settings, &spec.nodes)?;
+        Ok(spec)
+    }
+
+    /// The spec with its bad records (services) left out, each named in the second
+    /// value with its field; the settings and the nodes must be right.
+    pub fn validate_admitting(mut self) -> Result<(ClusterSpec, Vec<String>), SpecError> {
+        let unparsed = std::mem::take(&mut self.unparsed);
+        let mut spec = self.validate_cluster()?;
+        // The index each parsed service had in the file, the unparsed ones skipped.
+        let mut index = (0..).filter(|i| !unparsed.iter().any(|(u, _)| u == i));
+        let services = std::mem::take(&mut spec.services)
+            .into_iter()
+            .map(|s| (index.next().expect("endless"), s));
+        let (services, mut left_out) = services::admit_each(services, &spec.settings, &spec.nodes);
+        spec.services = services;
+        left_out.extend(unparsed.iter().map(|(_, e)| format!("left out: {e}")));
+        Ok((spec, left_out))
+    }
+
+    /// Settings and nodes checked; services carried along unchecked.
+    fn validate_cluster(self) -> Result<ClusterSpec, SpecError> {
         self.settings.validate()?;
         let bpffs_root = self.bpffs_root()?;
         let cidr = self.settings.cluster_cidr;
@@ -170,7 +203,6 @@ impl SpecDraft {
                 ));
             }
         }
-        services::validate_all(&self.services, &self.settings, &nodes)?;
         Ok(ClusterSpec {
             settings: self.settings,
             bpffs_root,
@@ -344,6 +376,7 @@ impl ClusterSpec {
                 })
                 .collect(),
             services: self.services.clone(),
+            unparsed: Vec::new(),
         }
     }
 

@@ -401,26 +401,68 @@ impl ServiceSpec {
 }
 
 /// Every service alone, then what they must not share: a name, a front end (a
-/// ClusterIP's port and protocol) or a node port.
+/// ClusterIP's port and protocol) or a node port. The first bad one is the error.
 pub fn validate_all(
     services: &[ServiceSpec],
     settings: &ClusterSettings,
     nodes: &[NodeSpec],
 ) -> Result<(), SpecError> {
-    let mut names = HashMap::new();
-    let mut fronts = HashMap::new();
-    let mut node_ports = HashMap::new();
+    let mut taken = Taken::default();
     for (i, s) in services.iter().enumerate() {
+        taken.admit(i, s, settings, nodes)?;
+    }
+    Ok(())
+}
+
+/// The services that pass the same checks, each judged alone and against those
+/// admitted before it: a bad record is left out (the second value names it and its
+/// field) and the rest are kept, so one bad record freezes no other change.
+/// Each service comes with its index in the source (what errors name).
+pub fn admit_each(
+    services: impl IntoIterator<Item = (usize, ServiceSpec)>,
+    settings: &ClusterSettings,
+    nodes: &[NodeSpec],
+) -> (Vec<ServiceSpec>, Vec<String>) {
+    let mut taken = Taken::default();
+    let (mut admitted, mut left_out) = (Vec::new(), Vec::new());
+    for (i, s) in services {
+        match taken.admit(i, &s, settings, nodes) {
+            Ok(()) => admitted.push(s),
+            Err(e) => left_out.push(format!("service {}/{} left out: {e}", s.namespace, s.name)),
+        }
+    }
+    (admitted, left_out)
+}
+
+/// What admitted services hold, by the index of the service holding it.
+#[derive(Default)]
+struct Taken {
+    names: HashMap<(String, String), usize>,
+    fronts: HashMap<(Ipv4Addr, u16, Protocol), usize>,
+    node_ports: HashMap<(u16, Protocol), usize>,
+}
+
+impl Taken {
+    /// Checks `services[i]` and, when it passes, records what it holds.
+    fn admit(
+        &mut self,
+        i: usize,
+        s: &ServiceSpec,
+        settings: &ClusterSettings,
+        nodes: &[NodeSpec],
+    ) -> Result<(), SpecError> {
         s.validate(i, settings, nodes)?;
-        if let Some(j) = names.insert((s.namespace.as_str(), s.name.as_str()), i) {
+        let name = (s.namespace.clone(), s.name.clone());
+        if let Some(&j) = self.names.get(&name) {
             return Err(invalid(
                 format!("services[{i}].name"),
                 format!("{}/{}", s.namespace, s.name),
                 format!("duplicate of services[{j}]"),
             ));
         }
+        let mut own_node_ports = HashSet::new();
         for (k, p) in s.ports.iter().enumerate() {
-            if let Some(j) = fronts.insert((s.cluster_ip, p.port, p.protocol), i) {
+            if let Some(&j) = self.fronts.get(&(s.cluster_ip, p.port, p.protocol)) {
                 return Err(invalid(
                     format!("services[{i}].cluster_ip"),
                     s.cluster_ip,
@@ -428,7 +470,12 @@ pub fn validate_all(
                 ));
             }
             if let Some(n) = p.node_port {
-                if let Some(j) = node_ports.insert((n, p.protocol), i) {
+                let j = match self.node_ports.get(&(n, p.protocol)) {
+                    Some(&j) => Some(j),
+                    None if !own_node_ports.insert((n, p.protocol)) => Some(i),
+                    None => None,
+                };
+                if let Some(j) = j {
                     return Err(invalid(
                         format!("services[{i}].ports[{k}].node_port"),
                         n,
@@ -437,6 +484,14 @@ pub fn validate_all(
                 }
             }
         }
+        // Checked whole before anything is recorded: a refused service holds nothing.
+        self.names.insert(name, i);
+        for p in &s.ports {
+            self.fronts.insert((s.cluster_ip, p.port, p.protocol), i);
+            if let Some(n) = p.node_port {
+                self.node_ports.insert((n, p.protocol), i);
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }

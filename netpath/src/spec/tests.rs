@@ -495,3 +495,60 @@ fn a_cluster_cidr_over_the_default_service_range_has_none_until_one_is_set() {
     .replace("10.96.0.10", "172.30.0.10");
     assert_eq!(ClusterSpec::parse(&fixed).unwrap().services.len(), 1);
 }
+
+#[test]
+fn a_bad_service_is_left_out_alone_by_an_agent_and_refused_by_strict_validation() {
+    let service = |name: &str, ip: &str, proto: &str| {
+        format!(
+            "\n[[services]]\nnamespace = \"default\"\nname = \"{name}\"\ncluster_ip = \"{ip}\"\n\
+             ports = [{{ port = 80, protocol = \"{proto}\" }}]\n"
+        )
+    };
+    let with_service_range = DEFAULT_SPEC.replace(
+        "cluster_cidr = \"10.244.0.0/16\"",
+        "cluster_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.96.0.0/12\"",
+    );
+    let text = with_service_range
+        + &service("good", "10.96.0.10", "TCP")
+        + &service("inside", "10.244.1.99", "TCP")
+        + &service("sctp", "10.96.0.11", "SCTP")
+        + &service("again", "10.96.0.10", "TCP");
+    let (spec, left_out) = SpecDraft::parse(&text)
+        .unwrap()
+        .validate_admitting()
+        .unwrap();
+    let names: Vec<&str> = spec.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["good"]);
+    assert_eq!(left_out.len(), 3, "{left_out:?}");
+    assert!(
+        left_out
+            .iter()
+            .any(|n| n.contains("services[1].cluster_ip")),
+        "{left_out:?}"
+    );
+    assert!(
+        left_out
+            .iter()
+            .any(|n| n.contains("services[2]") && n.contains("SCTP")),
+        "{left_out:?}"
+    );
+    assert!(
+        left_out
+            .iter()
+            .any(|n| n.contains("services[3].cluster_ip") && n.contains("services[0]'s")),
+        "{left_out:?}"
+    );
+    // Validated strictly (a user's check, `cluster init`), the first mistake refuses.
+    assert!(
+        err(&text).contains("SCTP") || err(&text).contains("services[1]"),
+        "{}",
+        err(&text)
+    );
+    // Bad settings refuse the whole file either way.
+    let bad_settings = text.replace("vni = 1 ", "vni = 0 ");
+    assert_ne!(bad_settings, text);
+    assert!(SpecDraft::parse(&bad_settings)
+        .unwrap()
+        .validate_admitting()
+        .is_err());
+}

@@ -1,6 +1,7 @@
 //! Where the cluster's desired state comes from: the spec file (the default),
 //! etcd, or the nodes themselves by gossip, where nodes join, leave and restart.
 //! Either way the agent gets a `ClusterSpec` and reconciles toward it.
+pub mod config_file;
 pub mod etcd;
 pub mod gossip;
 pub mod model;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     net::{CidrSet, Ipv4Net, Mac},
     spec::{
-        validate_services, ClusterSettings, ClusterSpec, EndpointPort, EndpointRecord, ServiceSpec,
+        admit_each, ClusterSettings, ClusterSpec, EndpointPort, EndpointRecord, ServiceSpec,
         SpecDraft, SpecError,
     },
 };
@@ -266,21 +266,15 @@ impl View {
     /// `spec` alone and then against those admitted before it (by name): a bad
     /// record is left out, named in the second value, and the rest kept.
     fn services_for(&self, spec: &ClusterSpec) -> (Vec<ServiceSpec>, Vec<String>) {
-        let mut admitted: Vec<ServiceSpec> = Vec::new();
-        let mut left_out = Vec::new();
-        for (id, s) in &self.services {
+        let services = self.services.iter().map(|(id, s)| {
             let mut s = s.clone();
             if let Some(slice) = self.endpoint_slices.get(id) {
                 s.endpoints = slice.endpoints.clone();
                 s.endpoint_ports = slice.ports.clone();
             }
-            admitted.push(s);
-            if let Err(e) = validate_services(&admitted, &spec.settings, &spec.nodes) {
-                admitted.pop();
-                left_out.push(format!("service {}/{}: {e}", id.0, id.1));
-            }
-        }
-        (admitted, left_out)
+            s
+        });
+        admit_each(services.enumerate(), &spec.settings, &spec.nodes)
     }
 
     /// Whether a change of `key` (already applied) can change the spec: a new

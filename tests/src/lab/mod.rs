@@ -662,42 +662,15 @@ impl Lab {
             &self.workdir.join("etcd"),
             tls,
         )?;
-        let spec = &cfg.spec;
-        let subnet_len = spec.nodes.first().map_or(24, |n| n.pod_cidr.prefix);
+        // The settings whole, from the spec file a spec-file user already has.
+        let settings = self.workdir.join("cluster-spec.toml");
+        std::fs::write(&settings, cfg.spec.to_toml())?;
         let mut args: Vec<String> = vec![
             "cluster".into(),
             "init".into(),
-            "--cluster-cidr".into(),
-            spec.settings.cluster_cidr.to_string(),
-            "--subnet-len".into(),
-            subnet_len.to_string(),
-            "--backend".into(),
-            spec.settings.backend.name().into(),
-            "--vni".into(),
-            spec.settings.vni.to_string(),
-            "--port".into(),
-            spec.settings.port.to_string(),
+            "--cluster-config".into(),
+            settings.display().to_string(),
         ];
-        if let Some(mtu) = spec.settings.mtu {
-            args.extend(["--mtu".into(), mtu.to_string()]);
-        }
-        // Every setting the lab's spec has, so the etcd lab is the cluster it checks.
-        let set = &spec.settings;
-        for (flag, value) in [
-            ("--redirect", serde_plain(&set.redirect)),
-            ("--decap", set.decap.name().to_string()),
-            ("--vxlan-device", set.vxlan_device.name().to_string()),
-            ("--masquerade-ports", set.masquerade_ports.to_string()),
-        ] {
-            args.extend([flag.to_string(), value]);
-        }
-        if !set.masquerade {
-            args.push("--no-masquerade".into());
-        }
-        if !set.no_masquerade.is_empty() {
-            let exempt: Vec<String> = set.no_masquerade.iter().map(|n| n.to_string()).collect();
-            args.extend(["--masquerade-exempt".into(), exempt.join(",")]);
-        }
         args.extend(etcd_args(&cluster));
         let out = cluster
             .ns
@@ -1230,12 +1203,4 @@ pub fn in_runtime<T: Send, F: std::future::Future<Output = Result<T>>>(
     f: impl FnOnce() -> F + Send,
 ) -> Result<T> {
     crate::netns::run_in(ns, || netpath::files::one_shot_runtime()?.block_on(f()))
-}
-
-/// A unit enum's name as serde writes it (`"peer"` → `peer`).
-fn serde_plain<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }

@@ -18,12 +18,13 @@ use crate::net::Ipv4Net;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    // Causes are in the messages, not `source`s: `{:#}` would print them twice.
     #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
-    #[error("read {path}: {source}")]
+    Etcd(etcd_client::Error),
+    #[error("read {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("TLS options: {0}")]
     Tls(String),
@@ -39,13 +40,19 @@ pub enum StoreError {
     },
     #[error("node name {0:?} must be 1-32 characters of [A-Za-z0-9_-]")]
     NodeName(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Spec(#[from] crate::spec::SpecError),
     /// A stream ended or must be opened anew; the caller re-syncs.
     #[error("{0}")]
     Restart(&'static str),
     #[error("gave up reserving a subnet after {0} conflicting attempts")]
     Contended(usize),
+}
+
+impl From<etcd_client::Error> for StoreError {
+    fn from(e: etcd_client::Error) -> Self {
+        Self::Etcd(e)
+    }
 }
 
 pub(super) type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -63,9 +70,9 @@ pub struct EtcdOptions {
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| StoreError::Read {
+    std::fs::read(path).map_err(|cause| StoreError::Read {
         path: path.clone(),
-        source,
+        cause,
     })
 }
 

@@ -42,8 +42,9 @@ pub struct GossipOptions {
 pub enum GossipError {
     #[error("node name {0:?} must be 1-32 characters of [A-Za-z0-9_-]")]
     NodeName(String),
+    // The cause in the message, not a `source`: `{:#}` would print it twice.
     #[error("cluster settings: {0}")]
-    Spec(#[from] crate::spec::SpecError),
+    Spec(crate::spec::SpecError),
     #[error("listen for gossip on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     #[error("this node's cluster settings differ from the cluster's: {0}")]
@@ -58,4 +59,10 @@ pub enum GossipError {
     Swim(String),
     #[error("save the claim to {0}: {1}")]
     Save(PathBuf, std::io::Error),
+}
+
+impl From<crate::spec::SpecError> for GossipError {
+    fn from(e: crate::spec::SpecError) -> Self {
+        Self::Spec(e)
+    }
 }
