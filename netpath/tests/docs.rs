@@ -127,12 +127,22 @@ fn the_observability_page_lists_every_program_and_reason_as_the_programs_count_t
             format!("<a id=\"{n}\"></a>`{n}` | {drop}")
         })
         .collect();
-    assert_eq!(
-        rows,
-        want,
-        "docs/observability.md's reason table must list Reason::ALL in order, each with \
-         its anchor and whether it is a drop; the first two columns should read:\n{}",
-        want.join("\n")
+    let mut problems = Vec::new();
+    for r in want.iter().filter(|r| !rows.contains(r)) {
+        problems.push(format!("missing (or its drop column wrong): {r}"));
+    }
+    for r in rows.iter().filter(|r| !want.contains(r)) {
+        problems.push(format!("not a reason (or its drop column wrong): {r}"));
+    }
+    if problems.is_empty() && rows != want {
+        problems.push(format!(
+            "out of Reason::ALL's order; it is:\n{}",
+            want.join("\n")
+        ));
+    }
+    report(
+        "docs/observability.md's reason table (first two columns, one row per Reason::ALL)",
+        problems,
     );
 
     let index = page
@@ -351,4 +361,18 @@ fn spec_examples_validate() {
         assert!(pages.iter().any(|p| p == page), "{page} has a spec example");
     }
     report("spec examples", problems);
+}
+
+#[test]
+fn the_index_links_every_page() {
+    let index = Doc::read(&root().join("docs/README.md"));
+    let linked: Vec<String> = index.links().into_iter().map(|l| l.target).collect();
+    let mut problems = Vec::new();
+    for doc in docs().iter().skip(1) {
+        let name = doc.path.file_name().unwrap().to_string_lossy().into_owned();
+        if name != "README.md" && !linked.iter().any(|t| t.split('#').next() == Some(&name)) {
+            problems.push(format!("docs/README.md does not link {name}"));
+        }
+    }
+    report("the book's index", problems);
 }

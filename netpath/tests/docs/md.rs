@@ -107,8 +107,10 @@ impl Doc {
     /// Links of the prose (not inside code spans); images count as links.
     pub fn links(&self) -> Vec<Link> {
         let mut out = Vec::new();
-        for (code, s) in split_spans(&self.prose()) {
-            if code {
+        for (i, (code, s)) in split_spans(&self.prose()).into_iter().enumerate() {
+            // A piece right after a code span that opens with `](` ends a link whose
+            // text is that span: `code_links` reads those whole.
+            if code || (i > 0 && s.starts_with("](")) {
                 continue;
             }
             let mut rest = s.as_str();
@@ -123,7 +125,6 @@ impl Doc {
                 rest = &rest[end..];
             }
         }
-        // A link whose text is a code span is split around it above; join it back.
         out.extend(code_links(&self.prose()));
         out
     }
