@@ -2,6 +2,7 @@
 //! built in code or read from TOML (`file`); `SpecDraft::validate` is the one place
 //! that checks it, naming the field and the value of every mistake.
 mod file;
+mod service_checks;
 mod services;
 mod settings;
 
@@ -10,9 +11,10 @@ use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf};
 use netpath_common::{RouteMode, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use serde::Serialize;
 
+pub use self::service_checks::{admit_each, validate_all};
 pub use self::services::{
-    admit_each, validate_all, EndpointPort, EndpointRecord, Protocol, ServicePort, ServiceSpec,
-    ServiceType, SessionAffinity, TargetPort, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT,
+    EndpointPort, EndpointRecord, Protocol, ServicePort, ServiceSpec, ServiceType, SessionAffinity,
+    TargetPort, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT,
 };
 pub use self::settings::{
     Backend, BgpPeer, ClusterSettings, Decap, Overlay, PortRange, Redirect, Routing, VxlanDevice,
@@ -131,7 +133,7 @@ impl SpecDraft {
             return Err(file::parse_error(self.unparsed.swap_remove(0).1));
         }
         let spec = self.validate_cluster()?;
-        services::validate_all(&spec.services, &spec.settings, &spec.nodes)?;
+        validate_all(&spec.services, &spec.settings, &spec.nodes)?;
         Ok(spec)
     }
 
@@ -145,7 +147,7 @@ impl SpecDraft {
         let services = std::mem::take(&mut spec.services)
             .into_iter()
             .map(|s| (index.next().expect("endless"), s));
-        let (services, mut left_out) = services::admit_each(services, &spec.settings, &spec.nodes);
+        let (services, mut left_out) = admit_each(services, &spec.settings, &spec.nodes);
         spec.services = services;
         left_out.extend(unparsed.iter().map(|(_, e)| format!("left out: {e}")));
         Ok((spec, left_out))

@@ -222,6 +222,14 @@ impl ClusterSettings {
 
     /// The one check of every setting, naming the field and the value of a mistake.
     pub fn validate(&self) -> Result<(), SpecError> {
+        self.validate_forwarding()?;
+        self.validate_masquerade()?;
+        self.validate_bgp()?;
+        self.validate_services()
+    }
+
+    /// The pod range, the backend and its encapsulation.
+    fn validate_forwarding(&self) -> Result<(), SpecError> {
         let cidr = self.cluster_cidr;
         if cidr.addr != cidr.network() {
             return Err(invalid("cluster_cidr", cidr, "host bits are set"));
@@ -257,6 +265,11 @@ impl ClusterSettings {
                 return Err(invalid("mtu", mtu, "must be 576-9000"));
             }
         }
+        Ok(())
+    }
+
+    /// Exempt destinations and the translated ports.
+    fn validate_masquerade(&self) -> Result<(), SpecError> {
         for (i, net) in self.no_masquerade.iter().enumerate() {
             if net.addr != net.network() {
                 return Err(invalid(
@@ -266,6 +279,19 @@ impl ClusterSettings {
                 ));
             }
         }
+        let PortRange { min, max } = self.masquerade_ports;
+        if min < 1024 || min > max {
+            return Err(invalid(
+                "masquerade_ports",
+                self.masquerade_ports,
+                "must be FIRST-LAST with 1024 <= FIRST <= LAST <= 65535",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The AS numbers, the peers and whether any node would learn a route.
+    fn validate_bgp(&self) -> Result<(), SpecError> {
         if !valid_asn(self.asn) {
             return Err(invalid(
                 "asn",
@@ -311,14 +337,12 @@ impl ClusterSettings {
                 "with no mesh and no bgp_peers no node would learn any route",
             ));
         }
-        let PortRange { min, max } = self.masquerade_ports;
-        if min < 1024 || min > max {
-            return Err(invalid(
-                "masquerade_ports",
-                self.masquerade_ports,
-                "must be FIRST-LAST with 1024 <= FIRST <= LAST <= 65535",
-            ));
-        }
+        Ok(())
+    }
+
+    /// The service range and the node ports.
+    fn validate_services(&self) -> Result<(), SpecError> {
+        let cidr = self.cluster_cidr;
         if let Some(svc) = self.service_cidr {
             if svc.addr != svc.network() {
                 return Err(invalid("service_cidr", svc, "host bits are set"));
