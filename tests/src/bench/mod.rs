@@ -4,22 +4,24 @@
 mod bgp;
 pub mod cni;
 mod cold_start;
+mod control_report;
 mod gossip;
 mod memory;
 mod observe;
+mod plan;
 pub mod prog_stats;
 mod report;
 mod scale;
 mod services;
 mod services_report;
 pub mod store;
+mod targets;
 mod tools;
 
 use std::{
     collections::BTreeMap,
     io::Write,
     path::{Path, PathBuf},
-    time::Instant,
 };
 
 use anyhow::{Context, Result};
@@ -27,6 +29,7 @@ use serde::Serialize;
 
 use netpath::spec::{Backend, Decap, VxlanDevice};
 
+use self::plan::{Plan, Progress};
 use crate::lab::{generated_spec, Fabric, Lab, LabConfig, NodeKind, VethPair};
 
 pub struct BenchArgs {
@@ -571,199 +574,52 @@ fn warm_up(e: &tools::Ends) -> Result<()> {
 }
 
 pub fn run(args: BenchArgs) -> Result<bool> {
-    let scale_sizes = [10usize, 1_000, 100_000];
-    // A quick run measures the route scale once; a full one in every round.
-    let focused = args.paths.is_some()
-        || args.cni_only
-        || args.etcd_only
-        || args.monitor_only
-        || args.bgp_only
-        || args.services_only
-        || args.cold_start_only
-        || args.memory_only
-        || args.gossip_only;
-    // A focused run measures few things precisely; the full run fits in 45 minutes
-    // with 21 paths in 3 rounds of 3 s, the quick one in 10.
-    let (rounds, secs) = match (args.quick, focused) {
-        (true, _) => (3, 1),
-        (false, true) => (5, 4),
-        (false, false) => (3, 3),
-    };
-    let paths = match (focused && args.paths.is_none(), args.paths) {
-        (true, _) => Vec::new(),
-        (false, Some(p)) => p,
-        (false, None) if args.quick => PathKind::QUICK.to_vec(),
-        (false, None) => PathKind::ALL.to_vec(),
-    };
-    // A quick run leaves out the slowest steps (1000 etcd loops, BGP past 3
-    // speakers, gossip past 10 members, services past one): ten minutes at most on
-    // this machine (651 s with 20 BGP speakers, 100 gossip members and 1 000
-    // services; 604 s with 20 speakers alone, 2026-12-05).
-    let store_sizes: &[usize] = if args.quick {
-        &[10, 100]
-    } else {
-        &[10, 100, 1000]
-    };
-    let with_store = !focused || args.etcd_only;
-    // A full mesh of 50 on one L2 needs 2 450 ARP entries, more than the kernel's one
-    // neighbour table for all namespaces holds (gc_thresh3 = 1024): 50 peer with the
-    // router, as Calico advises past ~50 nodes anyway.
-    let bgp_sizes: &[(usize, bool)] = if args.quick {
-        &[(3, false), (3, true)]
-    } else {
-        &[(3, false), (20, false), (3, true), (50, true)]
-    };
-    let with_bgp = !focused || args.bgp_only;
-    let service_sizes: &[usize] = if args.quick {
-        &[1]
-    } else {
-        &[1, 100, 1000, 10_000]
-    };
-    let with_services = !focused || args.services_only;
-    let service_rounds = if args.quick { 1 } else { rounds };
-    let with_cold_start = !focused || args.cold_start_only;
-    let with_gossip = !focused || args.gossip_only;
-    let gossip_sizes: &[usize] = match &args.gossip_members {
-        Some(m) => m,
-        None if args.quick => &[10],
-        None => &[10, 100, 1000],
-    };
-    let cold_start_nodes = args.cold_start_nodes;
-    let cni_cycles = 200;
-    let scale_rounds = match (focused, args.quick) {
-        (true, _) => 0,
-        (false, true) => 1,
-        (false, false) => rounds,
-    };
-    // Paths, route scale, then (unless focused) the control plane and agent memory.
-    let total = rounds * paths.len()
-        + scale_rounds * scale_sizes.len()
-        + if focused { 0 } else { 1 }
-        + if !focused || args.memory_only {
-            scale_sizes.len()
-        } else {
-            0
-        }
-        + usize::from(!focused || args.cni_only)
-        + usize::from(!focused || args.monitor_only)
-        + if with_store { store_sizes.len() } else { 0 }
-        + if with_bgp { bgp_sizes.len() } else { 0 }
-        + if with_services {
-            service_rounds * (service_sizes.len() + 1)
-        } else {
-            0
-        }
-        + usize::from(with_cold_start)
-        + if with_gossip { gossip_sizes.len() } else { 0 };
-    let started = Instant::now();
-    let mut step = 0;
-    let stop = args.stop.clone();
-    let mut tick = |what: &str| -> Result<()> {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            anyhow::bail!("stopped by signal");
-        }
-        step += 1;
-        let eta = if step > 1 {
-            let per = started.elapsed().as_secs_f64() / (step - 1) as f64;
-            format!(", ~{:.0} s left", per * (total - step + 1) as f64)
-        } else {
-            String::new()
-        };
-        progress(&format!("[{step:>2}/{total}] {what}{eta}"));
-        Ok(())
-    };
-    let mut samples = Vec::new();
-    let mut scale = Vec::new();
-    for round in 0..rounds {
-        for &path in &paths {
-            tick(&format!("round {}/{rounds}: {}", round + 1, path.label()))?;
-            samples.push(measure(path, round, secs, args.profile.as_deref())?);
-        }
-        for &routes in scale_sizes.iter().filter(|_| round < scale_rounds) {
-            tick(&format!(
-                "round {}/{rounds}: scale, {routes} routes + 1000 endpoints",
-                round + 1
-            ))?;
-            scale.push(scale::measure_scale(routes, 1_000, round, secs)?);
-        }
+    let plan = Plan::of(&args);
+    let mut p = Progress::new(plan.steps(), args.stop.clone());
+    let (samples, scale) = measure_paths(&plan, &mut p, args.profile.as_deref())?;
+    let mut control = None;
+    for &n in &plan.control_nodes {
+        p.tick(&format!("control plane: {n} nodes"))?;
+        control = Some(scale::control_plane(n)?);
     }
-    let control = if focused {
-        None
-    } else {
-        tick("control plane: 1000 nodes")?;
-        Some(scale::control_plane(1000)?)
-    };
     let mut agent_memory = Vec::new();
-    for &peers in scale_sizes.iter().filter(|_| !focused || args.memory_only) {
-        tick(&format!("agent memory: {peers} peers"))?;
+    for &peers in &plan.memory_peers {
+        p.tick(&format!("agent memory: {peers} peers"))?;
         agent_memory.push(memory::agent_memory(peers)?);
     }
-    let cni = if !focused || args.cni_only {
-        tick(&format!(
-            "CNI ADD+DEL: {cni_cycles} cycles each, interleaved"
+    let mut cni = Vec::new();
+    if let Some(cycles) = plan.cni_cycles {
+        p.tick(&format!("CNI ADD+DEL: {cycles} cycles each, interleaved"))?;
+        cni = cni::round_trips(cycles)?;
+    }
+    if plan.monitor {
+        p.tick(&format!(
+            "what watching costs: {} rounds trace off/on, a scrape of 100 000 routes",
+            plan.rounds
         ))?;
-        cni::round_trips(cni_cycles)?
-    } else {
-        Vec::new()
-    };
-    if !focused || args.monitor_only {
-        tick(&format!(
-            "what watching costs: {rounds} rounds trace off/on, a scrape of 100 000 routes"
-        ))?;
-        observe::run(rounds, secs, &args.out)?;
+        observe::run(plan.rounds, plan.secs, &args.out)?;
         progress(&format!("  {}", args.out.join("observe.md").display()));
     }
-    let mut store_scale = Vec::new();
-    for &m in store_sizes.iter().filter(|_| with_store) {
-        tick(&format!("control plane on etcd: {m} agent loops"))?;
-        // A size the machine cannot carry is reported, not fatal to the run.
-        store_scale.push(store::measure(m).unwrap_or_else(|e| {
-            progress(&format!("  {m} loops: {e:#}"));
-            store::StoreScale::failed(m, format!("{e:#}"))
-        }));
-    }
-    let mut gossip_scale = Vec::new();
-    for &m in gossip_sizes.iter().filter(|_| with_gossip) {
-        tick(&format!("gossip store: {m} members in one process"))?;
-        gossip_scale.push(gossip::measure(m).unwrap_or_else(|e| {
-            progress(&format!("  {m} members: {e:#}"));
-            gossip::GossipScale::failed(m, format!("{e:#}"))
-        }));
-    }
+    let (store_scale, gossip_scale) = measure_stores(&plan, &mut p)?;
     let mut bgp_convergence = Vec::new();
-    for &(n, router) in bgp_sizes.iter().filter(|_| with_bgp) {
+    for &(n, router) in &plan.bgp_sizes {
         let how = if router {
             "each peering with the router"
         } else {
             "full mesh"
         };
-        tick(&format!(
+        p.tick(&format!(
             "BGP convergence: {n} speakers (agents + BIRD, {how})"
         ))?;
         bgp_convergence.push(bgp::measure(n, router)?);
     }
-    let mut service_rates = Vec::new();
-    let mut service_overhead = Vec::new();
-    for round in (0..service_rounds).filter(|_| with_services) {
-        for &n in service_sizes {
-            tick(&format!(
-                "round {}/{service_rounds}: {n} services, netpath vs kube-proxy (iptables)",
-                round + 1
-            ))?;
-            service_rates.push(services::measure(n, round, secs)?);
-        }
-        tick(&format!(
-            "round {}/{service_rounds}: through a ClusterIP vs the backend directly",
-            round + 1
-        ))?;
-        service_overhead.push(services::overhead(round, secs)?);
-    }
+    let (service_rates, service_overhead) = measure_services(&plan, &mut p)?;
     let mut cold_start = Vec::new();
-    if with_cold_start {
-        tick(&format!(
-            "an agent started on a spec of {cold_start_nodes} nodes (direct, one /12 underlay)"
+    if let Some(nodes) = plan.cold_start_nodes {
+        p.tick(&format!(
+            "an agent started on a spec of {nodes} nodes (direct, one /12 underlay)"
         ))?;
-        cold_start.push(cold_start::measure(cold_start_nodes)?);
+        cold_start.push(cold_start::measure(nodes)?);
     }
     let run = Run {
         date: report::today(),
@@ -773,8 +629,8 @@ pub fn run(args: BenchArgs) -> Result<bool> {
             .to_string(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         quick: args.quick,
-        rounds,
-        seconds_per_test: secs,
+        rounds: plan.rounds,
+        seconds_per_test: plan.secs,
         perf_stat: tools::perf_counts_cycles(),
         samples,
         scale,
@@ -796,10 +652,90 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     report::write(&run, &args.out)?;
     progress(&format!(
         "done in {:.0} s: {}",
-        started.elapsed().as_secs_f64(),
+        p.elapsed_s(),
         args.out.join("report.md").display()
     ));
     Ok(true)
+}
+
+/// Every path once per round (interleaved), and the route scale in its rounds.
+fn measure_paths(
+    plan: &Plan,
+    p: &mut Progress,
+    profile: Option<&Path>,
+) -> Result<(Vec<Sample>, Vec<ScaleSample>)> {
+    let (rounds, secs) = (plan.rounds, plan.secs);
+    let mut samples = Vec::new();
+    let mut scale = Vec::new();
+    for round in 0..rounds {
+        for &path in &plan.paths {
+            p.tick(&format!("round {}/{rounds}: {}", round + 1, path.label()))?;
+            samples.push(measure(path, round, secs, profile)?);
+        }
+        for &routes in plan
+            .scale_sizes
+            .iter()
+            .filter(|_| round < plan.scale_rounds)
+        {
+            p.tick(&format!(
+                "round {}/{rounds}: scale, {routes} routes + 1000 endpoints",
+                round + 1
+            ))?;
+            scale.push(scale::measure_scale(routes, 1_000, round, secs)?);
+        }
+    }
+    Ok((samples, scale))
+}
+
+/// The etcd and gossip stores at scale; a size the machine cannot carry is
+/// reported, not fatal to the run.
+fn measure_stores(
+    plan: &Plan,
+    p: &mut Progress,
+) -> Result<(Vec<store::StoreScale>, Vec<gossip::GossipScale>)> {
+    let mut store_scale = Vec::new();
+    for &m in &plan.store_sizes {
+        p.tick(&format!("control plane on etcd: {m} agent loops"))?;
+        store_scale.push(store::measure(m).unwrap_or_else(|e| {
+            progress(&format!("  {m} loops: {e:#}"));
+            store::StoreScale::failed(m, format!("{e:#}"))
+        }));
+    }
+    let mut gossip_scale = Vec::new();
+    for &m in &plan.gossip_sizes {
+        p.tick(&format!("gossip store: {m} members in one process"))?;
+        gossip_scale.push(gossip::measure(m).unwrap_or_else(|e| {
+            progress(&format!("  {m} members: {e:#}"));
+            gossip::GossipScale::failed(m, format!("{e:#}"))
+        }));
+    }
+    Ok((store_scale, gossip_scale))
+}
+
+/// netpath's Services against kube-proxy per size, and through a ClusterIP against
+/// the backend directly, in rounds.
+fn measure_services(
+    plan: &Plan,
+    p: &mut Progress,
+) -> Result<(Vec<services::ServiceRate>, Vec<services::ServiceOverhead>)> {
+    let rounds = plan.service_rounds;
+    let mut rates = Vec::new();
+    let mut overhead = Vec::new();
+    for round in 0..rounds {
+        for &n in &plan.service_sizes {
+            p.tick(&format!(
+                "round {}/{rounds}: {n} services, netpath vs kube-proxy (iptables)",
+                round + 1
+            ))?;
+            rates.push(services::measure(n, round, plan.secs)?);
+        }
+        p.tick(&format!(
+            "round {}/{rounds}: through a ClusterIP vs the backend directly",
+            round + 1
+        ))?;
+        overhead.push(services::overhead(round, plan.secs)?);
+    }
+    Ok((rates, overhead))
 }
 
 /// Median and (min, max) of a series.
