@@ -271,7 +271,7 @@ pub fn icmp_seen(client_ns: &Path, server_ns: &Path, dst: Ipv4Addr) -> Result<Ip
 
 const PING_PAYLOAD: &[u8; 8] = b"netpath!";
 
-fn raw_icmp() -> Result<UdpSocketLike> {
+pub(crate) fn raw_icmp() -> Result<UdpSocketLike> {
     // SAFETY: plain socket syscall.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
     if fd < 0 {
@@ -320,10 +320,10 @@ fn ping(dst: Ipv4Addr) -> Result<()> {
     bail!("no ICMP echo reply from {dst}")
 }
 
-struct UdpSocketLike(std::os::fd::OwnedFd);
+pub(crate) struct UdpSocketLike(std::os::fd::OwnedFd);
 
 impl UdpSocketLike {
-    fn send_to(&self, buf: &[u8], dst: Ipv4Addr) -> Result<()> {
+    pub(crate) fn send_to(&self, buf: &[u8], dst: Ipv4Addr) -> Result<()> {
         use std::os::fd::AsRawFd;
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
@@ -350,7 +350,7 @@ impl UdpSocketLike {
         Ok(())
     }
 
-    fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
+    pub(crate) fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
         use std::os::fd::AsRawFd;
         let mut pfd = libc::pollfd {
             fd: self.0.as_raw_fd(),

@@ -9,6 +9,7 @@ pub mod lab;
 pub mod netns;
 pub mod nl;
 pub mod observe;
+pub mod ping;
 pub mod process;
 pub mod service;
 pub mod support;

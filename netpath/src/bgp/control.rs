@@ -1,8 +1,8 @@
 //! BIRD's control socket (what `birdc` speaks): a greeting, then one command per
 //! line, each answered by lines `CODE-text` (more follow), ` text` (continuing the
-//! last code) and a final `CODE text`; codes from 8000 up are errors. And the two
-//! replies the agent reads: `show route all` and `show protocols`.
-use std::{net::Ipv4Addr, path::Path, time::Duration};
+//! last code) and a final `CODE text`; codes from 8000 up are errors. And the
+//! replies the agent reads: `show route all`, `show protocols [all]` and `show status`.
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use tokio::{
@@ -147,10 +147,12 @@ impl Session {
     }
 }
 
-/// Parses the lines of `show protocols`: `name proto table state since info…`.
+/// Parses the lines of `show protocols`: `name proto table state since info…`; of
+/// `show protocols all`, the same lines (the details under them are indented).
 pub fn parse_protocols(lines: &[String]) -> Vec<Session> {
     lines
         .iter()
+        .filter(|l| !l.starts_with(char::is_whitespace))
         .filter_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
             if w.len() < 5 || w[1] != "BGP" {
@@ -163,6 +165,96 @@ pub fn parse_protocols(lines: &[String]) -> Vec<Session> {
             })
         })
         .collect()
+}
+
+/// BIRD's graceful restart recovery, from `show status`. A BIRD started with `-R`
+/// holds back its own announcements and waits until every BGP channel it locked
+/// has recovered: its peer sent End-of-RIB, or never promised one (no graceful
+/// restart capability, or restarting itself: the R bit in its OPEN), or the wait
+/// timer (240 s) ran out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub in_progress: bool,
+    /// Channels still waited for ("Waiting for N channels to recover").
+    pub waiting: u32,
+}
+
+/// Parses the lines of `show status`.
+pub fn parse_status(lines: &[String]) -> Recovery {
+    let mut out = Recovery::default();
+    for line in lines.iter().map(|l| l.trim()) {
+        if line == "Graceful restart recovery in progress" {
+            out.in_progress = true;
+        } else if let Some(n) = line
+            .strip_prefix("Waiting for ")
+            .and_then(|rest| rest.strip_suffix(" channels to recover"))
+        {
+            out.waiting = n.parse().unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// What a peer's OPEN said about graceful restart, as `show protocols all` shows it
+/// under "Neighbor capabilities" — which tells whether a BIRD in recovery waits for
+/// that peer's End-of-RIB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRestart {
+    /// No graceful restart capability: BIRD does not wait for it.
+    Absent,
+    /// The peer is restarting itself (the R bit): BIRD does not wait for it.
+    Restarting,
+    /// It preserves routes and is not restarting: BIRD waits for its End-of-RIB.
+    Awaited,
+    /// A helper that lists no address family (FRR's default): BIRD shows no flags
+    /// then, so whether it set the R bit cannot be seen.
+    Hidden,
+}
+
+/// Parses the lines of `show protocols all` into each established BGP session's
+/// [`PeerRestart`].
+pub fn parse_peer_restart(lines: &[String]) -> BTreeMap<String, PeerRestart> {
+    let mut out = BTreeMap::new();
+    let mut protocol: Option<String> = None;
+    // Inside "Neighbor capabilities" (at that indent): graceful restart aware, able
+    // (lists a restart time), restarting.
+    let mut caps: Option<(usize, [bool; 3])> = None;
+    let mut close = |protocol: &Option<String>, caps: &mut Option<(usize, [bool; 3])>| {
+        if let (Some(name), Some((_, [aware, able, restarting]))) = (protocol, caps.take()) {
+            let r = match (aware, restarting, able) {
+                (false, _, _) => PeerRestart::Absent,
+                (true, true, _) => PeerRestart::Restarting,
+                (true, false, true) => PeerRestart::Awaited,
+                (true, false, false) => PeerRestart::Hidden,
+            };
+            out.insert(name.clone(), r);
+        }
+    };
+    for line in lines {
+        let text = line.trim_start();
+        let indent = line.len() - text.len();
+        if indent == 0 && !text.is_empty() {
+            close(&protocol, &mut caps);
+            let w: Vec<&str> = text.split_whitespace().collect();
+            protocol = (w.get(1) == Some(&"BGP")).then(|| w[0].to_string());
+            continue;
+        }
+        match &mut caps {
+            Some((at, _)) if indent <= *at => close(&protocol, &mut caps),
+            Some((_, seen)) => match text.trim_end() {
+                "Graceful restart" => seen[0] = true,
+                "Restart recovery" => seen[2] = true,
+                t if t.starts_with("Restart time:") => seen[1] = true,
+                _ => {}
+            },
+            None => {}
+        }
+        if text.trim_end() == "Neighbor capabilities" {
+            caps = Some((indent, [false; 3]));
+        }
+    }
+    close(&protocol, &mut caps);
+    out
 }
 
 #[cfg(test)]
@@ -233,6 +325,73 @@ mod tests {
         assert!(s[0].established());
         assert_eq!(s[1].info, "Active Socket: Connection refused");
         assert!(!s[1].established());
+    }
+
+    /// `show status` from BIRD 2.0.12 started with `-R`, captured here: while it
+    /// waits for its peer's End-of-RIB, and after.
+    const RECOVERING: &str = "1000-BIRD 2.0.12
+1011-Router ID is 192.0.2.2
+ Hostname is vm
+ Current server time is 2026-12-07 04:56:12.027
+ Last reboot on 2026-12-07 04:56:11.469
+ Last reconfiguration on 2026-12-07 04:56:11.469
+0024-Graceful restart recovery in progress
+   Waiting for 1 channels to recover
+   Wait timer is 239.442/240
+0013 Daemon is up and running";
+    const RECOVERED: &str = "1000-BIRD 2.0.12
+1011-Router ID is 192.0.2.2
+ Hostname is vm
+ Current server time is 2026-12-07 04:56:15.440
+ Last reboot on 2026-12-07 04:56:11.469
+ Last reconfiguration on 2026-12-07 04:56:11.469
+0013 Daemon is up and running";
+
+    #[test]
+    fn status_tells_whether_graceful_restart_recovery_still_waits() {
+        assert_eq!(
+            parse_status(&lines(RECOVERING)),
+            Recovery {
+                in_progress: true,
+                waiting: 1
+            }
+        );
+        assert_eq!(parse_status(&lines(RECOVERED)), Recovery::default());
+        let three = RECOVERING.replace("for 1 channels", "for 3 channels");
+        assert_eq!(parse_status(&lines(&three)).waiting, 3);
+    }
+
+    /// `show protocols all` from BIRD 2.0.12 restarted with `-R`, captured here (the
+    /// listing from its static protocol on): FRR 8.4 at its defaults (a helper that
+    /// lists no address family) and another BIRD with graceful restart on.
+    const ALL_RECOVERING: &str = include_str!("testdata/protocols_all_recovering.txt");
+    /// The same after FRR got `bgp graceful-restart-disable` and the other BIRD was
+    /// itself killed and started with `-R`.
+    const ALL_NO_EOR: &str = include_str!("testdata/protocols_all_peers_without_eor.txt");
+
+    #[test]
+    fn what_each_peer_said_about_graceful_restart() {
+        let r = parse_peer_restart(&lines(ALL_RECOVERING));
+        assert_eq!(
+            r.into_iter().collect::<Vec<_>>(),
+            [
+                ("mesh_198_51_100_3".to_string(), PeerRestart::Awaited),
+                ("peer_192_0_2_1".to_string(), PeerRestart::Hidden),
+            ],
+            "the local capabilities (restart recovery: ours) do not count"
+        );
+        let r = parse_peer_restart(&lines(ALL_NO_EOR));
+        assert_eq!(r["peer_192_0_2_1"], PeerRestart::Absent);
+        assert_eq!(r["mesh_198_51_100_3"], PeerRestart::Restarting);
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn sessions_read_from_show_protocols_all_too() {
+        let s = parse_protocols(&lines(ALL_RECOVERING));
+        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["peer_192_0_2_1", "mesh_198_51_100_3"]);
+        assert!(s.iter().all(Session::established), "{s:#?}");
     }
 
     #[test]

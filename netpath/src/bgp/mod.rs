@@ -7,6 +7,7 @@ mod config;
 pub mod control;
 mod daemon;
 mod learned;
+mod settle;
 
 use std::{
     collections::BTreeMap,
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     config::{render, HOLD_SECS},
-    control::{BirdRoute, Session},
+    control::{BirdRoute, PeerRestart, Recovery, Session},
     daemon::Paths,
     learned::{judge, Ignored, Learned, Refusal},
 };
@@ -39,8 +40,9 @@ pub enum BgpError {
     Refused(String),
 }
 
-/// How long routes a restarted BIRD has not relearned yet are kept, unless all its
-/// sessions are up before: a daemon restart must not flap the node's routes.
+/// The longest routes a restarted BIRD has not relearned yet are kept (see
+/// `settle`): a daemon restart must not flap the node's routes, and a peer that
+/// does not come back must not keep them for long.
 const SETTLE: Duration = Duration::from_secs(15);
 
 /// What one look at BIRD found.
@@ -48,6 +50,10 @@ const SETTLE: Duration = Duration::from_secs(15);
 pub struct Snapshot {
     pub routes: Vec<BirdRoute>,
     pub sessions: Vec<Session>,
+    /// BIRD's graceful restart recovery, and what each peer said about graceful
+    /// restart (only asked for after a restart).
+    pub recovery: Recovery,
+    pub peer_restart: BTreeMap<String, PeerRestart>,
 }
 
 /// The node's BIRD, as the agent runs it.
@@ -55,9 +61,9 @@ pub struct Speaker {
     paths: Paths,
     config: String,
     pid: u32,
-    /// After the agent restarted a dead BIRD: until when routes it has not
-    /// relearned yet are kept.
-    settle_until: Option<Instant>,
+    /// After the agent restarted a dead BIRD: the wait before routes it has not
+    /// relearned may go.
+    settle: Option<settle::Settle>,
     restarts: u64,
 }
 
@@ -84,7 +90,7 @@ impl Speaker {
             paths,
             config,
             pid,
-            settle_until: None,
+            settle: None,
             restarts: 0,
         })
     }
@@ -111,7 +117,8 @@ impl Speaker {
                 tracing::warn!("BIRD (pid {}) is gone ({e}); starting it again", self.pid);
                 self.pid = daemon::start(&self.paths, true)?;
                 self.restarts += 1;
-                self.settle_until = Some(Instant::now() + SETTLE);
+                let quiet = Duration::from_secs(HOLD_SECS.into());
+                self.settle = Some(settle::Settle::new(Instant::now(), SETTLE, quiet));
                 Err(BgpError::Start(format!(
                     "BIRD was gone and is started again (pid {})",
                     self.pid
@@ -120,24 +127,54 @@ impl Speaker {
         }
     }
 
+    /// Sessions, then recovery, then routes: the order `Settle::observe` relies on.
     async fn query(&self) -> Result<Snapshot, BgpError> {
-        let routes = control::request(&self.paths.socket, "show route all").await?;
-        let protocols = control::request(&self.paths.socket, "show protocols").await?;
+        let socket = &self.paths.socket;
+        // While settling, the details say which peers promised End-of-RIB.
+        let settling = self.settle.is_some();
+        let command = if settling {
+            "show protocols all"
+        } else {
+            "show protocols"
+        };
+        let protocols = control::request(socket, command).await?;
+        let recovery = if settling {
+            control::parse_status(&control::request(socket, "show status").await?)
+        } else {
+            Recovery::default()
+        };
+        let routes = control::request(socket, "show route all").await?;
         Ok(Snapshot {
             routes: control::parse_routes(&routes),
             sessions: control::parse_protocols(&protocols),
+            recovery,
+            peer_restart: control::parse_peer_restart(&protocols),
         })
     }
 
-    /// Still relearning after a restart: some session is not up yet. (Peers keep
-    /// this node's routes meanwhile: graceful restart.)
+    /// Still relearning after a restart: routes missing from `snapshot` are only not
+    /// sent again yet. (Peers keep this node's routes meanwhile: graceful restart.)
     pub fn settling(&mut self, snapshot: &Snapshot) -> bool {
-        let relearning = self.settle_until.is_some_and(|t| Instant::now() < t)
-            && !snapshot.sessions.iter().all(Session::established);
-        if !relearning {
-            self.settle_until = None;
-        }
-        relearning
+        let Some(settle) = self.settle.as_mut() else {
+            return false;
+        };
+        let now = Instant::now();
+        let Some(why) = settle.observe(
+            now,
+            snapshot.recovery,
+            &snapshot.sessions,
+            &snapshot.peer_restart,
+            &snapshot.routes,
+        ) else {
+            return true;
+        };
+        tracing::info!(
+            after = ?now.duration_since(settle.started()),
+            ?why,
+            "BIRD relearned after its restart: routes it did not announce again go now"
+        );
+        self.settle = None;
+        false
     }
 
     /// The published view: `snapshot` judged into `learned`.

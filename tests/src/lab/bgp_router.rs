@@ -20,6 +20,33 @@ const FRR: &str = "/usr/lib/frr";
 /// The fabric's AS: not the nodes' (eBGP, as to a top-of-rack).
 pub const ROUTER_ASN: u32 = 65000;
 
+/// How the router's FRR is configured beyond the sessions themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrrTuning {
+    /// Tuned for quick tests: `frr defaults datacenter` and, towards the nodes,
+    /// `timers 3 9` and `advertisement-interval 0`.
+    #[default]
+    Fast,
+    /// As a user runs FRR 8 out of the package: its own defaults (coalesce-time
+    /// 1 s, keepalive 60 / hold 180 offered), plus the one line without which it
+    /// exchanges no routes with eBGP peers at all: `no bgp ebgp-requires-policy`.
+    Defaults,
+}
+
+impl FrrTuning {
+    /// The configuration lines this tuning adds: before `router bgp`, and to the
+    /// nodes' peer group.
+    fn lines(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Self::Fast => (
+                "frr defaults datacenter\n",
+                &["timers 3 9", "advertisement-interval 0"],
+            ),
+            Self::Defaults => ("", &[]),
+        }
+    }
+}
+
 /// FRR's two daemons in the fabric namespace; stopped (by PID) when dropped.
 pub struct FrrRouter {
     dir: PathBuf,
@@ -37,21 +64,25 @@ impl FrrRouter {
         router_id: Ipv4Addr,
         asn: u32,
         subnets: &[Ipv4Net],
+        tuning: FrrTuning,
     ) -> Result<Self> {
         if !Path::new(FRR).join("bgpd").exists() {
             bail!("the BGP router needs FRR (Debian package frr): {FRR}/bgpd not found");
         }
         let dir = workdir.join("frr");
         std::fs::create_dir_all(&dir)?;
+        let (defaults, peer_lines) = tuning.lines();
         let mut conf = format!(
-            "frr defaults datacenter\nhostname fabric\nrouter bgp {ROUTER_ASN}\n bgp router-id {router_id}\n \
+            "{defaults}hostname fabric\nrouter bgp {ROUTER_ASN}\n bgp router-id {router_id}\n \
              no bgp ebgp-requires-policy\n"
         );
         let _ = write!(
             conf,
-            " bgp listen limit 1000\n neighbor nodes peer-group\n neighbor nodes remote-as {asn}\n \
-             neighbor nodes timers 3 9\n neighbor nodes advertisement-interval 0\n"
+            " bgp listen limit 1000\n neighbor nodes peer-group\n neighbor nodes remote-as {asn}\n"
         );
+        for line in peer_lines {
+            let _ = writeln!(conf, " neighbor nodes {line}");
+        }
         for net in subnets {
             let _ = writeln!(conf, " bgp listen range {} peer-group nodes", net.subnet());
         }

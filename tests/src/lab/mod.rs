@@ -81,6 +81,8 @@ pub struct LabConfig {
     pub lease_ttl: i64,
     /// How the fabric namespace joins the nodes (see `Fabric`).
     pub fabric: Fabric,
+    /// How the fabric's BGP router (FRR, when the spec peers with it) is tuned.
+    pub frr: bgp_router::FrrTuning,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,6 +121,7 @@ impl LabConfig {
             store: LabStore::File,
             lease_ttl: 20,
             fabric: Fabric::Bridge,
+            frr: bgp_router::FrrTuning::default(),
         })
     }
 }
@@ -359,7 +362,7 @@ impl Lab {
             .collect();
         fabric.run(|| cfg.fabric.build(&subnets, &hosts))?;
         lab.fabric = Some(fabric);
-        lab.start_bgp_router(&subnets)?;
+        lab.start_bgp_router(&subnets, cfg.frr)?;
         lab.outside = Some(lab.add_outside()?);
         match cfg.store {
             LabStore::Etcd { tls } => lab.start_etcd(&subnets[0], tls, cfg)?,
@@ -407,7 +410,11 @@ impl Lab {
 
     /// FRR on the fabric when the spec names the fabric's own addresses as BGP
     /// peers: eBGP with every node those peers serve.
-    fn start_bgp_router(&mut self, subnets: &[Ipv4Net]) -> Result<()> {
+    fn start_bgp_router(
+        &mut self,
+        subnets: &[Ipv4Net],
+        tuning: bgp_router::FrrTuning,
+    ) -> Result<()> {
         let set = &self.spec.settings;
         let ours: Vec<&netpath::spec::BgpPeer> = set
             .bgp_peers
@@ -428,6 +435,7 @@ impl Lab {
             router_ip(&subnets[0]),
             set.asn,
             &served,
+            tuning,
         )?;
         self.bgp_router = Some(router);
         Ok(())
