@@ -5,29 +5,26 @@ use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
     os::fd::AsRawFd,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::netns;
+use crate::{netns, process::Spawned};
 
 /// A server process started inside a namespace; killed (by PID) on drop.
-pub struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+pub struct Server {
+    _process: Spawned,
 }
 
 /// The whole machine's CPU sampled (perf, cpu-clock: this VM has no PMU) with call
 /// stacks while it lives; on drop perf is told to stop (SIGINT, by PID) and writes
 /// its file.
-pub struct Profile(Child);
+pub struct Profile {
+    _perf: Spawned,
+}
 
 impl Profile {
     pub fn start(out: &Path) -> Result<Self> {
@@ -46,15 +43,10 @@ impl Profile {
         if let Some(status) = child.try_wait()? {
             bail!("perf record ended at once ({status})");
         }
-        Ok(Self(child))
-    }
-}
-
-impl Drop for Profile {
-    fn drop(&mut self) {
-        // SAFETY: a signal to our own child, by its PID.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGINT) };
-        let _ = self.0.wait();
+        // perf writes its file on SIGINT; a large profile takes a while.
+        Ok(Self {
+            _perf: Spawned::signalled(child, libc::SIGINT, Duration::from_secs(60)),
+        })
     }
 }
 
@@ -73,7 +65,9 @@ fn spawn_in(ns: &Path, args: &[String], port: u16, udp: bool) -> Result<Server> 
             .spawn()
             .with_context(|| format!("start {}", args[0]))
     })?;
-    let server = Server(child);
+    let server = Server {
+        _process: Spawned::killing(child),
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !listening(ns, port, udp)? {
         if std::time::Instant::now() > deadline {

@@ -16,7 +16,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use netpath::cni::install::{self, InstallOptions, CONFLIST};
 
-use crate::check::Host;
+use crate::{check::Host, process::Spawned};
 
 pub const IMAGE: &str = "local/busybox:latest";
 const HOST_LOCK: &str = "/run/lock/netpath-lab-cni.lock";
@@ -247,7 +247,8 @@ pub struct Containerd {
     pub node_ns: String,
     pub socket: PathBuf,
     dir: PathBuf,
-    daemon: Child,
+    /// SIGTERM, SIGKILL after 10 s.
+    _daemon: Spawned,
 }
 
 impl Containerd {
@@ -287,7 +288,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             node_ns: node_ns.to_string(),
             socket,
             dir: dir.to_path_buf(),
-            daemon,
+            _daemon: Spawned::signalled(daemon, libc::SIGTERM, Duration::from_secs(10)),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while me.ctr(&["version"]).is_err() {
@@ -372,22 +373,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         c.netns = PathBuf::from(format!("/proc/{}/ns/net", c.pid));
         c.ip = eth0_address(&c.netns).with_context(|| format!("container {id}"))?;
         Ok(c)
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by its PID.
-        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.daemon.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
     }
 }
 

@@ -5,13 +5,13 @@ use std::{
     net::Ipv4Addr,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 
-use crate::{netns::NetNs, nl::Nl};
+use crate::{netns::NetNs, nl::Nl, process::Spawned};
 
 pub const MEMBERS: usize = 3;
 const CLIENT_PORT: u16 = 2379;
@@ -32,7 +32,7 @@ struct Member {
     ip: Ipv4Addr,
     dir: PathBuf,
     data: PathBuf,
-    child: Option<Child>,
+    child: Option<Spawned>,
 }
 
 pub struct EtcdCluster {
@@ -178,16 +178,13 @@ impl EtcdCluster {
                 .spawn()
                 .context("start etcd (Debian package etcd-server)")
         })?;
-        self.members[i].child = Some(child);
+        self.members[i].child = Some(Spawned::killing(child));
         Ok(())
     }
 
     /// Stops member `i` (SIGKILL: a crash).
     pub fn kill_member(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.members[i].child.take();
     }
 
     /// Starts member `i` again with its data.

@@ -48,6 +48,7 @@ use crate::{
     check::{self, CheckResult, Host, Proto},
     netns::NetNs,
     nl::Nl,
+    process::Spawned,
 };
 use agents::AgentProcess;
 use baselines::{setup_host_gw_node, setup_kernel_ipip_node, setup_kernel_vxlan_node};
@@ -629,16 +630,16 @@ impl Lab {
         self.write_spec_text(&spec.to_toml())
     }
 
-    /// Kills node `i`'s agent with SIGKILL: no cleanup of any kind.
     /// The PID of node `i`'s agent while it runs.
     pub fn agent_pid(&self, i: usize) -> Option<u32> {
         self.agents.get(i)?.as_ref().map(|a| a.child.id())
     }
 
+    /// Kills node `i`'s agent with SIGKILL: no cleanup of any kind.
     pub fn kill_agent(&mut self, i: usize) {
         if let Some(mut a) = self.agents.get_mut(i).and_then(Option::take) {
-            let _ = a.child.kill();
-            let _ = a.child.wait();
+            let _ = a.child.0.kill();
+            let _ = a.child.0.wait();
         }
     }
 
@@ -868,7 +869,7 @@ impl Lab {
             .with_context(|| format!("start agent {}", cfg.agent_bin.display()))?;
         prefix::record_pid(&self.workdir, child.id());
         self.agents[i] = Some(AgentProcess {
-            child,
+            child: Spawned::signalled(child, libc::SIGTERM, Duration::from_secs(5)),
             node: node.name.clone(),
             log,
         });
@@ -898,7 +899,7 @@ impl Lab {
             {
                 break;
             }
-            if let Some(status) = agent.child.try_wait()? {
+            if let Some(status) = agent.child.0.try_wait()? {
                 bail!(
                     "agent for {} exited with {status}:\n{}",
                     node.name,
