@@ -59,9 +59,6 @@ pub const CLAIM_SETTLE: Duration = Duration::from_secs(3);
 const LISTEN_BEFORE_CLAIM: Duration = Duration::from_millis(1500);
 /// How long a joining node waits for a seed's member list before it asks the next.
 const ASK_NEXT_SEED_AFTER: Duration = Duration::from_millis(500);
-/// How long a joining node may take to settle a claim before the agent starts
-/// anyway (without handing out addresses until it settles).
-const JOIN_SETTLE_WITHIN: Duration = Duration::from_secs(60);
 /// How long a joining node waits for a seed's settings.
 const SETTINGS_WAIT: Duration = Duration::from_secs(2);
 /// How often claims are judged and a lone node asks its seeds again.
@@ -323,7 +320,7 @@ impl Member {
         }
         // The claim settles (or loses and is made again) before the agent starts:
         // a running node never moves its pod CIDR.
-        let deadline = Instant::now() + JOIN_SETTLE_WITHIN;
+        let deadline = Instant::now() + opts.join_wait;
         loop {
             member.judge(true);
             if member.lost.is_none() || Instant::now() >= deadline {

@@ -22,6 +22,9 @@ pub use member::{Counters, Member, CLAIM_SETTLE};
 use crate::{net::Ipv4Net, store::model::ClusterConfig};
 
 pub const DEFAULT_PORT: u16 = 7946;
+/// How long a joining node waits, by default, for its claim to settle before the
+/// agent starts anyway.
+pub const DEFAULT_JOIN_WAIT: Duration = Duration::from_secs(60);
 
 /// How a node takes part.
 #[derive(Debug, Clone)]
@@ -36,6 +39,9 @@ pub struct GossipOptions {
     pub config: ClusterConfig,
     /// How long a node may be gone before its subnet is free again.
     pub forget_after: Duration,
+    /// How long a joining node may take to settle its claim before the agent starts
+    /// anyway (handing out no pod addresses until the claim settles).
+    pub join_wait: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
