@@ -4,7 +4,7 @@
 //! are claimed without a coordinator (`claims`), and every node builds the same
 //! `ClusterSpec` from what it has heard.
 //!
-//! Bounds, with the timings in `member`: a joining node is known everywhere within
+//! Bounds, with the timings in `swim`: a joining node is known everywhere within
 //! about a second; a node that dies is suspected within about two probe periods
 //! (1 s) and its routes go everywhere when it is declared down 2 s later: ~4 s in
 //! all, longer only in large clusters where probes reach it later (at most one
@@ -13,11 +13,13 @@
 mod claims;
 mod member;
 mod peer;
+mod swim;
 mod wire;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-pub use member::{Counters, Member, CLAIM_SETTLE};
+pub use member::{Member, CLAIM_SETTLE};
+pub use swim::Counters;
 
 use crate::{net::Ipv4Net, store::model::ClusterConfig};
 
@@ -64,4 +66,11 @@ pub enum GossipError {
     Swim(String),
     #[error("save the claim to {0}: {1}")]
     Save(PathBuf, std::io::Error),
+}
+
+/// Now, in Unix milliseconds: the clock claims are ordered by and datagrams carry.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
