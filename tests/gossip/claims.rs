@@ -226,6 +226,7 @@ fn a_stop_during_the_join_wait_ends_the_agent_within_a_second() {
     let t = Instant::now();
     lab.stop_agent(1);
     let took = t.elapsed();
+    eprintln!("the agent ended {took:?} after SIGTERM in its join wait");
     let log = lab.agent_log(1);
     assert!(
         took < Duration::from_secs(1),

@@ -58,6 +58,7 @@ impl Member {
                 node: &p.name,
                 subnet: p.record.pod_cidr,
                 claimed_ms: p.claimed_ms,
+                settled: p.settled,
             })
             .collect()
     }
@@ -101,6 +102,7 @@ impl Member {
                 ..me.record
             },
             claimed_ms,
+            settled: false,
             ..me
         };
         self.swim.change_identity(next)?;
@@ -114,16 +116,17 @@ impl Member {
         )?;
         self.standing_since = None;
         self.claimed_at = Some(Instant::now());
-        self.restored = false;
         self.dirty = true;
         self.verdict = None;
         tracing::info!(%pod_cidr, attempt = self.attempts, "gossip: claimed a pod CIDR");
         Ok(())
     }
 
-    /// Judges this node's own claim: standing, settled, or lost: claimed again while
-    /// joining (`may_reclaim`), else reported (its pods' addresses clash now).
-    pub(super) fn judge(&mut self, may_reclaim: bool) {
+    /// Judges this node's own claim: standing, settled, or lost. A claim lost
+    /// before it settled has handed out no address: another is claimed at once. A
+    /// settled one (only an earlier settled claim beats it) may have: it moves only
+    /// while the node joins with no pods (`no_pods`), else the clash is reported.
+    pub(super) fn judge(&mut self, no_pods: bool) {
         let me = self.swim.identity().clone();
         if !self.claims_in_cluster(&me) {
             self.lost = Some("it has claimed no pod CIDR yet".into());
@@ -147,10 +150,11 @@ impl Member {
         };
         if let Verdict::LostTo(winner) = verdict {
             self.standing_since = None;
-            if !may_reclaim {
+            if me.settled && !no_pods {
                 self.lost = Some(format!(
-                    "node {winner} claimed {} earlier (a healed partition?): restart this \
-                     node's agent without pods to claim another",
+                    "node {winner} settled on {} earlier, out of this node's hearing (both \
+                     started without --peers, or a partition longer than --forget-after): \
+                     restart this node's agent without pods to claim another",
                     me.record.pod_cidr
                 ));
                 return;
@@ -158,29 +162,23 @@ impl Member {
             tracing::warn!(
                 pod_cidr = %me.record.pod_cidr,
                 winner,
-                "gossip: an earlier claim holds this node's subnet; claiming another"
+                settled = me.settled,
+                "gossip: another claim holds this node's subnet; claiming another"
             );
             if let Err(e) = self.claim(&[]) {
                 self.lost = Some(format!("{e}"));
             }
             return;
         }
+        if me.settled {
+            self.lost = None;
+            return;
+        }
         let now = Instant::now();
-        let since = (*self.standing_since.get_or_insert(now)).max(self.last_news);
+        let since = (*self.standing_since.get_or_insert(now)).max(self.claims_news);
         let can_hear = !self.swim.has_seeds() || self.swim.heard();
-        self.lost = if self.restored || (can_hear && now - since >= CLAIM_SETTLE) {
-            if !self.restored {
-                self.restored = true;
-                let saved = SavedClaim {
-                    pod_cidr: me.record.pod_cidr,
-                    claimed_ms: me.claimed_ms,
-                    settled: true,
-                };
-                if let Err(e) = write_claim(&self.claim_file, saved) {
-                    tracing::warn!("{e}");
-                }
-            }
-            None
+        self.lost = if can_hear && now - since >= CLAIM_SETTLE {
+            self.settle(me).err().map(|e| e.to_string())
         } else {
             Some(format!(
                 "its claim of {} is not settled yet ({} s unchallenged needed{})",
@@ -193,6 +191,32 @@ impl Member {
                 }
             ))
         };
+    }
+
+    /// The claim stood long enough: the cluster hears that it settled (the rule
+    /// ranks it so from now on), the disk keeps it, and the node may hand out
+    /// addresses from it.
+    fn settle(&mut self, me: Peer) -> Result<(), GossipError> {
+        let pod_cidr = me.record.pod_cidr;
+        let claimed_ms = me.claimed_ms;
+        let next = Peer {
+            generation: me.generation + 1,
+            settled: true,
+            ..me
+        };
+        self.swim.change_identity(next)?;
+        self.dirty = true;
+        self.verdict = None;
+        let saved = SavedClaim {
+            pod_cidr,
+            claimed_ms,
+            settled: true,
+        };
+        if let Err(e) = write_claim(&self.claim_file, saved) {
+            tracing::warn!("{e}");
+        }
+        tracing::info!(%pod_cidr, "gossip: the claim settled");
+        Ok(())
     }
 
     /// Evaluates the claim rule on every claim heard.

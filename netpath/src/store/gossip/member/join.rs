@@ -10,7 +10,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::{saved, saved::SavedClaim, Member, TICK};
+use super::{saved, Member, TICK};
 use crate::{
     net::{Ipv4Net, Mac},
     store::{
@@ -68,16 +68,16 @@ impl Member {
                 vtep_mac,
             },
             claimed_ms: saved.map_or(0, |s| s.claimed_ms),
+            settled: saved.is_some_and(|s| s.settled),
             settings: digest(&settings_json),
         };
         let swim = bound.join_as(me, crate::files::fnv1a(name.bytes()) as usize);
-        let restored = saved.is_some_and(|s: SavedClaim| s.settled);
-        let mut member = Self::new(swim, opts.config.clone(), claim_file, restored);
+        let mut member = Self::new(swim, opts.config.clone(), claim_file);
         member.swim.announce_to_seeds();
         if saved.is_none() {
             member.listen_then_claim(held).await?;
         }
-        member.wait_to_settle(opts.join_wait).await;
+        member.wait_to_settle(opts.join_wait, held.is_empty()).await;
         Ok(member)
     }
 
@@ -95,15 +95,19 @@ impl Member {
     }
 
     /// The claim settles (or loses and is made again) before the agent starts, for
-    /// `within` at most: a running node never moves its pod CIDR.
-    async fn wait_to_settle(&mut self, within: Duration) {
+    /// `within` at most, the node knocking on its seeds while it hears nobody (a
+    /// seed started later is heard within seconds, not after the wait). `no_pods`:
+    /// no pod holds an address, so even a settled claim may move.
+    async fn wait_to_settle(&mut self, within: Duration, no_pods: bool) {
         let deadline = Instant::now() + within;
         loop {
-            self.judge(true);
+            self.judge(no_pods);
             if self.lost.is_none() || Instant::now() >= deadline {
                 break;
             }
             self.listen_for(TICK).await;
+            self.swim.keep_in_touch();
+            self.take_news();
         }
     }
 }

@@ -5,11 +5,14 @@
 //! in is `join`; its claim outlives the process in `saved`.
 //!
 //! A node's own claim is settled, and its pods get addresses, once the claim has
-//! stood unchallenged, with no membership news, for `CLAIM_SETTLE` while the node
+//! stood unchallenged, with no news of claims, for `CLAIM_SETTLE` while the node
 //! could hear the cluster: an earlier claim of the same subnet reaches it within that
 //! time (it spreads in ~1 s, and a burst of joins keeps the clock from running), so
 //! of two live nodes that can hear each other at most one settles on a subnet. The
-//! one that loses claims another before it hands out any address.
+//! cluster hears that it settled, and a settled claim outranks every unsettled one:
+//! a node that claimed while it heard nobody never takes the subnet of pods that
+//! run. A claim that loses before it settles has handed out no address and is made
+//! again at once, while joining or running.
 mod claim;
 mod join;
 mod saved;
@@ -44,14 +47,14 @@ pub struct Member {
     pub counters: std::sync::Arc<super::Counters>,
     /// Since when this node's claim has stood (None: it does not now).
     standing_since: Option<Instant>,
-    /// When membership news last arrived: a claim settles only once the cluster has
-    /// been quiet for `CLAIM_SETTLE` (in a burst of joins, claims are still on
-    /// their way).
+    /// When membership news last arrived (builds are spaced while it streams in).
     last_news: Instant,
+    /// When news that may bring a claim last arrived: a claim settles only once the
+    /// cluster has been quiet for `CLAIM_SETTLE` (in a burst of joins, claims are
+    /// still on their way).
+    claims_news: Instant,
     /// When this node last claimed a subnet.
     claimed_at: Option<Instant>,
-    /// The claim was read back from disk: settled before this start.
-    restored: bool,
     attempts: usize,
     lost: Option<String>,
     last_sent: Option<ClusterSpec>,
@@ -75,7 +78,7 @@ enum Verdict {
 }
 
 impl Member {
-    fn new(swim: Swim, config: ClusterConfig, claim_file: PathBuf, restored: bool) -> Self {
+    fn new(swim: Swim, config: ClusterConfig, claim_file: PathBuf) -> Self {
         Self {
             counters: swim.counters.clone(),
             swim,
@@ -83,8 +86,8 @@ impl Member {
             claim_file,
             standing_since: None,
             last_news: Instant::now(),
+            claims_news: Instant::now(),
             claimed_at: None,
-            restored,
             attempts: 0,
             lost: None,
             last_sent: None,
@@ -134,7 +137,7 @@ impl Member {
                 // Still listening before it claims: not news.
             } else if !standing.contains(p.name.as_str()) {
                 notes.push(format!(
-                    "node {}: its claim of {} lost to an earlier one",
+                    "node {}: its claim of {} lost to a settled or earlier one",
                     p.name, p.record.pod_cidr
                 ));
             } else {
@@ -193,10 +196,14 @@ impl Member {
 
     /// What the transport heard that can change a verdict or the spec.
     fn take_news(&mut self) {
-        if self.swim.take_news().membership {
+        let news = self.swim.take_news();
+        if news.membership {
             self.dirty = true;
             self.verdict = None;
             self.last_news = Instant::now();
+        }
+        if news.claims {
+            self.claims_news = Instant::now();
         }
     }
 

@@ -186,6 +186,7 @@ mod tests {
                 vtep_mac: crate::spec::derived_vtep_mac(Ipv4Addr::new(10, 0, 0, i)),
             },
             claimed_ms: 1,
+            settled: true,
             settings: 7,
         };
         let a = [peer(1, 5), peer(2, 5), peer(3, 5)];

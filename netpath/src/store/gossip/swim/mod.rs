@@ -86,6 +86,10 @@ impl Counters {
 pub(super) struct News {
     /// A member came, went, or changed its identity.
     pub membership: bool,
+    /// ... in a way that may bring a claim this node has not weighed: anything but
+    /// a member whose claim settled (or that came back with the claim it had). A
+    /// claim settles only after `CLAIM_SETTLE` without such news.
+    pub claims: bool,
 }
 
 type Foca_ = Foca<Peer, PostcardCodec, StdRng, NoCustomBroadcast>;
@@ -314,14 +318,18 @@ impl Swim {
             self.timers.push(Reverse((Instant::now() + after, id)));
         }
         while let Some(n) = self.rt.to_notify() {
-            if matches!(
-                n,
+            let claims = match &n {
                 OwnedNotification::MemberUp(_)
-                    | OwnedNotification::MemberDown(_)
-                    | OwnedNotification::Rename(..)
-                    | OwnedNotification::Rejoin(_)
-            ) {
+                | OwnedNotification::MemberDown(_)
+                | OwnedNotification::Rejoin(_) => Some(true),
+                // Every member's claim settling would otherwise hold off every other
+                // member's settling, in waves through a burst of joins.
+                OwnedNotification::Rename(old, new) => Some(!old.same_claim(new)),
+                _ => None,
+            };
+            if let Some(claims) = claims {
                 self.news.membership = true;
+                self.news.claims |= claims;
             }
             match n {
                 OwnedNotification::MemberUp(p) => tracing::debug!(node = p.name, "gossip: up"),
