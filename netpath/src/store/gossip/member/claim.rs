@@ -106,6 +106,8 @@ impl Member {
             ..me
         };
         self.swim.change_identity(next)?;
+        // A joining node may know nobody yet: its claim must reach the seeds.
+        self.swim.announce_to_seeds();
         write_claim(
             &self.claim_file,
             SavedClaim {
@@ -204,6 +206,9 @@ impl Member {
             settled: true,
             ..me
         };
+        // Told to the members this node hears, not knocked on the seeds: a knock
+        // asks a seed for its whole member list, and a burst of joins settles at
+        // about one moment, all asking the same few seeds.
         self.swim.change_identity(next)?;
         self.dirty = true;
         self.verdict = None;

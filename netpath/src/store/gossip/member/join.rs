@@ -102,7 +102,9 @@ impl Member {
         let deadline = Instant::now() + within;
         loop {
             self.judge(no_pods);
-            if self.lost.is_none() || Instant::now() >= deadline {
+            // A settled claim that lost, with pods, waits for nothing: it is reported.
+            let settled = self.swim.identity().settled;
+            if self.lost.is_none() || settled || Instant::now() >= deadline {
                 break;
             }
             self.listen_for(TICK).await;

@@ -184,13 +184,13 @@ impl Swim {
         std::mem::take(&mut self.news)
     }
 
-    /// Spreads a new identity (a claim, say) and knocks on the seeds: foca starts
-    /// the new identity disconnected.
+    /// Spreads a new identity to the members this node knows (foca gossips it at
+    /// once, and starts it disconnected until a member answers it).
     pub fn change_identity(&mut self, next: Peer) -> Result<(), GossipError> {
         self.foca
             .change_identity(next, &mut self.rt)
             .map_err(|e| GossipError::Swim(e.to_string()))?;
-        self.announce_to_seeds();
+        self.drain();
         Ok(())
     }
 
