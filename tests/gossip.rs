@@ -2,7 +2,11 @@
 //! other by gossip, claim distinct pod CIDRs without a coordinator, survive a killed
 //! agent, lose a node stopped for good within the failure detector's bound, and drop
 //! what the cluster key does not vouch for. The claims race is run with many
-//! members in one process over loopback.
+//! members in one process over loopback; the start orders that make claims clash
+//! are in `claims`.
+#[path = "gossip/claims.rs"]
+mod claims;
+
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
@@ -14,7 +18,7 @@ use netpath::{
     net::Ipv4Net,
     spec::derived_vtep_mac,
     store::{
-        gossip::{GossipOptions, Member},
+        gossip::{GossipOptions, Member, DEFAULT_JOIN_WAIT},
         model::ClusterConfig,
     },
 };
@@ -248,6 +252,7 @@ fn thirty_members_joining_at_once_claim_thirty_distinct_subnets() {
         key: Some(b"thirty members' key".to_vec()),
         config: config.clone(),
         forget_after: Duration::from_secs(3600),
+        join_wait: DEFAULT_JOIN_WAIT,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,12 +1,20 @@
 //! Which spec changes a running agent follows: pure, so every rule is unit-tested.
-//! What would move the node (its underlay, its pod CIDR) or needs the programs
-//! attached anew (decap, the VXLAN device) waits for a restart.
+//! What would move the node (its underlay, its pod CIDR while pods may hold
+//! addresses from it) or needs the programs attached anew (decap, the VXLAN device)
+//! waits for a restart.
 use anyhow::{bail, Result};
 
 use crate::spec::{ClusterSpec, NodeSpec};
 
-/// Whether an agent running `current` for `local` can follow `new`.
-pub fn followable(current: &ClusterSpec, local: &NodeSpec, new: &ClusterSpec) -> Result<()> {
+/// Whether an agent running `current` for `local` can follow `new`. `may_move`: the
+/// node hands out no address from its pod CIDR and no pod holds one (a gossip
+/// claim that lost before it settled), so the pod CIDR may change.
+pub fn followable(
+    current: &ClusterSpec,
+    local: &NodeSpec,
+    new: &ClusterSpec,
+    may_move: bool,
+) -> Result<()> {
     let next = new.node(&local.name)?;
     if next.underlay != local.underlay {
         bail!(
@@ -16,7 +24,7 @@ pub fn followable(current: &ClusterSpec, local: &NodeSpec, new: &ClusterSpec) ->
             next.underlay
         );
     }
-    if next.pod_cidr != local.pod_cidr {
+    if next.pod_cidr != local.pod_cidr && !may_move {
         bail!(
             "node {}'s pod_cidr changed from {} to {}: its pods hold addresses from {}; \
              remove them and restart the agent to move it",
@@ -50,7 +58,7 @@ mod tests {
         let spec = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
         let mut d = spec.to_draft();
         edit(&mut d);
-        followable(&spec, &spec.nodes[0], &d.validate().unwrap())
+        followable(&spec, &spec.nodes[0], &d.validate().unwrap(), false)
     }
 
     #[test]
@@ -67,6 +75,21 @@ mod tests {
             d.nodes.remove(0);
         });
         assert!(e.unwrap_err().to_string().contains("not in the spec"));
+    }
+
+    #[test]
+    fn a_pod_cidr_nobody_holds_an_address_from_may_move() {
+        let spec = ClusterSpec::parse(DEFAULT_SPEC).unwrap();
+        let mut d = spec.to_draft();
+        d.nodes[0].pod_cidr = "10.244.99.0/24".parse().unwrap();
+        let moved = d.validate().unwrap();
+        followable(&spec, &spec.nodes[0], &moved, true).unwrap();
+        assert!(followable(&spec, &spec.nodes[0], &moved, false).is_err());
+        // The rest still waits for a restart.
+        let mut d = moved.to_draft();
+        d.nodes[0].underlay = "192.168.56.99/24".parse().unwrap();
+        let e = followable(&spec, &spec.nodes[0], &d.validate().unwrap(), true);
+        assert!(e.unwrap_err().to_string().contains("underlay changed"));
     }
 
     #[test]

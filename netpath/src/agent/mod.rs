@@ -130,15 +130,24 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         .unwrap_or_else(|| state::default_dir(&args.node));
     // A spec file is read and checked before anything binds: a bad one stops the
     // start with its field named and nothing half up. A store is joined after: that
-    // can take a while, and /readyz says so meanwhile.
+    // may wait a minute for a claim to settle, /readyz says so meanwhile, and a stop
+    // is answered.
     let read_first = match &args.source {
         Source::File(_) => Some(opened_for(&args, &state_dir, &nl).await?),
         _ => None,
     };
     let mut early = listen(&args, &shared).await?;
-    let mut opened = match read_first {
-        Some(opened) => opened,
-        None => opened_for(&args, &state_dir, &nl).await?,
+    let joined = match read_first {
+        Some(opened) => Some(opened),
+        None => tokio::select! {
+            opened = opened_for(&args, &state_dir, &nl) => Some(opened?),
+            _ = signals.term.recv() => None,
+            _ = signals.int.recv() => None,
+        },
+    };
+    let Some(mut opened) = joined else {
+        tracing::info!("stopped while joining the cluster; nothing was loaded");
+        return Ok(());
     };
     let local = opened.spec.node(&args.node)?.clone();
     let dir = args
@@ -385,7 +394,16 @@ impl Agent {
 
     async fn adopt(&mut self, spec: ClusterSpec, why: &str) {
         tracing::debug!(why, nodes = spec.nodes.len(), "spec adopted");
-        self.local = spec.node(&self.local.name).expect("checked").clone();
+        let next = spec.node(&self.local.name).expect("checked").clone();
+        if next.pod_cidr != self.local.pod_cidr {
+            tracing::info!(
+                "node {}'s pod CIDR moves from {} to {}: no pod had an address from it",
+                next.name,
+                self.local.pod_cidr,
+                next.pod_cidr
+            );
+        }
+        self.local = next;
         self.spec = spec;
         self.state.spec_error = None;
         if let Err(e) = self.sync_bgp().await {
@@ -473,9 +491,19 @@ impl Agent {
 
     /// A new spec, as far as this running agent can follow it.
     fn check(&self, spec: ClusterSpec) -> Result<ClusterSpec> {
-        accept::followable(&self.spec, &self.local, &spec)?;
+        accept::followable(&self.spec, &self.local, &spec, self.pod_cidr_unused())?;
         start::check_nat_ports(&spec)?;
         Ok(spec)
+    }
+
+    /// Whether no address of the node's pod CIDR is out: none is handed out while
+    /// the store withholds the subnet (`membership_error`, published with no pod
+    /// CIDR), and no pod holds one.
+    fn pod_cidr_unused(&self) -> bool {
+        let cidr = self.local.pod_cidr;
+        self.state.membership_error.is_some()
+            && start::held_addresses(&self.state_dir)
+                .is_ok_and(|held| !held.iter().any(|ip| cidr.contains(*ip)))
     }
 
     async fn reconcile_logged(&mut self) {

@@ -36,6 +36,11 @@ pub struct GossipArgs {
     /// (e.g. 90s, 30m, 1h).
     #[arg(long, value_parser = parse_duration, default_value = "1h")]
     forget_after: Duration,
+    /// Gossip store: how long a joining node waits for its pod CIDR claim to settle
+    /// before the agent starts anyway, handing out no pod addresses until it settles
+    /// (e.g. 60s, 2m).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    join_wait: Duration,
 }
 
 impl GossipArgs {
@@ -67,6 +72,7 @@ impl GossipArgs {
             key,
             config,
             forget_after: self.forget_after,
+            join_wait: self.join_wait,
         })
     }
 }
@@ -106,6 +112,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::gossip::DEFAULT_JOIN_WAIT;
 
     #[test]
     fn durations_and_peers_parse_or_say_why() {
@@ -123,5 +130,18 @@ mod tests {
             "10.0.0.1:9000".parse().unwrap()
         );
         assert!(peer("node1", 7946).is_err());
+    }
+
+    #[test]
+    fn the_join_wait_defaults_to_the_product_constant() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            gossip: GossipArgs,
+        }
+        let f = <Flags as clap::Parser>::parse_from(["netpath"]);
+        assert_eq!(f.gossip.join_wait, DEFAULT_JOIN_WAIT);
+        let f = <Flags as clap::Parser>::parse_from(["netpath", "--join-wait", "2s"]);
+        assert_eq!(f.gossip.join_wait, Duration::from_secs(2));
     }
 }

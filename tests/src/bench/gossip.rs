@@ -17,7 +17,7 @@ use netpath::{
     net::Ipv4Net,
     spec::derived_vtep_mac,
     store::{
-        gossip::{Counters, GossipOptions, Member},
+        gossip::{Counters, GossipOptions, Member, DEFAULT_JOIN_WAIT},
         model::ClusterConfig,
         Update,
     },
@@ -93,6 +93,7 @@ fn run(members: usize, dir: &std::path::Path) -> Result<GossipScale> {
         key: Some(b"the gossip bench's cluster key".to_vec()),
         config: config.clone(),
         forget_after: Duration::from_secs(3600),
+        join_wait: DEFAULT_JOIN_WAIT,
     };
     let seen = Arc::new(Seen {
         nodes: (0..members).map(|_| AtomicUsize::new(0)).collect(),

@@ -84,6 +84,9 @@ pub struct LabConfig {
     pub fabric: Fabric,
     /// How the fabric's BGP router (FRR, when the spec peers with it) is tuned.
     pub frr: bgp_router::FrrTuning,
+    /// Start every netpath node's agent and wire its pods at once; without, the
+    /// test starts agents in an order of its own (`spawn_agent`, `attach_pods`).
+    pub start_agents: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,6 +126,7 @@ impl LabConfig {
             lease_ttl: 20,
             fabric: Fabric::Bridge,
             frr: bgp_router::FrrTuning::default(),
+            start_agents: true,
         })
     }
 }
@@ -384,6 +388,9 @@ impl Lab {
             lab.nodes.push(node);
         }
         lab.agents.resize_with(lab.nodes.len(), || None);
+        if !cfg.start_agents {
+            return Ok(lab);
+        }
         for i in 0..lab.nodes.len() {
             if lab.nodes[i].kind == NodeKind::Netpath {
                 lab.start_agent(i, cfg)?;
@@ -776,11 +783,7 @@ impl Lab {
         self.agents.push(None);
         let i = self.nodes.len() - 1;
         self.start_agent(i, cfg)?;
-        let mtu = self.spec.pod_mtu(UNDERLAY_MTU);
-        for p in 1..=pods {
-            let pod = attach_pod(&self.nodes[i], p, mtu)?;
-            self.nodes[i].pods.push(pod);
-        }
+        self.attach_pods(i, pods)?;
         Ok(i)
     }
 
@@ -814,12 +817,19 @@ impl Lab {
         self.agents.push(None);
         let i = self.nodes.len() - 1;
         self.start_agent(i, cfg)?;
+        self.attach_pods(i, pods)?;
+        Ok(i)
+    }
+
+    /// Wires `n` more pods into node `i`, whose agent runs and holds its pod CIDR.
+    pub fn attach_pods(&mut self, i: usize, n: usize) -> Result<()> {
         let mtu = self.spec.pod_mtu(UNDERLAY_MTU);
-        for p in 1..=pods {
+        let first = self.nodes[i].pods.len() + 1;
+        for p in first..first + n {
             let pod = attach_pod(&self.nodes[i], p, mtu)?;
             self.nodes[i].pods.push(pod);
         }
-        Ok(i)
+        Ok(())
     }
 
     /// Starts node `i`'s agent and waits until its pins are usable.
@@ -832,7 +842,7 @@ impl Lab {
     pub fn spawn_agent(&mut self, i: usize, cfg: &LabConfig) -> Result<()> {
         self.stop_agent(i);
         let node = &self.nodes[i];
-        let log = self.workdir.join(format!("{}.log", node.name));
+        let log = self.agent_log_path(node);
         let out = std::fs::File::create(&log)?;
         let mut cmd = Command::new(&cfg.agent_bin);
         cmd.arg("agent");
@@ -934,13 +944,16 @@ impl Lab {
         Ok(())
     }
 
-    /// The agent's log so far, for failure reports.
+    /// The agent's log so far (the last run's, once it stopped), for failure reports.
     pub fn agent_log(&self, node: usize) -> String {
-        self.agents
-            .get(node)
-            .and_then(Option::as_ref)
-            .and_then(|a| std::fs::read_to_string(&a.log).ok())
-            .unwrap_or_default()
+        let Some(n) = self.nodes.get(node) else {
+            return String::new();
+        };
+        std::fs::read_to_string(self.agent_log_path(n)).unwrap_or_default()
+    }
+
+    fn agent_log_path(&self, node: &Node) -> PathBuf {
+        self.workdir.join(format!("{}.log", node.name))
     }
 
     /// The path between two nodes, for reports.

@@ -4,7 +4,7 @@
 //! are claimed without a coordinator (`claims`), and every node builds the same
 //! `ClusterSpec` from what it has heard.
 //!
-//! Bounds, with the timings in `member`: a joining node is known everywhere within
+//! Bounds, with the timings in `swim`: a joining node is known everywhere within
 //! about a second; a node that dies is suspected within about two probe periods
 //! (1 s) and its routes go everywhere when it is declared down 2 s later: ~4 s in
 //! all, longer only in large clusters where probes reach it later (at most one
@@ -13,15 +13,20 @@
 mod claims;
 mod member;
 mod peer;
+mod swim;
 mod wire;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-pub use member::{Counters, Member, CLAIM_SETTLE};
+pub use member::{Member, CLAIM_SETTLE};
+pub use swim::Counters;
 
 use crate::{net::Ipv4Net, store::model::ClusterConfig};
 
 pub const DEFAULT_PORT: u16 = 7946;
+/// How long a joining node waits, by default, for its claim to settle before the
+/// agent starts anyway.
+pub const DEFAULT_JOIN_WAIT: Duration = Duration::from_secs(60);
 
 /// How a node takes part.
 #[derive(Debug, Clone)]
@@ -36,6 +41,9 @@ pub struct GossipOptions {
     pub config: ClusterConfig,
     /// How long a node may be gone before its subnet is free again.
     pub forget_after: Duration,
+    /// How long a joining node may take to settle its claim before the agent starts
+    /// anyway (handing out no pod addresses until the claim settles).
+    pub join_wait: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,4 +73,11 @@ impl From<crate::spec::SpecError> for GossipError {
     fn from(e: crate::spec::SpecError) -> Self {
         Self::Spec(e)
     }
+}
+
+/// Now, in Unix milliseconds: the clock claims are ordered by and datagrams carry.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -17,11 +17,22 @@ pub struct Peer {
     pub generation: u64,
     pub record: NodeRecord,
     /// When the node claimed its pod CIDR (Unix milliseconds, its own clock): the
-    /// claims rule's order.
+    /// claims rule's order among claims alike settled or not.
     pub claimed_ms: u64,
+    /// Whether the claim has settled (its pods may hold addresses from it): the
+    /// rule puts it before every claim that has not.
+    pub settled: bool,
     /// A digest of the cluster settings the node was given: members with other
     /// settings are left out of each other's spec.
     pub settings: u64,
+}
+
+impl Peer {
+    /// Whether `other` claims the same subnet as of the same moment: a claim that
+    /// settled, or a node restarted on its saved claim, is no new claim.
+    pub fn same_claim(&self, other: &Peer) -> bool {
+        self.record.pod_cidr == other.record.pod_cidr && self.claimed_ms == other.claimed_ms
+    }
 }
 
 impl foca::Identity for Peer {
@@ -61,6 +72,7 @@ mod tests {
                 vtep_mac: crate::spec::derived_vtep_mac("192.168.1.1".parse().unwrap()),
             },
             claimed_ms: 7,
+            settled: true,
             settings: 42,
         }
     }
