@@ -164,7 +164,7 @@ fn etcd_member_failures_leave_forwarding_alone_and_agents_converge_when_it_retur
     // (the test's own etcdctl, not an agent), so wait for the new leader.
     etcd.wait_healthy(Duration::from_secs(30)).unwrap();
     let ghost: Ipv4Net = "10.244.77.0/24".parse().unwrap();
-    let keys = netpath::store::model::Keys::new("/netpath");
+    let keys = netpath::store::etcd::Keys::new("/netpath");
     let record = serde_json::json!({
         "underlay": "192.168.56.77/24",
         "pod_cidr": ghost.to_string(),
@@ -455,7 +455,7 @@ fn a_node_cut_off_from_etcd_keeps_forwarding_and_catches_up_when_it_returns() {
 fn an_agent_keeps_its_own_keys_and_says_loudly_when_its_subnet_is_taken() {
     let (lab, _cfg) = etcd_lab(3, 1, |_| {});
     let etcd = lab.etcd.as_ref().unwrap();
-    let keys = netpath::store::model::Keys::new("/netpath");
+    let keys = netpath::store::etcd::Keys::new("/netpath");
     let name = lab.nodes[1].spec.name.clone();
     let cidr = lab.nodes[1].spec.pod_cidr;
     let (record_key, subnet_key) = (keys.node(&name), keys.subnet(&cidr));
@@ -584,7 +584,7 @@ fn a_restarted_agent_whose_reservation_was_deleted_keeps_its_pods_subnet() {
         c.keep_pins = true;
         c.lease_ttl = ttl;
     });
-    let keys = netpath::store::model::Keys::new("/netpath");
+    let keys = netpath::store::etcd::Keys::new("/netpath");
     let (n1, n2) = (lab.nodes[0].spec.clone(), lab.nodes[1].spec.clone());
     // Both agents down (pods keep running), both reservations deleted: node1's
     // subnet is the first free one now, so a node that picked "the first free

@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::{
     datapath::{attach::ifname, attached, Pinned},
     netlink::Netlink,
-    state::{AgentState, StoreKind},
+    state::AgentState,
+    store::StoreKind,
 };
 
 /// One thing checked.

@@ -95,14 +95,14 @@ pub fn render(
         "1 when the last read of the store succeeded and its spec was accepted",
         gauge(store_up as i64),
     );
-    if state.store_kind == crate::state::StoreKind::Etcd {
+    if state.store_kind == crate::store::StoreKind::Etcd {
         reg.register(
             "store_watching",
             "1 while the etcd watch is live",
             gauge(state.store_watching as i64),
         );
     }
-    if state.store_kind == crate::state::StoreKind::Gossip {
+    if state.store_kind == crate::store::StoreKind::Gossip {
         reg.register(
             "gossip_dropped",
             "Gossip datagrams dropped unread: no valid tag (wrong or missing key), replayed, stale or malformed",

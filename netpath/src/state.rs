@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::net::Ipv4Net;
+use crate::{net::Ipv4Net, store::StoreKind};
 
 pub const DEFAULT_STATE_ROOT: &str = "/run/netpath";
 const FILE: &str = "agent.json";
@@ -85,19 +85,6 @@ pub struct AgentState {
     /// With `routing = "bgp"`: the node's BIRD, its sessions and what it learned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<crate::bgp::BgpState>,
-}
-
-/// The kinds of store a cluster's state can come from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// A spec file (`--config`), re-read when it changes.
-    #[default]
-    File,
-    /// etcd: nodes join, leave and restart (`--etcd-endpoints`).
-    Etcd,
-    /// Gossip among the nodes themselves (`--peers`): no store to run.
-    Gossip,
 }
 
 /// A network namespace's identity: the nsfs device and inode of its handle.

@@ -397,7 +397,7 @@ fn render_agent(a: &AgentState) {
             .map_or_else(|| "none".to_string(), |c| c.to_string()),
         a.pod_mtu
     );
-    let watching = if a.store_kind == crate::state::StoreKind::Etcd && !a.store_watching {
+    let watching = if a.store_kind == crate::store::StoreKind::Etcd && !a.store_watching {
         "   (watch not live yet)"
     } else {
         ""

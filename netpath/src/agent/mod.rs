@@ -4,7 +4,6 @@
 //! few seconds — until SIGINT/SIGTERM. One tokio runtime drives signals, netlink and
 //! the programs' log ring.
 mod accept;
-mod spec_file;
 mod start;
 mod stop;
 
@@ -13,27 +12,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use tokio::{
     signal::unix::{signal, Signal, SignalKind},
-    sync::mpsc,
+    sync::{mpsc, Notify},
 };
 
-use self::spec_file::SpecFile;
+pub use crate::store::Source;
 use crate::{
     bgp,
     datapath::{self, Pinned},
-    net::Ipv4Net,
     netlink::Netlink,
     plan::{self, Probed, Underlay},
     reconcile, serve,
     spec::{ClusterSpec, NodeSpec, Routing},
-    state::{self, AgentState, StoreKind},
-    store::{etcd::EtcdOptions, gossip::GossipOptions, Update},
+    state::{self, AgentState},
+    store::{StoreKind, Update},
 };
 
-/// How often the spec file is looked at (a change reaches the maps well within 1 s).
-const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// How often the node is re-planned anyway, repairing drift (a route deleted by hand,
 /// a changed next hop on the underlay).
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
@@ -44,24 +40,6 @@ const NAG_EVERY: Duration = Duration::from_secs(5);
 /// How often BIRD is asked what it learned (a new node is routed within ~1 s of its
 /// session coming up).
 const BGP_POLL_EVERY: Duration = Duration::from_millis(500);
-
-/// Where the cluster's desired state comes from.
-pub enum Source {
-    /// A spec file, re-read when it changes.
-    File(PathBuf),
-    /// etcd: the node joins (reserving its pod CIDR) and follows the cluster.
-    Etcd {
-        opts: EtcdOptions,
-        /// This node's underlay address; default: the address of the interface
-        /// that holds the default route.
-        underlay: Option<Ipv4Net>,
-    },
-    /// Gossip: the node joins through any other node, claiming its pod CIDR.
-    Gossip {
-        opts: GossipOptions,
-        underlay: Option<Ipv4Net>,
-    },
-}
 
 pub struct AgentArgs {
     pub source: Source,
@@ -91,8 +69,8 @@ pub fn run(args: AgentArgs) -> Result<()> {
 }
 
 struct Agent {
-    /// The spec file, when the spec comes from one (not from etcd).
-    spec_file: Option<SpecFile>,
+    /// Asks the store to read again (SIGHUP).
+    reread: std::sync::Arc<Notify>,
     spec: ClusterSpec,
     local: NodeSpec,
     dir: PathBuf,
@@ -173,7 +151,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     )
     .await
     .with_context(|| format!("start the datapath for node {}", local.name))?;
-    let updates = opened.updates.take();
+    let updates = std::mem::replace(&mut opened.updates, mpsc::channel(1).1);
     let mut agent = Agent::new(opened, &started, local, dir, state_dir, shared, nl);
     agent.state.metrics_addr = early.metrics_addr;
     // Before the first pass: an adopted BIRD (a restart with --keep-pins) still
@@ -237,7 +215,6 @@ impl Agent {
         shared: std::sync::Arc<serve::Shared>,
         nl: Netlink,
     ) -> Self {
-        let spec_file = opened.spec_file.as_ref().map(|f| f.path.clone());
         for n in &opened.left_out {
             tracing::warn!("{}: {n}", opened.store);
         }
@@ -246,7 +223,7 @@ impl Agent {
                 node: local.name.clone(),
                 pid: std::process::id(),
                 pin_dir: dir.clone(),
-                spec_file: spec_file.unwrap_or_default(),
+                spec_file: opened.spec_file.unwrap_or_default(),
                 store_kind: opened.store_kind,
                 store: opened.store,
                 netns: state::NetnsId::current().ok(),
@@ -259,7 +236,7 @@ impl Agent {
                 ..Default::default()
             },
             shared,
-            spec_file: opened.spec_file,
+            reread: opened.reread,
             spec: opened.spec,
             local,
             dir,
@@ -293,20 +270,20 @@ impl Agent {
     }
     /// Follows the store until SIGINT/SIGTERM: spec changes, etcd updates, a resync
     /// every few seconds, the NAT collector.
-    async fn run_loop(&mut self, mut updates: Option<mpsc::Receiver<Update>>, s: &mut Signals) {
-        let mut watch = tokio::time::interval(WATCH_EVERY);
+    async fn run_loop(&mut self, mut updates: mpsc::Receiver<Update>, s: &mut Signals) {
+        let mut resync = tokio::time::interval(RESYNC_EVERY);
+        resync.reset();
         let mut collect = tokio::time::interval(NAT_COLLECT_EVERY);
         let mut nag = tokio::time::interval(NAG_EVERY);
         let mut bgp_poll = tokio::time::interval(BGP_POLL_EVERY);
         let mut nat = datapath::Collector::default();
         let mut services = datapath::ServiceCollector::default();
-        let mut last_sync = Instant::now();
         loop {
             tokio::select! {
                 _ = s.term.recv() => break,
                 _ = s.int.recv() => break,
                 _ = s.hup.recv() => self.reload().await,
-                Some(update) = next_update(&mut updates) => self.on_store_update(update).await,
+                Some(update) = updates.recv() => self.on_store_update(update).await,
                 _ = collect.tick() => self.collect_flows(&mut nat, &mut services),
                 _ = bgp_poll.tick(), if self.bgp.is_some() => self.poll_bgp().await,
                 _ = nag.tick() => {
@@ -314,14 +291,7 @@ impl Agent {
                         tracing::error!("node {} hands out no pod addresses: {why}", self.local.name);
                     }
                 }
-                _ = watch.tick() => {
-                    match self.spec_file.as_mut().and_then(SpecFile::poll) {
-                        Some(read) => self.adopt_read(read, "spec file changed").await,
-                        None if last_sync.elapsed() >= RESYNC_EVERY => self.reconcile_logged().await,
-                        None => continue,
-                    }
-                    last_sync = Instant::now();
-                }
+                _ = resync.tick() => self.reconcile_logged().await,
             }
         }
     }
@@ -329,11 +299,9 @@ impl Agent {
     /// What the store says: a new cluster state to converge on, or that it is gone
     /// for now (the datapath keeps the last state).
     async fn on_store_update(&mut self, update: Update) {
-        let store = match self.state.store_kind {
-            StoreKind::Gossip => "gossip",
-            _ => "etcd",
-        };
+        let store = self.state.store_kind.name();
         match update {
+            Update::Refused(why) => self.refuse(store, anyhow!(why)),
             Update::Disconnected(why) => {
                 self.state.store_error = Some(format!("{store} unreachable: {why}"));
                 self.state.store_watching = false;
@@ -369,7 +337,12 @@ impl Agent {
                 self.state.store_synced_unix_ms = Some(state::unix_ms());
                 self.note_left_out(store, notes);
                 match self.check(spec) {
-                    Ok(spec) => self.adopt(spec, store).await,
+                    Ok(spec) => {
+                        if self.state.store_kind == StoreKind::File {
+                            tracing::info!("spec reloaded");
+                        }
+                        self.adopt(spec, store).await
+                    }
                     Err(e) => self.refuse(store, e),
                 }
             }
@@ -467,26 +440,11 @@ impl Agent {
         }
     }
 
-    /// Reads the spec file again (SIGHUP; with etcd, a pass over the current view).
+    /// SIGHUP: the store reads again (the spec file; etcd and gossip follow live
+    /// anyway) and the node is re-planned.
     async fn reload(&mut self) {
-        match self.spec_file.as_mut().map(SpecFile::read) {
-            Some(read) => self.adopt_read(read, "SIGHUP").await,
-            None => self.reconcile_logged().await,
-        }
-    }
-
-    /// A spec read from the file: adopted, or refused when it fails validation (or
-    /// would move this node) and the last good one stays in force.
-    async fn adopt_read(&mut self, read: Result<spec_file::Read>, why: &str) {
-        match read.and_then(|(spec, left_out)| Ok((self.check(spec)?, left_out))) {
-            Ok((spec, left_out)) => {
-                tracing::info!(why, "spec reloaded");
-                self.note_left_out("spec file", left_out);
-                self.state.store_synced_unix_ms = Some(state::unix_ms());
-                self.adopt(spec, why).await;
-            }
-            Err(e) => self.refuse(why, e),
-        }
+        self.reread.notify_one();
+        self.reconcile_logged().await;
     }
 
     /// A new spec, as far as this running agent can follow it.
@@ -627,14 +585,6 @@ impl Agent {
         if let Err(e) = self.state.write(&self.state_dir) {
             tracing::warn!("publish state: {e:#}");
         }
-    }
-}
-
-/// The next word from the store; never, when the spec comes from a file.
-async fn next_update(updates: &mut Option<mpsc::Receiver<Update>>) -> Option<Update> {
-    match updates {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 

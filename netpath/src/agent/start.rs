@@ -2,15 +2,19 @@
 //! for), the programs loaded, pinned and attached.
 use std::{
     net::Ipv4Addr,
-    path::Path,
+    path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context, Result};
 use netpath_common::{RouteMode, TcAttach};
-use tokio::{signal::unix::Signal, sync::mpsc};
+use tokio::{
+    signal::unix::Signal,
+    sync::{mpsc, Notify},
+};
 
-use super::{spec_file::SpecFile, Source};
+use super::Source;
 use crate::{
     datapath::{self, Loaded, Pinned},
     ipam,
@@ -19,19 +23,24 @@ use crate::{
     plan::{self, Probed, Underlay},
     reconcile, serve,
     spec::{derived_vtep_mac, Backend, ClusterSpec, Decap, NodeSpec, PortRange, VxlanDevice},
-    state::{AgentState, StoreKind},
-    store::{etcd::Member, gossip, Update},
+    state::AgentState,
+    store::{self, Joining, StoreKind, Update},
     tunnel,
 };
 
-/// The spec as the source gives it first, and how the agent follows it from here.
+/// The spec as the store gives it first, and how the agent follows it from here.
 pub struct Opened {
     pub spec: ClusterSpec,
-    pub spec_file: Option<SpecFile>,
-    pub updates: Option<mpsc::Receiver<Update>>,
+    /// The store's updates: its task runs from here on (an etcd lease must be kept
+    /// alive while the programs load).
+    pub updates: mpsc::Receiver<Update>,
+    /// Asks the store to read again.
+    pub reread: Arc<Notify>,
     pub store_kind: StoreKind,
     /// Where, for people: `file PATH` or `etcd ENDPOINTS under PREFIX`.
     pub store: String,
+    /// The spec file, with the file store.
+    pub spec_file: Option<PathBuf>,
     /// Why the node may not hand out addresses from its pod CIDR (etcd: another
     /// node holds the subnet its pods' addresses are from).
     pub membership_error: Option<String>,
@@ -40,71 +49,47 @@ pub struct Opened {
     pub left_out: Vec<String>,
 }
 
-/// Reads the spec file, or joins the cluster in etcd (reserving the node's pod
-/// CIDR) and starts following it.
+/// Joins the store (reads the spec file; in etcd or by gossip, holds a pod CIDR)
+/// and starts following it.
 pub async fn open_source(
     source: &Source,
     node: &str,
     state_dir: &Path,
     nl: &Netlink,
 ) -> Result<Opened> {
-    match source {
-        Source::File(path) => {
-            let read = std::time::Instant::now();
-            let (file, (spec, left_out)) = SpecFile::open(path)?;
-            // A big cluster takes a while from here on: say early what it is.
-            tracing::info!(
-                "cluster spec {}: {} nodes, {} services, read in {:.1} s",
-                path.display(),
-                spec.nodes.len(),
-                spec.services.len(),
-                read.elapsed().as_secs_f64()
-            );
-            Ok(Opened {
-                spec,
-                spec_file: Some(file),
-                updates: None,
-                store_kind: StoreKind::File,
-                store: format!("file {}", path.display()),
-                membership_error: None,
-                left_out,
-            })
-        }
-        Source::Etcd { opts, underlay } => {
-            let (underlay, held, mac) = joining(*underlay, nl, state_dir).await?;
-            let member = Member::join(opts, node, underlay, mac, &held)
-                .await
-                .context("join the cluster in etcd")?;
-            let lost = member.lost().map(str::to_string);
-            let (spec, notes) = member.spec()?;
-            let (tx, rx) = mpsc::channel(64);
-            tokio::spawn(member.run(tx));
-            let store = format!("etcd {} under {}", opts.endpoints.join(","), opts.prefix);
-            Ok(followed(StoreKind::Etcd, store, spec, notes, rx, lost))
-        }
-        Source::Gossip { opts, underlay } => {
-            let (underlay, held, mac) = joining(*underlay, nl, state_dir).await?;
-            let member = gossip::Member::join(opts, node, underlay, mac, &held, state_dir)
-                .await
-                .context("join the cluster by gossip")?;
-            let lost = member.lost().map(str::to_string);
-            let (spec, notes) = member.spec()?;
-            let (tx, rx) = mpsc::channel(64);
-            tokio::spawn(member.run(tx));
-            let seeds: Vec<String> = opts.seeds.iter().map(ToString::to_string).collect();
-            let store = format!("gossip on {} through {}", opts.listen, seeds.join(","));
-            Ok(followed(StoreKind::Gossip, store, spec, notes, rx, lost))
-        }
-    }
+    let joining = match source.kind() {
+        StoreKind::File => None,
+        _ => Some(joining(source.underlay(), nl, state_dir).await?),
+    };
+    let store = store::join(source, node, joining).await?;
+    let (spec, left_out) = store.spec()?;
+    let membership_error = store.lost();
+    let store_kind = store.kind();
+    let (tx, updates) = mpsc::channel(64);
+    let reread = Arc::new(Notify::new());
+    tokio::spawn(store.run(tx, reread.clone()));
+    Ok(Opened {
+        spec,
+        updates,
+        reread,
+        store_kind,
+        store: source.describe(),
+        spec_file: match source {
+            Source::File(path) => Some(path.clone()),
+            _ => None,
+        },
+        membership_error,
+        left_out,
+    })
 }
 
 /// What a node joining a store brings: its underlay address (the default route's
 /// interface's unless given), the addresses its pods hold, its VTEP MAC.
-async fn joining(
+async fn joining<'a>(
     underlay: Option<Ipv4Net>,
     nl: &Netlink,
-    state_dir: &Path,
-) -> Result<(Ipv4Net, Vec<Ipv4Addr>, crate::net::Mac)> {
+    state_dir: &'a Path,
+) -> Result<Joining<'a>> {
     let underlay = match underlay {
         Some(u) => u,
         None => default_route_address(nl).await?,
@@ -115,27 +100,12 @@ async fn joining(
         tracing::warn!("{e:#}");
         Vec::new()
     });
-    Ok((underlay, held, derived_vtep_mac(underlay.addr)))
-}
-
-/// A store the agent follows from here, its first spec in hand.
-fn followed(
-    store_kind: StoreKind,
-    store: String,
-    spec: ClusterSpec,
-    notes: Vec<String>,
-    updates: mpsc::Receiver<Update>,
-    membership_error: Option<String>,
-) -> Opened {
-    Opened {
-        spec,
-        spec_file: None,
-        updates: Some(updates),
-        store_kind,
-        store,
-        membership_error,
-        left_out: notes,
-    }
+    Ok(Joining {
+        underlay,
+        held,
+        mac: derived_vtep_mac(underlay.addr),
+        state_dir,
+    })
 }
 
 /// The addresses this node's pods hold (its address book, which outlives agents),

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::{etcd_admin::EtcdArgs, gossip_args::GossipArgs};
-use crate::{agent, net::Ipv4Net, netns, spec::ClusterSpec, state::StoreKind};
+use crate::{agent, net::Ipv4Net, netns, spec::ClusterSpec, store::StoreKind};
 
 #[derive(Args)]
 pub struct AgentCmd {

@@ -10,8 +10,8 @@ use crate::{
     spec::ClusterSettings,
     store::{
         config_file,
-        etcd::{self, EtcdOptions},
-        model::{ClusterConfig, Keys, DEFAULT_PREFIX},
+        etcd::{self, EtcdOptions, Keys, DEFAULT_PREFIX},
+        model::ClusterConfig,
     },
 };
 

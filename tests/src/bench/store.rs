@@ -240,7 +240,7 @@ async fn run_loops(agents: usize, opts: EtcdOptions, endpoints: Vec<String>) -> 
         let mut client = store::connect(&opts).await?;
         store::remove_node(
             &mut client,
-            &netpath::store::model::Keys::new(&opts.prefix),
+            &netpath::store::etcd::Keys::new(&opts.prefix),
             PROBE,
         )
         .await?;

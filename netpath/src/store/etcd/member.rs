@@ -12,13 +12,14 @@ use tokio::sync::mpsc;
 use super::{
     connect, list,
     reserve::{claim, reserve},
+    view::{Keys, Reservation, View},
     EtcdOptions, Result, StoreError,
 };
 use crate::{
     net::Ipv4Net,
     spec::ClusterSpec,
     store::{
-        model::{valid_node_name, Keys, NodeRecord, Reservation, View},
+        model::{valid_node_name, NodeRecord},
         Update,
     },
 };
@@ -384,4 +385,27 @@ async fn put_record(
         )
         .await?;
     Ok(resp.header().map_or(0, |h| h.revision()))
+}
+
+impl crate::store::Store for Member {
+    fn kind(&self) -> crate::store::StoreKind {
+        crate::store::StoreKind::Etcd
+    }
+
+    fn spec(&self) -> std::result::Result<(ClusterSpec, Vec<String>), crate::store::Error> {
+        Member::spec(self).map_err(crate::store::Error::Etcd)
+    }
+
+    fn lost(&self) -> Option<String> {
+        Member::lost(self).map(str::to_string)
+    }
+
+    fn run(
+        self: Box<Self>,
+        tx: mpsc::Sender<Update>,
+        _reread: std::sync::Arc<tokio::sync::Notify>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        // The watch keeps the view current: a re-read asks nothing of etcd.
+        Box::pin(Member::run(*self, tx))
+    }
 }

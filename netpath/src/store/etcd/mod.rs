@@ -4,6 +4,7 @@
 //! membership — join, watch, lease, its own keys — is `member.rs`.
 mod member;
 mod reserve;
+mod view;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -13,7 +14,9 @@ use etcd_client::{
 };
 
 pub use self::member::Member;
-use super::model::{ClusterConfig, Keys, Reservation, View};
+use self::view::Reservation;
+pub use self::view::{Keys, View, DEFAULT_PREFIX};
+use super::model::ClusterConfig;
 use crate::net::Ipv4Net;
 
 #[derive(Debug, thiserror::Error)]

@@ -4,10 +4,13 @@ use std::collections::BTreeSet;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
-use super::{Result, StoreError};
+use super::{
+    view::{Keys, Reservation, View},
+    Result, StoreError,
+};
 use crate::{
     net::Ipv4Net,
-    store::model::{pick_subnet, pick_subnet_after_conflict, Keys, Reservation, View},
+    store::model::{pick_subnet, pick_subnet_after_conflict},
 };
 
 /// The subnet a joining node is to hold, and whether the reservation is its own

@@ -248,3 +248,26 @@ impl Member {
         }
     }
 }
+
+impl crate::store::Store for Member {
+    fn kind(&self) -> crate::store::StoreKind {
+        crate::store::StoreKind::Gossip
+    }
+
+    fn spec(&self) -> Result<(ClusterSpec, Vec<String>), crate::store::Error> {
+        Member::spec(self).map_err(crate::store::Error::Gossip)
+    }
+
+    fn lost(&self) -> Option<String> {
+        Member::lost(self).map(str::to_string)
+    }
+
+    fn run(
+        self: Box<Self>,
+        tx: mpsc::Sender<Update>,
+        _reread: std::sync::Arc<tokio::sync::Notify>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        // Membership news arrives as it happens: a re-read asks nothing of the peers.
+        Box::pin(Member::run(*self, tx))
+    }
+}

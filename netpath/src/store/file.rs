@@ -1,11 +1,23 @@
-//! The spec file as the agent follows it: read once per version, looked at cheaply
-//! (its identity) every few hundred milliseconds, and read again only when its
-//! bytes changed.
-use std::path::{Path, PathBuf};
+//! The spec file as a store: read once per version, looked at cheaply (its
+//! identity) every few hundred milliseconds, and read again only when its bytes
+//! changed or the agent asks (SIGHUP).
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
-use anyhow::{anyhow, Result};
+use tokio::sync::{mpsc, Notify};
 
-use crate::spec::ClusterSpec;
+use super::{Store, StoreKind, Update};
+use crate::spec::{ClusterSpec, SpecError};
+
+/// How often the file is looked at (a change reaches the maps well within 1 s).
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+
+type Result<T> = std::result::Result<T, SpecError>;
 
 /// A spec as read, with the records left out of it (each named with its field).
 pub type Read = (ClusterSpec, Vec<String>);
@@ -37,7 +49,7 @@ impl SpecFile {
         self.stamp = FileStamp::of(&self.path);
         let bytes = std::fs::read(&self.path);
         self.digest = bytes.as_deref().map_or(0, digest);
-        let bytes = bytes.map_err(|error| crate::spec::SpecError::Read {
+        let bytes = bytes.map_err(|error| SpecError::Read {
             path: self.path.clone(),
             error,
         })?;
@@ -60,11 +72,10 @@ impl SpecFile {
             }
             Err(error) => {
                 self.digest = 0;
-                Some(Err(crate::spec::SpecError::Read {
+                Some(Err(SpecError::Read {
                     path: self.path.clone(),
                     error,
-                }
-                .into()))
+                }))
             }
         }
     }
@@ -80,9 +91,77 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Read> {
             ClusterSpec::from_bytes_admitting(path, bytes).map(|(spec, n)| (Box::new(spec), n))
         })
         .join()
-        .map_err(|_| anyhow!("the spec parser panicked"))
+        .map_err(|_| SpecError::Parse {
+            path: path.to_path_buf(),
+            message: "the spec parser panicked".into(),
+        })
     })??;
     Ok((ClusterSpec::clone(&parsed), left_out))
+}
+
+/// The spec file followed: the first read in hand, then every new version sent.
+pub struct FileStore {
+    file: SpecFile,
+    first: Read,
+}
+
+impl FileStore {
+    /// Reads and checks the file: a bad one is an error here, with its field.
+    pub fn open(path: &Path) -> Result<Self> {
+        let read = std::time::Instant::now();
+        let (file, first) = SpecFile::open(path)?;
+        // A big cluster takes a while from here on: say early what it is.
+        tracing::info!(
+            "cluster spec {}: {} nodes, {} services, read in {:.1} s",
+            path.display(),
+            first.0.nodes.len(),
+            first.0.services.len(),
+            read.elapsed().as_secs_f64()
+        );
+        Ok(Self { file, first })
+    }
+
+    async fn follow(mut self, tx: mpsc::Sender<Update>, reread: Arc<Notify>) {
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        loop {
+            let read = tokio::select! {
+                _ = watch.tick() => match self.file.poll() {
+                    Some(read) => read,
+                    None => continue,
+                },
+                () = reread.notified() => self.file.read(),
+            };
+            let update = match read {
+                Ok((spec, left_out)) => Update::Spec(spec, left_out),
+                Err(e) => Update::Refused(e.to_string()),
+            };
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Store for FileStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::File
+    }
+
+    fn spec(&self) -> std::result::Result<Read, super::Error> {
+        Ok(self.first.clone())
+    }
+
+    fn lost(&self) -> Option<String> {
+        None
+    }
+
+    fn run(
+        self: Box<Self>,
+        tx: mpsc::Sender<Update>,
+        reread: Arc<Notify>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.follow(tx, reread))
+    }
 }
 
 fn digest(bytes: &[u8]) -> u64 {
