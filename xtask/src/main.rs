@@ -316,7 +316,7 @@ fn build_all(root: &Path, release: bool) -> Result<PathBuf> {
             "--package",
             "netpath",
             "--package",
-            "netpath-tests",
+            "netpath-lab",
             "--bins",
         ])
         .env("NETPATH_EBPF_OBJ", &obj);
