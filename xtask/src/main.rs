@@ -29,7 +29,7 @@ enum Cmd {
     Run {
         #[arg(long)]
         release: bool,
-        /// Arguments for `netpath lab` (e.g. `-- --once`).
+        /// Arguments for `netpath-lab run` (e.g. `-- --once`).
         #[arg(last = true)]
         args: Vec<String>,
     },
