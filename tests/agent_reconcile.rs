@@ -12,7 +12,7 @@ use netpath::{
     spec::{Backend, ClusterSpec, Redirect},
     state::AgentState,
 };
-use netpath_tests::{
+use netpath_lab::{
     check,
     lab::{generated_spec, in_runtime, Lab, LabConfig},
     netns::NetNs,
@@ -23,7 +23,7 @@ use netpath_tests::{
 fn lab_of(spec: ClusterSpec, pods: usize, keep_pins: bool) -> (Lab, LabConfig) {
     let mut cfg = LabConfig::with_spec(spec, pods).unwrap();
     cfg.keep_pins = keep_pins;
-    (netpath_tests::lab_of(&cfg), cfg)
+    (netpath_lab::lab_of(&cfg), cfg)
 }
 
 fn owned_routes(lab: &Lab, node: usize) -> Vec<RouteSummary> {

@@ -3,8 +3,8 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use netpath_common::Reason;
-use netpath_tests::lab::Lab;
-use netpath_tests::{
+use netpath_lab::lab::Lab;
+use netpath_lab::{
     counter, disable_ipv6, eth, is_ip_id, wait_counter, wait_quiet, Ipv4Packet, RawSocket,
     ETH_P_ARP, ETH_P_IP,
 };
@@ -17,7 +17,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let lab = netpath_tests::lab(1, 3);
+    let lab = netpath_lab::lab(1, 3);
     // Only the test's own frames may move a counter: no IPv6 chatter from the pods.
     for p in &lab.nodes[0].pods {
         disable_ipv6(p.ns.path()).unwrap();
@@ -49,7 +49,7 @@ impl Setup {
 
     fn assert_still_connected(&self) {
         let pods = &self.lab.nodes[0].pods;
-        let seen = netpath_tests::check::tcp(pods[0].ns.path(), pods[1].ns.path(), pods[1].ip)
+        let seen = netpath_lab::check::tcp(pods[0].ns.path(), pods[1].ns.path(), pods[1].ip)
             .expect("pod1 -> pod2 after bad input");
         assert_eq!(seen, pods[0].ip);
     }
@@ -160,7 +160,7 @@ fn ip_options_and_fragments_are_delivered_intact() {
         assert_eq!(ip.len(), bytes.len());
         assert_eq!(ip[8], bytes[8] - 1, "TTL decremented once");
         assert_eq!(
-            netpath_tests::csum::fold(netpath_tests::csum::sum(&ip[..(ip[0] & 0xf) as usize * 4])),
+            netpath_lab::csum::fold(netpath_lab::csum::sum(&ip[..(ip[0] & 0xf) as usize * 4])),
             0
         );
         assert_eq!(&ip[12..20], &bytes[12..20], "addresses untouched (no NAT)");

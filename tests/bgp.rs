@@ -17,7 +17,7 @@ use netpath::{
     state::AgentState,
 };
 use netpath_common::{Program, Reason, Route, RouteMode};
-use netpath_tests::{
+use netpath_lab::{
     assert_model,
     check::Proto,
     counter_of, frame_addr, frame_contains,
@@ -119,11 +119,11 @@ fn through_a_bgp_router_pods_cross_subnets_as_plain_ip() {
         assert!(b.ignored.is_empty(), "{b:?}");
     }
     // `netpath status` shows the sessions and what was learned.
-    let doc = netpath_tests::status_json(&lab, 0);
+    let doc = netpath_lab::status_json(&lab, 0);
     let bgp = &doc["agent"]["bgp"];
     assert_eq!(bgp["sessions"][0]["name"], "peer_192_168_56_1", "{doc}");
     assert_eq!(bgp["routes"]["10.244.3.0/24"], "192.168.56.1", "{doc}");
-    let text = std::process::Command::new(netpath_tests::lab::agent_binary().unwrap())
+    let text = std::process::Command::new(netpath_lab::lab::agent_binary().unwrap())
         .args(["status", "--node", &lab.nodes[0].name])
         .output()
         .unwrap();

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use netpath::{bgp::BgpState, state::AgentState};
-use netpath_tests::{
+use netpath_lab::{
     lab::{bgp_router::FrrTuning, bgp_spec, Lab, LabConfig},
     lab_of,
     ping::PingTrain,

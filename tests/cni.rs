@@ -15,7 +15,7 @@ use netpath::{
     net::Ipv4Net,
     spec::{Backend, SpecDraft},
 };
-use netpath_tests::{
+use netpath_lab::{
     check,
     cni::{self, Call},
     endpoint_ips,
@@ -170,7 +170,7 @@ fn add_wires_containers_that_talk_across_nodes_check_sees_damage_del_is_idempote
         assert_eq!(r.json["cniVersion"], "1.1.0");
         let mtu = ns.run(|| Nl::new()?.link("eth0")).unwrap().mtu.unwrap();
         assert_eq!(r.json["interfaces"][1]["mtu"], mtu);
-        assert_eq!(mtu, lab.spec.pod_mtu(netpath_tests::lab::UNDERLAY_MTU));
+        assert_eq!(mtu, lab.spec.pod_mtu(netpath_lab::lab::UNDERLAY_MTU));
         results.push(r);
     }
     // Real packets, source addresses kept: direct and across the router.

@@ -5,7 +5,7 @@
 //! removing a container takes its veth, address and map entry with it.
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use netpath_tests::{
+use netpath_lab::{
     check, endpoint_ips,
     lab::{Lab, LabConfig},
     node_veths, require_root,

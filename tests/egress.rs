@@ -17,7 +17,7 @@ use std::{
 
 use netpath::spec::{ClusterSpec, PortRange, DEFAULT_SPEC};
 use netpath_common::{NatKey, NatTarget, Program, Reason};
-use netpath_tests::{
+use netpath_lab::{
     assert_model,
     check::{self, Proto},
     counter_of, csum, lab,
@@ -28,7 +28,7 @@ use netpath_tests::{
 fn lab_with(pods: usize, edit: impl FnOnce(&mut LabConfig)) -> (Lab, LabConfig) {
     let mut cfg = LabConfig::with_spec(ClusterSpec::parse(DEFAULT_SPEC).unwrap(), pods).unwrap();
     edit(&mut cfg);
-    (netpath_tests::lab_of(&cfg), cfg)
+    (netpath_lab::lab_of(&cfg), cfg)
 }
 
 fn with_ports(cfg: &mut LabConfig, min: u16, max: u16) {
@@ -737,15 +737,15 @@ fn translated_packets_carry_valid_checksums_and_a_zero_udp_checksum_stays_zero()
         ),
     ];
     for (what, id, packet, want) in cases {
-        tx.send(&netpath_tests::eth(
+        tx.send(&netpath_lab::eth(
             host_mac,
             pod.mac,
-            netpath_tests::ETH_P_IP,
+            netpath_lab::ETH_P_IP,
             &packet,
         ))
         .unwrap();
         let got = rx
-            .wait_for(Duration::from_secs(2), |f| netpath_tests::is_ip_id(f, id))
+            .wait_for(Duration::from_secs(2), |f| netpath_lab::is_ip_id(f, id))
             .unwrap_or_else(|| panic!("{what}: never reached the outside"));
         assert_eq!(&got[26..30], &node_ip.octets(), "{what}: source translated");
         assert_eq!(

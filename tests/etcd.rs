@@ -13,7 +13,7 @@ use netpath::{
     spec::derived_vtep_mac,
     store::etcd::{EtcdOptions, Member},
 };
-use netpath_tests::{
+use netpath_lab::{
     agent_logs, assert_model,
     check::{self, Proto},
     lab::{in_runtime, Lab, LabConfig, LabStore, PROPAGATION_WITHIN},
@@ -49,7 +49,7 @@ fn etcd_lab(nodes: usize, pods: usize, tweak: impl FnOnce(&mut LabConfig)) -> (E
     let mut cfg = LabConfig::new(nodes, pods).unwrap();
     cfg.store = LabStore::Etcd { tls: false };
     tweak(&mut cfg);
-    let lab = netpath_tests::lab_of(&cfg);
+    let lab = netpath_lab::lab_of(&cfg);
     (
         EtcdLab {
             lab,
@@ -62,7 +62,7 @@ fn etcd_lab(nodes: usize, pods: usize, tweak: impl FnOnce(&mut LabConfig)) -> (E
 fn kernel_routes_cidr(lab: &Lab, node: usize, cidr: Ipv4Net) -> bool {
     lab.nodes[node]
         .ns
-        .run(|| netpath_tests::nl::Nl::new()?.routes())
+        .run(|| netpath_lab::nl::Nl::new()?.routes())
         .unwrap()
         .iter()
         .any(|r| r.dst == cidr)
@@ -311,7 +311,7 @@ fn with_client_cert_auth_a_client_without_a_valid_certificate_is_refused() {
     let no_cert = attempt(Some(tls.ca.clone()), None, None);
     assert!(no_cert.is_err(), "a client without a certificate got in");
     // A certificate from another CA.
-    let other = netpath_tests::lab::etcd::make_tls(
+    let other = netpath_lab::lab::etcd::make_tls(
         &std::env::temp_dir().join(format!("netpath-other-ca-{}", std::process::id())),
         &[Ipv4Addr::LOCALHOST],
     )
@@ -401,7 +401,7 @@ fn cut_off_from_etcd(lab: &Lab, node: usize, cut: bool) {
             .next()
             .unwrap()
             .to_string();
-        netpath_tests::run_in_ns(
+        netpath_lab::run_in_ns(
             lab.nodes[node].ns.path(),
             &["ip", "route", verb, "blackhole", &format!("{ip}/32")],
         )
@@ -502,12 +502,12 @@ fn an_agent_keeps_its_own_keys_and_says_loudly_when_its_subnet_is_taken() {
     let failing = doc["ready"]["failing"].to_string();
     assert!(failing.contains("pod CIDR held"), "{failing}");
     // The CNI plugin refuses to wire a pod: try again later.
-    let pod = netpath_tests::netns::NetNs::create(&format!("{}-late", lab.prefix)).unwrap();
-    let reply = netpath_tests::cni::run(
-        &netpath_tests::lab::agent_binary().unwrap(),
+    let pod = netpath_lab::netns::NetNs::create(&format!("{}-late", lab.prefix)).unwrap();
+    let reply = netpath_lab::cni::run(
+        &netpath_lab::lab::agent_binary().unwrap(),
         lab.nodes[1].ns.path(),
-        &netpath_tests::cni::Call::new("ADD", "late", Some(pod.path())),
-        &netpath_tests::cni::conf("1.0.0"),
+        &netpath_lab::cni::Call::new("ADD", "late", Some(pod.path())),
+        &netpath_lab::cni::conf("1.0.0"),
     )
     .unwrap();
     assert_eq!(reply.code(), Some(11), "{}", reply.stdout);
@@ -682,7 +682,7 @@ fn services_from_etcd_reach_their_backends_and_a_bad_record_is_left_out_alone() 
 #[test]
 fn bgp_routing_with_the_etcd_store_learns_every_node_through_the_router() {
     let (lab, _) = etcd_lab(3, 1, |cfg| {
-        cfg.spec = netpath_tests::lab::bgp_spec(&cfg.spec, true).unwrap();
+        cfg.spec = netpath_lab::lab::bgp_spec(&cfg.spec, true).unwrap();
     });
     lab.wait_bgp_converged(Duration::from_secs(30)).unwrap();
     assert_model(&lab, &[Proto::Tcp, Proto::Udp]);

@@ -22,7 +22,7 @@ use netpath::{
         model::ClusterConfig,
     },
 };
-use netpath_tests::{
+use netpath_lab::{
     agent_logs, assert_model,
     check::{self, Proto},
     lab::{Lab, LabConfig, LabStore, GOSSIP_GONE_WITHIN},
@@ -42,7 +42,7 @@ fn gossip_lab(
     let mut cfg = LabConfig::new(nodes, 1).unwrap();
     cfg.store = LabStore::Gossip { key: true };
     tweak(&mut cfg);
-    let lab = netpath_tests::lab_of(&cfg);
+    let lab = netpath_lab::lab_of(&cfg);
     (lab, cfg, serial)
 }
 

@@ -6,7 +6,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use netpath::spec::{Backend, Overlay};
 use netpath_common::{Program, Reason, RouteMode};
-use netpath_tests::{
+use netpath_lab::{
     assert_model,
     check::Proto,
     counter_of, frame_addr, frame_contains, is_ip_id,
@@ -33,7 +33,7 @@ fn pod_mtu(lab: &Lab, node: usize) -> u32 {
     lab.nodes[node].pods[0]
         .ns
         .run(|| {
-            netpath_tests::nl::Nl::new()?
+            netpath_lab::nl::Nl::new()?
                 .link("eth0")
                 .map(|l| l.mtu.unwrap_or(0))
         })
@@ -284,7 +284,7 @@ fn kernel_ipip_peer_configured_like_calico_interoperates_both_ways() {
     // flannel's ipip backend by hand), on node1's subnet; node3 is netpath behind the
     // router, so the kernel node's packets to it are routed too.
     let mut cfg = LabConfig::with_spec(generated_spec(3, Backend::Ipip).unwrap(), 2).unwrap();
-    cfg.kinds = vec![(1, netpath_tests::lab::NodeKind::KernelIpip)];
+    cfg.kinds = vec![(1, netpath_lab::lab::NodeKind::KernelIpip)];
     let lab = lab_of(&cfg);
     assert_model(&lab, &[Proto::Tcp, Proto::Udp, Proto::Icmp]);
     // The kernel's IP-in-IP was unwrapped by netpath on both netpath nodes, and

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath_tests::{lab::Lab, lab::LabConfig, namespaces_with_prefix, require_root};
+use netpath_lab::{lab::Lab, lab::LabConfig, namespaces_with_prefix, require_root};
 
 fn leftovers(prefix: &str) -> Vec<String> {
     let mut left: Vec<String> = namespaces_with_prefix(prefix);
@@ -37,7 +37,7 @@ fn leftovers(prefix: &str) -> Vec<String> {
 #[test]
 fn sigterm_to_a_running_lab_leaves_nothing_behind() {
     require_root();
-    let netpath_bin = netpath_tests::lab::agent_binary().unwrap();
+    let netpath_bin = netpath_lab::lab::agent_binary().unwrap();
     let lab_bin = netpath_bin.with_file_name("netpath-lab");
     let child = Command::new(&lab_bin)
         .args(["run", "--nodes", "2", "--pods", "1"])
@@ -46,7 +46,7 @@ fn sigterm_to_a_running_lab_leaves_nothing_behind() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", lab_bin.display()));
-    let mut child = netpath_tests::process::Spawned::terminating(child);
+    let mut child = netpath_lab::process::Spawned::terminating(child);
     let mut prefix = None;
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {

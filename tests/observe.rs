@@ -10,7 +10,7 @@ use std::{
 
 use aya::programs::TcAttachType;
 use netpath_common::{Program, Reason};
-use netpath_tests::{
+use netpath_lab::{
     check, counter_of, eth,
     lab::{agent_binary, Lab, LabConfig},
     netns,
@@ -26,7 +26,7 @@ fn agent_http() -> SocketAddr {
 
 fn lab(nodes: usize, pods: usize) -> (Lab, LabConfig) {
     let cfg = LabConfig::new(nodes, pods).expect("lab config");
-    (netpath_tests::lab_of(&cfg), cfg)
+    (netpath_lab::lab_of(&cfg), cfg)
 }
 
 /// `netpath monitor` for lab node `node` with extra arguments.
@@ -162,7 +162,7 @@ fn readyz_waits_for_the_underlay_and_healthz_sees_a_detached_program() {
     // A node whose network is not up yet: the agent waits, and says why.
     lab.stop_agent(0);
     let addr = format!("{}/24", lab.nodes[0].ip());
-    netpath_tests::run_in_ns(&ns, &["ip", "addr", "del", &addr, "dev", &underlay]).unwrap();
+    netpath_lab::run_in_ns(&ns, &["ip", "addr", "del", &addr, "dev", &underlay]).unwrap();
     lab.spawn_agent(0, &cfg).unwrap();
     let (status, body) = http_wait(
         &ns,
@@ -174,7 +174,7 @@ fn readyz_waits_for_the_underlay_and_healthz_sees_a_detached_program() {
     )
     .unwrap();
     assert_eq!(status, 503, "{body}");
-    netpath_tests::run_in_ns(&ns, &["ip", "addr", "add", &addr, "dev", &underlay]).unwrap();
+    netpath_lab::run_in_ns(&ns, &["ip", "addr", "add", &addr, "dev", &underlay]).unwrap();
     let (status, body) = http_wait(
         &ns,
         agent_http(),

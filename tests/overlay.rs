@@ -8,10 +8,10 @@ use std::{
 
 use netpath::spec::{Backend, VxlanDevice};
 use netpath_common::{Program, Reason};
-use netpath_tests::{
+use netpath_lab::{
     counter_of, is_ip_id, require_root, run_in_ns, vxlan_payload, wait_counter_of, RawSocket,
 };
-use netpath_tests::{
+use netpath_lab::{
     lab::{generated_spec, Fabric, Lab, LabConfig, Pod, UNDERLAY_MTU},
     netns, transfer,
 };
@@ -210,7 +210,7 @@ fn a_veth_fabric_carries_overlay_packets_whole_across_the_router() {
         "{decapsulated} packets unwrapped for ~{wire_frames} wire frames"
     );
     // Nodes on one subnet reach each other through the router too (proxy ARP).
-    netpath_tests::assert_model(&lab, &[netpath_tests::check::Proto::Tcp]);
+    netpath_lab::assert_model(&lab, &[netpath_lab::check::Proto::Tcp]);
 }
 
 #[test]

@@ -3,16 +3,16 @@
 use std::process::Command;
 
 use netpath_common::Reason;
-use netpath_tests::lab::LabConfig;
-use netpath_tests::{counter, require_root};
+use netpath_lab::lab::LabConfig;
+use netpath_lab::{counter, require_root};
 
 fn bin() -> std::path::PathBuf {
-    netpath_tests::lab::agent_binary().unwrap()
+    netpath_lab::lab::agent_binary().unwrap()
 }
 
 #[test]
 fn bpftool_prints_typed_endpoint_entries() {
-    let lab = netpath_tests::lab(1, 2);
+    let lab = netpath_lab::lab(1, 2);
     let node = &lab.nodes[0];
     let out = Command::new("bpftool")
         .args(["-j", "map", "dump", "pinned"])
@@ -46,11 +46,11 @@ fn bpftool_prints_typed_endpoint_entries() {
 
 #[test]
 fn status_json_lists_endpoints_and_counters() {
-    let lab = netpath_tests::lab(1, 2);
+    let lab = netpath_lab::lab(1, 2);
     let pods = &lab.nodes[0].pods;
-    netpath_tests::check::tcp(pods[0].ns.path(), pods[1].ns.path(), pods[1].ip).unwrap();
+    netpath_lab::check::tcp(pods[0].ns.path(), pods[1].ns.path(), pods[1].ip).unwrap();
     // Run from the host, outside the node's namespace: judged inside it all the same.
-    let (code, doc) = netpath_tests::status(&lab, 0);
+    let (code, doc) = netpath_lab::status(&lab, 0);
     assert_eq!(code, 0, "a healthy, ready node: {doc:#}");
     let ips: Vec<&str> = doc["endpoints"]
         .as_array()
@@ -88,14 +88,14 @@ fn agent_restart_with_kept_pins_does_not_interrupt_pods() {
     require_root();
     let mut cfg = LabConfig::new(1, 2).unwrap();
     cfg.keep_pins = true;
-    let mut lab = netpath_tests::lab::Lab::up(&cfg).unwrap();
+    let mut lab = netpath_lab::lab::Lab::up(&cfg).unwrap();
     let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[0].pods[1]);
     let (a_ns, b_ns, b_ip, a_ip) = (a.ns.path().to_owned(), b.ns.path().to_owned(), b.ip, a.ip);
     lab.stop_agent(0);
     assert!(lab.nodes[0].pin_dir.join("ENDPOINTS").exists(), "pins kept");
     let before = counter(&lab, 0, Reason::Redirected);
     assert_eq!(
-        netpath_tests::check::tcp(&a_ns, &b_ns, b_ip).unwrap(),
+        netpath_lab::check::tcp(&a_ns, &b_ns, b_ip).unwrap(),
         a_ip,
         "traffic without agent"
     );
@@ -110,16 +110,16 @@ fn agent_restart_with_kept_pins_does_not_interrupt_pods() {
         2,
         "restarted agent reused the pinned endpoint map"
     );
-    assert_eq!(netpath_tests::check::tcp(&a_ns, &b_ns, b_ip).unwrap(), a_ip);
+    assert_eq!(netpath_lab::check::tcp(&a_ns, &b_ns, b_ip).unwrap(), a_ip);
 }
 
 #[test]
 fn agent_stop_without_keep_pins_detaches_and_unpins() {
-    let mut lab = netpath_tests::lab(1, 1);
+    let mut lab = netpath_lab::lab(1, 1);
     let node = &lab.nodes[0];
     let host_if = node.pods[0].host_ifname.clone();
     let ns = node.ns.path().to_owned();
-    let filters = |ns: &std::path::Path| netpath_tests::attached_ingress(ns, &host_if);
+    let filters = |ns: &std::path::Path| netpath_lab::attached_ingress(ns, &host_if);
     assert!(
         filters(&ns).contains("from_pod"),
         "program attached while agent runs"

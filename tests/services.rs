@@ -16,7 +16,7 @@ use netpath::spec::{
     TrafficPolicy,
 };
 use netpath_common::{names, Program, Reason};
-use netpath_tests::{
+use netpath_lab::{
     check, counter_of, lab,
     lab::{Lab, OUTSIDE_IP},
     service::{ask_tcp, ask_udp, cluster_ip, tcp_refused, udp_refused, Backend},
@@ -64,13 +64,13 @@ fn wait_ready(lab: &Lab, node: usize, n: u32) {
     });
 }
 
-fn serve_all<'a>(pods: impl Iterator<Item = &'a netpath_tests::lab::Pod>) -> Vec<Backend> {
+fn serve_all<'a>(pods: impl Iterator<Item = &'a netpath_lab::lab::Pod>) -> Vec<Backend> {
     pods.map(|p| Backend::serve(p.ns.path(), p.ip, TARGET).unwrap())
         .collect()
 }
 
 /// Which backends `n` TCP requests from `client` reached, and how often.
-fn spread(lab: &Lab, client: &netpath_tests::lab::Pod, n: usize) -> BTreeMap<Ipv4Addr, usize> {
+fn spread(lab: &Lab, client: &netpath_lab::lab::Pod, n: usize) -> BTreeMap<Ipv4Addr, usize> {
     let mut seen = BTreeMap::new();
     for _ in 0..n {
         let a = ask_tcp(client.ns.path(), VIP, 80)
@@ -126,7 +126,7 @@ fn a_pod_talking_to_a_backend_directly_on_ports_a_service_flow_used_gets_its_own
     // One socket, one port: first through the service, then straight to the backend
     // (as a kernel reusing an ephemeral port does), then through the service again.
     let client = &lab.nodes[0].pods[0];
-    let sock = netpath_tests::netns::run_in(client.ns.path(), || {
+    let sock = netpath_lab::netns::run_in(client.ns.path(), || {
         Ok(std::net::UdpSocket::bind(("0.0.0.0", 0))?)
     })
     .unwrap();
@@ -353,9 +353,9 @@ fn node_ports_serve_the_outside_with_cluster_and_local_policy() {
 
 #[test]
 fn an_agent_killed_under_a_stream_through_a_service_resets_nothing_and_cleans_up_after() {
-    let mut cfg = netpath_tests::lab::LabConfig::default_spec(1).unwrap();
+    let mut cfg = netpath_lab::lab::LabConfig::default_spec(1).unwrap();
     cfg.keep_pins = true;
-    let mut lab = netpath_tests::lab_of(&cfg);
+    let mut lab = netpath_lab::lab_of(&cfg);
     let backend = &lab.nodes[2].pods[0];
     let client = &lab.nodes[0].pods[0];
     let mut svc = cluster_ip("bulk", VIP, 80, STREAM, &[backend.ip]);
@@ -494,7 +494,7 @@ fn pods_connections_to_a_cluster_ip_are_translated_at_connect_where_the_kernel_n
         assert!(after > before, "no per-packet flow for 20 connections");
     }
     // `netpath status` (and so /metrics, from the same fill) shows the socket maps.
-    let doc = netpath_tests::status_json(&lab, 0);
+    let doc = netpath_lab::status_json(&lab, 0);
     let fill = |map: &str| {
         doc["maps"]
             .as_array()
@@ -508,7 +508,7 @@ fn pods_connections_to_a_cluster_ip_are_translated_at_connect_where_the_kernel_n
     }
     // A pod that is gone is forgotten by the socket programs.
     let node = &lab.nodes[0];
-    netpath_tests::lab::in_runtime(node.ns.path(), || {
+    netpath_lab::lab::in_runtime(node.ns.path(), || {
         netpath::endpoint::detach(&node.pin_dir, &client.name, "eth0", Some(client.ip))
     })
     .unwrap();
@@ -557,12 +557,12 @@ fn a_bad_service_record_is_left_out_by_name_and_the_rest_of_the_edit_applies() {
         assert_ne!(bad, text, "the edit {from:?} did not apply to:\n{text}");
         lab.write_spec_text(&bad).unwrap();
         wait_for("the record left out", APPLIED_WITHIN, || {
-            let s = netpath_tests::state(&lab, 0);
+            let s = netpath_lab::state(&lab, 0);
             s.left_out
                 .iter()
                 .any(|n| n.contains("web") && n.contains(field))
         });
-        let state = netpath_tests::state(&lab, 0);
+        let state = netpath_lab::state(&lab, 0);
         assert_eq!(state.spec_error, None, "the rest of the edit is in force");
         let ready = netpath::health::readiness(Some(&state));
         assert!(ready.ok, "{ready:?}");
@@ -570,7 +570,7 @@ fn a_bad_service_record_is_left_out_by_name_and_the_rest_of_the_edit_applies() {
             ready.warnings.iter().any(|w| w.contains(field)),
             "{ready:?}"
         );
-        let (code, doc) = netpath_tests::status(&lab, 0);
+        let (code, doc) = netpath_lab::status(&lab, 0);
         assert_eq!(code, 0, "status exits 0 while the node is ready: {doc}");
         assert_eq!(doc["ready"]["ok"], true, "{doc}");
         for vip in [OTHER, ADDED] {
@@ -580,7 +580,7 @@ fn a_bad_service_record_is_left_out_by_name_and_the_rest_of_the_edit_applies() {
         // Back to the two good services before the next bad edit.
         lab.write_spec(&spec).unwrap();
         wait_for("nothing left out", APPLIED_WITHIN, || {
-            netpath_tests::state(&lab, 0).left_out.is_empty()
+            netpath_lab::state(&lab, 0).left_out.is_empty()
         });
     }
     assert_eq!(

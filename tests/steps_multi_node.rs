@@ -2,8 +2,8 @@
 //! pod across nodes, per backend, with the receiver seeing the sender's own address.
 use netpath::spec::Backend;
 use netpath_common::{Program, Reason, RouteMode};
-use netpath_tests::{assert_model, counter_of, require_root};
-use netpath_tests::{
+use netpath_lab::{assert_model, counter_of, require_root};
+use netpath_lab::{
     check::Proto,
     lab::{generated_spec, Lab, LabConfig, NodeKind},
     nl::Nl,
@@ -11,7 +11,7 @@ use netpath_tests::{
 
 fn lab_with(nodes: usize, pods: usize, backend: Backend) -> Lab {
     let cfg = LabConfig::with_spec(generated_spec(nodes, backend).unwrap(), pods).unwrap();
-    netpath_tests::lab_of(&cfg)
+    netpath_lab::lab_of(&cfg)
 }
 
 fn pod_mtu(lab: &Lab, node: usize) -> u32 {

@@ -2,10 +2,10 @@
 //! no bridge, no firewall rules, and a clean teardown.
 use netpath::spec::Redirect;
 use netpath_common::Reason;
-use netpath_tests::{check::Proto, lab::LabConfig};
-use netpath_tests::{counter, namespaces_with_prefix, require_root};
+use netpath_lab::{check::Proto, lab::LabConfig};
+use netpath_lab::{counter, namespaces_with_prefix, require_root};
 
-fn assert_all_pass(lab: &netpath_tests::lab::Lab) -> usize {
+fn assert_all_pass(lab: &netpath_lab::lab::Lab) -> usize {
     let checks = lab.check_model(&[Proto::Tcp, Proto::Udp, Proto::Icmp]);
     let failed: Vec<_> = checks.iter().filter(|c| !c.ok()).collect();
     assert!(
@@ -21,7 +21,7 @@ fn assert_all_pass(lab: &netpath_tests::lab::Lab) -> usize {
 
 #[test]
 fn node_and_pods_reach_each_other_with_redirect_peer() {
-    let lab = netpath_tests::lab(1, 3);
+    let lab = netpath_lab::lab(1, 3);
     let before = counter(&lab, 0, Reason::Redirected);
     let n = assert_all_pass(&lab);
     // 3 protocols x (2 directions x 3 pods + 6 ordered pod pairs).
@@ -43,7 +43,7 @@ fn node_and_pods_reach_each_other_with_plain_redirect() {
     require_root();
     let mut cfg = LabConfig::new(1, 2).unwrap();
     cfg.spec.settings.redirect = Redirect::Plain;
-    let lab = netpath_tests::lab::Lab::up(&cfg).unwrap();
+    let lab = netpath_lab::lab::Lab::up(&cfg).unwrap();
     assert_all_pass(&lab);
     let mode = lab.nodes[0].pinned().unwrap().redirect_mode().unwrap();
     assert_eq!(mode, netpath_common::RedirectMode::Plain);
@@ -52,10 +52,10 @@ fn node_and_pods_reach_each_other_with_plain_redirect() {
 
 #[test]
 fn pod_gateway_arp_is_answered_by_the_program() {
-    let lab = netpath_tests::lab(1, 2);
+    let lab = netpath_lab::lab(1, 2);
     let replied = counter(&lab, 0, Reason::ArpReplied);
     // Pods resolved 169.254.1.1 while the lab was checked or will now.
-    let r = netpath_tests::check::tcp(
+    let r = netpath_lab::check::tcp(
         lab.nodes[0].pods[0].ns.path(),
         lab.nodes[0].pods[1].ns.path(),
         lab.nodes[0].pods[1].ip,
@@ -70,7 +70,7 @@ fn teardown_leaves_nothing_even_after_a_panic() {
     require_root();
     let seen = std::sync::Mutex::new(None);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let lab = netpath_tests::lab(1, 2);
+        let lab = netpath_lab::lab(1, 2);
         *seen.lock().unwrap() = Some((lab.prefix.clone(), lab.nodes[0].pin_dir.clone()));
         assert_eq!(
             namespaces_with_prefix(&lab.prefix).len(),

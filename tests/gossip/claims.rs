@@ -11,7 +11,7 @@ use std::{
 };
 
 use netpath::{net::Ipv4Net, spec::ClusterSpec, state::AgentState, store::model};
-use netpath_tests::{
+use netpath_lab::{
     agent_logs, check,
     lab::{Lab, LabConfig},
     routes_cidr, state, wait_for,

@@ -29,7 +29,7 @@ enum Cmd {
     Run {
         #[arg(long)]
         release: bool,
-        /// Arguments for `netpath lab` (e.g. `-- --once`).
+        /// Arguments for `netpath-lab run` (e.g. `-- --once`).
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -316,7 +316,7 @@ fn build_all(root: &Path, release: bool) -> Result<PathBuf> {
             "--package",
             "netpath",
             "--package",
-            "netpath-tests",
+            "netpath-lab",
             "--bins",
         ])
         .env("NETPATH_EBPF_OBJ", &obj);

@@ -12,7 +12,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::vm;
 
-/// Builds the integration test binaries (not run) and returns their paths.
+/// Builds the integration test binaries (package `netpath-tests`, the files under
+/// `tests/`; not run) and returns their paths. The lab crate `netpath-lab` has unit
+/// tests only, which need no other kernel.
 pub fn test_binaries(root: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)

@@ -21,7 +21,7 @@ pub struct Known {
 impl Known {
     pub fn load(root: &Path) -> Known {
         let xtask = derive_flags(&root.join("xtask/src/main.rs"));
-        let lab = derive_flags(&root.join("tests/src/main.rs"));
+        let lab = derive_flags(&root.join("tests/lab/src/main.rs"));
         for (what, f, must) in [
             ("xtask", &xtask, &["run", "bench", "test"][..]),
             ("the lab", &lab, &["run", "bench"][..]),

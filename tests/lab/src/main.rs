@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use netpath::spec::{Backend, ClusterSpec, Decap, Overlay, Redirect, DEFAULT_SPEC};
-use netpath_tests::{bench, check::Proto, lab};
+use netpath_lab::{bench, check::Proto, lab};
 
 #[derive(Parser)]
 #[command(name = "netpath-lab", about = "netpath lab clusters and benchmarks")]

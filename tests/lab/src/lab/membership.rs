@@ -1,11 +1,15 @@
-//! Nodes joining and leaving a running lab through etcd or gossip, timed from the
-//! event to the other nodes' maps.
-use std::time::{Duration, Instant};
+//! Nodes joining and leaving a running lab (through the spec file, etcd or gossip),
+//! and the join and leave timed from the event to the other nodes' maps.
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
-use anyhow::Result;
-use netpath::net::Ipv4Net;
+use anyhow::{bail, Context, Result};
+use netpath::{net::Ipv4Net, spec::NodeSpec};
 
-use super::{Lab, LabConfig};
+use super::{Lab, LabConfig, NodeKind};
 use crate::check;
 
 /// How long a membership change may take to reach every other node's maps.
@@ -15,6 +19,83 @@ pub const PROPAGATION_WITHIN: Duration = Duration::from_secs(1);
 pub const GOSSIP_GONE_WITHIN: Duration = Duration::from_secs(8);
 
 impl Lab {
+    /// Adds a netpath node to a spec-file lab: the spec gains it (every agent follows
+    /// the file), then its namespace, agent and pods come up. Returns its index.
+    pub fn add_spec_node(
+        &mut self,
+        name: &str,
+        underlay: Ipv4Net,
+        pod_cidr: Ipv4Net,
+        pods: usize,
+        cfg: &LabConfig,
+    ) -> Result<usize> {
+        let spec = self
+            .spec
+            .to_draft()
+            .node(name, underlay, pod_cidr)
+            .validate()?;
+        let node_spec = spec.node(name)?.clone();
+        let subnets: BTreeSet<Ipv4Net> = spec.nodes.iter().map(|n| n.underlay.subnet()).collect();
+        let subnet = underlay.subnet();
+        let subnet_index = subnets
+            .iter()
+            .position(|s| *s == subnet)
+            .expect("the new node's subnet is among the spec's");
+        if !self
+            .spec
+            .nodes
+            .iter()
+            .any(|n| n.underlay.subnet() == subnet)
+        {
+            bail!("{underlay} is on none of the lab's underlay subnets");
+        }
+        self.write_spec(&spec)?;
+        self.spec = spec;
+        let node = self.add_node(&node_spec, NodeKind::Netpath, subnet_index, &subnet, cfg)?;
+        self.nodes.push(node);
+        self.agents.push(None);
+        let i = self.nodes.len() - 1;
+        self.start_agent(i, cfg)?;
+        self.attach_pods(i, pods)?;
+        Ok(i)
+    }
+
+    /// A new netpath node joining through etcd while the lab runs: its namespace on
+    /// the first underlay subnet at `underlay`, its agent, `pods` pods. Returns its index.
+    pub fn join_node(
+        &mut self,
+        name: &str,
+        underlay: Ipv4Net,
+        pods: usize,
+        cfg: &LabConfig,
+    ) -> Result<usize> {
+        let subnet = underlay.subnet();
+        // The fabric's bridges are numbered by the sorted underlay subnets.
+        let known: BTreeSet<Ipv4Net> = self
+            .spec
+            .nodes
+            .iter()
+            .map(|n| n.underlay.subnet())
+            .collect();
+        let subnet_index = known
+            .iter()
+            .position(|s| *s == subnet)
+            .with_context(|| format!("{underlay} is on none of the lab's underlay subnets"))?;
+        let placeholder = NodeSpec {
+            name: name.to_string(),
+            underlay,
+            pod_cidr: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 32),
+            vtep_mac: netpath::spec::derived_vtep_mac(underlay.addr),
+        };
+        let node = self.add_node(&placeholder, NodeKind::Netpath, subnet_index, &subnet, cfg)?;
+        self.nodes.push(node);
+        self.agents.push(None);
+        let i = self.nodes.len() - 1;
+        self.start_agent(i, cfg)?;
+        self.attach_pods(i, pods)?;
+        Ok(i)
+    }
+
     /// Whether node `i`'s maps route `cidr`.
     fn routes(&self, i: usize, cidr: Ipv4Net) -> Result<bool> {
         Ok(self.nodes[i]
