@@ -6,43 +6,24 @@
 #![no_std]
 
 mod event;
+pub mod maps;
+mod net;
 mod service;
 pub use event::*;
+pub use net::*;
 pub use service::*;
-
-/// IPv4 address in network byte order.
-pub type Ipv4 = [u8; 4];
 
 /// Gateway address every pod routes through; the host-side veth answers ARP for it.
 pub const POD_GATEWAY: Ipv4 = [169, 254, 1, 1];
 
-/// Name of each map and program, used by both the ELF object and the pins.
+/// Name of each map (from [`maps`]) and program, used by both the ELF object and the pins.
 pub mod names {
-    pub const ENDPOINTS: &str = "ENDPOINTS";
-    pub const ROUTES: &str = "ROUTES";
-    pub const NODES: &str = "NODES";
-    pub const STATS: &str = "STATS";
-    pub const SETTINGS: &str = "SETTINGS";
+    pub use crate::maps::names::*;
     pub const FROM_POD: &str = "from_pod";
     pub const FROM_UNDERLAY: &str = "from_underlay";
     pub const TO_UNDERLAY: &str = "to_underlay";
     pub const XDP_UNDERLAY: &str = "xdp_underlay";
     pub const FROM_TUNNEL: &str = "from_tunnel";
-    pub const NAT_OUT: &str = "NAT_OUT";
-    pub const NAT_IN: &str = "NAT_IN";
-    pub const NAT_EXEMPT: &str = "NAT_EXEMPT";
-    pub const EVENTS: &str = "EVENTS";
-    pub const MONITOR: &str = "MONITOR";
-    pub const MONITOR_LIMIT: &str = "MONITOR_LIMIT";
-    pub const SERVICES: &str = "SERVICES";
-    pub const SVC_SLOTS: &str = "SVC_SLOTS";
-    pub const SVC_BACKENDS: &str = "SVC_BACKENDS";
-    pub const SVC_FLOWS: &str = "SVC_FLOWS";
-    pub const SVC_REV: &str = "SVC_REV";
-    pub const SVC_AFFINITY: &str = "SVC_AFFINITY";
-    pub const SOCK_REV: &str = "SOCK_REV";
-    pub const SOCK_PROBE: &str = "SOCK_PROBE";
-    pub const POD_NETNS: &str = "POD_NETNS";
     pub const SOCK_CONNECT: &str = "sock_connect";
     pub const SOCK_SENDMSG: &str = "sock_sendmsg";
     pub const SOCK_RECVMSG: &str = "sock_recvmsg";
@@ -619,6 +600,7 @@ mod user {
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Route {}
+    unsafe impl aya::Pod for super::NetAddr {}
     unsafe impl aya::Pod for super::Peer {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
@@ -701,6 +683,7 @@ mod tests {
     #[test]
     fn map_values_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<Route>(), 20);
+        assert_eq!(core::mem::size_of::<NetAddr>(), 20);
         assert_eq!(core::mem::size_of::<Peer>(), 8);
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
         assert_eq!(core::mem::size_of::<Settings>(), 80);

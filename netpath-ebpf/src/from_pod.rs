@@ -3,7 +3,6 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::bpf_redirect,
     macros::classifier,
-    maps::lpm_trie::Key,
     programs::TcContext,
 };
 use netpath_common::{Program, Reason, Settings, POD_GATEWAY};
@@ -11,7 +10,7 @@ use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     deliver,
-    maps::{ENDPOINTS, NAT_EXEMPT, ROUTES, SETTINGS},
+    maps::{host_key, ENDPOINTS, NAT_EXEMPT, ROUTES, SETTINGS},
     monitor::observe,
     nat,
     packet::{decrement_ttl, eth_ipv4, header_mut, in_prefix, ETH_P_ARP, ETH_P_IP},
@@ -105,8 +104,7 @@ fn route(
     let Some(s) = settings else {
         return (TC_ACT_OK, Reason::ToStack);
     };
-    let key = Key::new(32, ip.dst_addr);
-    let Some(route) = ROUTES.get(&key) else {
+    let Some(route) = ROUTES.get(&host_key(ip.dst_addr)) else {
         if in_prefix(ip.dst_addr, s.cluster_ip, s.cluster_prefix) && s.cluster_prefix > 0 {
             return (TC_ACT_SHOT, Reason::DropNoRoute);
         }
@@ -136,7 +134,7 @@ fn route(
 fn outside(ctx: &TcContext, ip: &mut Ipv4Hdr, s: &Settings) -> (i32, Reason) {
     if s.masquerade == 0
         || ip.dst_addr[0] >= 224
-        || NAT_EXEMPT.get(&Key::new(32, ip.dst_addr)).is_some()
+        || NAT_EXEMPT.get(&host_key(ip.dst_addr)).is_some()
     {
         return (TC_ACT_OK, Reason::ToStack);
     }

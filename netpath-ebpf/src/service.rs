@@ -10,7 +10,6 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, TC_ACT_SHOT},
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
-    maps::lpm_trie::Key,
     programs::TcContext,
 };
 use netpath_common::{
@@ -25,8 +24,8 @@ use crate::{
     deliver,
     l4::L4,
     maps::{
-        ENDPOINTS, ROUTES, SERVICES, SVC_AFFINITY as AFFINITY, SVC_BACKENDS, SVC_FLOWS, SVC_REV,
-        SVC_SLOTS,
+        host_key, ENDPOINTS, ROUTES, SERVICES, SVC_AFFINITY as AFFINITY, SVC_BACKENDS, SVC_FLOWS,
+        SVC_REV, SVC_SLOTS,
     },
     nat::Ip,
     packet::{eth_ipv4, header_mut, in_prefix},
@@ -436,7 +435,7 @@ pub fn onward(ctx: &TcContext, s: &Settings) -> (i32, Reason) {
     if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
         return deliver::to_local_pod(eth, dst, Some(s), Reason::Redirected);
     }
-    if let Some(route) = ROUTES.get(&Key::new(32, ip.dst_addr)) {
+    if let Some(route) = ROUTES.get(&host_key(ip.dst_addr)) {
         return deliver::by_route(ctx, eth, route, s);
     }
     deliver::to_underlay(s.underlay_ifindex, None, Reason::SvcReplyOut)

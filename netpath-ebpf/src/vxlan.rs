@@ -13,7 +13,7 @@ use netpath_common::{Reason, Route, Settings, IPPROTO_UDP, VXLAN_OVERHEAD};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 
 use crate::{
-    maps::{NODES, ROUTES},
+    maps::{host_key, NODES, ROUTES},
     packet::{header_mut, ipv4_checksum, Packet, ETH_P_IP},
 };
 
@@ -178,6 +178,8 @@ pub fn check_rx<C: Packet>(ctx: &C, ip: &Ipv4Hdr, s: &Settings) -> RxVerdict {
 /// A node may send as itself or as one of its pods; anything else is spoofed.
 #[inline(always)]
 pub fn sender_may_send(inner_src: [u8; 4], node: [u8; 4]) -> bool {
-    let key = aya_ebpf::maps::lpm_trie::Key::new(32, inner_src);
-    inner_src == node || ROUTES.get(&key).is_some_and(|r| r.node_ip == node)
+    inner_src == node
+        || ROUTES
+            .get(&host_key(inner_src))
+            .is_some_and(|r| r.node_ip == node)
 }
