@@ -1,7 +1,7 @@
 //! Every map the programs and the agent share, declared once (as Calico Felix's
 //! `MapParameters` are): name, kind, key and value types, capacity and flags, in
 //! [`for_each_map!`]. Everything else is derived from that table: the programs'
-//! `#[btf_map]` statics (`netpath-ebpf/src/maps.rs`), the agent's typed handles, their
+//! `#[btf_map]` statics (`netpath-ebpf/src/shared/maps.rs`), the agent's typed handles, their
 //! opening and fill report (`netpath/src/datapath/pinned.rs`), the pin list, and here
 //! the names and the [`MapSpec`] of each.
 

@@ -54,3 +54,7 @@ netpath_common::for_each_map!(declare);
 pub fn host_key(addr: Ipv4) -> Key<NetAddr> {
     Key::new(NetAddr::trie_bits(32), NetAddr::v4(addr))
 }
+
+/// The error a `BPF_NOEXIST` insert returns (negated) when the key is there already:
+/// another CPU (or flow) holds it.
+pub const EEXIST: i32 = 17;

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use netpath_common::{Program, Reason, RouteMode};
 
-use crate::{
+use crate::shared::{
     ipip,
     maps::{host_key, ROUTES, SETTINGS},
     monitor::observe,
