@@ -10,13 +10,11 @@ fn bin() -> std::path::PathBuf {
     netpath_lab::lab::agent_binary().unwrap()
 }
 
-#[test]
-fn bpftool_prints_typed_endpoint_entries() {
-    let lab = netpath_lab::lab(1, 2);
-    let node = &lab.nodes[0];
+/// `bpftool -j map dump pinned PIN`, parsed.
+fn bpftool_dump(pin: &std::path::Path) -> serde_json::Value {
     let out = Command::new("bpftool")
         .args(["-j", "map", "dump", "pinned"])
-        .arg(node.pin_dir.join("ENDPOINTS"))
+        .arg(pin)
         .output()
         .expect("run bpftool (cargo xtask test installs it)");
     assert!(
@@ -24,7 +22,14 @@ fn bpftool_prints_typed_endpoint_entries() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bpftool_prints_typed_endpoint_entries() {
+    let lab = netpath_lab::lab(1, 2);
+    let node = &lab.nodes[0];
+    let doc = bpftool_dump(&node.pin_dir.join("ENDPOINTS"));
     let entries = doc.as_array().unwrap();
     assert_eq!(entries.len(), 2);
     let eps = node.pinned().unwrap().endpoints().unwrap();
@@ -42,6 +47,33 @@ fn bpftool_prints_typed_endpoint_entries() {
         assert_eq!(f["value"]["ifindex"].as_u64(), Some(ep.ifindex as u64));
         assert!(f["value"]["pod_mac"].is_array(), "{f}");
     }
+}
+
+/// The tries' key names its family and holds IPv4 in the first four address bytes;
+/// its prefix length counts the 32 bits of the family word too.
+#[test]
+fn bpftool_prints_typed_route_keys() {
+    let lab = netpath_lab::lab(2, 0);
+    let other = &lab.nodes[1].spec.pod_cidr;
+    let doc = bpftool_dump(&lab.nodes[0].pin_dir.join("ROUTES"));
+    let keys: Vec<&serde_json::Value> = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["formatted"]["key"])
+        .collect();
+    let found = keys.iter().any(|k| {
+        let addr: Vec<u64> = k["data"]["addr"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|b| b.as_u64()).collect())
+            .unwrap_or_default();
+        k["data"]["family"].as_u64() == Some(4)
+            && k["prefix_len"].as_u64() == Some(32 + other.prefix as u64)
+            && addr.len() == 16
+            && addr[..4] == other.addr.octets().map(u64::from)
+            && addr[4..].iter().all(|b| *b == 0)
+    });
+    assert!(found, "node 1's {other} as a typed key in {keys:#?}");
 }
 
 #[test]

@@ -6,43 +6,26 @@
 #![no_std]
 
 mod event;
+pub mod maps;
+mod net;
 mod service;
+mod verdict;
 pub use event::*;
+pub use net::*;
 pub use service::*;
-
-/// IPv4 address in network byte order.
-pub type Ipv4 = [u8; 4];
+pub use verdict::*;
 
 /// Gateway address every pod routes through; the host-side veth answers ARP for it.
 pub const POD_GATEWAY: Ipv4 = [169, 254, 1, 1];
 
-/// Name of each map and program, used by both the ELF object and the pins.
+/// Name of each map (from [`maps`]) and program, used by both the ELF object and the pins.
 pub mod names {
-    pub const ENDPOINTS: &str = "ENDPOINTS";
-    pub const ROUTES: &str = "ROUTES";
-    pub const NODES: &str = "NODES";
-    pub const STATS: &str = "STATS";
-    pub const SETTINGS: &str = "SETTINGS";
+    pub use crate::maps::names::*;
     pub const FROM_POD: &str = "from_pod";
     pub const FROM_UNDERLAY: &str = "from_underlay";
     pub const TO_UNDERLAY: &str = "to_underlay";
     pub const XDP_UNDERLAY: &str = "xdp_underlay";
     pub const FROM_TUNNEL: &str = "from_tunnel";
-    pub const NAT_OUT: &str = "NAT_OUT";
-    pub const NAT_IN: &str = "NAT_IN";
-    pub const NAT_EXEMPT: &str = "NAT_EXEMPT";
-    pub const EVENTS: &str = "EVENTS";
-    pub const MONITOR: &str = "MONITOR";
-    pub const MONITOR_LIMIT: &str = "MONITOR_LIMIT";
-    pub const SERVICES: &str = "SERVICES";
-    pub const SVC_SLOTS: &str = "SVC_SLOTS";
-    pub const SVC_BACKENDS: &str = "SVC_BACKENDS";
-    pub const SVC_FLOWS: &str = "SVC_FLOWS";
-    pub const SVC_REV: &str = "SVC_REV";
-    pub const SVC_AFFINITY: &str = "SVC_AFFINITY";
-    pub const SOCK_REV: &str = "SOCK_REV";
-    pub const SOCK_PROBE: &str = "SOCK_PROBE";
-    pub const POD_NETNS: &str = "POD_NETNS";
     pub const SOCK_CONNECT: &str = "sock_connect";
     pub const SOCK_SENDMSG: &str = "sock_sendmsg";
     pub const SOCK_RECVMSG: &str = "sock_recvmsg";
@@ -357,268 +340,13 @@ impl RedirectMode {
     }
 }
 
-/// Attach points, the first half of a stats key.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Program {
-    FromPod = 0,
-    FromUnderlay = 1,
-    ToUnderlay = 2,
-    XdpUnderlay = 3,
-    FromTunnel = 4,
-}
-
-impl Program {
-    /// The program an event's number names.
-    pub const fn from_u8(v: u8) -> Option<Self> {
-        if (v as usize) < Self::ALL.len() {
-            Some(Self::ALL[v as usize])
-        } else {
-            None
-        }
-    }
-    pub const ALL: [Program; 5] = [
-        Program::FromPod,
-        Program::FromUnderlay,
-        Program::ToUnderlay,
-        Program::XdpUnderlay,
-        Program::FromTunnel,
-    ];
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::FromPod => "from-pod",
-            Self::FromUnderlay => "from-underlay",
-            Self::ToUnderlay => "to-underlay",
-            Self::XdpUnderlay => "xdp-underlay",
-            Self::FromTunnel => "from-tunnel",
-        }
-    }
-}
-
-/// The fate of a packet: every packet a program sees bumps exactly one of these.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// Handed to a pod on this node.
-    Redirected = 0,
-    /// Not for a local pod: left to the host stack.
-    ToStack = 1,
-    /// ARP for the pod gateway answered by the program.
-    ArpReplied = 2,
-    /// Neither IPv4 nor ARP (IPv6, LLDP, …): left to the host stack.
-    NonIpv4 = 3,
-    /// Frame shorter than its headers claim.
-    DropTruncated = 4,
-    /// IPv4 header with a bad version or header length.
-    DropBadHeader = 5,
-    /// Source address is not the sending pod's own.
-    DropSpoofed = 6,
-    /// ARP that is neither a well-formed IPv4 request nor for the gateway.
-    ArpIgnored = 7,
-    /// The redirect helper refused the target.
-    DropRedirectFailed = 8,
-    /// Sent as plain IP to the owning node (direct routing).
-    DirectRouted = 9,
-    /// Wrapped in VXLAN for the owning node.
-    Encapsulated = 10,
-    /// VXLAN from a known node, unwrapped and handed to a local pod.
-    Decapsulated = 11,
-    /// VXLAN from a known node, unwrapped and left to the host stack.
-    DecapToStack = 12,
-    /// VXLAN from an address that is not a known node.
-    DropUnknownPeer = 13,
-    /// VXLAN with another VNI or without the VNI flag.
-    DropBadVni = 14,
-    /// Growing the packet for the VXLAN headers failed.
-    DropEncapFailed = 15,
-    /// Shrinking the packet after VXLAN failed.
-    DropDecapFailed = 16,
-    /// Inside the cluster CIDR but no pod and no node route: dropped, not leaked.
-    DropNoRoute = 17,
-    /// Handed to the kernel's VXLAN device to encapsulate.
-    EncapInTunnel = 18,
-    /// VXLAN for a local pod left to the kernel's VXLAN socket (GRO, decapsulation).
-    ToTunnel = 19,
-    /// Setting the tunnel metadata failed.
-    DropTunnelKey = 20,
-    /// A pod's packet to the outside, source-translated to the node's address.
-    Masqueraded = 21,
-    /// A reply to a translated flow, translated back and handed to its pod.
-    NatReply = 22,
-    /// An ICMP error about a translated flow, translated back and handed to its pod.
-    NatIcmpError = 23,
-    /// Every translated port toward that destination is taken.
-    DropNatNoPort = 24,
-    /// The NAT maps are full.
-    DropNatTableFull = 25,
-    /// No live translation: a reply to a translated port from an unknown, expired or
-    /// forged sender, or a pod's TCP segment other than a SYN for an untranslated flow.
-    DropNatUnknown = 26,
-    /// To the outside but not translatable: an IP fragment or a protocol other than
-    /// TCP, UDP and ICMP echo.
-    DropNatUnsupported = 27,
-    /// Wrapped in IP-in-IP for the owning node.
-    IpipEncapsulated = 28,
-    /// IP-in-IP from a known node, unwrapped and handed to a local pod.
-    IpipDecapsulated = 29,
-    /// IP-in-IP from a known node, unwrapped and left to the host stack.
-    IpipDecapToStack = 30,
-    /// IP-in-IP for the cluster from an address that is not a known node.
-    DropIpipUnknownPeer = 31,
-    /// IP-in-IP whose inner source is neither its sender nor one of the sender's pods.
-    DropIpipSpoofed = 32,
-    /// IP-in-IP with outer options, a fragmented outer header or no inner IPv4 header.
-    DropIpipMalformed = 33,
-    /// To a service with no ready backend: refused at once (a TCP reset or an ICMP
-    /// port unreachable goes back to the client).
-    DropSvcNoBackend = 34,
-    /// To an address of the service range, or a node port, that no service has.
-    DropSvcUnknown = 35,
-    /// The service flow maps are full.
-    DropSvcTableFull = 36,
-    /// To a service but not translatable: an IP fragment, or neither TCP nor UDP.
-    DropSvcUnsupported = 37,
-    /// A backend's reply to a node port's client outside the cluster, translated
-    /// back and sent out of the underlay.
-    SvcReplyOut = 38,
-}
-
-impl Reason {
-    pub const COUNT: u32 = 39;
-    /// The reason an event's number names.
-    pub const fn from_u8(v: u8) -> Option<Self> {
-        if (v as u32) < Self::COUNT {
-            Some(Self::ALL[v as usize])
-        } else {
-            None
-        }
-    }
-    pub const ALL: [Reason; Self::COUNT as usize] = [
-        Reason::Redirected,
-        Reason::ToStack,
-        Reason::ArpReplied,
-        Reason::NonIpv4,
-        Reason::DropTruncated,
-        Reason::DropBadHeader,
-        Reason::DropSpoofed,
-        Reason::ArpIgnored,
-        Reason::DropRedirectFailed,
-        Reason::DirectRouted,
-        Reason::Encapsulated,
-        Reason::Decapsulated,
-        Reason::DecapToStack,
-        Reason::DropUnknownPeer,
-        Reason::DropBadVni,
-        Reason::DropEncapFailed,
-        Reason::DropDecapFailed,
-        Reason::DropNoRoute,
-        Reason::EncapInTunnel,
-        Reason::ToTunnel,
-        Reason::DropTunnelKey,
-        Reason::Masqueraded,
-        Reason::NatReply,
-        Reason::NatIcmpError,
-        Reason::DropNatNoPort,
-        Reason::DropNatTableFull,
-        Reason::DropNatUnknown,
-        Reason::DropNatUnsupported,
-        Reason::IpipEncapsulated,
-        Reason::IpipDecapsulated,
-        Reason::IpipDecapToStack,
-        Reason::DropIpipUnknownPeer,
-        Reason::DropIpipSpoofed,
-        Reason::DropIpipMalformed,
-        Reason::DropSvcNoBackend,
-        Reason::DropSvcUnknown,
-        Reason::DropSvcTableFull,
-        Reason::DropSvcUnsupported,
-        Reason::SvcReplyOut,
-    ];
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Redirected => "redirected",
-            Self::ToStack => "to-stack",
-            Self::ArpReplied => "arp-replied",
-            Self::NonIpv4 => "non-ipv4",
-            Self::DropTruncated => "drop-truncated",
-            Self::DropBadHeader => "drop-bad-header",
-            Self::DropSpoofed => "drop-spoofed",
-            Self::ArpIgnored => "arp-ignored",
-            Self::DropRedirectFailed => "drop-redirect-failed",
-            Self::DirectRouted => "direct-routed",
-            Self::Encapsulated => "encapsulated",
-            Self::Decapsulated => "decapsulated",
-            Self::DecapToStack => "decap-to-stack",
-            Self::DropUnknownPeer => "drop-unknown-peer",
-            Self::DropBadVni => "drop-bad-vni",
-            Self::DropEncapFailed => "drop-encap-failed",
-            Self::DropDecapFailed => "drop-decap-failed",
-            Self::DropNoRoute => "drop-no-route",
-            Self::EncapInTunnel => "encap-in-tunnel",
-            Self::ToTunnel => "to-tunnel",
-            Self::DropTunnelKey => "drop-tunnel-key",
-            Self::Masqueraded => "masqueraded",
-            Self::NatReply => "nat-reply",
-            Self::NatIcmpError => "nat-icmp-error",
-            Self::DropNatNoPort => "drop-nat-no-port",
-            Self::DropNatTableFull => "drop-nat-table-full",
-            Self::DropNatUnknown => "drop-nat-unknown",
-            Self::DropNatUnsupported => "drop-nat-unsupported",
-            Self::IpipEncapsulated => "ipip-encapsulated",
-            Self::IpipDecapsulated => "ipip-decapsulated",
-            Self::IpipDecapToStack => "ipip-decap-to-stack",
-            Self::DropIpipUnknownPeer => "drop-ipip-unknown-peer",
-            Self::DropIpipSpoofed => "drop-ipip-spoofed",
-            Self::DropIpipMalformed => "drop-ipip-malformed",
-            Self::DropSvcNoBackend => "drop-svc-no-backend",
-            Self::DropSvcUnknown => "drop-svc-unknown",
-            Self::DropSvcTableFull => "drop-svc-table-full",
-            Self::DropSvcUnsupported => "drop-svc-unsupported",
-            Self::SvcReplyOut => "svc-reply-out",
-        }
-    }
-    pub const fn is_drop(self) -> bool {
-        matches!(
-            self,
-            Self::DropTruncated
-                | Self::DropBadHeader
-                | Self::DropSpoofed
-                | Self::DropRedirectFailed
-                | Self::DropUnknownPeer
-                | Self::DropBadVni
-                | Self::DropEncapFailed
-                | Self::DropDecapFailed
-                | Self::DropNoRoute
-                | Self::DropTunnelKey
-                | Self::DropNatNoPort
-                | Self::DropNatTableFull
-                | Self::DropNatUnknown
-                | Self::DropNatUnsupported
-                | Self::DropIpipUnknownPeer
-                | Self::DropIpipSpoofed
-                | Self::DropIpipMalformed
-                | Self::DropSvcNoBackend
-                | Self::DropSvcUnknown
-                | Self::DropSvcTableFull
-                | Self::DropSvcUnsupported
-        )
-    }
-}
-
-/// Slots in the per-CPU `STATS` array: one per (program, reason).
-pub const STATS_SLOTS: u32 = Program::ALL.len() as u32 * Reason::COUNT;
-
-/// Index into `STATS` for a (program, reason) pair.
-pub const fn stats_index(program: Program, reason: Reason) -> u32 {
-    program as u32 * Reason::COUNT + reason as u32
-}
-
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `#[repr(C)]` data without padding-sensitive invariants.
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Route {}
+    unsafe impl aya::Pod for super::NetAddr {}
     unsafe impl aya::Pod for super::Peer {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
@@ -683,24 +411,9 @@ mod tests {
     }
 
     #[test]
-    fn every_reason_has_its_own_stats_slot() {
-        let mut seen = [false; STATS_SLOTS as usize];
-        for p in Program::ALL {
-            for r in Reason::ALL {
-                let i = stats_index(p, r) as usize;
-                assert!(!seen[i], "slot {i} used twice");
-                seen[i] = true;
-            }
-        }
-        assert!(seen.iter().all(|s| *s));
-        for (i, r) in Reason::ALL.iter().enumerate() {
-            assert_eq!(*r as usize, i, "Reason::ALL is in discriminant order");
-        }
-    }
-
-    #[test]
     fn map_values_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<Route>(), 20);
+        assert_eq!(core::mem::size_of::<NetAddr>(), 20);
         assert_eq!(core::mem::size_of::<Peer>(), 8);
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
         assert_eq!(core::mem::size_of::<Settings>(), 80);
@@ -723,17 +436,5 @@ mod tests {
         assert_eq!(core::mem::size_of::<Event>(), 40);
         assert_eq!(core::mem::size_of::<MonitorConfig>(), 24);
         assert_eq!(core::mem::size_of::<MonitorLimit>(), 40);
-    }
-
-    #[test]
-    fn events_name_their_program_and_reason() {
-        for p in Program::ALL {
-            assert_eq!(Program::from_u8(p as u8), Some(p));
-        }
-        for r in Reason::ALL {
-            assert_eq!(Reason::from_u8(r as u8), Some(r));
-        }
-        assert_eq!(Reason::from_u8(Reason::COUNT as u8), None);
-        assert_eq!(Program::from_u8(200), None);
     }
 }

@@ -1,26 +1,11 @@
-//! netpath's kernel programs: one module per attach point, shared helpers beside them.
+//! netpath's kernel programs: one module per attach point under `hooks`, the shared
+//! helpers they are built from under `shared` (as Cilium's `bpf_*.c` entry files and
+//! `bpf/lib/`).
 #![no_std]
 #![no_main]
 
-mod deliver;
-mod from_pod;
-mod from_tunnel;
-mod from_underlay;
-mod host_socket;
-mod ipip;
-mod l4;
-mod maps;
-mod monitor;
-mod nat;
-mod packet;
-mod reject;
-mod rewrite;
-mod service;
-mod stats;
-mod to_underlay;
-mod tunnel;
-mod vxlan;
-mod xdp_underlay;
+mod hooks;
+mod shared;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -7,6 +7,7 @@ pub(crate) mod attach;
 pub mod attached;
 mod maps;
 mod nat;
+mod pinned;
 mod services;
 mod sockets;
 
@@ -30,29 +31,6 @@ pub use sockets::{cgroup2_mount, is_cgroup2, pods_at_the_socket, register_pod, u
 /// The compiled kernel programs, built by `cargo xtask build`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("NETPATH_EBPF_OBJ"));
 
-/// Every map of the object, all pinned.
-pub const MAPS: [&str; 20] = [
-    names::ENDPOINTS,
-    names::ROUTES,
-    names::NODES,
-    names::STATS,
-    names::SETTINGS,
-    names::NAT_OUT,
-    names::NAT_IN,
-    names::NAT_EXEMPT,
-    names::EVENTS,
-    names::MONITOR,
-    names::MONITOR_LIMIT,
-    names::SERVICES,
-    names::SVC_SLOTS,
-    names::SVC_BACKENDS,
-    names::SVC_FLOWS,
-    names::SVC_REV,
-    names::SVC_AFFINITY,
-    names::SOCK_REV,
-    names::SOCK_PROBE,
-    names::POD_NETNS,
-];
 const PROGRAMS: [&str; 4] = [
     names::FROM_POD,
     names::FROM_UNDERLAY,
@@ -78,10 +56,13 @@ pub fn load_and_pin(dir: &Path) -> Result<Loaded> {
     raise_memlock()?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     check_layout(dir)?;
-    let pins: Vec<PathBuf> = MAPS.iter().map(|m| dir.join(m)).collect();
+    let pins: Vec<PathBuf> = netpath_common::maps::ALL
+        .iter()
+        .map(|m| dir.join(m.name))
+        .collect();
     let mut loader = EbpfLoader::new();
-    for (name, pin) in MAPS.iter().zip(&pins) {
-        loader.map_pin_path(name, pin.as_path());
+    for (m, pin) in netpath_common::maps::ALL.iter().zip(&pins) {
+        loader.map_pin_path(m.name, pin.as_path());
     }
     let mut ebpf = loader.load(OBJECT).context("load eBPF object")?;
     for name in PROGRAMS {
@@ -214,7 +195,7 @@ fn shape(key: u32, value: u32, max_entries: u32) -> String {
 /// the definition in the embedded object.
 fn check_layout(dir: &Path) -> Result<()> {
     let obj = aya_obj::Object::parse(OBJECT).context("parse the embedded eBPF object")?;
-    for name in MAPS {
+    for name in netpath_common::maps::ALL.iter().map(|m| m.name) {
         let path = dir.join(name);
         if !path.exists() {
             continue;
@@ -327,6 +308,38 @@ pub fn raise_memlock() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_object_has_exactly_the_maps_of_the_table() {
+        let obj = aya_obj::Object::parse(OBJECT).unwrap();
+        let mut in_object: Vec<&str> = obj.maps.keys().map(String::as_str).collect();
+        let mut declared: Vec<&str> = netpath_common::maps::ALL.iter().map(|m| m.name).collect();
+        in_object.sort();
+        declared.sort();
+        assert_eq!(in_object, declared);
+        for m in netpath_common::maps::ALL {
+            let def = &obj.maps[m.name];
+            let found = (
+                def.map_type(),
+                def.key_size(),
+                def.value_size(),
+                def.max_entries(),
+                def.map_flags(),
+            );
+            let want = (
+                m.kind.bpf_map_type(),
+                m.key_size,
+                m.value_size,
+                m.max_entries,
+                m.flags,
+            );
+            assert_eq!(
+                found, want,
+                "{}: (type, key, value, entries, flags)",
+                m.name
+            );
+        }
+    }
 
     #[test]
     fn verifier_rejections_name_the_program_and_keep_the_log_tail() {

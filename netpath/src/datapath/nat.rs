@@ -37,14 +37,14 @@ impl Pinned {
     /// Every translated flow. The programs insert and delete while we walk, so an
     /// entry that vanished under us is skipped, not an error.
     pub fn nat_flows(&self) -> Vec<(FlowKey, Flow)> {
-        let mut out: Vec<(FlowKey, Flow)> = self.nat_out.iter().filter_map(|e| e.ok()).collect();
+        let mut out: Vec<(FlowKey, Flow)> = self.NAT_OUT.iter().filter_map(|e| e.ok()).collect();
         out.sort_by_key(|(k, _)| *k);
         out.dedup_by_key(|(k, _)| *k);
         out
     }
 
     pub fn nat_translations(&self) -> Vec<(NatKey, NatTarget)> {
-        let mut out: Vec<(NatKey, NatTarget)> = self.nat_in.iter().filter_map(|e| e.ok()).collect();
+        let mut out: Vec<(NatKey, NatTarget)> = self.NAT_IN.iter().filter_map(|e| e.ok()).collect();
         out.sort_by_key(|(k, _)| *k);
         out.dedup_by_key(|(k, _)| *k);
         out
@@ -52,8 +52,8 @@ impl Pinned {
 
     pub fn nat_usage(&self) -> NatUsage {
         NatUsage {
-            flows: self.nat_out.keys().filter(|k| k.is_ok()).count(),
-            translations: self.nat_in.keys().filter(|k| k.is_ok()).count(),
+            flows: self.NAT_OUT.keys().filter(|k| k.is_ok()).count(),
+            translations: self.NAT_IN.keys().filter(|k| k.is_ok()).count(),
             capacity: NAT_CAPACITY,
         }
     }
@@ -77,19 +77,19 @@ impl Collector {
                 continue;
             }
             // Read again: a new SYN on the same tuple may have revived it since.
-            match pinned.nat_out.get(&k, 0) {
+            match pinned.NAT_OUT.get(&k, 0) {
                 Ok(now) if now.expired(k.proto, now_ns) => {}
                 _ => continue,
             }
             // The flow first: a program that still finds it re-uses its port, one
             // that does not claims a new one.
-            if pinned.nat_out.remove(&k).is_ok() {
+            if pinned.NAT_OUT.remove(&k).is_ok() {
                 done.expired += 1;
             }
             let nk = k.translated(f.nat_port);
-            if let Ok(t) = pinned.nat_in.get(&nk, 0) {
+            if let Ok(t) = pinned.NAT_IN.get(&nk, 0) {
                 if t.pod == k.pod && t.pod_port == k.pod_port {
-                    let _ = pinned.nat_in.remove(&nk);
+                    let _ = pinned.NAT_IN.remove(&nk);
                 }
             }
         }
@@ -97,16 +97,16 @@ impl Collector {
         for (nk, t) in pinned.nat_translations() {
             let owner = nk.owner(&t);
             let owned = pinned
-                .nat_out
+                .NAT_OUT
                 .get(&owner, 0)
                 .is_ok_and(|f| f.nat_port == nk.nat_port);
             if owned {
                 continue;
             }
             let suspect = (nk, t.pod, t.pod_port);
-            let unchanged = pinned.nat_in.get(&nk, 0).is_ok_and(|now| now == t);
+            let unchanged = pinned.NAT_IN.get(&nk, 0).is_ok_and(|now| now == t);
             if self.suspects.contains(&suspect) && unchanged {
-                if pinned.nat_in.remove(&nk).is_ok() {
+                if pinned.NAT_IN.remove(&nk).is_ok() {
                     done.orphans += 1;
                 }
             } else {

@@ -32,66 +32,66 @@ impl Pinned {
     /// What `SERVICES`, `SVC_SLOTS` and `SVC_BACKENDS` hold now.
     pub fn service_table(&self) -> ServiceTable {
         ServiceTable {
-            services: entries(&self.services),
-            slots: entries(&self.svc_slots),
-            backends: entries(&self.svc_backends),
+            services: entries(&self.SERVICES),
+            slots: entries(&self.SVC_SLOTS),
+            backends: entries(&self.SVC_BACKENDS),
         }
     }
 
     pub fn set_service(&mut self, k: ServiceKey, v: Service) -> Result<()> {
-        self.services.insert(k, v, 0).context("insert service")
+        self.SERVICES.insert(k, v, 0).context("insert service")
     }
 
     pub fn remove_service(&mut self, k: ServiceKey) -> Result<()> {
-        match self.services.remove(&k) {
+        match self.SERVICES.remove(&k) {
             Err(e) if is_missing(&e) => Ok(()),
             r => r.context("remove service"),
         }
     }
 
     pub fn set_slot(&mut self, k: SlotKey, v: Backend) -> Result<()> {
-        self.svc_slots
+        self.SVC_SLOTS
             .insert(k, v, 0)
             .context("insert service slot")
     }
 
     pub fn remove_slot(&mut self, k: SlotKey) -> Result<()> {
-        match self.svc_slots.remove(&k) {
+        match self.SVC_SLOTS.remove(&k) {
             Err(e) if is_missing(&e) => Ok(()),
             r => r.context("remove service slot"),
         }
     }
 
     pub fn set_backend(&mut self, k: BackendKey, v: u32) -> Result<()> {
-        self.svc_backends
+        self.SVC_BACKENDS
             .insert(k, v, 0)
             .context("insert service backend")
     }
 
     pub fn remove_backend(&mut self, k: BackendKey) -> Result<()> {
-        match self.svc_backends.remove(&k) {
+        match self.SVC_BACKENDS.remove(&k) {
             Err(e) if is_missing(&e) => Ok(()),
             r => r.context("remove service backend"),
         }
     }
 
     pub fn service_flows(&self) -> BTreeMap<Tuple, ServiceFlow> {
-        entries(&self.svc_flows)
+        entries(&self.SVC_FLOWS)
     }
 
     pub fn service_replies(&self) -> BTreeMap<Tuple, ServiceReply> {
-        entries(&self.svc_rev)
+        entries(&self.SVC_REV)
     }
 
     pub fn affinities(&self) -> BTreeMap<AffinityKey, Affinity> {
-        entries(&self.svc_affinity)
+        entries(&self.SVC_AFFINITY)
     }
 
     pub fn service_usage(&self) -> ServiceUsage {
         ServiceUsage {
-            flows: self.svc_flows.keys().filter(|k| k.is_ok()).count(),
-            replies: self.svc_rev.keys().filter(|k| k.is_ok()).count(),
-            affinities: self.svc_affinity.keys().filter(|k| k.is_ok()).count(),
+            flows: self.SVC_FLOWS.keys().filter(|k| k.is_ok()).count(),
+            replies: self.SVC_REV.keys().filter(|k| k.is_ok()).count(),
+            affinities: self.SVC_AFFINITY.keys().filter(|k| k.is_ok()).count(),
             capacity: SERVICE_FLOW_CAPACITY,
         }
     }
@@ -139,8 +139,8 @@ impl ServiceCollector {
                 continue;
             }
             // Read again: a packet may have revived it since the walk.
-            let fresh_flow = pinned.svc_flows.get(&k, 0).ok();
-            let fresh_reply = pinned.svc_rev.get(&rk, 0).ok();
+            let fresh_flow = pinned.SVC_FLOWS.get(&k, 0).ok();
+            let fresh_reply = pinned.SVC_REV.get(&rk, 0).ok();
             match fresh_flow {
                 Some(f) if service_flow_expired(k.proto, &f, fresh_reply.as_ref(), now_ns) => {}
                 _ => {
@@ -148,10 +148,10 @@ impl ServiceCollector {
                     continue;
                 }
             }
-            if pinned.svc_flows.remove(&k).is_ok() {
+            if pinned.SVC_FLOWS.remove(&k).is_ok() {
                 done.flows += 1;
             }
-            let _ = pinned.svc_rev.remove(&rk);
+            let _ = pinned.SVC_REV.remove(&rk);
         }
         let mut suspects = HashSet::new();
         for (rk, r) in replies {
@@ -168,14 +168,14 @@ impl ServiceCollector {
             };
             // A flow that moved to another backend leaves its old reply side behind.
             let owned = pinned
-                .svc_flows
+                .SVC_FLOWS
                 .get(&client, 0)
                 .is_ok_and(|f| reply_key(&client, &f) == rk);
             if owned {
                 continue;
             }
             if self.suspects.contains(&rk) {
-                if pinned.svc_rev.remove(&rk).is_ok() {
+                if pinned.SVC_REV.remove(&rk).is_ok() {
                     done.orphans += 1;
                 }
             } else {
@@ -185,12 +185,12 @@ impl ServiceCollector {
         self.suspects = suspects;
         for (ak, a) in pinned.affinities() {
             let timeout = pinned
-                .services
+                .SERVICES
                 .get(&ak.service, 0)
                 .map(|s| s.affinity_secs as u64 * 1_000_000_000)
                 .unwrap_or(0);
             if now_ns.saturating_sub(a.last_seen) > timeout
-                && pinned.svc_affinity.remove(&ak).is_ok()
+                && pinned.SVC_AFFINITY.remove(&ak).is_ok()
             {
                 done.affinities += 1;
             }

@@ -10,15 +10,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netpath_common::{Ipv4, IPPROTO_ICMP, IPPROTO_UDP};
-use network_types::eth::EthHdr;
 
-use crate::packet::fold;
-
-/// Offsets of the IPv4 header and its fields behind an Ethernet header.
-pub const IP: usize = EthHdr::LEN;
-pub const IP_CHECK: usize = IP + 10;
-pub const IP_SRC: usize = IP + 12;
-pub const IP_DST: usize = IP + 16;
+use super::{
+    csum,
+    ipv4::{IP, IP_CHECK},
+};
 
 /// A 16-bit field as the checksum helpers take it.
 #[inline(always)]
@@ -60,7 +56,7 @@ impl Rewrite {
         unsafe {
             *((data + ip_at) as *mut Ipv4) = self.new_ip;
             let check = (data + IP_CHECK) as *mut [u8; 2];
-            *check = replaced(*check, self.old_ip, self.new_ip).to_be_bytes();
+            *check = csum::update(*check, &self.old_ip, &self.new_ip);
             *port = self.new_port;
         }
         // UDP's zero checksum means "none" and must stay zero.
@@ -88,16 +84,4 @@ impl Rewrite {
         }
         Ok(())
     }
-}
-
-/// A header checksum after one 32-bit word of its header changed (RFC 1624, eq. 3).
-#[inline(always)]
-fn replaced(check: [u8; 2], old: Ipv4, new: Ipv4) -> u16 {
-    let word = |b: [u8; 4], i: usize| u16::from_be_bytes([b[i], b[i + 1]]) as u32;
-    let sum = !u16::from_be_bytes(check) as u32
-        + !word(old, 0) as u16 as u32
-        + !word(old, 2) as u16 as u32
-        + word(new, 0)
-        + word(new, 2);
-    fold(sum)
 }

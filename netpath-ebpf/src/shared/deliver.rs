@@ -7,7 +7,7 @@ use aya_ebpf::{
 use netpath_common::{Endpoint, Reason, RedirectMode, Route, RouteMode, Settings};
 use network_types::eth::EthHdr;
 
-use crate::{ipip, tunnel, vxlan};
+use super::{ipip, tunnel, vxlan};
 
 const AF_INET: u32 = 2;
 

@@ -9,8 +9,7 @@
 //! hashing is for.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, TC_ACT_SHOT},
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
-    maps::lpm_trie::Key,
+    helpers::generated::bpf_get_prandom_u32,
     programs::TcContext,
 };
 use netpath_common::{
@@ -18,27 +17,21 @@ use netpath_common::{
     ServiceKey, ServiceReply, Settings, SlotKey, Tuple, BACKEND_READY, IPPROTO_UDP, SVC_AFFINITY,
     SVC_SNAT_REMOTE,
 };
-
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{
+use super::{
+    clock::now_ns,
     deliver,
-    l4::L4,
+    ipv4::{in_prefix, Ip, IP},
+    l4::{tcp, L4},
     maps::{
-        ENDPOINTS, ROUTES, SERVICES, SVC_AFFINITY as AFFINITY, SVC_BACKENDS, SVC_FLOWS, SVC_REV,
-        SVC_SLOTS,
+        host_key, EEXIST, ENDPOINTS, ROUTES, SERVICES, SVC_AFFINITY as AFFINITY, SVC_BACKENDS,
+        SVC_FLOWS, SVC_REV, SVC_SLOTS,
     },
-    nat::Ip,
-    packet::{eth_ipv4, header_mut, in_prefix},
+    packet::{eth_ipv4, header_mut},
     reject,
-    rewrite::IP,
 };
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-const EEXIST: i32 = 17;
 /// Node-side ports tried for a node port's flow to a remote backend.
 const SNAT_TRIES: u32 = 8;
 
@@ -51,12 +44,6 @@ pub enum Step {
     Translated { reply: bool },
     /// Decided here.
     Done((i32, Reason)),
-}
-
-#[inline(always)]
-fn now() -> u64 {
-    // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
 }
 
 #[inline(always)]
@@ -93,7 +80,7 @@ pub fn from_pod(ctx: &TcContext, ip: Ip, s: &Settings, ifindex: u32) -> Step {
 #[inline(always)]
 fn supersede(p: &L4) {
     let t = &p.tuple;
-    if t.proto != IPPROTO_UDP && p.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+    if t.proto != IPPROTO_UDP && p.tcp_flags & (tcp::SYN | tcp::ACK) != tcp::SYN {
         return;
     }
     let back = Tuple {
@@ -156,11 +143,11 @@ fn reply(ctx: &TcContext, p: &L4) -> Option<Step> {
     // SAFETY: a map value; the kernel keeps it alive under RCU while we run. Each
     // field is a plain store of its own.
     let r = unsafe { &mut *r };
-    r.last_seen = now();
-    if p.tcp_flags & TCP_FIN != 0 {
+    r.last_seen = now_ns();
+    if p.tcp_flags & tcp::FIN != 0 {
         r.fin = 1;
     }
-    if p.tcp_flags & TCP_RST != 0 {
+    if p.tcp_flags & tcp::RST != 0 {
         r.rst = 1;
     }
     let (front, front_port, client, client_port) = (r.front, r.front_port, r.client, r.client_port);
@@ -192,7 +179,7 @@ fn forward<const NODE_PORT: bool>(ctx: &TcContext, p: &L4, s: &Settings, ifindex
         proto: t.proto,
         _pad: 0,
     };
-    let now = now();
+    let now = now_ns();
     let (backend, source, source_port) = match kept(&key, p, now) {
         Some(f) => f,
         None => {
@@ -246,10 +233,10 @@ fn kept(key: &ServiceKey, p: &L4, now: u64) -> Option<(Backend, Ipv4, [u8; 2])> 
     // SAFETY: as above.
     unsafe { SVC_BACKENDS.get(bk) }?;
     f.last_seen = now;
-    if p.tcp_flags & TCP_FIN != 0 {
+    if p.tcp_flags & tcp::FIN != 0 {
         f.fin = 1;
     }
-    if p.tcp_flags & TCP_RST != 0 {
+    if p.tcp_flags & tcp::RST != 0 {
         f.rst = 1;
     }
     Some((f.backend, f.source, f.source_port))
@@ -436,7 +423,7 @@ pub fn onward(ctx: &TcContext, s: &Settings) -> (i32, Reason) {
     if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
         return deliver::to_local_pod(eth, dst, Some(s), Reason::Redirected);
     }
-    if let Some(route) = ROUTES.get(&Key::new(32, ip.dst_addr)) {
+    if let Some(route) = ROUTES.get(&host_key(ip.dst_addr)) {
         return deliver::by_route(ctx, eth, route, s);
     }
     deliver::to_underlay(s.underlay_ifindex, None, Reason::SvcReplyOut)

@@ -7,16 +7,17 @@
 //! and its backend directly must show each as what it asked, and a connected UDP
 //! socket must move off a backend that leaves.
 use aya_ebpf::{
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns},
+    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
     EbpfContext,
 };
 use netpath_common::{Backend, ServiceKey, SockRevKey, IPPROTO_TCP};
 
-use crate::{
+use crate::shared::{
+    clock::now_ns,
+    ipv4::in_prefix,
     maps::{POD_NETNS, SERVICES, SETTINGS, SOCK_PROBE, SOCK_REV},
-    packet::in_prefix,
     service,
 };
 
@@ -105,9 +106,7 @@ fn translate(ctx: &SockAddrContext, connect: bool) -> i32 {
     let Some(svc) = (unsafe { SERVICES.get(key) }).copied() else {
         return unserved;
     };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let Ok(backend) = service::pick(&key, &svc, client, now) else {
+    let Ok(backend) = service::pick(&key, &svc, client, now_ns()) else {
         return unserved;
     };
     sa.user_ip4 = u32::from_ne_bytes(backend.addr);

@@ -3,18 +3,18 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::bpf_redirect,
     macros::classifier,
-    maps::lpm_trie::Key,
     programs::TcContext,
 };
 use netpath_common::{Program, Reason, Settings, POD_GATEWAY};
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{
+use crate::shared::{
     deliver,
-    maps::{ENDPOINTS, NAT_EXEMPT, ROUTES, SETTINGS},
+    ipv4::{decrement_ttl, in_prefix, well_formed, Ip},
+    maps::{host_key, ENDPOINTS, NAT_EXEMPT, ROUTES, SETTINGS},
     monitor::observe,
     nat,
-    packet::{decrement_ttl, eth_ipv4, header_mut, in_prefix, ETH_P_ARP, ETH_P_IP},
+    packet::{eth_ipv4, header_mut, Packet, ETH_P_ARP, ETH_P_IP},
     service::{self, Step},
 };
 
@@ -25,12 +25,6 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     let (action, reason) = classify(&ctx);
     observe(&ctx, PROG, reason);
     action
-}
-
-#[inline(always)]
-fn ingress_ifindex(ctx: &TcContext) -> u32 {
-    // SAFETY: the context pointer is valid for the program's whole run.
-    unsafe { (*ctx.skb.skb).ifindex }
 }
 
 #[inline(always)]
@@ -52,22 +46,22 @@ fn ipv4(ctx: &TcContext) -> (i32, Reason) {
     let Some(ip) = header_mut::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         return (TC_ACT_SHOT, Reason::DropTruncated);
     };
-    if ip.vihl >> 4 != 4 || ip.vihl & 0xf < 5 {
+    if !well_formed(ip) {
         return (TC_ACT_SHOT, Reason::DropBadHeader);
     }
     // Anti-spoofing: the source must be the endpoint that owns this veth.
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     match unsafe { ENDPOINTS.get(ip.src_addr) } {
-        Some(ep) if ep.ifindex == ingress_ifindex(ctx) => {}
+        Some(ep) if ep.ifindex == ctx.ifindex() => {}
         _ => return (TC_ACT_SHOT, Reason::DropSpoofed),
     }
     let settings = SETTINGS.get(0);
     let mut reply = false;
     if let Some(s) = settings.filter(|s| s.services != 0) {
-        let Some(h) = nat::Ip::of(ip) else {
+        let Some(h) = Ip::of(ip) else {
             return (TC_ACT_SHOT, Reason::DropBadHeader);
         };
-        match service::from_pod(ctx, h, s, ingress_ifindex(ctx)) {
+        match service::from_pod(ctx, h, s, ctx.ifindex()) {
             Step::Untouched => {}
             Step::Done(verdict) => return verdict,
             Step::Translated { reply: r } => reply = r,
@@ -105,8 +99,7 @@ fn route(
     let Some(s) = settings else {
         return (TC_ACT_OK, Reason::ToStack);
     };
-    let key = Key::new(32, ip.dst_addr);
-    let Some(route) = ROUTES.get(&key) else {
+    let Some(route) = ROUTES.get(&host_key(ip.dst_addr)) else {
         if in_prefix(ip.dst_addr, s.cluster_ip, s.cluster_prefix) && s.cluster_prefix > 0 {
             return (TC_ACT_SHOT, Reason::DropNoRoute);
         }
@@ -136,7 +129,7 @@ fn route(
 fn outside(ctx: &TcContext, ip: &mut Ipv4Hdr, s: &Settings) -> (i32, Reason) {
     if s.masquerade == 0
         || ip.dst_addr[0] >= 224
-        || NAT_EXEMPT.get(&Key::new(32, ip.dst_addr)).is_some()
+        || NAT_EXEMPT.get(&host_key(ip.dst_addr)).is_some()
     {
         return (TC_ACT_OK, Reason::ToStack);
     }
@@ -145,7 +138,7 @@ fn outside(ctx: &TcContext, ip: &mut Ipv4Hdr, s: &Settings) -> (i32, Reason) {
         return (TC_ACT_OK, Reason::ToStack);
     }
     decrement_ttl(ip);
-    match nat::Ip::of(ip) {
+    match Ip::of(ip) {
         Some(header) => nat::masquerade(ctx, &header, s),
         None => (TC_ACT_SHOT, Reason::DropBadHeader),
     }
@@ -170,7 +163,7 @@ fn arp(ctx: &TcContext, eth: &mut EthHdr) -> (i32, Reason) {
     let Some(owner) = (unsafe { ENDPOINTS.get(arp.spa) }) else {
         return (TC_ACT_SHOT, Reason::DropSpoofed);
     };
-    let ifindex = ingress_ifindex(ctx);
+    let ifindex = ctx.ifindex();
     if owner.ifindex != ifindex {
         return (TC_ACT_SHOT, Reason::DropSpoofed);
     }

@@ -1,5 +1,5 @@
 //! Bounds-checked access to headers in direct packet memory, for TC and XDP alike,
-//! and the small header arithmetic every program needs.
+//! and the Ethernet + IPv4 prologue every program starts with.
 use aya_ebpf::programs::{TcContext, XdpContext};
 use netpath_common::Reason;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
@@ -95,47 +95,3 @@ pub fn eth_ipv4(ctx: &impl Packet) -> Result<(&'static mut EthHdr, &'static mut 
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
-
-/// TTL minus one with an incremental checksum update (RFC 1624).
-#[inline(always)]
-pub fn decrement_ttl(ip: &mut Ipv4Hdr) {
-    let old = u16::from_be_bytes([ip.ttl, ip.proto]);
-    ip.ttl -= 1;
-    let new = u16::from_be_bytes([ip.ttl, ip.proto]);
-    let sum = !u16::from_be_bytes(ip.check) as u32 + !old as u32 + new as u32;
-    ip.check = fold(sum).to_be_bytes();
-}
-
-/// A ones'-complement sum of 16-bit words folded to 16 bits and complemented: the
-/// checksum field's value. Two folds suffice for sums of up to 65 537 words.
-#[inline(always)]
-pub fn fold(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
-}
-
-/// Header checksum of a 20-byte IPv4 header whose checksum field is zero.
-#[inline(always)]
-pub fn ipv4_checksum(hdr: &[u8; 20]) -> u16 {
-    let mut sum = 0u32;
-    let mut i = 0;
-    while i < 20 {
-        sum += u16::from_be_bytes([hdr[i], hdr[i + 1]]) as u32;
-        i += 2;
-    }
-    fold(sum)
-}
-
-/// Does `addr` fall inside `net/prefix`?
-#[inline(always)]
-pub fn in_prefix(addr: [u8; 4], net: [u8; 4], prefix: u32) -> bool {
-    if prefix == 0 {
-        return true;
-    }
-    if prefix > 32 {
-        return false;
-    }
-    let mask = u32::MAX << (32 - prefix);
-    (u32::from_be_bytes(addr) & mask) == (u32::from_be_bytes(net) & mask)
-}

@@ -8,19 +8,17 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netpath_common::{Reason, Route, Settings, IPIP_OVERHEAD, IPPROTO_IPIP};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::ip::Ipv4Hdr;
 
-use crate::{
+use super::{
+    ipv4::{in_prefix, is_fragment, well_formed, Header, DF, IP},
     maps::NODES,
-    packet::{header_mut, in_prefix, ipv4_checksum, Packet},
+    packet::{header_mut, Packet},
     vxlan::sender_may_send,
 };
 
-const ETH_LEN: usize = EthHdr::LEN;
 /// The inner header of a received frame: behind an outer IPv4 header without options.
-const INNER_IP: usize = ETH_LEN + Ipv4Hdr::LEN;
-/// The IPv4 "don't fragment" bit, in the flags/fragment-offset field's first byte.
-const DF: u8 = 0x40;
+const INNER_IP: usize = IP + Ipv4Hdr::LEN;
 
 /// Wraps the IPv4 packet in `ctx` for `route`, as the kernel's ipip device does: the
 /// outer header copies the inner TOS and DF (so path MTU discovery still works end
@@ -28,32 +26,29 @@ const DF: u8 = 0x40;
 /// already leaves room for the 20 bytes.
 #[inline(always)]
 pub fn encapsulate(ctx: &TcContext, route: &Route, s: &Settings) -> Result<(), ()> {
-    let Some(inner) = header_mut::<Ipv4Hdr>(ctx, ETH_LEN) else {
+    let Some(inner) = header_mut::<Ipv4Hdr>(ctx, IP) else {
         return Err(());
     };
     let tos = inner.tos;
     let id = inner.id;
     let df = inner.frags[0] & DF;
-    let inner_len = ctx.len().saturating_sub(ETH_LEN as u32);
+    let inner_len = ctx.len().saturating_sub(IP as u32);
     let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO) as u64;
     ctx.adjust_room(IPIP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, flags)
         .map_err(|_| ())?;
 
     // A GSO super-packet can exceed 16 bits; segmentation rewrites the length anyway.
     let outer_len = (inner_len + IPIP_OVERHEAD).min(0xffff) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[1] = tos;
-    ip[2..4].copy_from_slice(&outer_len.to_be_bytes());
-    ip[4..6].copy_from_slice(&id);
-    ip[6] = df;
-    ip[8] = 64;
-    ip[9] = IPPROTO_IPIP;
-    ip[12..16].copy_from_slice(&s.node_ip);
-    ip[16..20].copy_from_slice(&route.node_ip);
-    let c = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ctx.store(ETH_LEN, &ip, 0).map_err(|_| ())
+    let outer = Header {
+        src: s.node_ip,
+        dst: route.node_ip,
+        proto: IPPROTO_IPIP,
+        total: outer_len,
+        tos,
+        id,
+        df,
+    };
+    ctx.store(IP, &outer.bytes(), 0).map_err(|_| ())
 }
 
 /// Removes the outer IPv4 header, keeping the Ethernet header in front of the inner
@@ -101,14 +96,13 @@ pub fn check_rx<C: Packet>(ctx: &C, ip: &Ipv4Hdr, s: &Settings) -> RxVerdict {
     }
     // Options would move the inner header, and a fragment of the outer packet holds
     // only part of it: the kernel's device would reassemble, we do not.
-    let fragmented = ip.frags[0] & 0x3f != 0 || ip.frags[1] != 0;
-    if ip.vihl != 0x45 || fragmented {
+    if ip.vihl != 0x45 || is_fragment(ip.frags) {
         return RxVerdict::Drop(Reason::DropIpipMalformed);
     }
     let Some(inner) = inner else {
         return RxVerdict::Drop(Reason::DropIpipMalformed);
     };
-    if inner.vihl >> 4 != 4 || inner.vihl & 0xf < 5 {
+    if !well_formed(inner) {
         return RxVerdict::Drop(Reason::DropIpipMalformed);
     }
     if !sender_may_send(inner.src_addr, outer_src) {

@@ -12,14 +12,14 @@ use aya_ebpf::{
 use netpath_common::{Reason, Route, Settings, IPPROTO_UDP, VXLAN_OVERHEAD};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr};
 
-use crate::{
-    maps::{NODES, ROUTES},
-    packet::{header_mut, ipv4_checksum, Packet, ETH_P_IP},
+use super::{
+    ipv4::{Header, IP},
+    maps::{host_key, NODES, ROUTES},
+    packet::{header_mut, Packet, ETH_P_IP},
 };
 
-const ETH_LEN: usize = 14;
 // Received frames: offsets behind an outer IPv4 header without options.
-const OUTER_UDP: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+const OUTER_UDP: usize = IP + Ipv4Hdr::LEN;
 const VXLAN_HDR: usize = OUTER_UDP + UdpHdr::LEN;
 const INNER_ETH: usize = VXLAN_HDR + 8;
 const INNER_IP: usize = INNER_ETH + EthHdr::LEN;
@@ -48,29 +48,30 @@ struct Encap {
 /// without it the kernel would shrink every segment by them.
 #[inline(always)]
 pub fn encapsulate(ctx: &TcContext, route: &Route, s: &Settings) -> Result<(), ()> {
-    let inner_len = ctx.len().saturating_sub(ETH_LEN as u32);
+    let inner_len = ctx.len().saturating_sub(IP as u32);
     // SAFETY: the context pointer is valid for the program's whole run.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
     let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
         | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
         | BPF_F_ADJ_ROOM_FIXED_GSO) as u64
         | s.encap_flags as u64
-        | encap_l2(ETH_LEN as u64);
+        | encap_l2(EthHdr::LEN as u64);
     ctx.adjust_room(VXLAN_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, flags)
         .map_err(|_| ())?;
 
     // A GSO super-packet can exceed 16 bits; segmentation rewrites the lengths anyway.
     let outer_len = (inner_len + VXLAN_OVERHEAD).min(0xffff) as u16;
     let udp_len = outer_len.saturating_sub(20);
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&outer_len.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = IPPROTO_UDP;
-    ip[12..16].copy_from_slice(&s.node_ip);
-    ip[16..20].copy_from_slice(&route.node_ip);
-    let c = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let ip = Header {
+        src: s.node_ip,
+        dst: route.node_ip,
+        proto: IPPROTO_UDP,
+        total: outer_len,
+        tos: 0,
+        id: [0; 2],
+        df: 0,
+    }
+    .bytes();
 
     // Source port from the inner flow hash, as the kernel does, for ECMP entropy.
     let sport = 32768 + (hash >> 16) as u16 % 28232;
@@ -95,7 +96,7 @@ pub fn encapsulate(ctx: &TcContext, route: &Route, s: &Settings) -> Result<(), (
         vxlan,
         inner_eth,
     };
-    ctx.store(ETH_LEN, &hdr, 0).map_err(|_| ())
+    ctx.store(IP, &hdr, 0).map_err(|_| ())
 }
 
 /// Removes the outer IPv4/UDP/VXLAN and inner Ethernet headers, keeping the outer
@@ -133,7 +134,7 @@ pub struct Accepted {
 }
 
 /// The VXLAN receive check, the same at TC and at XDP: the frame is VXLAN when its
-/// IPv4 header `ip` (from [`crate::packet::eth_ipv4`]) has no options and carries UDP
+/// IPv4 header `ip` (from [`super::packet::eth_ipv4`]) has no options and carries UDP
 /// to our port; it is accepted when it comes from a known node, has the VNI flag and
 /// our VNI, wraps Ethernet + IPv4, and the inner source is the sender itself or one of
 /// the pod subnets routed to it.
@@ -178,6 +179,8 @@ pub fn check_rx<C: Packet>(ctx: &C, ip: &Ipv4Hdr, s: &Settings) -> RxVerdict {
 /// A node may send as itself or as one of its pods; anything else is spoofed.
 #[inline(always)]
 pub fn sender_may_send(inner_src: [u8; 4], node: [u8; 4]) -> bool {
-    let key = aya_ebpf::maps::lpm_trie::Key::new(32, inner_src);
-    inner_src == node || ROUTES.get(&key).is_some_and(|r| r.node_ip == node)
+    inner_src == node
+        || ROUTES
+            .get(&host_key(inner_src))
+            .is_some_and(|r| r.node_ip == node)
 }

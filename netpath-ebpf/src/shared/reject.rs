@@ -9,18 +9,12 @@ use aya_ebpf::{
 };
 use netpath_common::{Reason, IPPROTO_ICMP, IPPROTO_TCP};
 
-use crate::{
-    l4::L4,
-    packet::{fold, ipv4_checksum},
-    rewrite::IP,
+use super::{
+    csum,
+    ipv4::{Header, DF, IP},
+    l4::{icmp, tcp, L4},
 };
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_PORT_UNREACH: u8 = 3;
 /// What an ICMP error quotes: the refused packet's IP header and 8 bytes after it.
 const QUOTE: usize = 28;
 
@@ -29,7 +23,7 @@ const QUOTE: usize = 28;
 #[inline(always)]
 pub fn refuse(ctx: &TcContext, p: &L4, ifindex: u32) -> (i32, Reason) {
     let built = if p.tuple.proto == IPPROTO_TCP {
-        if p.tcp_flags & TCP_RST != 0 {
+        if p.tcp_flags & tcp::RST != 0 {
             return (TC_ACT_SHOT, Reason::DropSvcNoBackend);
         }
         reset(ctx, p)
@@ -61,15 +55,16 @@ fn swap_macs(ctx: &TcContext) -> Result<(), i64> {
 /// A 20-byte IPv4 header from the refused packet's destination back to its source.
 #[inline(always)]
 fn ip_header(p: &L4, proto: u8, total: u16, tos: u8) -> [u8; 20] {
-    let (s, d, t) = (p.tuple.dst, p.tuple.src, total.to_be_bytes());
-    let mut h = [
-        0x45, tos, t[0], t[1], 0, 0, 0x40, 0, 64, proto, 0, 0, s[0], s[1], s[2], s[3], d[0], d[1],
-        d[2], d[3],
-    ];
-    let c = ipv4_checksum(&h).to_be_bytes();
-    h[10] = c[0];
-    h[11] = c[1];
-    h
+    Header {
+        src: p.tuple.dst,
+        dst: p.tuple.src,
+        proto,
+        total,
+        tos,
+        id: [0; 2],
+        df: DF,
+    }
+    .bytes()
 }
 
 /// RFC 793's reset for a segment to a closed port: with the segment's ACK as its
@@ -82,43 +77,29 @@ fn reset(ctx: &TcContext, p: &L4) -> Result<(), i64> {
     let seg: [u8; 20] = ctx.load(p.at as usize)?;
     let doff = (seg[12] >> 4) as usize * 4;
     let flags = seg[13];
-    let (seq, ack, out_flags) = if flags & TCP_ACK != 0 {
-        ([seg[8], seg[9], seg[10], seg[11]], [0; 4], TCP_RST)
+    let (seq, ack, out_flags) = if flags & tcp::ACK != 0 {
+        ([seg[8], seg[9], seg[10], seg[11]], [0; 4], tcp::RST)
     } else {
         let payload = (p.total as usize).saturating_sub(p.ip_len as usize + doff) as u32;
-        let used = payload + (flags & TCP_SYN != 0) as u32 + (flags & TCP_FIN != 0) as u32;
+        let used = payload + (flags & tcp::SYN != 0) as u32 + (flags & tcp::FIN != 0) as u32;
         let next = u32::from_be_bytes([seg[4], seg[5], seg[6], seg[7]]).wrapping_add(used);
-        ([0; 4], next.to_be_bytes(), TCP_RST | TCP_ACK)
+        ([0; 4], next.to_be_bytes(), tcp::RST | tcp::ACK)
     };
     let (sp, dp) = (p.tuple.dst_port, p.tuple.src_port);
-    let mut tcp = [
+    let mut out = [
         sp[0], sp[1], dp[0], dp[1], seq[0], seq[1], seq[2], seq[3], ack[0], ack[1], ack[2], ack[3],
         0x50, out_flags, 0, 0, 0, 0, 0, 0,
     ];
     let ip = ip_header(p, IPPROTO_TCP, 40, 0);
-    let c = l4_checksum(&ip, &tcp).to_be_bytes();
-    tcp[16] = c[0];
-    tcp[17] = c[1];
+    // Over the pseudo-header (addresses, protocol, length) and the segment.
+    let pseudo = IPPROTO_TCP as u32 + 20 + csum::sum_words(&p.tuple.src);
+    let sum = pseudo + csum::sum_words(&p.tuple.dst) + csum::sum_words(&out);
+    let c = csum::fold(sum).to_be_bytes();
+    out[16] = c[0];
+    out[17] = c[1];
     change_tail(ctx, (IP + 40) as u32)?;
     ctx.store(IP, &ip, 0)?;
-    ctx.store(IP + 20, &tcp, 0)
-}
-
-/// TCP's checksum over the pseudo-header of `ip` and the 20-byte segment `tcp`.
-#[inline(always)]
-fn l4_checksum(ip: &[u8; 20], tcp: &[u8; 20]) -> u16 {
-    let mut sum = IPPROTO_TCP as u32 + 20;
-    let mut i = 12;
-    while i < 20 {
-        sum += u16::from_be_bytes([ip[i], ip[i + 1]]) as u32;
-        i += 2;
-    }
-    let mut i = 0;
-    while i < 20 {
-        sum += u16::from_be_bytes([tcp[i], tcp[i + 1]]) as u32;
-        i += 2;
-    }
-    fold(sum)
+    ctx.store(IP + 20, &out, 0)
 }
 
 /// ICMP port unreachable quoting the datagram's header and first 8 bytes.
@@ -128,20 +109,14 @@ fn unreachable(ctx: &TcContext, p: &L4) -> Result<(), i64> {
         return Err(0);
     }
     let quote: [u8; QUOTE] = ctx.load(IP)?;
-    let mut icmp = [ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0, 0, 0, 0, 0, 0];
-    let mut sum = u16::from_be_bytes([icmp[0], icmp[1]]) as u32;
-    let mut i = 0;
-    while i < QUOTE {
-        sum += u16::from_be_bytes([quote[i], quote[i + 1]]) as u32;
-        i += 2;
-    }
-    let c = fold(sum).to_be_bytes();
-    icmp[2] = c[0];
-    icmp[3] = c[1];
+    let mut head = [icmp::DEST_UNREACH, icmp::PORT_UNREACH, 0, 0, 0, 0, 0, 0];
+    let c = csum::fold(csum::sum_words(&head) + csum::sum_words(&quote)).to_be_bytes();
+    head[2] = c[0];
+    head[3] = c[1];
     let ip = ip_header(p, IPPROTO_ICMP, (20 + 8 + QUOTE) as u16, 0xc0);
     change_tail(ctx, (IP + 20 + 8 + QUOTE) as u32)?;
     ctx.store(IP, &ip, 0)?;
-    ctx.store(IP + 20, &icmp, 0)?;
+    ctx.store(IP + 20, &head, 0)?;
     ctx.store(IP + 28, &quote, 0)
 }
 

@@ -2,11 +2,12 @@
 //! packets, goes into the `EVENTS` ring buffer with its tuple. A per-CPU budget per
 //! second bounds what a flood costs; what is over it, or finds the ring full, is only
 //! counted (`MONITOR_LIMIT`), so the ring never holds a packet up.
-use aya_ebpf::helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use aya_ebpf::helpers::generated::bpf_get_smp_processor_id;
 use netpath_common::{Event, MonitorConfig, Program, Reason, EVENT_DROP, EVENT_TRACE};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{
+use super::{
+    clock::now_ns,
     maps::{EVENTS, MONITOR, MONITOR_LIMIT},
     packet::{header_mut, Packet, ETH_P_IP},
     stats::count,
@@ -42,8 +43,7 @@ fn emit<C: Packet>(ctx: &C, program: Program, reason: Reason, kind: u8, cfg: &Mo
     };
     // SAFETY: a per-CPU slot: nothing else on this CPU runs while we do.
     let l = unsafe { &mut *limit };
-    // SAFETY: helper without arguments.
-    let t = unsafe { bpf_ktime_get_ns() };
+    let t = now_ns();
     if kind == EVENT_TRACE {
         if t > cfg.trace_until_ns {
             // The monitor that asked stopped renewing: it is gone.

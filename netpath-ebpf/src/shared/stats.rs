@@ -1,7 +1,7 @@
 //! Per-CPU fate counters.
 use netpath_common::{stats_index, Program, Reason};
 
-use crate::maps::STATS;
+use super::maps::STATS;
 
 #[inline(always)]
 pub fn count(program: Program, reason: Reason) {

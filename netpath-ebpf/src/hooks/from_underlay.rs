@@ -8,8 +8,9 @@ use aya_ebpf::{
 use netpath_common::{Program, Reason, Settings, TUNNEL_RX};
 use network_types::eth::EthHdr;
 
-use crate::{
+use crate::shared::{
     deliver, ipip,
+    ipv4::Ip,
     maps::{ENDPOINTS, SETTINGS},
     monitor::observe,
     nat,
@@ -79,7 +80,7 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
     }
     // The header's fields, read once: a service lookup may move the packet's data
     // (its L4 header pulled into the linear area), so no pointer into it outlives it.
-    let Some(h) = nat::Ip::of(ip) else {
+    let Some(h) = Ip::of(ip) else {
         return (TC_ACT_OK, Reason::ToStack);
     };
     if s.services != 0 {

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use netpath_common::{Program, Reason, VXLAN_OVERHEAD};
 
-use crate::{
+use crate::shared::{
     maps::SETTINGS,
     monitor::observe,
     packet::eth_ipv4,

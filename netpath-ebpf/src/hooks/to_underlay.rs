@@ -8,9 +8,9 @@ use aya_ebpf::{
 };
 use netpath_common::{Program, Reason, RouteMode};
 
-use crate::{
+use crate::shared::{
     ipip,
-    maps::{ROUTES, SETTINGS},
+    maps::{host_key, ROUTES, SETTINGS},
     monitor::observe,
     packet::eth_ipv4,
     vxlan,
@@ -34,8 +34,7 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
         Err(Reason::NonIpv4) => return (TC_ACT_OK, Reason::NonIpv4),
         Err(_) => return (TC_ACT_OK, Reason::ToStack),
     };
-    let key = aya_ebpf::maps::lpm_trie::Key::new(32, ip.dst_addr);
-    let (Some(route), Some(s)) = (ROUTES.get(&key), SETTINGS.get(0)) else {
+    let (Some(route), Some(s)) = (ROUTES.get(&host_key(ip.dst_addr)), SETTINGS.get(0)) else {
         return (TC_ACT_OK, Reason::ToStack);
     };
     let (wrapped, ok) = match RouteMode::from_u32(route.mode) {

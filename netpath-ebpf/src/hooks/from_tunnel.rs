@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use netpath_common::{Program, Reason};
 
-use crate::{
+use crate::shared::{
     deliver,
     maps::{ENDPOINTS, NODES, SETTINGS},
     monitor::observe,

@@ -1,12 +1,29 @@
-//! A TCP or UDP packet's tuple, read once, and the rewrites of its source or
-//! destination that services make.
+//! Above IPv4: a TCP or UDP packet's tuple, read once, and the rewrites of its source
+//! or destination that services make; TCP's flags and ICMP's types, named once.
 use aya_ebpf::programs::TcContext;
 use netpath_common::{Ipv4, Tuple, IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::{
-    nat::Ip,
-    rewrite::{Rewrite, IP, IP_DST, IP_SRC},
+use super::{
+    ipv4::{Ip, IP, IP_DST, IP_SRC},
+    rewrite::Rewrite,
 };
+
+/// TCP header flags (the byte 13 bytes into the header).
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// ICMP types and codes the translations read or write.
+pub mod icmp {
+    pub const ECHO_REPLY: u8 = 0;
+    pub const DEST_UNREACH: u8 = 3;
+    pub const PORT_UNREACH: u8 = 3;
+    pub const ECHO: u8 = 8;
+    pub const TIME_EXCEEDED: u8 = 11;
+}
 
 /// A TCP or UDP packet's tuple and where its ports and checksum are. Small on
 /// purpose: it lives on the stack of programs 5.10 allows 512 bytes.
