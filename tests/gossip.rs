@@ -174,22 +174,11 @@ fn datagrams_without_the_cluster_key_are_dropped_counted_and_install_nothing() {
 fn a_partition_keeps_each_side_forwarding_and_heals_without_a_restart() {
     let (lab, _cfg, _serial) = gossip_lab(3, |_| {});
     let cidrs: Vec<Ipv4Net> = (0..3).map(|i| lab.nodes[i].spec.pod_cidr).collect();
-    let ips: Vec<Ipv4Addr> = (0..3).map(|i| lab.nodes[i].spec.ip()).collect();
     // Blackhole routes in the nodes' own namespaces: node2 on one side, node0 and
     // node1 on the other.
     let cut = |verb: &str| {
-        for (a, b) in [(0, 2), (1, 2), (2, 0), (2, 1)] {
-            let dst = format!("{}/32", ips[b]);
-            let st = lab.nodes[a]
-                .ns
-                .run(|| {
-                    Ok(Command::new("ip")
-                        .args(["route", verb, "blackhole", &dst])
-                        .status()?)
-                })
-                .unwrap();
-            assert!(st.success(), "ip route {verb} blackhole {dst} on node {a}");
-        }
+        blackhole(&lab, verb, 0, 2);
+        blackhole(&lab, verb, 1, 2);
     };
     let all_routed = || {
         (0..3).all(|a| {
@@ -307,4 +296,24 @@ fn free_port_base() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Adds (`add`) or removes (`del`) blackhole routes between nodes `a` and `b`'s
+/// underlay addresses, in their own namespaces: neither hears the other.
+fn blackhole(lab: &Lab, verb: &str, a: usize, b: usize) {
+    for (from, to) in [(a, b), (b, a)] {
+        let dst = format!("{}/32", lab.nodes[to].spec.ip());
+        let st = lab.nodes[from]
+            .ns
+            .run(|| {
+                Ok(Command::new("ip")
+                    .args(["route", verb, "blackhole", &dst])
+                    .status()?)
+            })
+            .unwrap();
+        assert!(
+            st.success(),
+            "ip route {verb} blackhole {dst} on node {from}"
+        );
+    }
 }

@@ -264,6 +264,22 @@ pub mod nat_timeout {
 }
 
 impl Flow {
+    /// A flow just translated to `nat_port`, seen at `now` and nothing else yet.
+    pub const fn new(now: u64, nat_port: [u8; 2]) -> Self {
+        Self {
+            last_seen: now,
+            nat_port,
+            seen_reply: 0,
+            fin_out: 0,
+            fin_in: 0,
+            rst: 0,
+            closed: 0,
+            _pad: 0,
+            last_tsval: [0; 4],
+            fin_seq: [0; 4],
+        }
+    }
+
     /// How long this flow may stay idle, in nanoseconds.
     pub const fn timeout_ns(&self, proto: u8) -> u64 {
         let secs = match proto {
@@ -375,18 +391,7 @@ mod tests {
     #[test]
     fn flows_expire_by_protocol_and_tcp_state() {
         let s = 1_000_000_000u64;
-        let mut f = Flow {
-            last_seen: 100 * s,
-            nat_port: [0; 2],
-            seen_reply: 0,
-            fin_out: 0,
-            fin_in: 0,
-            rst: 0,
-            closed: 0,
-            _pad: 0,
-            last_tsval: [0; 4],
-            fin_seq: [0; 4],
-        };
+        let mut f = Flow::new(100 * s, [0; 2]);
         assert!(!f.expired(IPPROTO_TCP, 100 * s + 30 * s));
         assert!(f.expired(IPPROTO_TCP, 100 * s + 31 * s), "unanswered SYN");
         f.seen_reply = 1;

@@ -6,7 +6,6 @@
 //! first pick the same subnet: the clash the rule must decide.
 use std::{
     collections::BTreeSet,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -17,7 +16,7 @@ use netpath_lab::{
     routes_cidr, state, wait_for,
 };
 
-use super::gossip_lab;
+use super::{blackhole, gossip_lab};
 
 /// A claim settles after 3 s unchallenged and a lonely node knocks every 2 s; the
 /// rest is slack for a loaded machine.
@@ -53,26 +52,6 @@ fn clash_lab() -> (Lab, LabConfig, std::sync::MutexGuard<'static, ()>, Ipv4Net) 
         first = Some(subnet);
     });
     (lab, cfg, serial, first.expect("names chosen"))
-}
-
-/// Adds (`add`) or removes (`del`) blackhole routes between nodes `a` and `b`'s
-/// underlay addresses, in their own namespaces: neither hears the other.
-fn blackhole(lab: &Lab, verb: &str, a: usize, b: usize) {
-    for (from, to) in [(a, b), (b, a)] {
-        let dst = format!("{}/32", lab.nodes[to].spec.ip());
-        let st = lab.nodes[from]
-            .ns
-            .run(|| {
-                Ok(Command::new("ip")
-                    .args(["route", verb, "blackhole", &dst])
-                    .status()?)
-            })
-            .unwrap();
-        assert!(
-            st.success(),
-            "ip route {verb} blackhole {dst} on node {from}"
-        );
-    }
 }
 
 /// What node `i`'s agent last published, if it has yet.

@@ -12,7 +12,7 @@ use crate::shared::{
     deliver,
     maps::{ENDPOINTS, NODES, SETTINGS},
     monitor::observe,
-    packet::eth_ipv4,
+    packet::eth_ipv4_ingress,
     service, tunnel, vxlan,
 };
 
@@ -27,10 +27,9 @@ pub fn from_tunnel(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext) -> (i32, Reason) {
-    let (eth, ip) = match eth_ipv4(ctx) {
+    let (eth, ip) = match eth_ipv4_ingress(ctx) {
         Ok(headers) => headers,
-        Err(Reason::NonIpv4) => return (TC_ACT_OK, Reason::NonIpv4),
-        Err(reason) => return (TC_ACT_SHOT, reason),
+        Err(verdict) => return verdict,
     };
     let Some(s) = SETTINGS.get(0) else {
         return (TC_ACT_SHOT, Reason::DropUnknownPeer);

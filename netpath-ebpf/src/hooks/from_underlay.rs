@@ -14,7 +14,7 @@ use crate::shared::{
     maps::{ENDPOINTS, SETTINGS},
     monitor::observe,
     nat,
-    packet::{eth_ipv4, header_mut, Packet},
+    packet::{eth_ipv4_ingress, header_mut, Packet},
     service::{self, Step},
     vxlan::{self, RxVerdict},
 };
@@ -30,10 +30,9 @@ pub fn from_underlay(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext) -> (i32, Reason) {
-    let (eth, ip) = match eth_ipv4(ctx) {
+    let (eth, ip) = match eth_ipv4_ingress(ctx) {
         Ok(headers) => headers,
-        Err(Reason::NonIpv4) => return (TC_ACT_OK, Reason::NonIpv4),
-        Err(reason) => return (TC_ACT_SHOT, reason),
+        Err(verdict) => return verdict,
     };
     let Some(s) = SETTINGS.get(0) else {
         return (TC_ACT_OK, Reason::ToStack);

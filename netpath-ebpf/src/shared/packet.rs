@@ -1,6 +1,9 @@
 //! Bounds-checked access to headers in direct packet memory, for TC and XDP alike,
 //! and the Ethernet + IPv4 prologue every program starts with.
-use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::{TcContext, XdpContext},
+};
 use netpath_common::Reason;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
@@ -91,6 +94,18 @@ pub fn eth_ipv4(ctx: &impl Packet) -> Result<(&'static mut EthHdr, &'static mut 
         return Err(Reason::DropTruncated);
     };
     Ok((eth, ip))
+}
+
+/// `eth_ipv4` as a TC ingress from outside the node judges it: a frame that is not
+/// IPv4 is the stack's, a cut-short IPv4 header is dropped under its reason.
+#[inline(always)]
+pub fn eth_ipv4_ingress(
+    ctx: &TcContext,
+) -> Result<(&'static mut EthHdr, &'static mut Ipv4Hdr), (i32, Reason)> {
+    eth_ipv4(ctx).map_err(|reason| match reason {
+        Reason::NonIpv4 => (TC_ACT_OK, reason),
+        _ => (TC_ACT_SHOT, reason),
+    })
 }
 
 pub const ETH_P_IP: u16 = 0x0800;

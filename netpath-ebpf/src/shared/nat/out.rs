@@ -172,18 +172,7 @@ fn translation(
         return Err(Reason::DropNatUnknown);
     }
     let nat_port = claim_port(key, s, t, syn)?;
-    let flow = Flow {
-        last_seen: t,
-        nat_port,
-        seen_reply: 0,
-        fin_out: 0,
-        fin_in: 0,
-        rst: 0,
-        closed: 0,
-        _pad: 0,
-        last_tsval: [0; 4],
-        fin_seq: [0; 4],
-    };
+    let flow = Flow::new(t, nat_port);
     if let Err(e) = NAT_OUT.insert(key, flow, BPF_NOEXIST as u64) {
         let _ = NAT_IN.remove(key.translated(nat_port));
         if e != -EEXIST {
