@@ -5,6 +5,7 @@ mod file;
 mod service_checks;
 mod services;
 mod settings;
+mod values;
 
 use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf};
 
@@ -16,9 +17,9 @@ pub use self::services::{
     EndpointPort, EndpointRecord, Protocol, ServicePort, ServiceSpec, ServiceType, SessionAffinity,
     TargetPort, TrafficPolicy, DEFAULT_AFFINITY_TIMEOUT,
 };
-pub use self::settings::{
-    Backend, BgpPeer, ClusterSettings, Decap, Overlay, PortRange, Redirect, Routing, VxlanDevice,
-    DEFAULT_ASN,
+pub use self::settings::{ClusterSettings, DEFAULT_ASN};
+pub use self::values::{
+    Backend, BgpPeer, Decap, Overlay, PortRange, Redirect, Routing, VxlanDevice,
 };
 use crate::net::{Ipv4Net, Mac};
 
