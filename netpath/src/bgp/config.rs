@@ -75,7 +75,7 @@ pub fn render(spec: &ClusterSpec, local: &NodeSpec, underlay: &str, log: &Path) 
             );
         }
     }
-    for p in set.bgp_peers.iter().filter(|p| p.serves(&local.name)) {
+    for p in set.bgp_peers.iter().filter(|p| p.serves(local)) {
         // Routes the router passes between nodes carry the nodes' own AS.
         let _ = writeln!(
             c,

@@ -92,7 +92,7 @@ pub fn judge(spec: &ClusterSpec, local: &NodeSpec, routes: &[BirdRoute]) -> Lear
             .settings
             .bgp_peers
             .iter()
-            .any(|p| p.address == nh && p.serves(&local.name));
+            .any(|p| p.address == nh && p.serves(local));
         let verdict = if nh == owner.ip() {
             match (on_subnet, spec.settings.backend) {
                 (false, Backend::Direct) => Err(Refusal::NoOverlay),

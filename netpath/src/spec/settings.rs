@@ -250,11 +250,14 @@ impl ClusterSettings {
                     "listed twice",
                 ));
             }
-            if let Some(bad) = p.nodes.iter().flatten().find(|n| !super::valid_name(n)) {
+            let selects = |e: &String| {
+                super::valid_name(e) || e.parse::<Ipv4Net>().is_ok_and(|n| n.addr == n.network())
+            };
+            if let Some(bad) = p.nodes.iter().flatten().find(|e| !selects(e)) {
                 return Err(invalid(
                     format!("bgp_peers[{i}].nodes"),
                     bad,
-                    "not a node name (1-32 of A-Z a-z 0-9 _ -)",
+                    "neither a node name (1-32 of A-Z a-z 0-9 _ -) nor a subnet (192.168.56.0/24)",
                 ));
             }
         }

@@ -107,10 +107,19 @@ fn bgp_routing_settings_are_checked_and_round_trip() {
     assert_eq!(s.settings.asn, DEFAULT_ASN);
     assert!(!s.settings.bgp_mesh);
     let p = &s.settings.bgp_peers[0];
-    assert!(p.serves("a") && !p.serves("b"));
+    assert!(p.serves(&s.nodes[0]) && !p.serves(&s.nodes[1]));
     assert_eq!(ClusterSpec::parse(&s.to_toml()).unwrap(), s);
     let peer: BgpPeer = "10.0.0.1:65001".parse().unwrap();
-    assert!(peer.nodes.is_none() && peer.serves("anyone"));
+    assert!(peer.nodes.is_none() && peer.serves(&s.nodes[1]));
+    // A subnet selects its nodes, those that join later too.
+    let rack: BgpPeer = "10.0.0.1:65001:192.168.57.0/24".parse().unwrap();
+    assert!(rack.serves(&s.nodes[1]) && !rack.serves(&s.nodes[0]));
+    let by_subnet = text.replace("nodes = [\"a\"]", "nodes = [\"192.168.56.0/24\"]");
+    assert_ne!(by_subnet, text);
+    let s2 = ClusterSpec::parse(&by_subnet).unwrap();
+    assert!(s2.settings.bgp_peers[0].serves(&s2.nodes[0]));
+    let bad = text.replace("nodes = [\"a\"]", "nodes = [\"192.168.56.1/24\"]");
+    assert!(err(&bad).contains("bgp_peers[0].nodes"), "{}", err(&bad));
     assert!("10.0.0.1".parse::<BgpPeer>().unwrap_err().contains("ASN"));
     assert!("10.0.0.1:x"
         .parse::<BgpPeer>()

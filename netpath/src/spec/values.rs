@@ -5,6 +5,8 @@ use std::str::FromStr;
 use netpath_common::RedirectMode;
 use serde::{Deserialize, Serialize};
 
+use crate::net::Ipv4Net;
+
 /// Where nodes learn each other's pod CIDRs.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -31,16 +33,21 @@ impl Routing {
 pub struct BgpPeer {
     pub address: std::net::Ipv4Addr,
     pub asn: u32,
-    /// Only these nodes peer with it (all when absent), e.g. the nodes of one rack.
+    /// Only these nodes peer with it (all when absent), e.g. the nodes of one rack:
+    /// each entry a node's name, or a subnet (`192.168.56.0/24`) whose nodes peer —
+    /// also those that join later, which a store like etcd cannot name in advance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<String>>,
 }
 
 impl BgpPeer {
-    pub fn serves(&self, node: &str) -> bool {
-        self.nodes
-            .as_ref()
-            .is_none_or(|names| names.iter().any(|n| n == node))
+    pub fn serves(&self, node: &super::NodeSpec) -> bool {
+        self.nodes.as_ref().is_none_or(|entries| {
+            entries.iter().any(|e| match e.parse::<Ipv4Net>() {
+                Ok(subnet) => subnet.contains(node.ip()),
+                Err(_) => *e == node.name,
+            })
+        })
     }
 }
 

@@ -28,13 +28,8 @@ pub fn bgp_spec(spec: &ClusterSpec, router: bool) -> Result<ClusterSpec> {
             .map(|net| BgpPeer {
                 address: router_ip(net),
                 asn: bgp_router::ROUTER_ASN,
-                nodes: Some(
-                    spec.nodes
-                        .iter()
-                        .filter(|n| net.contains(n.ip()))
-                        .map(|n| n.name.clone())
-                        .collect(),
-                ),
+                // By subnet, as a rack's router is: nodes joining later peer too.
+                nodes: Some(vec![net.subnet().to_string()]),
             })
             .collect()
     } else {

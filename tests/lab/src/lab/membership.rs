@@ -7,7 +7,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use netpath::{net::Ipv4Net, spec::NodeSpec};
+use netpath::{
+    net::Ipv4Net,
+    spec::{NodeSpec, Routing},
+};
 
 use super::{Lab, LabConfig, NodeKind};
 use crate::check;
@@ -17,6 +20,10 @@ pub const PROPAGATION_WITHIN: Duration = Duration::from_secs(1);
 /// How long a stopped node may stay routed with gossip: the failure detector's
 /// bound (suspected within ~1 s, declared down 2 s later; see `store::gossip`).
 pub const GOSSIP_GONE_WITHIN: Duration = Duration::from_secs(8);
+/// With routes by BGP a joining node is routed once its sessions are up and its
+/// route passed on: BIRD's connect delay (1 s) plus the OPEN exchange and an
+/// UPDATE through the router, about 1.0-1.2 s here.
+pub const BGP_JOIN_WITHIN: Duration = Duration::from_secs(3);
 
 impl Lab {
     /// Adds a netpath node to a spec-file lab: the spec gains it (every agent follows
@@ -143,13 +150,18 @@ impl Lab {
         let underlay = Ipv4Net::new(first.subnet().nth(40), first.prefix);
         let j = self.join_node("node-join", underlay, 1, cfg)?;
         let cidr = self.nodes[j].spec.pod_cidr;
-        let joined = self.time_per_node(PROPAGATION_WITHIN, j, |lab, i| lab.routes(i, cidr))?;
+        let bound = if self.spec.settings.routing == Routing::Bgp {
+            BGP_JOIN_WITHIN
+        } else {
+            PROPAGATION_WITHIN
+        };
+        let joined = self.time_per_node(bound, j, |lab, i| lab.routes(i, cidr))?;
         let mut out = vec![(
             format!(
                 "join: {cidr} routed by every node after its agent was ready: {}",
                 report(&joined)
             ),
-            within(&joined, PROPAGATION_WITHIN),
+            within(&joined, bound),
         )];
         let (a, b) = (&self.nodes[0].pods[0], &self.nodes[j].pods[0]);
         let seen = check::tcp(a.ns.path(), b.ns.path(), b.ip);
