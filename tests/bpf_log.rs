@@ -34,8 +34,10 @@ fn bpf_lines(lab: &Lab) -> Vec<String> {
 /// so the collector keeps them and the next new flow finds no room.
 fn fill_nat_out(pin_dir: &Path) {
     let map = aya::maps::MapData::from_pin(pin_dir.join(names::NAT_OUT)).unwrap();
-    let mut flows: aya::maps::HashMap<_, FlowKey, Flow> =
-        aya::maps::Map::from_map_data(map).unwrap().try_into().unwrap();
+    let mut flows: aya::maps::HashMap<_, FlowKey, Flow> = aya::maps::Map::from_map_data(map)
+        .unwrap()
+        .try_into()
+        .unwrap();
     let now = monotonic_ns();
     for i in 0..NAT_CAPACITY {
         let key = FlowKey {
@@ -99,16 +101,31 @@ fn a_full_nat_table_is_said_in_the_agent_log_at_the_level_the_agent_chose() {
     assert!(checks.iter().all(|c| c.ok()), "{checks:#?}");
     assert_model(&lab, &[Proto::Tcp, Proto::Udp]);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(bpf_lines(&lab), Vec::<String>::new(), "lines from success paths");
+    assert_eq!(
+        bpf_lines(&lab),
+        Vec::<String>::new(),
+        "lines from success paths"
+    );
 
     fill_nat_out(&lab.nodes[0].pin_dir);
     let before = counter_of(&lab, 0, Program::FromPod, Reason::DropNatTableFull);
     let started = Instant::now();
     assert_eq!(try_connect(&lab, 5, Duration::from_millis(300)), 0);
-    wait_counter_of(&lab, 0, Program::FromPod, Reason::DropNatTableFull, before, 5);
+    wait_counter_of(
+        &lab,
+        0,
+        Program::FromPod,
+        Reason::DropNatTableFull,
+        before,
+        5,
+    );
     let lines = wait_for_bpf_line(&lab);
     let elapsed = started.elapsed().as_secs() + 1;
-    assert!(!lines.is_empty(), "no line from the programs:\n{}", lab.agent_log(0));
+    assert!(
+        !lines.is_empty(),
+        "no line from the programs:\n{}",
+        lab.agent_log(0)
+    );
     for l in &lines {
         assert!(
             l.contains("WARN") && l.contains("from-pod") && l.contains("drop-nat-table-full"),
@@ -131,7 +148,18 @@ fn a_full_nat_table_is_said_in_the_agent_log_at_the_level_the_agent_chose() {
     restarted.unwrap();
     let before = counter_of(&lab, 0, Program::FromPod, Reason::DropNatTableFull);
     assert_eq!(try_connect(&lab, 3, Duration::from_millis(300)), 0);
-    wait_counter_of(&lab, 0, Program::FromPod, Reason::DropNatTableFull, before, 3);
+    wait_counter_of(
+        &lab,
+        0,
+        Program::FromPod,
+        Reason::DropNatTableFull,
+        before,
+        3,
+    );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(bpf_lines(&lab), Vec::<String>::new(), "lines the agent turned off");
+    assert_eq!(
+        bpf_lines(&lab),
+        Vec::<String>::new(),
+        "lines the agent turned off"
+    );
 }
