@@ -128,7 +128,9 @@ fn a_full_nat_table_is_said_in_the_agent_log_at_the_level_the_agent_chose() {
     );
     for l in &lines {
         assert!(
-            l.contains("WARN") && l.contains("from-pod") && l.contains("drop-nat-table-full"),
+            l.contains("WARN")
+                && l.contains("program=\"from_pod\"")
+                && l.contains("drop-nat-table-full"),
             "want the level, the program and the reason: {l}"
         );
     }

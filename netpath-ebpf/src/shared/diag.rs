@@ -3,10 +3,12 @@
 //! log under the target `netpath::bpf`; per-packet facts are the monitor's (`EVENTS`)
 //! and the counters', never lines here. The agent sets `AYA_LOG_LEVEL` at load from
 //! its own filter, so a level it would not print costs one global read.
-use aya_ebpf::EbpfContext;
-use aya_log_ebpf::warn;
-use netpath_common::{Program, Reason};
-
+//!
+//! Kernel 5.10 allows 512 bytes of stack over a whole call chain, counting every
+//! called function at 32 bytes at least, and `from_pod` already needs 448 + 64. So a
+//! line's text is literal only (a `&str` argument of run-time length is copied by a
+//! `memcpy` call, one frame too many), and the line is written where it is expanded:
+//! the hook's module, which the agent reads back as the program's name.
 use super::clock::now_ns;
 
 /// A full table drops every new flow until it drains: one line a second says so, the
@@ -17,29 +19,44 @@ const LINE_EVERY_NS: u64 = 1_000_000_000;
 /// write in the same second, which costs a line, not a lock.
 static mut LAST_LINE_NS: u64 = 0;
 
-/// Says that `program` dropped a new flow because `reason`'s table is full.
+/// Whether a line is due: none was written in the last second.
 #[inline(always)]
-pub fn table_full<C: EbpfContext>(ctx: &C, program: Program, reason: Reason) {
+pub fn due() -> bool {
     let t = now_ns();
     // SAFETY: a plain u64 in the object's .bss; a torn or lost update only moves the
     // next line by a second.
     unsafe {
         let last = core::ptr::addr_of_mut!(LAST_LINE_NS);
-        if recent(core::ptr::read_volatile(last), t) {
-            return;
+        let prev = core::ptr::read_volatile(last);
+        if prev != 0 && t.wrapping_sub(prev) < LINE_EVERY_NS {
+            return false;
         }
         core::ptr::write_volatile(last, t);
     }
-    warn!(
-        ctx,
-        target: "netpath::bpf",
-        "{}: {}: the table is full, new flows are dropped until entries expire",
-        program.name(),
-        reason.name()
-    );
+    true
 }
 
-#[inline(always)]
-fn recent(last: u64, now: u64) -> bool {
-    last != 0 && now.wrapping_sub(last) < LINE_EVERY_NS
+/// Says, at most once a second, that the hook this expands in dropped a new flow
+/// because a flow table is full.
+macro_rules! table_full {
+    ($ctx:expr, $reason:expr) => {
+        match $reason {
+            ::netpath_common::Reason::DropNatTableFull if $crate::shared::diag::due() => {
+                ::aya_log_ebpf::warn!(
+                    $ctx,
+                    target: "netpath::bpf",
+                    "drop-nat-table-full: the NAT table is full, new flows to the outside are dropped until entries expire"
+                )
+            }
+            ::netpath_common::Reason::DropSvcTableFull if $crate::shared::diag::due() => {
+                ::aya_log_ebpf::warn!(
+                    $ctx,
+                    target: "netpath::bpf",
+                    "drop-svc-table-full: the service flow table is full, new flows to services are dropped until entries expire"
+                )
+            }
+            _ => {}
+        }
+    };
 }
+pub(crate) use table_full;

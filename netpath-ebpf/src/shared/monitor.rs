@@ -2,13 +2,12 @@
 //! packets, goes into the `EVENTS` ring buffer with its tuple. A per-CPU budget per
 //! second bounds what a flood costs; what is over it, or finds the ring full, is only
 //! counted (`MONITOR_LIMIT`), so the ring never holds a packet up.
-use aya_ebpf::{helpers::generated::bpf_get_smp_processor_id, EbpfContext};
+use aya_ebpf::helpers::generated::bpf_get_smp_processor_id;
 use netpath_common::{Event, MonitorConfig, Program, Reason, EVENT_DROP, EVENT_TRACE};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use super::{
     clock::now_ns,
-    diag,
     maps::{EVENTS, MONITOR, MONITOR_LIMIT},
     packet::{header_mut, Packet, ETH_P_IP},
     stats::count,
@@ -16,15 +15,11 @@ use super::{
 
 const SECOND_NS: u64 = 1_000_000_000;
 
-/// Counts the packet's fate and tells a monitor what it should hear of it (and the
-/// agent's log, when a table is full). With tracing off a forwarded packet costs one
-/// array read here.
+/// Counts the packet's fate and tells a monitor what it should hear of it. With
+/// tracing off a forwarded packet costs one array read here.
 #[inline(always)]
-pub fn observe<C: Packet + EbpfContext>(ctx: &C, program: Program, reason: Reason) {
+pub fn observe<C: Packet>(ctx: &C, program: Program, reason: Reason) {
     count(program, reason);
-    if matches!(reason, Reason::DropNatTableFull | Reason::DropSvcTableFull) {
-        diag::table_full(ctx, program, reason);
-    }
     if !cfg!(feature = "monitor") {
         return;
     }

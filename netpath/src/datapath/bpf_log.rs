@@ -32,9 +32,18 @@ pub fn level() -> u8 {
     }
 }
 
-/// Hands the programs' log records to `tracing` under one target; the program side's
-/// module goes along as a field.
+/// Hands the programs' log records to `tracing` under one target, with the program
+/// that wrote them: a line is written in its hook's module (`netpath::hooks::from_pod`),
+/// named as the program is (`from_pod`).
 struct ToTracing;
+
+/// The program a record's module names, or the whole module for a helper's line.
+fn program_of(module: &str) -> &str {
+    match module.split_once("::hooks::") {
+        Some((_, hook)) => hook.split("::").next().unwrap_or(hook),
+        None => module,
+    }
+}
 
 impl log::Log for ToTracing {
     fn enabled(&self, _: &log::Metadata) -> bool {
@@ -42,13 +51,13 @@ impl log::Log for ToTracing {
     }
 
     fn log(&self, r: &log::Record) {
-        let module = r.module_path().unwrap_or("");
+        let program = program_of(r.module_path().unwrap_or(""));
         match r.level() {
-            log::Level::Error => tracing::error!(target: TARGET, module, "{}", r.args()),
-            log::Level::Warn => tracing::warn!(target: TARGET, module, "{}", r.args()),
-            log::Level::Info => tracing::info!(target: TARGET, module, "{}", r.args()),
-            log::Level::Debug => tracing::debug!(target: TARGET, module, "{}", r.args()),
-            log::Level::Trace => tracing::trace!(target: TARGET, module, "{}", r.args()),
+            log::Level::Error => tracing::error!(target: TARGET, program, "{}", r.args()),
+            log::Level::Warn => tracing::warn!(target: TARGET, program, "{}", r.args()),
+            log::Level::Info => tracing::info!(target: TARGET, program, "{}", r.args()),
+            log::Level::Debug => tracing::debug!(target: TARGET, program, "{}", r.args()),
+            log::Level::Trace => tracing::trace!(target: TARGET, program, "{}", r.args()),
         }
     }
 
@@ -87,4 +96,39 @@ pub fn forward(ebpf: &mut Ebpf) {
             ready.clear_ready();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::{fmt, EnvFilter};
+
+    fn level_under(filter: &str) -> u8 {
+        let subscriber = fmt().with_env_filter(EnvFilter::new(filter)).finish();
+        tracing::subscriber::with_default(subscriber, level)
+    }
+
+    #[test]
+    fn a_line_is_named_by_its_hook() {
+        assert_eq!(program_of("netpath::hooks::from_pod"), "from_pod");
+        assert_eq!(
+            program_of("netpath::hooks::from_underlay::x"),
+            "from_underlay"
+        );
+        assert_eq!(program_of("netpath::shared::nat"), "netpath::shared::nat");
+    }
+
+    #[test]
+    fn the_programs_level_is_the_agents_filter_for_their_target() {
+        assert_eq!(
+            level_under("info"),
+            3,
+            "the default: warnings, not debug lines"
+        );
+        assert_eq!(level_under("info,netpath::bpf=debug"), 4);
+        assert_eq!(level_under("warn"), 2);
+        assert_eq!(level_under("info,netpath::bpf=off"), 0);
+        assert_eq!(level_under("netpath=trace"), 5, "a parent target counts");
+        assert_eq!(level_under("off"), 0);
+    }
 }

@@ -61,10 +61,11 @@ pub fn load_and_pin(dir: &Path) -> Result<Loaded> {
         .iter()
         .map(|m| dir.join(m.name))
         .collect();
-    // Fixed at load: the programs write only the lines the agent would print.
+    // Fixed at load: the programs write only the lines the agent would print. Not
+    // required: an object without aya-log loads all the same (bpf_log::forward says so).
     let log_level = bpf_log::level();
     let mut loader = EbpfLoader::new();
-    loader.override_global(aya_log::LEVEL, &log_level, true);
+    loader.override_global(aya_log::LEVEL, &log_level, false);
     for (m, pin) in netpath_common::maps::ALL.iter().zip(&pins) {
         loader.map_pin_path(m.name, pin.as_path());
     }
