@@ -9,7 +9,7 @@ use netpath_common::{Program, Reason, Settings, POD_GATEWAY};
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::shared::{
-    deliver,
+    deliver, diag,
     ipv4::{decrement_ttl, in_prefix, well_formed, Ip},
     maps::{host_key, ENDPOINTS, NAT_EXEMPT, ROUTES, SETTINGS},
     monitor::observe,
@@ -24,6 +24,7 @@ const PROG: Program = Program::FromPod;
 pub fn from_pod(ctx: TcContext) -> i32 {
     let (action, reason) = classify(&ctx);
     observe(&ctx, PROG, reason);
+    diag::table_full!(&ctx, reason);
     action
 }
 

@@ -9,7 +9,7 @@ use netpath_common::{Program, Reason, Settings, TUNNEL_RX};
 use network_types::eth::EthHdr;
 
 use crate::shared::{
-    deliver, ipip,
+    deliver, diag, ipip,
     ipv4::Ip,
     maps::{ENDPOINTS, SETTINGS},
     monitor::observe,
@@ -25,6 +25,7 @@ const PROG: Program = Program::FromUnderlay;
 pub fn from_underlay(ctx: TcContext) -> i32 {
     let (action, reason) = classify(&ctx);
     observe(&ctx, PROG, reason);
+    diag::table_full!(&ctx, reason);
     action
 }
 

@@ -148,6 +148,7 @@ pub async fn start_datapath(
         mtu: link.mtu.unwrap_or(1500),
     };
     let mut loaded = datapath::load_and_pin(dir)?;
+    loaded.forward_logs();
     let tc_attach = loaded.attach_underlay(&link.name, spec.settings.decap == Decap::Xdp)?;
     let mut probed = Probed {
         encap_flags: encap_flags(),

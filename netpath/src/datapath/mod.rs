@@ -5,6 +5,7 @@
 //! `netpath status`) opens those pins, so it works from any process.
 pub(crate) mod attach;
 pub mod attached;
+pub mod bpf_log;
 mod maps;
 mod nat;
 mod pinned;
@@ -60,7 +61,11 @@ pub fn load_and_pin(dir: &Path) -> Result<Loaded> {
         .iter()
         .map(|m| dir.join(m.name))
         .collect();
+    // Fixed at load: the programs write only the lines the agent would print. Not
+    // required: an object without aya-log loads all the same (bpf_log::forward says so).
+    let log_level = bpf_log::level();
     let mut loader = EbpfLoader::new();
+    loader.override_global(aya_log::LEVEL, &log_level, false);
     for (m, pin) in netpath_common::maps::ALL.iter().zip(&pins) {
         loader.map_pin_path(m.name, pin.as_path());
     }
@@ -154,6 +159,12 @@ impl Loaded {
 }
 
 impl Loaded {
+    /// Forwards the programs' diagnostic lines into the agent's log (on the current
+    /// tokio runtime) for as long as it runs.
+    pub fn forward_logs(&mut self) {
+        bpf_log::forward(&mut self.ebpf);
+    }
+
     /// Attaches the receive program to the node's VXLAN device, the same way as on the
     /// underlay.
     pub fn attach_tunnel(&mut self, ifname: &str, mode: TcAttach) -> Result<()> {
@@ -312,7 +323,16 @@ mod tests {
     #[test]
     fn the_object_has_exactly_the_maps_of_the_table() {
         let obj = aya_obj::Object::parse(OBJECT).unwrap();
-        let mut in_object: Vec<&str> = obj.maps.keys().map(String::as_str).collect();
+        // Made per load and never pinned: aya-log's ring and the programs' global
+        // data (.bss, .rodata).
+        let per_load = |n: &str| n == bpf_log::RING || n.starts_with('.');
+        assert!(obj.maps.contains_key(bpf_log::RING), "the programs log");
+        let mut in_object: Vec<&str> = obj
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !per_load(n))
+            .collect();
         let mut declared: Vec<&str> = netpath_common::maps::ALL.iter().map(|m| m.name).collect();
         in_object.sort();
         declared.sort();
