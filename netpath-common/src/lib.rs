@@ -8,10 +8,12 @@
 mod event;
 pub mod maps;
 mod net;
+mod policy;
 mod service;
 mod verdict;
 pub use event::*;
 pub use net::*;
+pub use policy::*;
 pub use service::*;
 pub use verdict::*;
 
@@ -150,6 +152,11 @@ pub struct Settings {
     /// The node's own network namespace (`bpf_get_netns_cookie`): the only one whose
     /// sockets the cgroup programs translate; 0 until the agent learned it.
     pub host_netns_cookie: u64,
+    /// The compiled policy's revision (0: no policy anywhere, the programs skip
+    /// every policy lookup). Connection-table entries of another revision are
+    /// judged again at their next packet.
+    pub policy_rev: u32,
+    pub _pad_policy: u32,
 }
 
 /// A pod's flow to the outside as the pod sent it: key of the `NAT_OUT` map. For ICMP
@@ -261,6 +268,15 @@ pub mod nat_timeout {
     pub const TCP_RESET: u64 = 10;
     pub const UDP: u64 = 60;
     pub const ICMP: u64 = 30;
+}
+
+/// Idle time in seconds after which the agent removes a policy connection-table
+/// entry; the connection's next packet is judged again (and a reply is judged as
+/// one).
+pub mod policy_timeout {
+    pub const TCP: u64 = 7200;
+    pub const UDP: u64 = 300;
+    pub const OTHER: u64 = 60;
 }
 
 impl Flow {
@@ -382,6 +398,13 @@ mod user {
     unsafe impl aya::Pod for super::Affinity {}
     unsafe impl aya::Pod for super::SockRevKey {}
     unsafe impl aya::Pod for super::SockProbe {}
+    unsafe impl aya::Pod for super::PolicyEndpoint {}
+    unsafe impl aya::Pod for super::PolicyPeerKey {}
+    unsafe impl aya::Pod for super::PolicyPeer {}
+    unsafe impl aya::Pod for super::PolicyPortKey {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::PolicyScratch {}
 }
 
 #[cfg(test)]
@@ -421,7 +444,13 @@ mod tests {
         assert_eq!(core::mem::size_of::<NetAddr>(), 20);
         assert_eq!(core::mem::size_of::<Peer>(), 8);
         assert_eq!(core::mem::size_of::<Endpoint>(), 16);
-        assert_eq!(core::mem::size_of::<Settings>(), 80);
+        assert_eq!(core::mem::size_of::<Settings>(), 88);
+        assert_eq!(core::mem::size_of::<PolicyEndpoint>(), 8);
+        assert_eq!(core::mem::size_of::<PolicyPeerKey>(), 28);
+        assert_eq!(core::mem::size_of::<PolicyPeer>(), 8);
+        assert_eq!(core::mem::size_of::<PolicyPortKey>(), 8);
+        assert_eq!(core::mem::size_of::<CtKey>(), 40);
+        assert_eq!(core::mem::size_of::<CtEntry>(), 16);
         assert_eq!(core::mem::size_of::<SockRevKey>(), 16);
         assert_eq!(core::mem::size_of::<SockProbe>(), 16);
         assert_eq!(core::mem::size_of::<ServiceKey>(), 8);

@@ -15,6 +15,10 @@ pub const ENDPOINT_CAPACITY: u32 = 4096;
 pub const ROUTE_CAPACITY: u32 = 131072;
 /// Prefixes exempt from masquerade.
 pub const NAT_EXEMPT_CAPACITY: u32 = 262144;
+/// Policy entries: peers of every rule set, and port ranges of every port set.
+pub const POLICY_CAPACITY: u32 = 1 << 20;
+/// Connections of pods a policy selects (each takes two entries).
+pub const POLICY_CT_CAPACITY: u32 = 262144;
 
 /// The table of maps. Calls `$then!` with one entry per map:
 /// `doc NAME: Kind<Key, Value>, capacity, flags;` (arrays and the ring buffer name only
@@ -94,6 +98,22 @@ macro_rules! for_each_map {
             /// namespace's cookie (`SO_NETNS_COOKIE`, 5.14+); elsewhere pods are
             /// translated per packet.
             POD_NETNS: HashMap<u64, $crate::Ipv4>, $crate::maps::ENDPOINT_CAPACITY, 0;
+            /// Local pods some policy selects -> their rule set and enforced directions.
+            POLICY_ENDPOINTS: HashMap<$crate::NetAddr, $crate::PolicyEndpoint>,
+                $crate::maps::ENDPOINT_CAPACITY, 0;
+            /// {rule set, direction, peer prefix} -> what the peer may use.
+            POLICY_PEERS: LpmTrie<$crate::PolicyPeerKey, $crate::PolicyPeer>,
+                $crate::maps::POLICY_CAPACITY, $crate::maps::NO_PREALLOC;
+            /// {port set, protocol, port prefix} -> allowed.
+            POLICY_PORTS: LpmTrie<$crate::PolicyPortKey, u32>,
+                $crate::maps::POLICY_CAPACITY, $crate::maps::NO_PREALLOC;
+            /// Allowed connections of selected pods, as each policy point saw them. Not
+            /// LRU: a full table refuses new connections of selected pods rather than
+            /// forget a live one; the agent removes idle entries.
+            POLICY_CT: HashMap<$crate::CtKey, $crate::CtEntry>,
+                $crate::maps::POLICY_CT_CAPACITY, $crate::maps::NO_PREALLOC;
+            /// Scratch space for the policy points' keys (5.10's stack is full).
+            POLICY_SCRATCH: PerCpuArray<$crate::PolicyScratch>, 1, 0;
         }
     };
 }

@@ -163,6 +163,13 @@ reasons! {
     /// A backend's reply to a node port's client outside the cluster, translated
     /// back and sent out of the underlay.
     SvcReplyOut = 38, "svc-reply-out", ok;
+    /// A new connection into a pod that no policy selecting it for ingress allows.
+    DropPolicyIngress = 39, "drop-policy-ingress", drop;
+    /// A new connection from a pod that no policy selecting it for egress allows.
+    DropPolicyEgress = 40, "drop-policy-egress", drop;
+    /// A new connection of a pod a policy selects, while the policy connection
+    /// table is full (it fails closed).
+    DropPolicyTableFull = 41, "drop-policy-table-full", drop;
 }
 
 impl Reason {
