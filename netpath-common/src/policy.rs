@@ -32,6 +32,16 @@ pub struct PolicyEndpoint {
     pub _pad: [u8; 3],
 }
 
+impl PolicyEndpoint {
+    /// A pod the CNI plugin just wired while policy is in force, before the agent
+    /// judged it: rule set 0 holds no peer, so nothing passes either way.
+    pub const CLOSED: Self = Self {
+        rule_set: 0,
+        enforce: POLICY_INGRESS | POLICY_EGRESS,
+        _pad: [0; 3],
+    };
+}
+
 /// Key data of `POLICY_PEERS`. A trie key's prefix length counts the fixed words
 /// too: [`PolicyPeerKey::trie_bits`].
 #[repr(C)]
@@ -126,13 +136,17 @@ pub struct CtEntry {
     pub rev: u32,
     /// 0 or [`CT_REPLY`].
     pub reply: u8,
-    pub _pad: [u8; 3],
+    /// 1: judged again under `rev` and no longer allowed; its packets are dropped
+    /// until a policy allows it again or the entry expires.
+    pub denied: u8,
+    pub _pad: [u8; 2],
 }
 
 /// A policy point's keys, built in a per-CPU map entry instead of on the stack.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PolicyScratch {
+    pub local: NetAddr,
     pub ct: CtKey,
     pub ct_entry: CtEntry,
     pub peer: TrieKey<PolicyPeerKey>,

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use netpath_common::{Endpoint, POD_GATEWAY};
+use netpath_common::{Endpoint, NetAddr, PolicyEndpoint, POD_GATEWAY};
 
 use crate::{
     datapath::{self, Pinned},
@@ -109,7 +109,13 @@ async fn wire(node: &Netlink, pin_dir: &Path, a: &Attachment, host: &str) -> Res
 
     let host_mac = h.mac.with_context(|| format!("{host} has no MAC"))?;
     datapath::attach::attach_from_pod(pin_dir, host)?;
-    Pinned::open(pin_dir)?.insert_endpoint(
+    let mut pinned = Pinned::open(pin_dir)?;
+    if pinned.settings()?.policy_rev != 0 {
+        // Closed until the agent has judged which policies select it: a pod must
+        // not receive a packet its policy would refuse.
+        pinned.set_policy_endpoint(NetAddr::v4(a.ip.octets()), PolicyEndpoint::CLOSED)?;
+    }
+    pinned.insert_endpoint(
         a.ip,
         Endpoint {
             ifindex: h.index,
@@ -137,6 +143,29 @@ async fn wire(node: &Netlink, pin_dir: &Path, a: &Attachment, host: &str) -> Res
         host_mac,
         pod_mac,
     })
+}
+
+/// Waits until the agent has judged the pod at `ip` (its entry no longer
+/// [`PolicyEndpoint::CLOSED`]): the promise of CNI ADD that a pod a policy selects
+/// receives nothing its policy refuses, and a pod no policy selects is open.
+pub async fn wait_judged(pin_dir: &Path, ip: Ipv4Addr, within: std::time::Duration) -> Result<()> {
+    let started = std::time::Instant::now();
+    let addr = NetAddr::v4(ip.octets());
+    loop {
+        let closed = Pinned::open(pin_dir)?
+            .policy_endpoint(addr)
+            .is_some_and(|e| e == PolicyEndpoint::CLOSED);
+        if !closed {
+            return Ok(());
+        }
+        if started.elapsed() >= within {
+            bail!(
+                "the agent did not judge the pod's network policy within {:?} (the pod stays closed)",
+                within
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Unwires an attachment: its map entry, its TCX link pin and its veth (the pod side
@@ -167,6 +196,7 @@ pub async fn detach(
                 tracing::warn!(ip = %eip, "forget the pod's namespace: {e:#}");
             }
             pinned.remove_endpoint(eip)?;
+            pinned.remove_policy_endpoint(NetAddr::v4(eip.octets()))?;
             link_pins.push(datapath::attach::link_pin(
                 pin_dir,
                 ifindex,

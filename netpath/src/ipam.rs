@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::Ipv4Net;
 
-const BOOK: &str = "ipam.json";
+/// The address book's file in a node's state directory.
+pub const BOOK: &str = "ipam.json";
 const LOCK: &str = "ipam.lock";
 
 #[derive(Debug, thiserror::Error)]

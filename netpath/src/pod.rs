@@ -20,6 +20,9 @@ pub enum AddError {
     Wiring(anyhow::Error),
 }
 
+/// How long ADD waits for the agent to judge a new pod's policy.
+const JUDGED_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What to attach: the book entry (who) and where its interface goes.
 pub struct PodRequest<'a> {
     pub alloc: Allocation,
@@ -52,7 +55,20 @@ pub async fn add(
         ip,
         mtu: req.mtu,
     };
-    match endpoint::attach(pin_dir, &a).await {
+    let wired = match endpoint::attach(pin_dir, &a).await {
+        Ok(attached) => match endpoint::wait_judged(pin_dir, ip, JUDGED_WITHIN).await {
+            Ok(()) => Ok(attached),
+            Err(e) => {
+                // Unwired again, so the address can go back with nothing using it.
+                if let Err(d) = endpoint::detach(pin_dir, &a.container_id, &a.ifname, Some(ip)).await {
+                    tracing::warn!(%ip, "unwire a pod the agent did not judge: {d:#}");
+                }
+                Err(e)
+            }
+        },
+        Err(e) => Err(e),
+    };
+    match wired {
         Ok(attached) => Ok((ip, attached)),
         Err(e) => {
             if new {

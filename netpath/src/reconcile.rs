@@ -6,10 +6,12 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::Result;
 use futures::StreamExt;
-use netpath_common::{Peer, Route, Settings};
+use netpath_common::{
+    NetAddr, Peer, PolicyEndpoint, PolicyPeer, PolicyPeerKey, PolicyPortKey, Route, Settings, TrieKey,
+};
 
 use crate::{
-    datapath::Pinned,
+    datapath::{Pinned, PolicyMaps},
     net::Ipv4Net,
     netlink::{Netlink, RouteSpec, RouteSummary, PROTO_AGENT},
     nexthop::{self, Nexthop},
@@ -85,7 +87,12 @@ pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> 
     // Services before the settings that count them: a program that sees a front end
     // counted finds it (a removed one is refused meanwhile, as it will be).
     let services = apply_services(pinned, &want.services)?;
+    // Policy entries before the revision that tells the programs to use them, and
+    // the ones no longer used after it.
+    let policy = policy_changes(pinned, &want.policy);
+    let mut policy_n = apply_policy_puts(pinned, &policy)?;
     let settings = apply_settings(pinned, want.settings)?;
+    policy_n += apply_policy_removals(pinned, policy)?;
     let routes: BTreeMap<Ipv4Net, Route> = pinned
         .routes()?
         .into_iter()
@@ -126,7 +133,73 @@ pub fn apply_maps(pinned: &mut Pinned, want: &Desired) -> Result<(bool, usize)> 
             progress.step();
         }
     }
-    Ok((settings, n + services))
+    Ok((settings, n + services + policy_n))
+}
+
+struct PolicyChanges {
+    endpoints: Vec<Change<NetAddr, PolicyEndpoint>>,
+    peers: Vec<Change<TrieKey<PolicyPeerKey>, PolicyPeer>>,
+    ports: Vec<Change<TrieKey<PolicyPortKey>, u32>>,
+}
+
+fn policy_changes(pinned: &Pinned, want: &PolicyMaps) -> PolicyChanges {
+    let have = pinned.policy_maps();
+    // A pod the CNI plugin closed at ADD (rule set 0) stays closed until a pass
+    // that planned with it decides: a plan from before its ADD must not open it.
+    let mut endpoints = diff(&have.endpoints, &want.endpoints);
+    endpoints.retain(|c| match c {
+        Change::Remove(a) => have.endpoints[a].rule_set != 0 || want.known.contains(a),
+        Change::Put(..) => true,
+    });
+    PolicyChanges {
+        endpoints,
+        peers: diff(&have.peers, &want.peers),
+        ports: diff(&have.ports, &want.ports),
+    }
+}
+
+/// Ports, then peers, then the pods that use them: a rule set is whole before any
+/// pod points at it.
+fn apply_policy_puts(pinned: &mut Pinned, c: &PolicyChanges) -> Result<usize> {
+    let mut n = 0;
+    for ch in &c.ports {
+        if let Change::Put(k, v) = ch {
+            pinned.set_policy_port(*k, *v)?;
+            n += 1;
+        }
+    }
+    for ch in &c.peers {
+        if let Change::Put(k, v) = ch {
+            pinned.set_policy_peer(*k, *v)?;
+            n += 1;
+        }
+    }
+    for ch in &c.endpoints {
+        match ch {
+            Change::Put(k, v) => pinned.set_policy_endpoint(*k, *v)?,
+            Change::Remove(k) => pinned.remove_policy_endpoint(*k)?,
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// What no pod points at any more: peers, then ports.
+fn apply_policy_removals(pinned: &mut Pinned, c: PolicyChanges) -> Result<usize> {
+    let mut n = 0;
+    for ch in c.peers {
+        if let Change::Remove(k) = ch {
+            pinned.remove_policy_peer(k)?;
+            n += 1;
+        }
+    }
+    for ch in c.ports {
+        if let Change::Remove(k) = ch {
+            pinned.remove_policy_port(k)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Applies the service maps so that a program never finds a front end pointing at a

@@ -85,6 +85,10 @@ pub struct AgentState {
     /// With `routing = "bgp"`: the node's BIRD, its sessions and what it learned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<crate::bgp::BgpState>,
+    /// Each local pod some network policy selects (by address) -> those policies
+    /// ("namespace/name"); a pod not here is open.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub policy: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A network namespace's identity: the nsfs device and inode of its handle.

@@ -15,6 +15,7 @@ use crate::shared::{
     monitor::observe,
     nat,
     packet::{eth_ipv4, header_mut, Packet, ETH_P_ARP, ETH_P_IP},
+    policy,
     service::{self, Step},
 };
 
@@ -68,9 +69,15 @@ fn ipv4(ctx: &TcContext) -> (i32, Reason) {
             Step::Translated { reply: r } => reply = r,
         }
     }
+    // Egress policy judges what leaves the pod, the backend rather than the front end.
+    if let Some(s) = settings.filter(|s| policy::on(Some(s))) {
+        if let Err(r) = policy::egress(ctx, s) {
+            return (TC_ACT_SHOT, r);
+        }
+    }
     // One way on from here for every packet, translated or not (the verifier walks
-    // it once): a rewrite invalidated every packet pointer, so look the headers up
-    // again.
+    // it once): a rewrite (or the policy point's pull) invalidated every packet
+    // pointer, so look the headers up again.
     let Ok((eth, ip)) = eth_ipv4(ctx) else {
         return (TC_ACT_SHOT, Reason::DropTruncated);
     };
@@ -95,7 +102,7 @@ fn route(
             return (TC_ACT_OK, Reason::ToStack);
         }
         decrement_ttl(ip);
-        return deliver::to_local_pod(eth, dst, settings, Reason::Redirected);
+        return deliver::to_local_pod(ctx, dst, settings, Reason::Redirected);
     }
     let Some(s) = settings else {
         return (TC_ACT_OK, Reason::ToStack);

@@ -27,7 +27,7 @@ pub fn from_tunnel(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext) -> (i32, Reason) {
-    let (eth, ip) = match eth_ipv4_ingress(ctx) {
+    let (_, ip) = match eth_ipv4_ingress(ctx) {
         Ok(headers) => headers,
         Err(verdict) => return verdict,
     };
@@ -50,7 +50,7 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
     // SAFETY: as above.
     if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
         if s.services == 0 {
-            return deliver::to_local_pod(eth, dst, Some(s), Reason::Decapsulated);
+            return deliver::to_local_pod(ctx, dst, Some(s), Reason::Decapsulated);
         }
         return service::to_local_pod(ctx, dst, s, Reason::Decapsulated);
     }

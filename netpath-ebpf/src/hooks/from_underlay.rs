@@ -6,7 +6,6 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netpath_common::{Program, Reason, Settings, TUNNEL_RX};
-use network_types::eth::EthHdr;
 
 use crate::shared::{
     deliver, diag, ipip,
@@ -14,7 +13,7 @@ use crate::shared::{
     maps::{ENDPOINTS, SETTINGS},
     monitor::observe,
     nat,
-    packet::{eth_ipv4_ingress, header_mut, Packet},
+    packet::{eth_ipv4_ingress, Packet},
     service::{self, Step},
     vxlan::{self, RxVerdict},
 };
@@ -31,7 +30,7 @@ pub fn from_underlay(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext) -> (i32, Reason) {
-    let (eth, ip) = match eth_ipv4_ingress(ctx) {
+    let (_, ip) = match eth_ipv4_ingress(ctx) {
         Ok(headers) => headers,
         Err(verdict) => return verdict,
     };
@@ -71,7 +70,7 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
         if s.services == 0 {
-            return deliver::to_local_pod(eth, dst, Some(s), Reason::Redirected);
+            return deliver::to_local_pod(ctx, dst, Some(s), Reason::Redirected);
         }
         return service::to_local_pod(ctx, dst, s, Reason::Redirected);
     }
@@ -129,11 +128,7 @@ fn deliver_unwrapped(
         if let Some(s) = SETTINGS.get(0) {
             return service::to_local_pod(ctx, dst, s, delivered);
         }
-        // adjust_room invalidated every packet pointer: look the header up again.
-        let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
-            return (TC_ACT_SHOT, Reason::DropDecapFailed);
-        };
-        return deliver::to_local_pod(eth, dst, None, delivered);
+        return deliver::to_local_pod(ctx, dst, None, delivered);
     }
     (TC_ACT_OK, to_stack)
 }

@@ -7,13 +7,34 @@ use aya_ebpf::{
 use netpath_common::{Endpoint, Reason, RedirectMode, Route, RouteMode, Settings};
 use network_types::eth::EthHdr;
 
-use super::{ipip, tunnel, vxlan};
+use super::{ipip, packet::header_mut, policy, tunnel, vxlan};
 
 const AF_INET: u32 = 2;
 
-/// Hands a frame to a pod on this node with the MACs it expects to see.
+/// Hands a packet to a pod on this node if the pod's ingress policy lets it in.
 #[inline(always)]
 pub fn to_local_pod(
+    ctx: &TcContext,
+    dst: &Endpoint,
+    settings: Option<&Settings>,
+    ok: Reason,
+) -> (i32, Reason) {
+    if let Some(s) = settings.filter(|s| policy::on(Some(s))) {
+        if let Err(r) = policy::ingress(ctx, s) {
+            return (TC_ACT_SHOT, r);
+        }
+    }
+    // The policy point may have pulled headers in: no earlier pointer is valid.
+    let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
+        return (TC_ACT_SHOT, Reason::DropTruncated);
+    };
+    into_pod(eth, dst, settings, ok)
+}
+
+/// Hands a frame to a pod on this node with the MACs it expects to see (its policy
+/// already passed).
+#[inline(always)]
+pub fn into_pod(
     eth: &mut EthHdr,
     dst: &Endpoint,
     settings: Option<&Settings>,

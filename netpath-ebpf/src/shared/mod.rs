@@ -13,6 +13,7 @@ pub mod maps;
 pub mod monitor;
 pub mod nat;
 pub mod packet;
+pub mod policy;
 pub mod reject;
 pub mod rewrite;
 pub mod service;

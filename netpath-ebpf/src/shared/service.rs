@@ -29,6 +29,7 @@ use super::{
         SVC_FLOWS, SVC_REV, SVC_SLOTS,
     },
     packet::{eth_ipv4, header_mut},
+    policy,
     reject,
 };
 
@@ -397,6 +398,13 @@ fn remember(ak: &AffinityKey, backend: Backend, now: u64) {
 /// if it is a backend's reply to a client here.
 #[inline(always)]
 pub fn to_local_pod(ctx: &TcContext, dst: &Endpoint, s: &Settings, ok: Reason) -> (i32, Reason) {
+    // Judged before a reply's front end is restored: the pod's connection went to
+    // the backend, and its connection-table entry says so.
+    if policy::on(Some(s)) {
+        if let Err(r) = policy::ingress(ctx, s) {
+            return (TC_ACT_SHOT, r);
+        }
+    }
     if s.services != 0 {
         let Some(ip) = header_mut::<Ipv4Hdr>(ctx, IP).and_then(|h| Ip::of(h)) else {
             return (TC_ACT_SHOT, Reason::DropBadHeader);
@@ -409,7 +417,7 @@ pub fn to_local_pod(ctx: &TcContext, dst: &Endpoint, s: &Settings, ok: Reason) -
     let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
         return (TC_ACT_SHOT, Reason::DropTruncated);
     };
-    deliver::to_local_pod(eth, dst, Some(s), ok)
+    deliver::into_pod(eth, dst, Some(s), ok)
 }
 
 /// After a translation at the underlay: on to the packet's new destination, a local
@@ -421,7 +429,7 @@ pub fn onward(ctx: &TcContext, s: &Settings) -> (i32, Reason) {
     };
     // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
     if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
-        return deliver::to_local_pod(eth, dst, Some(s), Reason::Redirected);
+        return deliver::to_local_pod(ctx, dst, Some(s), Reason::Redirected);
     }
     if let Some(route) = ROUTES.get(&host_key(ip.dst_addr)) {
         return deliver::by_route(ctx, eth, route, s);

@@ -4,6 +4,7 @@
 //! few seconds — until SIGINT/SIGTERM. One tokio runtime drives signals, netlink and
 //! the programs' log ring.
 mod accept;
+mod policy;
 mod start;
 mod stop;
 
@@ -40,6 +41,9 @@ const NAG_EVERY: Duration = Duration::from_secs(5);
 /// How often BIRD is asked what it learned (a new node is routed within ~1 s of its
 /// session coming up).
 const BGP_POLL_EVERY: Duration = Duration::from_millis(500);
+/// How often the address book is looked at: a new pod waits for its policy (CNI ADD
+/// returns only then), and other pods' rules name it as a peer.
+const BOOK_POLL_EVERY: Duration = Duration::from_millis(100);
 
 pub struct AgentArgs {
     pub source: Source,
@@ -84,6 +88,8 @@ struct Agent {
     /// The node's BIRD, with `routing = "bgp"`, and what it taught as last judged.
     bgp: Option<bgp::Speaker>,
     learned: bgp::Learned,
+    /// The address book as last planned with (see `policy::book_mark`).
+    book_mark: Option<(std::time::SystemTime, u64)>,
 }
 
 /// The signals the agent stops and reloads on.
@@ -247,6 +253,7 @@ impl Agent {
             nl,
             bgp: None,
             learned: bgp::Learned::default(),
+            book_mark: None,
         }
     }
 
@@ -276,6 +283,7 @@ impl Agent {
         let mut collect = tokio::time::interval(NAT_COLLECT_EVERY);
         let mut nag = tokio::time::interval(NAG_EVERY);
         let mut bgp_poll = tokio::time::interval(BGP_POLL_EVERY);
+        let mut book_poll = tokio::time::interval(BOOK_POLL_EVERY);
         let mut nat = datapath::Collector::default();
         let mut services = datapath::ServiceCollector::default();
         loop {
@@ -292,6 +300,11 @@ impl Agent {
                     }
                 }
                 _ = resync.tick() => self.reconcile_logged().await,
+                _ = book_poll.tick() => {
+                    if policy::book_mark(&self.state_dir) != self.book_mark {
+                        self.reconcile_logged().await;
+                    }
+                }
             }
         }
     }
@@ -490,7 +503,7 @@ impl Agent {
     async fn plan_and_apply(&mut self) -> Result<()> {
         let table = self.nl.routes().await?;
         let bgp = (self.spec.settings.routing == Routing::Bgp).then_some(&self.learned);
-        let want = plan::plan(
+        let mut want = plan::plan(
             &self.spec,
             &self.local,
             &self.underlay,
@@ -499,6 +512,25 @@ impl Agent {
             bgp,
         );
         let mut pinned = Pinned::open(&self.dir)?;
+        let mut problems = Vec::new();
+        self.book_mark = policy::book_mark(&self.state_dir);
+        match policy::compile(&self.spec, &self.state_dir) {
+            Ok(j) => {
+                want.settings.policy_rev = j.rev;
+                want.policy = j.maps;
+                self.state.policy = j
+                    .selected_by
+                    .iter()
+                    .filter_map(|(a, p)| Some((a.as_v4().map(std::net::Ipv4Addr::from)?.to_string(), p.clone())))
+                    .collect();
+            }
+            Err(e) => {
+                let why = format!("network policy not applied, the programs keep the last: {e:#}");
+                tracing::error!("{why}");
+                problems.push(why);
+                (want.policy, want.settings.policy_rev) = policy::kept(&pinned)?;
+            }
+        }
         let applied = reconcile::apply(&mut pinned, &self.nl, &table, &want).await?;
         if applied != reconcile::Applied::default() {
             tracing::info!(
@@ -509,7 +541,7 @@ impl Agent {
                 "applied"
             );
         }
-        let mut problems = want.unreachable;
+        problems.extend(want.unreachable);
         problems.extend(self.strays());
         for p in &problems {
             tracing::warn!("{p}");
@@ -568,6 +600,10 @@ impl Agent {
                 orphans = done.orphans,
                 "NAT flows collected"
             );
+        }
+        let idle = pinned.collect_policy_connections(now);
+        if idle > 0 {
+            tracing::debug!(idle, "policy connections collected");
         }
         let done = services.run(&mut pinned, now);
         if done != datapath::ServicesCollected::default() {

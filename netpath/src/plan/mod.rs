@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use netpath_common::{Peer, RedirectMode, Route, RouteMode, Settings};
 
 use crate::{
+    datapath::PolicyMaps,
     bgp::Learned,
     net::Ipv4Net,
     netlink::{RouteSpec, RouteSummary, PROTO_AGENT},
@@ -38,6 +39,8 @@ pub struct Desired {
     /// Peers left out because the underlay has no route to them.
     pub unreachable: Vec<String>,
     pub services: ServiceTable,
+    /// Network policy compiled for this node's pods (the agent fills it in).
+    pub policy: PolicyMaps,
 }
 
 /// What the agent found or made on this node, beside the spec.
@@ -85,6 +88,8 @@ pub fn settings(
         node_port_min: spec.settings.node_ports.min,
         node_port_max: spec.settings.node_ports.max,
         host_netns_cookie: probed.netns_cookie,
+        policy_rev: 0,
+        _pad_policy: 0,
     }
 }
 

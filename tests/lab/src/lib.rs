@@ -10,6 +10,7 @@ pub mod netns;
 pub mod nl;
 pub mod observe;
 pub mod ping;
+pub mod policy;
 pub mod process;
 pub mod service;
 pub mod support;

@@ -137,7 +137,8 @@ fn icmp_error(ctx: &TcContext, ip: &Ip, s: &Settings) -> Option<(i32, Reason)> {
     let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
         return Some((TC_ACT_SHOT, Reason::DropTruncated));
     };
-    Some(deliver::to_local_pod(
+    // An error about the pod's own translated flow: it passes policy as the flow did.
+    Some(deliver::into_pod(
         eth,
         &ep,
         Some(s),
@@ -219,9 +220,5 @@ fn to_pod(
     if rewrite.apply(ctx).is_err() {
         return (TC_ACT_SHOT, Reason::DropNatUnsupported);
     }
-    // The helpers invalidated every packet pointer: look the header up again.
-    let Some(eth) = header_mut::<EthHdr>(ctx, 0) else {
-        return (TC_ACT_SHOT, Reason::DropTruncated);
-    };
-    deliver::to_local_pod(eth, ep, Some(s), ok)
+    deliver::to_local_pod(ctx, ep, Some(s), ok)
 }

@@ -14,10 +14,20 @@ impl Lab {
         let mtu = self.spec.pod_mtu(UNDERLAY_MTU);
         let first = self.nodes[i].pods.len() + 1;
         for p in first..first + n {
-            let pod = attach_pod(&self.nodes[i], p, mtu)?;
+            let pod = attach_pod(&self.nodes[i], p, mtu, None)?;
             self.nodes[i].pods.push(pod);
         }
         Ok(())
+    }
+
+    /// Wires one more pod into node `i` as the Kubernetes pod `namespace/name` (what
+    /// containerd's CRI passes the CNI plugin); returns its index on the node.
+    pub fn attach_pod_as(&mut self, i: usize, namespace: &str, name: &str) -> Result<usize> {
+        let mtu = self.spec.pod_mtu(UNDERLAY_MTU);
+        let p = self.nodes[i].pods.len() + 1;
+        let pod = attach_pod(&self.nodes[i], p, mtu, Some((namespace, name)))?;
+        self.nodes[i].pods.push(pod);
+        Ok(p - 1)
     }
 }
 
@@ -60,7 +70,12 @@ pub(super) fn bridge_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Resul
 /// A pod on a netpath node, wired by the product's endpoint module (as the CNI
 /// plugin wires one), from inside the node's namespace, with an address from the
 /// node's address book: lab pods and CNI containers never collide.
-pub(super) fn attach_pod(node: &Node, p: usize, mtu: u32) -> Result<Pod> {
+pub(super) fn attach_pod(
+    node: &Node,
+    p: usize,
+    mtu: u32,
+    k8s: Option<(&str, &str)>,
+) -> Result<Pod> {
     let name = format!("{}-pod{p}", node.name);
     let ns = NetNs::create(&name)?;
     let req = netpath::pod::PodRequest {
@@ -69,8 +84,8 @@ pub(super) fn attach_pod(node: &Node, p: usize, mtu: u32) -> Result<Pod> {
                 container_id: name.clone(),
                 ifname: "eth0".into(),
             },
-            pod_namespace: None,
-            pod_name: Some(name.clone()),
+            pod_namespace: k8s.map(|(ns, _)| ns.to_string()),
+            pod_name: Some(k8s.map_or(name.clone(), |(_, n)| n.to_string())),
             netns: Some(ns.path().display().to_string()),
         },
         netns: ns.path(),

@@ -17,6 +17,11 @@ impl Lab {
         Ok(())
     }
 
+    /// The spec file the agents read.
+    pub fn spec_path(&self) -> &std::path::Path {
+        &self.spec_file
+    }
+
     pub fn write_spec(&self, spec: &ClusterSpec) -> Result<()> {
         self.write_spec_text(&spec.to_toml())
     }

@@ -96,7 +96,7 @@ impl Lab {
         let mtu = cfg.spec.pod_mtu(UNDERLAY_MTU);
         for node in lab.nodes.iter_mut().filter(|n| n.kind == NodeKind::Netpath) {
             for p in 1..=cfg.pods_per_node {
-                let pod = attach_pod(node, p, mtu)?;
+                let pod = attach_pod(node, p, mtu, None)?;
                 node.pods.push(pod);
             }
         }

@@ -1,0 +1,78 @@
+//! The agent's policy step: the spec's records and this node's pods (its address
+//! book) in, the policy maps out. A change that does not compile keeps what the
+//! programs hold: policy fails closed, never open.
+use std::{collections::BTreeMap, path::Path, time::SystemTime};
+
+use anyhow::{Context, Result};
+use netpath_common::NetAddr;
+
+use crate::{
+    datapath::{Pinned, PolicyMaps},
+    ipam,
+    policy::{self, LocalPod},
+    spec::ClusterSpec,
+};
+
+/// What a compile gave the node.
+pub(super) struct Judged {
+    pub maps: PolicyMaps,
+    pub rev: u32,
+    /// Each local pod a policy selects -> those policies ("namespace/name").
+    pub selected_by: BTreeMap<NetAddr, Vec<String>>,
+}
+
+/// This node's pods as its address book names them: the CNI plugin's
+/// `K8S_POD_NAMESPACE`/`K8S_POD_NAME`, else namespace `default` and the container id.
+pub(super) fn local_pods(state_dir: &Path) -> Result<Vec<LocalPod>> {
+    let book = ipam::Store::read(state_dir)
+        .with_context(|| format!("read the address book in {}", state_dir.display()))?;
+    Ok(book
+        .allocations
+        .iter()
+        .map(|(ip, a)| LocalPod {
+            ip: (*ip).into(),
+            namespace: a.pod_namespace.clone().unwrap_or_else(|| "default".into()),
+            name: a
+                .pod_name
+                .clone()
+                .unwrap_or_else(|| a.id.container_id.clone()),
+        })
+        .collect())
+}
+
+pub(super) fn compile(spec: &ClusterSpec, state_dir: &Path) -> Result<Judged> {
+    let local = local_pods(state_dir)?;
+    let input = policy::PolicyInput {
+        namespaces: &spec.namespaces,
+        pods: &spec.pods,
+        policies: &spec.policies,
+        local: &local,
+    };
+    let c = policy::compile(&input)?;
+    Ok(Judged {
+        maps: PolicyMaps {
+            endpoints: c.endpoints,
+            peers: c.peers,
+            ports: c.ports,
+            known: local
+                .iter()
+                .map(|p| crate::policy::net_addr(p.ip))
+                .collect(),
+        },
+        rev: c.rev,
+        selected_by: c.selected_by,
+    })
+}
+
+/// What the programs hold now, kept as it is (every entry known: nothing removed).
+pub(super) fn kept(pinned: &Pinned) -> Result<(PolicyMaps, u32)> {
+    let mut maps = pinned.policy_maps();
+    maps.known = maps.endpoints.keys().copied().collect();
+    Ok((maps, pinned.settings()?.policy_rev))
+}
+
+/// The address book's modification time and size: a change means a pod came or went.
+pub(super) fn book_mark(state_dir: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(state_dir.join(ipam::BOOK)).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
