@@ -59,7 +59,10 @@ fn list<R: Record + DeserializeOwned>(
             Err(e) => unparsed.push((
                 R::LIST,
                 i,
-                format!("{}[{i}]{who}: {e}", R::LIST).trim().to_string(),
+                // toml names the field on a line of its own ("in `spec.ingress`").
+                format!("{}[{i}]{who}: {e}", R::LIST)
+                    .trim()
+                    .replace('\n', " "),
             )),
         }
     }
@@ -123,4 +126,103 @@ fn admit_list<R: Record>(
             .map(|(_, _, e)| format!("{} left out: {e}", R::KIND)),
     );
     admitted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ClusterSpec, SpecDraft};
+
+    const NODES: &str = r#"
+cluster_cidr = "10.244.0.0/16"
+[[nodes]]
+name = "a"
+underlay = "192.168.56.11/24"
+pod_cidr = "10.244.1.0/24"
+"#;
+
+    fn policy(name: &str, spec: &str) -> String {
+        format!("\n[[policies]]\nmetadata = {{ namespace = \"x\", name = \"{name}\" }}\n{spec}\n")
+    }
+
+    fn pod(name: &str) -> String {
+        format!("\n[[pods]]\nmetadata = {{ namespace = \"x\", name = \"{name}\" }}\nstatus = {{ podIP = \"10.244.1.5\" }}\n")
+    }
+
+    #[test]
+    fn a_bad_record_is_left_out_alone_by_an_agent_and_refused_by_strict_validation() {
+        let text = format!(
+            "{NODES}{}{}{}{}{}{}",
+            policy("good", "spec = { podSelector = {} }"),
+            policy(
+                "bad-op",
+                r#"spec = { podSelector = { matchExpressions = [{ key = "k", operator = "Equal" }] } }"#
+            ),
+            policy("unparsed", r#"spec = { ingress = "all" }"#),
+            policy("good", "spec = {}"),
+            pod("a"),
+            pod("a"),
+        );
+        let (spec, left_out) = SpecDraft::parse(&text)
+            .unwrap()
+            .validate_admitting()
+            .unwrap();
+        let names: Vec<&str> = spec
+            .policy
+            .policies
+            .iter()
+            .map(|p| p.metadata.name.as_str())
+            .collect();
+        assert_eq!(names, ["good"]);
+        assert_eq!(spec.policy.pods.len(), 1);
+        let want = [
+            "pod left out: pods[1] (x/a).metadata.name = \"a\": duplicate of pods[0]",
+            "policy left out: policies[1] (x/bad-op).spec.podSelector.matchExpressions[0].operator = \"Equal\": must be one of In, NotIn, Exists, DoesNotExist",
+            "policy left out: policies[3] (x/good).metadata.name = \"good\": duplicate of policies[0]",
+        ];
+        for w in want {
+            assert!(left_out.iter().any(|l| l == w), "{w} not in {left_out:#?}");
+        }
+        assert!(
+            left_out.iter().any(
+                |l| l.starts_with("policy left out: policies[2] (x/unparsed): ")
+                    && l.ends_with("in `spec.ingress`")
+            ),
+            "{left_out:#?}"
+        );
+        assert_eq!(left_out.len(), 4, "{left_out:#?}");
+        // Strictly, the first mistake refuses the file, named.
+        let e = ClusterSpec::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("policies[2] (x/unparsed)"), "{e}");
+        let parsed_only = text.replace(r#"ingress = "all""#, "podSelector = {}");
+        let e = ClusterSpec::parse(&parsed_only).unwrap_err().to_string();
+        assert!(e.starts_with("pods[1] (x/a).metadata.name"), "{e}");
+        let one_pod = parsed_only.replacen(&pod("a"), "", 1);
+        let e = ClusterSpec::parse(&one_pod).unwrap_err().to_string();
+        assert!(
+            e.starts_with("policies[1] (x/bad-op).spec.podSelector"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_spec_feeds_the_compiler() {
+        use crate::policy::{compile, policy_input_from, LocalPod};
+        let text = format!(
+            "{NODES}{}{}",
+            policy("deny", "spec = { podSelector = {} }"),
+            pod("a")
+        );
+        let spec = ClusterSpec::parse(&text).unwrap();
+        let local = [LocalPod {
+            ip: "10.244.1.5".parse().unwrap(),
+            namespace: "x".into(),
+            name: "a".into(),
+        }];
+        let c = compile(&policy_input_from(&spec, &local)).unwrap();
+        assert_eq!(
+            c.selected_by.values().next().unwrap(),
+            &["x/deny".to_string()]
+        );
+        assert_ne!(c.rev, 0);
+    }
 }
