@@ -4,6 +4,7 @@
 mod compile;
 mod e2e;
 mod lpm;
+mod scale;
 mod validate;
 
 use std::net::IpAddr;
