@@ -18,6 +18,7 @@ pub mod netns;
 pub mod nexthop;
 pub mod plan;
 pub mod pod;
+pub mod policy;
 pub mod reconcile;
 pub mod rtsock;
 pub mod serve;

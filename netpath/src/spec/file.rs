@@ -114,6 +114,7 @@ impl SpecDraft {
                 ))
             }
         }
+        let (records, unparsed_records) = super::policies::parse(&mut top)?;
         let settings: ClusterSettings = toml::Value::Table(top).try_into().map_err(parse_error)?;
         Ok(SpecDraft {
             settings,
@@ -121,6 +122,10 @@ impl SpecDraft {
             nodes: nodes(raw_nodes)?,
             services,
             unparsed,
+            namespaces: records.namespaces,
+            pods: records.pods,
+            policies: records.policies,
+            unparsed_records,
         })
     }
 }

@@ -2,12 +2,13 @@
 //! built in code or read from TOML (`file`); `SpecDraft::validate` is the one place
 //! that checks it, naming the field and the value of every mistake.
 mod file;
+mod policies;
 mod service_checks;
 mod services;
 mod settings;
 mod values;
 
-use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf};
+use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf, sync::Arc};
 
 use netpath_common::{RouteMode, IPIP_OVERHEAD, VXLAN_OVERHEAD};
 use serde::Serialize;
@@ -22,6 +23,7 @@ pub use self::values::{
     Backend, BgpPeer, Decap, Overlay, PortRange, Redirect, Routing, VxlanDevice,
 };
 use crate::net::{Ipv4Net, Mac};
+use crate::policy::{Namespace, NetworkPolicy, PodRecord, PolicyRecords};
 
 /// The spec `cargo xtask run` brings up: three nodes, two on one underlay subnet and
 /// one behind a router, so `auto` uses both direct routing and VXLAN.
@@ -74,6 +76,17 @@ pub struct SpecDraft {
     /// `validate`, left out by `validate_admitting`.
     #[serde(skip)]
     pub unparsed: Vec<(usize, String)>,
+    /// Records policy is compiled from, shaped like the Kubernetes objects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<Namespace>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodRecord>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<NetworkPolicy>,
+    /// Namespace, pod and policy records of the file that did not parse (list,
+    /// index, message), handled as `unparsed` is.
+    #[serde(skip)]
+    pub unparsed_records: Vec<policies::Unparsed>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,6 +112,10 @@ impl SpecDraft {
             nodes: Vec::new(),
             services: Vec::new(),
             unparsed: Vec::new(),
+            namespaces: Vec::new(),
+            pods: Vec::new(),
+            policies: Vec::new(),
+            unparsed_records: Vec::new(),
         }
     }
 
@@ -133,15 +150,19 @@ impl SpecDraft {
         if !self.unparsed.is_empty() {
             return Err(file::parse_error(self.unparsed.swap_remove(0).1));
         }
+        let unparsed_records = std::mem::take(&mut self.unparsed_records);
         let spec = self.validate_cluster()?;
         validate_all(&spec.services, &spec.settings, &spec.nodes)?;
+        policies::validate(&spec, &unparsed_records)?;
         Ok(spec)
     }
 
-    /// The spec with its bad records (services) left out, each named in the second
-    /// value with its field; the settings and the nodes must be right.
+    /// The spec with its bad records (services, namespaces, pods, policies) left
+    /// out, each named in the second value with its field; the settings and the
+    /// nodes must be right.
     pub fn validate_admitting(mut self) -> Result<(ClusterSpec, Vec<String>), SpecError> {
         let unparsed = std::mem::take(&mut self.unparsed);
+        let unparsed_records = std::mem::take(&mut self.unparsed_records);
         let mut spec = self.validate_cluster()?;
         // The index each parsed service had in the file, the unparsed ones skipped.
         let mut index = (0..).filter(|i| !unparsed.iter().any(|(u, _)| u == i));
@@ -151,6 +172,7 @@ impl SpecDraft {
         let (services, mut left_out) = admit_each(services, &spec.settings, &spec.nodes);
         spec.services = services;
         left_out.extend(unparsed.iter().map(|(_, e)| format!("left out: {e}")));
+        left_out.extend(policies::admit(&mut spec, &unparsed_records));
         Ok((spec, left_out))
     }
 
@@ -211,6 +233,11 @@ impl SpecDraft {
             bpffs_root,
             nodes,
             services: self.services,
+            policy: Arc::new(PolicyRecords {
+                namespaces: self.namespaces,
+                pods: self.pods,
+                policies: self.policies,
+            }),
         })
     }
 }
@@ -354,6 +381,9 @@ pub struct ClusterSpec {
     pub nodes: Vec<NodeSpec>,
     /// Services with their endpoints, checked against the nodes.
     pub services: Vec<ServiceSpec>,
+    /// What network policy is compiled from (`crate::policy::policy_input_from`);
+    /// shared, so a spec with thousands of policies clones cheaply.
+    pub policy: Arc<PolicyRecords>,
 }
 
 /// A VTEP MAC derived from the underlay address: locally administered, unicast, stable.
@@ -380,6 +410,10 @@ impl ClusterSpec {
                 .collect(),
             services: self.services.clone(),
             unparsed: Vec::new(),
+            namespaces: self.policy.namespaces.clone(),
+            pods: self.policy.pods.clone(),
+            policies: self.policy.policies.clone(),
+            unparsed_records: Vec::new(),
         }
     }
 

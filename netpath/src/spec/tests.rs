@@ -561,3 +561,95 @@ fn a_bad_service_is_left_out_alone_by_an_agent_and_refused_by_strict_validation(
         .validate_admitting()
         .is_err());
 }
+
+/// Records shaped like `kubectl get -o yaml` output, in TOML: a namespace, a pod with
+/// labels, a named port and its address, and a policy with every kind of field.
+const POLICY_RECORDS: &str = r#"
+[[namespaces]]
+[namespaces.metadata]
+name = "x"
+labels = { team = "blue" }
+
+[[pods]]
+[pods.metadata]
+namespace = "x"
+name = "a"
+labels = { pod = "a", tier = "web" }
+[[pods.spec.containers]]
+name = "server"
+[[pods.spec.containers.ports]]
+name = "serve-80-tcp"
+containerPort = 80
+[[pods.spec.containers.ports]]
+name = "serve-81-udp"
+containerPort = 81
+protocol = "UDP"
+[pods.status]
+podIP = "10.244.1.5"
+
+[[policies]]
+[policies.metadata]
+namespace = "x"
+name = "allow-80"
+[policies.spec]
+policyTypes = ["Ingress", "Egress"]
+[policies.spec.podSelector]
+matchLabels = { pod = "a" }
+matchExpressions = [{ key = "tier", operator = "NotIn", values = ["db"] }]
+[[policies.spec.ingress]]
+[[policies.spec.ingress.from]]
+podSelector = { matchLabels = { pod = "b" } }
+namespaceSelector = { matchExpressions = [{ key = "kubernetes.io/metadata.name", operator = "In", values = ["x", "y"] }] }
+[[policies.spec.ingress.from]]
+ipBlock = { cidr = "10.1.0.0/16", except = ["10.1.2.0/24"] }
+[[policies.spec.ingress.ports]]
+port = "serve-80-tcp"
+[[policies.spec.ingress.ports]]
+protocol = "UDP"
+port = 8000
+endPort = 8080
+[[policies.spec.egress]]
+[[policies.spec.egress.to]]
+namespaceSelector = { matchExpressions = [{ key = "team", operator = "Exists" }] }
+[[policies.spec.egress.ports]]
+protocol = "SCTP"
+port = 5000
+"#;
+
+#[test]
+fn policy_records_parse_from_toml_with_kubernetes_field_names() {
+    use crate::policy::{IntOrString, PolicyProtocol, PolicyType, SelectorOperator};
+    let spec = ClusterSpec::parse(&format!("{TWO}{POLICY_RECORDS}")).unwrap();
+    let r = &spec.policy;
+    assert_eq!(r.namespaces[0].metadata.labels["team"], "blue");
+    let pod = &r.pods[0];
+    assert_eq!(pod.metadata.labels["tier"], "web");
+    let port = &pod.spec.containers[0].ports[1];
+    assert_eq!(port.name.as_deref(), Some("serve-81-udp"));
+    assert_eq!(
+        (port.container_port, &port.protocol),
+        (81, &PolicyProtocol::UDP)
+    );
+    assert_eq!(pod.status.pod_ip.as_deref(), Some("10.244.1.5"));
+    let p = &r.policies[0].spec;
+    assert_eq!(
+        p.policy_types,
+        Some(vec![PolicyType::Ingress, PolicyType::Egress])
+    );
+    assert_eq!(
+        p.pod_selector.match_expressions[0].operator,
+        SelectorOperator::NotIn
+    );
+    let from = &p.ingress[0].from;
+    assert!(from[0].pod_selector.is_some() && from[0].namespace_selector.is_some());
+    assert_eq!(from[1].ip_block.as_ref().unwrap().except, ["10.1.2.0/24"]);
+    let ports = &p.ingress[0].ports;
+    assert_eq!(ports[0].port, Some(IntOrString::Str("serve-80-tcp".into())));
+    assert_eq!(
+        (ports[1].port.clone(), ports[1].end_port),
+        (Some(IntOrString::Int(8000)), Some(8080))
+    );
+    assert_eq!(p.egress[0].ports[0].protocol, Some(PolicyProtocol::SCTP));
+    // The file the lab writes for its agents carries them unchanged.
+    assert_eq!(ClusterSpec::parse(&spec.to_toml()).unwrap(), spec);
+}
