@@ -246,7 +246,7 @@ fn kubernetes_netpol_cases_egress_and_ip_blocks() {
 #[test]
 fn a_policy_change_cuts_live_connections_within_a_second_and_denials_are_counted() {
     let (lab, model) = model_lab();
-    let (client, server) = (model.pod("y/a"), model.pod("x/b"));
+    let (client, server) = (model.pod("y/b"), model.pod("x/b"));
     assert_ne!(client.node, server.node, "the model spreads them over both nodes");
     let allow = np("x", "allow-y", json!({
         "podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}));

@@ -146,11 +146,18 @@ pub struct CtEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PolicyScratch {
+    pub ct_entry: CtEntry,
     pub local: NetAddr,
     pub ct: CtKey,
-    pub ct_entry: CtEntry,
     pub peer: TrieKey<PolicyPeerKey>,
     pub port: TrieKey<PolicyPortKey>,
+    /// The local pod's entry, copied.
+    pub ep: PolicyEndpoint,
+    /// A service reply's flow as its client opened it (`SVC_FLOWS` key).
+    pub svc: crate::Tuple,
+    pub rev: u32,
+    pub tcp_flags: u8,
+    pub _pad: [u8; 3],
 }
 
 /// An LPM trie's key as the kernel reads it: the prefix length in bits, then the data

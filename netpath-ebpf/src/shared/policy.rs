@@ -9,8 +9,8 @@
 //! already fills 5.10's 512-byte stack.
 use aya_ebpf::{bindings::BPF_ANY, btf_maps::lpm_trie::Key, programs::TcContext};
 use netpath_common::{
-    CtEntry, CtKey, NetAddr, PolicyEndpoint, PolicyPeerKey, PolicyPortKey, PolicyScratch,
-    Reason, Settings, TrieKey, Tuple, CT_REPLY, FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP, POLICY_EGRESS,
+    NetAddr, PolicyPeerKey, PolicyPortKey, PolicyScratch, Reason, Settings, TrieKey,
+    CT_REPLY, FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP, POLICY_EGRESS,
     POLICY_INGRESS,
 };
 
@@ -57,35 +57,46 @@ fn verdict(r: u32) -> Result<(), Reason> {
 /// 0: pass; else a `Reason`'s number.
 #[inline(never)]
 fn point(ctx: &TcContext, at: u8, s: &Settings) -> u32 {
-    let rev = s.policy_rev;
     let Some(sc) = POLICY_SCRATCH.get_ptr_mut(0) else {
         return Reason::DropTruncated as u32;
     };
     // SAFETY: this CPU's scratch entry; nothing else runs on it meanwhile.
-    let sc = unsafe { &mut *sc };
+    unsafe { point_in(ctx, at, s, sc) }
+}
+
+/// The point's work with its state in `sc`, not in locals: whatever lives across a
+/// helper call is read back from the scratch entry instead of being spilled to a
+/// stack 5.10 has no room for.
+///
+/// SAFETY: `sc` is this CPU's scratch entry.
+#[inline(always)]
+unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch) -> u32 {
     if ctx.data() + IP + 20 > ctx.data_end() {
         return Reason::DropTruncated as u32;
     }
-    // SAFETY: 20 header bytes checked just above.
-    let h = unsafe { &*((ctx.data() + IP) as *const [u8; 20]) };
-    let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
-    let proto = h[9];
-    let hlen = ((h[0] & 0x0f) as usize * 4) & 0x3f;
-    let (local, peer) = if at == POLICY_EGRESS {
-        (src, dst)
-    } else {
-        (dst, src)
-    };
-    sc.local = NetAddr::v4(local);
-    // SAFETY: map values are plain data, copied out at once.
-    let Some(ep) = (unsafe { POLICY_ENDPOINTS.get(&sc.local) }).copied() else {
+    let h = (ctx.data() + IP) as *const [u8; 20];
+    let k = &mut (*sc).ct;
+    set_v4(&mut k.src, [(*h)[12], (*h)[13], (*h)[14], (*h)[15]]);
+    set_v4(&mut k.dst, [(*h)[16], (*h)[17], (*h)[18], (*h)[19]]);
+    k.protocol = (*h)[9];
+    k.family = FAMILY_IPV4;
+    k.at = at;
+    k._pad = 0;
+    k.src_port = [0; 2];
+    k.dst_port = [0; 2];
+    (*sc).tcp_flags = 0;
+    (*sc).rev = s.policy_rev;
+    let local = if at == POLICY_EGRESS { addr4(&k.src) } else { addr4(&k.dst) };
+    set_addr(&mut (*sc).local, local);
+    let Some(ep) = POLICY_ENDPOINTS.get_ptr(&(*sc).local) else {
         return 0;
     };
-    let mut ports = [0u8; 4];
-    let mut flags = 0u8;
-    let ported = proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
-    if ported && !is_fragment([h[6], h[7]]) {
-        let at_l4 = IP + hlen;
+    (*sc).ep = *ep;
+    let proto = (*sc).ct.protocol;
+    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP)
+        && !is_fragment([(*h)[6], (*h)[7]])
+    {
+        let at_l4 = IP + (((*h)[0] & 0x0f) as usize * 4 & 0x3f);
         if ctx.data() + at_l4 + 14 > ctx.data_end() {
             let _ = ctx.pull_data((at_l4 + 14) as u32);
         }
@@ -93,83 +104,63 @@ fn point(ctx: &TcContext, at: u8, s: &Settings) -> u32 {
         if p as usize + 4 > ctx.data_end() {
             return Reason::DropTruncated as u32;
         }
-        // SAFETY: four bytes checked just above.
-        let first = unsafe { &*(p as *const [u8; 4]) };
-        ports = *first;
+        (*sc).ct.src_port = [(*p)[0], (*p)[1]];
+        (*sc).ct.dst_port = [(*p)[2], (*p)[3]];
         if proto == IPPROTO_TCP {
             if p as usize + 14 > ctx.data_end() {
                 return Reason::DropTruncated as u32;
             }
-            // SAFETY: fourteen bytes checked just above.
-            flags = unsafe { (*p)[13] };
+            (*sc).tcp_flags = (*p)[13];
         }
     }
-    sc.ct = CtKey {
-        src: NetAddr::v4(src).addr,
-        dst: NetAddr::v4(dst).addr,
-        src_port: [ports[0], ports[1]],
-        dst_port: [ports[2], ports[3]],
-        protocol: proto,
-        family: FAMILY_IPV4,
-        at,
-        _pad: 0,
-    };
-    let now = now_ns();
-    if let Some(e) = POLICY_CT.get_ptr_mut(&sc.ct) {
-        // SAFETY: a map value; racing writers only move a timestamp or a flag.
-        let e = unsafe { &mut *e };
-        if e.rev != rev {
+    if let Some(e) = POLICY_CT.get_ptr_mut(&(*sc).ct) {
+        if (*e).rev != (*sc).rev {
             // Judged again as first judged: a reply by its connection's first packet.
-            let allowed = if e.reply == CT_REPLY {
-                judge(sc, &ep, other(at), peer, proto, [ports[0], ports[1]])
-            } else {
-                judge(sc, &ep, at, peer, proto, [ports[2], ports[3]])
-            };
-            e.denied = (!allowed) as u8;
-            e.rev = rev;
+            let allowed = judge(sc, (*e).reply == CT_REPLY);
+            (*e).denied = (!allowed) as u8;
+            (*e).rev = (*sc).rev;
         }
-        if e.denied != 0 {
+        if (*e).denied != 0 {
             return denied(at);
         }
-        e.last_seen = now;
+        (*e).last_seen = now_ns();
         return 0;
     }
-    if at == POLICY_INGRESS && service_reply(s, local, peer, proto, ports) {
+    if at == POLICY_INGRESS && service_reply(s, sc) {
         return 0;
     }
     let mut reply = 0;
-    if !judge(sc, &ep, at, peer, proto, [ports[2], ports[3]]) {
+    if !judge(sc, false) {
         // A TCP segment other than a SYN of a connection whose entry expired: a reply
         // if its connection's first packet would be allowed the other way.
-        let mid_stream = proto == IPPROTO_TCP && (flags & TCP_SYN == 0 || flags & TCP_ACK != 0);
-        if !(mid_stream && judge(sc, &ep, other(at), peer, proto, [ports[0], ports[1]])) {
+        let f = (*sc).tcp_flags;
+        let mid_stream =
+            (*sc).ct.protocol == IPPROTO_TCP && (f & TCP_SYN == 0 || f & TCP_ACK != 0);
+        if !(mid_stream && judge(sc, true)) {
             return denied(at);
         }
         reply = CT_REPLY;
     }
-    sc.ct_entry = CtEntry {
-        last_seen: now,
-        rev,
-        reply,
-        denied: 0,
-        _pad: [0; 2],
-    };
-    if POLICY_CT.insert(&sc.ct, &sc.ct_entry, BPF_ANY as u64).is_err() {
+    let e = &mut (*sc).ct_entry;
+    e.last_seen = now_ns();
+    e.rev = (*sc).rev;
+    e.reply = reply;
+    e.denied = 0;
+    e._pad = [0; 2];
+    if POLICY_CT.insert(&(*sc).ct, &(*sc).ct_entry, BPF_ANY as u64).is_err() {
         return Reason::DropPolicyTableFull as u32;
     }
     // The same connection as its other packets meet the pod's other point.
-    sc.ct = CtKey {
-        src: sc.ct.dst,
-        dst: sc.ct.src,
-        src_port: sc.ct.dst_port,
-        dst_port: sc.ct.src_port,
-        protocol: proto,
-        family: FAMILY_IPV4,
-        at: other(at),
-        _pad: 0,
-    };
-    sc.ct_entry.reply = CT_REPLY - reply;
-    if POLICY_CT.insert(&sc.ct, &sc.ct_entry, BPF_ANY as u64).is_err() {
+    let k = &mut (*sc).ct;
+    let (src, dst) = (addr4(&k.src), addr4(&k.dst));
+    set_v4(&mut k.src, dst);
+    set_v4(&mut k.dst, src);
+    let (sp, dp) = (k.src_port, k.dst_port);
+    k.src_port = dp;
+    k.dst_port = sp;
+    k.at = other(at);
+    (*sc).ct_entry.reply = CT_REPLY - reply;
+    if POLICY_CT.insert(&(*sc).ct, &(*sc).ct_entry, BPF_ANY as u64).is_err() {
         return Reason::DropPolicyTableFull as u32;
     }
     0
@@ -179,22 +170,63 @@ fn point(ctx: &TcContext, at: u8, s: &Settings) -> u32 {
 /// backend's node: the client's own flow to that front end says it asked. (Its
 /// connection was judged with the backend as the peer, so no entry here names the
 /// front end.)
+///
+/// SAFETY: as `point_in`.
 #[inline(always)]
-fn service_reply(s: &Settings, client: [u8; 4], front: [u8; 4], proto: u8, ports: [u8; 4]) -> bool {
+unsafe fn service_reply(s: &Settings, sc: *mut PolicyScratch) -> bool {
+    let k = &(*sc).ct;
+    let front = addr4(&k.src);
     if s.services == 0 || s.service_prefix == 0 || !in_prefix(front, s.service_ip, s.service_prefix)
     {
         return false;
     }
-    let flow = Tuple {
-        src: client,
-        dst: front,
-        src_port: [ports[2], ports[3]],
-        dst_port: [ports[0], ports[1]],
-        proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: map values are plain data; only presence is read.
-    unsafe { SVC_FLOWS.get(flow) }.is_some()
+    let t = &mut (*sc).svc;
+    t.src = addr4(&k.dst);
+    t.dst = front;
+    t.src_port = k.dst_port;
+    t.dst_port = k.src_port;
+    t.proto = k.protocol;
+    zero3(&mut t._pad);
+    SVC_FLOWS.get_ptr(&(*sc).svc).is_some()
+}
+
+/// The first four bytes of a family-tagged address: IPv4.
+#[inline(always)]
+fn addr4(a: &[u8; 16]) -> [u8; 4] {
+    [a[0], a[1], a[2], a[3]]
+}
+
+/// Keys are written a field at a time, in place: a struct built on the stack and
+/// copied would cost a `memcpy` call and its frame, which 5.10's stack cannot hold.
+#[inline(always)]
+fn set_addr(a: &mut NetAddr, v4: [u8; 4]) {
+    a.family = FAMILY_IPV4;
+    zero3(&mut a._pad);
+    set_v4(&mut a.addr, v4);
+}
+
+/// Three bytes zeroed one by one: LLVM makes `= [0; 3]` a `memset` call.
+#[inline(always)]
+fn zero3(p: &mut [u8; 3]) {
+    let p = p.as_mut_ptr();
+    // SAFETY: three bytes of the array.
+    unsafe {
+        p.write_volatile(0);
+        p.add(1).write_volatile(0);
+        p.add(2).write_volatile(0);
+    }
+}
+
+#[inline(always)]
+fn set_v4(a: &mut [u8; 16], v4: [u8; 4]) {
+    let p = a.as_mut_ptr() as *mut u32;
+    // SAFETY: four u32 stores inside the 16-byte array.
+    unsafe {
+        p.write_unaligned(u32::from_ne_bytes(v4));
+        p.add(1).write_unaligned(0);
+        p.add(2).write_unaligned(0);
+        p.add(3).write_unaligned(0);
+    }
 }
 
 #[inline(always)]
@@ -215,51 +247,57 @@ fn denied(at: u8) -> u32 {
     }
 }
 
-/// Whether a connection's first packet in `direction` with `peer` to port `port`
-/// (network order) is allowed for the pod `ep`.
+/// Whether the connection in `sc.ct` is allowed for the pod `sc.ep`: judged by its
+/// first packet, which is this one, or (`reply`) one the other way.
+///
+/// SAFETY: as `point_in`.
 #[inline(always)]
-fn judge(
-    sc: &mut PolicyScratch,
-    ep: &PolicyEndpoint,
-    direction: u8,
-    peer: [u8; 4],
-    proto: u8,
-    port: [u8; 2],
-) -> bool {
-    if ep.enforce & direction == 0 {
+unsafe fn judge(sc: *mut PolicyScratch, reply: bool) -> bool {
+    let at = (*sc).ct.at;
+    let direction = if reply { other(at) } else { at };
+    if (*sc).ep.enforce & direction == 0 {
         return true;
     }
-    sc.peer = TrieKey {
-        bits: PolicyPeerKey::trie_bits(32),
-        data: PolicyPeerKey {
-            rule_set: ep.rule_set,
-            direction,
-            _pad: [0; 3],
-            peer: NetAddr::v4(peer),
-        },
+    let peer = if at == POLICY_EGRESS {
+        addr4(&(*sc).ct.dst)
+    } else {
+        addr4(&(*sc).ct.src)
     };
-    // SAFETY: `TrieKey` has the layout of aya's `Key` (prefix length, then data).
-    let key = unsafe { &*(&sc.peer as *const TrieKey<PolicyPeerKey> as *const Key<PolicyPeerKey>) };
-    let Some(rule) = POLICY_PEERS.get(key).copied() else {
+    let port = if reply {
+        (*sc).ct.src_port
+    } else {
+        (*sc).ct.dst_port
+    };
+    let key = &mut (*sc).peer;
+    key.bits = PolicyPeerKey::trie_bits(32);
+    key.data.rule_set = (*sc).ep.rule_set;
+    key.data.direction = direction;
+    zero3(&mut key.data._pad);
+    set_addr(&mut key.data.peer, peer);
+    let Some(rule) = POLICY_PEERS.get(trie_key(&(*sc).peer)) else {
         return false;
     };
     if rule.any != 0 {
         return true;
     }
-    if rule.port_set == 0 || !(proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP)
+    let proto = (*sc).ct.protocol;
+    if rule.port_set == 0
+        || !(proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP)
     {
         return false;
     }
-    sc.port = TrieKey {
-        bits: PolicyPortKey::trie_bits(16),
-        data: PolicyPortKey {
-            port_set: rule.port_set,
-            protocol: proto,
-            _pad: 0,
-            port,
-        },
-    };
-    // SAFETY: as above.
-    let key = unsafe { &*(&sc.port as *const TrieKey<PolicyPortKey> as *const Key<PolicyPortKey>) };
-    POLICY_PORTS.get(key).is_some()
+    let key = &mut (*sc).port;
+    key.bits = PolicyPortKey::trie_bits(16);
+    key.data.port_set = rule.port_set;
+    key.data.protocol = proto;
+    key.data._pad = 0;
+    key.data.port = port;
+    POLICY_PORTS.get(trie_key(&(*sc).port)).is_some()
+}
+
+/// Our `TrieKey` as aya's `Key`: the same layout (prefix length, then data).
+#[inline(always)]
+fn trie_key<K>(k: &TrieKey<K>) -> &Key<K> {
+    // SAFETY: both are `#[repr(C)]` { u32, K }.
+    unsafe { &*(k as *const TrieKey<K> as *const Key<K>) }
 }

@@ -42,13 +42,7 @@ pub(super) fn local_pods(state_dir: &Path) -> Result<Vec<LocalPod>> {
 
 pub(super) fn compile(spec: &ClusterSpec, state_dir: &Path) -> Result<Judged> {
     let local = local_pods(state_dir)?;
-    let input = policy::PolicyInput {
-        namespaces: &spec.namespaces,
-        pods: &spec.pods,
-        policies: &spec.policies,
-        local: &local,
-    };
-    let c = policy::compile(&input)?;
+    let c = policy::compile(&policy::policy_input_from(spec, &local))?;
     Ok(Judged {
         maps: PolicyMaps {
             endpoints: c.endpoints,
@@ -56,7 +50,7 @@ pub(super) fn compile(spec: &ClusterSpec, state_dir: &Path) -> Result<Judged> {
             ports: c.ports,
             known: local
                 .iter()
-                .map(|p| crate::policy::net_addr(p.ip))
+                .map(|p| policy::IpNet::host(p.ip).net_addr())
                 .collect(),
         },
         rev: c.rev,
