@@ -60,7 +60,9 @@ pub async fn add(
             Ok(()) => Ok(attached),
             Err(e) => {
                 // Unwired again, so the address can go back with nothing using it.
-                if let Err(d) = endpoint::detach(pin_dir, &a.container_id, &a.ifname, Some(ip)).await {
+                if let Err(d) =
+                    endpoint::detach(pin_dir, &a.container_id, &a.ifname, Some(ip)).await
+                {
                     tracing::warn!(%ip, "unwire a pod the agent did not judge: {d:#}");
                 }
                 Err(e)

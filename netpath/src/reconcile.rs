@@ -7,7 +7,8 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use anyhow::Result;
 use futures::StreamExt;
 use netpath_common::{
-    NetAddr, Peer, PolicyEndpoint, PolicyPeer, PolicyPeerKey, PolicyPortKey, Route, Settings, TrieKey,
+    NetAddr, Peer, PolicyEndpoint, PolicyPeer, PolicyPeerKey, PolicyPortKey, Route, Settings,
+    TrieKey,
 };
 
 use crate::{

@@ -53,7 +53,7 @@ const BINARY_WITHIN_S: u32 = 900;
 /// The shell line the VM runs: every test binary, one after the other.
 pub fn script(root: &Path, netpath_bin: &Path, bins: &[PathBuf]) -> String {
     let mut s = format!(
-        "cd {} && export NETPATH_BIN={} RUST_BACKTRACE=0; rc=0",
+        "cd {} && export NETPATH_BIN={} NETPATH_EMULATED=1 RUST_BACKTRACE=0; rc=0",
         root.display(),
         netpath_bin.display()
     );

@@ -9,9 +9,8 @@
 //! already fills 5.10's 512-byte stack.
 use aya_ebpf::{bindings::BPF_ANY, btf_maps::lpm_trie::Key, programs::TcContext};
 use netpath_common::{
-    NetAddr, PolicyPeerKey, PolicyPortKey, PolicyScratch, Reason, Settings, TrieKey,
-    CT_REPLY, FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP, POLICY_EGRESS,
-    POLICY_INGRESS,
+    NetAddr, PolicyPeerKey, PolicyPortKey, PolicyScratch, Reason, Settings, TrieKey, CT_REPLY,
+    FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP, POLICY_EGRESS, POLICY_INGRESS,
 };
 
 use super::{
@@ -69,6 +68,8 @@ fn point(ctx: &TcContext, at: u8, s: &Settings) -> u32 {
 /// stack 5.10 has no room for.
 ///
 /// SAFETY: `sc` is this CPU's scratch entry.
+// Keys by reference: by value they would be copied onto the stack first.
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch) -> u32 {
     if ctx.data() + IP + 20 > ctx.data_end() {
@@ -86,7 +87,11 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     k.dst_port = [0; 2];
     (*sc).tcp_flags = 0;
     (*sc).rev = s.policy_rev;
-    let local = if at == POLICY_EGRESS { addr4(&k.src) } else { addr4(&k.dst) };
+    let local = if at == POLICY_EGRESS {
+        addr4(&k.src)
+    } else {
+        addr4(&k.dst)
+    };
     set_addr(&mut (*sc).local, local);
     let Some(ep) = POLICY_ENDPOINTS.get_ptr(&(*sc).local) else {
         return 0;
@@ -96,7 +101,7 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP)
         && !is_fragment([(*h)[6], (*h)[7]])
     {
-        let at_l4 = IP + (((*h)[0] & 0x0f) as usize * 4 & 0x3f);
+        let at_l4 = IP + ((((*h)[0] & 0x0f) as usize * 4) & 0x3f);
         if ctx.data() + at_l4 + 14 > ctx.data_end() {
             let _ = ctx.pull_data((at_l4 + 14) as u32);
         }
@@ -134,8 +139,7 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
         // A TCP segment other than a SYN of a connection whose entry expired: a reply
         // if its connection's first packet would be allowed the other way.
         let f = (*sc).tcp_flags;
-        let mid_stream =
-            (*sc).ct.protocol == IPPROTO_TCP && (f & TCP_SYN == 0 || f & TCP_ACK != 0);
+        let mid_stream = (*sc).ct.protocol == IPPROTO_TCP && (f & TCP_SYN == 0 || f & TCP_ACK != 0);
         if !(mid_stream && judge(sc, true)) {
             return denied(at);
         }
@@ -147,7 +151,10 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     e.reply = reply;
     e.denied = 0;
     e._pad = [0; 2];
-    if POLICY_CT.insert(&(*sc).ct, &(*sc).ct_entry, BPF_ANY as u64).is_err() {
+    if POLICY_CT
+        .insert(&(*sc).ct, &(*sc).ct_entry, BPF_ANY as u64)
+        .is_err()
+    {
         return Reason::DropPolicyTableFull as u32;
     }
     // The same connection as its other packets meet the pod's other point.
@@ -160,7 +167,10 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     k.dst_port = sp;
     k.at = other(at);
     (*sc).ct_entry.reply = CT_REPLY - reply;
-    if POLICY_CT.insert(&(*sc).ct, &(*sc).ct_entry, BPF_ANY as u64).is_err() {
+    if POLICY_CT
+        .insert(&(*sc).ct, &(*sc).ct_entry, BPF_ANY as u64)
+        .is_err()
+    {
         return Reason::DropPolicyTableFull as u32;
     }
     0
@@ -172,6 +182,8 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
 /// front end.)
 ///
 /// SAFETY: as `point_in`.
+// Keys by reference: by value they would be copied onto the stack first.
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 unsafe fn service_reply(s: &Settings, sc: *mut PolicyScratch) -> bool {
     let k = &(*sc).ct;

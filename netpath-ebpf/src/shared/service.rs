@@ -29,8 +29,7 @@ use super::{
         SVC_FLOWS, SVC_REV, SVC_SLOTS,
     },
     packet::{eth_ipv4, header_mut},
-    policy,
-    reject,
+    policy, reject,
 };
 
 /// Node-side ports tried for a node port's flow to a remote backend.

@@ -521,7 +521,12 @@ impl Agent {
                 self.state.policy = j
                     .selected_by
                     .iter()
-                    .filter_map(|(a, p)| Some((a.as_v4().map(std::net::Ipv4Addr::from)?.to_string(), p.clone())))
+                    .filter_map(|(a, p)| {
+                        Some((
+                            a.as_v4().map(std::net::Ipv4Addr::from)?.to_string(),
+                            p.clone(),
+                        ))
+                    })
                     .collect();
             }
             Err(e) => {

@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use netpath_common::{Peer, RedirectMode, Route, RouteMode, Settings};
 
 use crate::{
-    datapath::PolicyMaps,
     bgp::Learned,
+    datapath::PolicyMaps,
     net::Ipv4Net,
     netlink::{RouteSpec, RouteSummary, PROTO_AGENT},
     spec::{overhead, ClusterSpec, NodeSpec},

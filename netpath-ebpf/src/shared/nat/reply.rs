@@ -138,12 +138,7 @@ fn icmp_error(ctx: &TcContext, ip: &Ip, s: &Settings) -> Option<(i32, Reason)> {
         return Some((TC_ACT_SHOT, Reason::DropTruncated));
     };
     // An error about the pod's own translated flow: it passes policy as the flow did.
-    Some(deliver::into_pod(
-        eth,
-        &ep,
-        Some(s),
-        Reason::NatIcmpError,
-    ))
+    Some(deliver::into_pod(eth, &ep, Some(s), Reason::NatIcmpError))
 }
 
 /// Outer destination, quoted source address, quoted header checksum, quoted port
