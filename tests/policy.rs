@@ -292,6 +292,27 @@ fn a_policy_change_cuts_live_connections_within_a_second_and_denials_are_counted
         Program::FromUnderlay,
         Reason::DropPolicyIngress,
     );
+    // `netpath status` names the policy selecting the server pod.
+    let doc = netpath_lab::status_json(&lab, server.node);
+    let selecting = &doc["agent"]["policy"][server.ip.to_string()];
+    assert_eq!(selecting, &json!(["x/allow-y"]), "{doc:#}");
+    let n = &lab.nodes[server.node];
+    let (root, state) = (n.pin_dir.parent().unwrap(), n.state_dir());
+    let monitor = netpath_lab::observe::Monitor::start(
+        &netpath_lab::lab::agent_binary().unwrap(),
+        &[
+            "--node",
+            &n.name,
+            "--bpffs-root",
+            root.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--json",
+            "--reason",
+            "drop-policy-ingress",
+        ],
+    )
+    .unwrap();
     let deny = np(
         "x",
         "allow-y",
@@ -317,6 +338,16 @@ fn a_policy_change_cuts_live_connections_within_a_second_and_denials_are_counted
         after > before,
         "the cut connection's packets are counted as drop-policy-ingress"
     );
+    // The monitor shows the denial with its pod, peer and port.
+    let line = monitor
+        .wait_line(Duration::from_secs(2), |l| {
+            l.contains("drop-policy-ingress")
+        })
+        .unwrap_or_else(|| panic!("no drop-policy-ingress event: {:?}", monitor.lines()));
+    let e: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(e["src"], client.ip.to_string(), "{line}");
+    assert_eq!(e["dst"], server.ip.to_string(), "{line}");
+    assert_eq!(e["dport"], 82, "{line}");
     // Allowed again: the same connection (TCP retransmits) carries on.
     apply(&lab, &model, vec![]).unwrap();
     let reopened = Instant::now();

@@ -427,6 +427,12 @@ fn render_agent(a: &AgentState) {
     if let Some(b) = &a.bgp {
         render_bgp(b);
     }
+    if !a.policy.is_empty() {
+        println!("network policy (pods it selects; every other pod is open):");
+        for (pod, policies) in &a.policy {
+            println!("  {pod:<15} {}", policies.join(", "));
+        }
+    }
 }
 
 fn render_bgp(b: &crate::bgp::BgpState) {
