@@ -537,3 +537,48 @@ fn a_pod_is_closed_until_the_agent_judged_it_and_a_killed_agent_keeps_enforcing(
         ticks.max_gap()
     );
 }
+
+#[test]
+fn icmp_errors_and_later_fragments_follow_their_connection() {
+    let (lab, model) = model_lab();
+    let policies = vec![
+        policy(np(
+            "z",
+            "deny-ingress",
+            json!({"podSelector": {}, "ingress": []}),
+        )),
+        policy(np(
+            "x",
+            "udp-80",
+            json!({"podSelector": {"matchLabels": {"pod": "a"}},
+            "ingress": [{"ports": [{"protocol": "UDP", "port": 80}]}]}),
+        )),
+    ];
+    apply(&lab, &model, policies).unwrap();
+    // z/a hears nobody, yet the port unreachable about its own datagram reaches it.
+    let (z, y) = (model.pod("z/a"), model.pod("y/a"));
+    netpath_lab::service::udp_refused(&z.netns, y.ip, 99)
+        .unwrap_or_else(|e| panic!("z/a got no port unreachable: {e:#}\n{}", lab.agent_log(0)));
+    // A datagram in fragments to x/a's allowed port: the later fragments carry no
+    // ports, and pass as their first did.
+    let (client, server) = (model.pod("y/a"), model.pod("x/a"));
+    assert_ne!(client.node, server.node);
+    let sock = netpath_lab::netns::run_in(&client.netns, || {
+        Ok(std::net::UdpSocket::bind(("0.0.0.0", 0))?)
+    })
+    .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(&[7u8; 4000], (server.ip, 80)).unwrap();
+    let mut buf = [0u8; 256];
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("no answer to the fragmented datagram: {e}"));
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with(&server.ip.to_string()), "{answer}");
+    // On a port the policy does not allow, the same datagram gets nothing.
+    sock.send_to(&[7u8; 4000], (server.ip, 81)).unwrap();
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "UDP 81 to x/a was answered"
+    );
+}

@@ -405,6 +405,7 @@ mod user {
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::PolicyScratch {}
+    unsafe impl aya::Pod for super::FragKey {}
 }
 
 #[cfg(test)]
@@ -451,6 +452,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<PolicyPortKey>(), 8);
         assert_eq!(core::mem::size_of::<CtKey>(), 40);
         assert_eq!(core::mem::size_of::<CtEntry>(), 16);
+        assert_eq!(core::mem::size_of::<FragKey>(), 12);
         assert_eq!(core::mem::size_of::<SockRevKey>(), 16);
         assert_eq!(core::mem::size_of::<SockProbe>(), 16);
         assert_eq!(core::mem::size_of::<ServiceKey>(), 8);

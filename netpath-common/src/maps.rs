@@ -112,6 +112,9 @@ macro_rules! for_each_map {
             /// forget a live one; the agent removes idle entries.
             POLICY_CT: HashMap<$crate::CtKey, $crate::CtEntry>,
                 $crate::maps::POLICY_CT_CAPACITY, $crate::maps::NO_PREALLOC;
+            /// Fragmented datagrams of selected pods -> the ports of their first
+            /// fragment. LRU: a datagram's fragments arrive within moments.
+            POLICY_FRAGS: LruHashMap<$crate::FragKey, [u8; 4]>, 8192, 0;
             /// Scratch space for the policy points' keys (5.10's stack is full).
             POLICY_SCRATCH: PerCpuArray<$crate::PolicyScratch>, 1, 0;
         }

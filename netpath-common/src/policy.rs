@@ -155,9 +155,23 @@ pub struct PolicyScratch {
     pub ep: PolicyEndpoint,
     /// A service reply's flow as its client opened it (`SVC_FLOWS` key).
     pub svc: crate::Tuple,
+    pub frag: FragKey,
     pub rev: u32,
     pub tcp_flags: u8,
     pub _pad: [u8; 3],
+}
+
+/// An IPv4 datagram in fragments: key of `POLICY_FRAGS`, whose value is the ports its
+/// first fragment carried, so later fragments follow their flow's verdict.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FragKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    /// The IP identification field, as on the wire.
+    pub id: [u8; 2],
+    pub protocol: u8,
+    pub _pad: u8,
 }
 
 /// An LPM trie's key as the kernel reads it: the prefix length in bits, then the data

@@ -15,11 +15,20 @@ use netpath_common::{
 
 use super::{
     clock::now_ns,
-    ipv4::{in_prefix, is_fragment, IP},
-    maps::{POLICY_CT, POLICY_ENDPOINTS, POLICY_PEERS, POLICY_PORTS, POLICY_SCRATCH, SVC_FLOWS},
+    ipv4::{in_prefix, IP},
+    maps::{
+        POLICY_CT, POLICY_ENDPOINTS, POLICY_FRAGS, POLICY_PEERS, POLICY_PORTS, POLICY_SCRATCH,
+        SVC_FLOWS,
+    },
 };
 
 const IPPROTO_SCTP: u8 = 132;
+const IPPROTO_ICMP: u8 = 1;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+/// The "more fragments" bit of the flags/offset field's first byte.
+const MORE_FRAGMENTS: u8 = 0x20;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
@@ -98,24 +107,48 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     };
     (*sc).ep = *ep;
     let proto = (*sc).ct.protocol;
-    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP)
-        && !is_fragment([(*h)[6], (*h)[7]])
-    {
-        let at_l4 = IP + ((((*h)[0] & 0x0f) as usize * 4) & 0x3f);
-        if ctx.data() + at_l4 + 14 > ctx.data_end() {
-            let _ = ctx.pull_data((at_l4 + 14) as u32);
-        }
-        let p = (ctx.data() + at_l4) as *const [u8; 14];
-        if p as usize + 4 > ctx.data_end() {
-            return Reason::DropTruncated as u32;
-        }
-        (*sc).ct.src_port = [(*p)[0], (*p)[1]];
-        (*sc).ct.dst_port = [(*p)[2], (*p)[3]];
-        if proto == IPPROTO_TCP {
-            if p as usize + 14 > ctx.data_end() {
+    let l4 = IP + ((((*h)[0] & 0x0f) as usize * 4) & 0x3f);
+    let frags = [(*h)[6], (*h)[7]];
+    // Not the first fragment: no L4 header of its own.
+    let later = frags[0] & 0x1f != 0 || frags[1] != 0;
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP {
+        let f = &mut (*sc).frag;
+        f.id = [(*h)[4], (*h)[5]];
+        f.src = addr4(&(*sc).ct.src);
+        f.dst = addr4(&(*sc).ct.dst);
+        f.protocol = proto;
+        f._pad = 0;
+        if later {
+            // A later fragment follows its datagram's first: the ports it carried.
+            let Some(ports) = POLICY_FRAGS.get_ptr(&(*sc).frag) else {
+                return denied(at);
+            };
+            (*sc).ct.src_port = [(*ports)[0], (*ports)[1]];
+            (*sc).ct.dst_port = [(*ports)[2], (*ports)[3]];
+        } else {
+            if ctx.data() + l4 + 14 > ctx.data_end() {
+                let _ = ctx.pull_data((l4 + 14) as u32);
+            }
+            let p = (ctx.data() + l4) as *const [u8; 14];
+            if p as usize + 4 > ctx.data_end() {
                 return Reason::DropTruncated as u32;
             }
-            (*sc).tcp_flags = (*p)[13];
+            (*sc).ct.src_port = [(*p)[0], (*p)[1]];
+            (*sc).ct.dst_port = [(*p)[2], (*p)[3]];
+            if proto == IPPROTO_TCP {
+                if p as usize + 14 > ctx.data_end() {
+                    return Reason::DropTruncated as u32;
+                }
+                (*sc).tcp_flags = (*p)[13];
+            }
+            if frags[0] & MORE_FRAGMENTS != 0 {
+                let ports = [(*p)[0], (*p)[1], (*p)[2], (*p)[3]];
+                let _ = POLICY_FRAGS.insert(&(*sc).frag, &ports, BPF_ANY as u64);
+            }
+        }
+    } else if proto == IPPROTO_ICMP && !later {
+        if let Some(verdict) = icmp_error(ctx, sc, l4, at) {
+            return verdict;
         }
     }
     if let Some(e) = POLICY_CT.get_ptr_mut(&(*sc).ct) {
@@ -174,6 +207,52 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
         return Reason::DropPolicyTableFull as u32;
     }
     0
+}
+
+/// An ICMP error (unreachable, time exceeded, parameter problem: Packet Too Big is
+/// one) passes as its connection does: the packet it quotes went the other way
+/// through this pod's other point. `None`: not an error.
+///
+/// SAFETY: as `point_in`.
+#[allow(clippy::needless_borrows_for_generic_args)]
+#[inline(always)]
+unsafe fn icmp_error(ctx: &TcContext, sc: *mut PolicyScratch, l4: usize, at: u8) -> Option<u32> {
+    // The ICMP header, the quoted IPv4 header (options too) and its ports.
+    let need = l4 + 8 + 60 + 4;
+    if ctx.data() + need > ctx.data_end() {
+        let _ = ctx.pull_data(need as u32);
+    }
+    let icmp = (ctx.data() + l4) as *const [u8; 28];
+    if icmp as usize + 28 > ctx.data_end() {
+        return None;
+    }
+    let t = (*icmp)[0];
+    if t != ICMP_DEST_UNREACH && t != ICMP_TIME_EXCEEDED && t != ICMP_PARAMETER_PROBLEM {
+        return None;
+    }
+    let inner = (ctx.data() + l4 + 8) as *const [u8; 20];
+    let k = &mut (*sc).ct;
+    set_v4(
+        &mut k.src,
+        [(*inner)[12], (*inner)[13], (*inner)[14], (*inner)[15]],
+    );
+    set_v4(
+        &mut k.dst,
+        [(*inner)[16], (*inner)[17], (*inner)[18], (*inner)[19]],
+    );
+    k.protocol = (*inner)[9];
+    k.at = other(at);
+    let ports =
+        (ctx.data() + l4 + 8 + ((((*inner)[0] & 0x0f) as usize * 4) & 0x3f)) as *const [u8; 4];
+    if ports as usize + 4 > ctx.data_end() {
+        return Some(denied(at));
+    }
+    k.src_port = [(*ports)[0], (*ports)[1]];
+    k.dst_port = [(*ports)[2], (*ports)[3]];
+    match POLICY_CT.get_ptr(&(*sc).ct) {
+        Some(e) if (*e).denied == 0 => Some(0),
+        _ => Some(denied(at)),
+    }
 }
 
 /// A service's reply to a local client, its front end's address restored on the
