@@ -77,7 +77,14 @@ pub fn load_and_pin(dir: &Path) -> Result<Loaded> {
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from object"))?
             .try_into()?;
+        let started = std::time::Instant::now();
         prog.load().map_err(|e| verifier_error(name, e))?;
+        // Verification is most of an agent's start, and grows with the programs.
+        tracing::debug!(
+            program = name,
+            ms = started.elapsed().as_millis() as u64,
+            "verified"
+        );
         let pin = dir.join(name);
         if pin.exists() {
             std::fs::remove_file(&pin).with_context(|| format!("replace pin {}", pin.display()))?;

@@ -277,7 +277,8 @@ pub fn policy(v: serde_json::Value) -> NetworkPolicy {
 }
 
 /// The policies in force: written into the lab's spec with the model's records, and
-/// waited for on every node (its agent read the file and applied it).
+/// waited for on every node (its agent read the file and applied it; an emulated VM
+/// under load takes seconds).
 pub fn apply(lab: &Lab, model: &Model, policies: Vec<NetworkPolicy>) -> Result<()> {
     apply_with(lab, model, policies, Vec::new())
 }
@@ -302,7 +303,7 @@ pub fn apply_with(
     }
     let written = netpath::state::unix_ms();
     lab.write_spec_text(&text)?;
-    crate::wait_for("the policy on every node", Duration::from_secs(5), || {
+    crate::wait_for("the policy on every node", Duration::from_secs(30), || {
         lab.nodes.iter().all(|n| {
             netpath::state::AgentState::read(&n.state_dir())
                 .ok()
