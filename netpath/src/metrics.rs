@@ -89,6 +89,16 @@ pub fn render(
         "Records in the store left out of the spec (named in status and the log)",
         gauge(state.left_out.len() as i64),
     );
+    reg.register(
+        "policy_refused",
+        "1 while the last network policy change is refused (the programs keep the last policy)",
+        gauge(state.policy_error.is_some() as i64),
+    );
+    reg.register(
+        "policy_selected_pods",
+        "Local pods some network policy selects",
+        gauge(state.policy.len() as i64),
+    );
     let store_up = state.store_error.is_none() && state.spec_error.is_none();
     reg.register(
         "store_up",

@@ -145,18 +145,26 @@ struct PolicyChanges {
 
 fn policy_changes(pinned: &Pinned, want: &PolicyMaps) -> PolicyChanges {
     let have = pinned.policy_maps();
-    // A pod the CNI plugin closed at ADD (rule set 0) stays closed until a pass
-    // that planned with it decides: a plan from before its ADD must not open it.
-    let mut endpoints = diff(&have.endpoints, &want.endpoints);
-    endpoints.retain(|c| match c {
-        Change::Remove(a) => have.endpoints[a].rule_set != 0 || want.known.contains(a),
-        Change::Put(..) => true,
-    });
     PolicyChanges {
-        endpoints,
+        endpoints: endpoint_changes(&have.endpoints, want),
         peers: diff(&have.peers, &want.peers),
         ports: diff(&have.ports, &want.ports),
     }
+}
+
+/// The pods' entries to change. A pod the CNI plugin closed at ADD (rule set 0)
+/// stays closed until a pass that planned with it decides: a plan made before its ADD
+/// must not open it.
+fn endpoint_changes(
+    have: &BTreeMap<NetAddr, PolicyEndpoint>,
+    want: &PolicyMaps,
+) -> Vec<Change<NetAddr, PolicyEndpoint>> {
+    let mut changes = diff(have, &want.endpoints);
+    changes.retain(|c| match c {
+        Change::Remove(a) => have[a] != PolicyEndpoint::CLOSED || want.known.contains(a),
+        Change::Put(..) => true,
+    });
+    changes
 }
 
 /// Ports, then peers, then the pods that use them: a rule set is whole before any
@@ -396,6 +404,35 @@ pub async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_closed_at_add_opens_only_by_a_plan_that_knew_it() {
+        let addr = |d| NetAddr::v4([10, 244, 1, d]);
+        let selected = PolicyEndpoint {
+            rule_set: 7,
+            ..PolicyEndpoint::CLOSED
+        };
+        let have: BTreeMap<_, _> = [
+            (addr(2), PolicyEndpoint::CLOSED), // planned: no policy selects it
+            (addr(3), PolicyEndpoint::CLOSED), // ADD after the plan's book read
+            (addr(4), selected),               // no longer selected
+            (addr(5), PolicyEndpoint::CLOSED), // planned: selected
+        ]
+        .into();
+        let want = PolicyMaps {
+            endpoints: [(addr(5), selected)].into(),
+            known: [addr(2), addr(4), addr(5)].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            endpoint_changes(&have, &want),
+            vec![
+                Change::Put(addr(5), selected),
+                Change::Remove(addr(2)),
+                Change::Remove(addr(4)),
+            ]
+        );
+    }
 
     #[test]
     fn diff_puts_changed_and_removes_stale_entries() {

@@ -89,6 +89,10 @@ pub struct AgentState {
     /// ("namespace/name"); a pod not here is open.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub policy: std::collections::BTreeMap<String, Vec<String>>,
+    /// Why the last policy change was not applied (the programs keep the last
+    /// policy: a refused change never opens a pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_error: Option<String>,
 }
 
 /// A network namespace's identity: the nsfs device and inode of its handle.

@@ -516,6 +516,7 @@ impl Agent {
         self.book_mark = policy::book_mark(&self.state_dir);
         match policy::compile(&self.spec, &self.state_dir) {
             Ok(j) => {
+                self.state.policy_error = None;
                 want.settings.policy_rev = j.rev;
                 want.policy = j.maps;
                 self.state.policy = j
@@ -532,6 +533,7 @@ impl Agent {
             Err(e) => {
                 let why = format!("network policy not applied, the programs keep the last: {e:#}");
                 tracing::error!("{why}");
+                self.state.policy_error = Some(format!("{e:#}"));
                 problems.push(why);
                 (want.policy, want.settings.policy_rev) = policy::kept(&pinned)?;
             }
