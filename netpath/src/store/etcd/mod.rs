@@ -3,6 +3,7 @@
 //! is the client and the administration (`cluster init`, `node remove`); a node's
 //! membership — join, watch, lease, its own keys — is `member.rs`.
 mod member;
+mod records;
 mod reserve;
 mod view;
 
@@ -14,6 +15,7 @@ use etcd_client::{
 };
 
 pub use self::member::Member;
+pub use self::records::{KeyedRecord, PolicyView};
 use self::view::Reservation;
 pub use self::view::{Keys, View, DEFAULT_PREFIX};
 use super::model::ClusterConfig;
