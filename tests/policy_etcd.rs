@@ -14,6 +14,7 @@ use netpath_lab::{
     lab::{Lab, LabConfig, LabStore},
     lab_of,
     policy::{Matrix, Model, ModelPod, Proto},
+    service::ask_tcp,
     wait_for,
 };
 use serde_json::json;
@@ -129,6 +130,9 @@ spec:
   - from: [{namespaceSelector: {matchLabels: {ns: y}}}]
 "#;
 
+/// The ClusterIP of a Service in front of x/a.
+const VIP: &str = "10.96.0.50";
+
 fn is(p: &ModelPod, id: &str) -> bool {
     p.id() == id
 }
@@ -197,8 +201,23 @@ fn policies_applied_into_etcd_are_enforced_and_lifted_when_their_keys_go() {
     let open = model.expect(|_, _| true);
     assert_eq!(model.probe(Proto::Tcp, 80, &open), open);
 
+    // x/a behind a Service too: policy judges the backend, after translation.
+    let a_ip = model.pod("x/a").ip;
+    let service = scratch.file("service.yaml", &format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: x}}\n\
+         spec: {{clusterIP: {VIP}, ports: [{{name: http, port: 8000, targetPort: 80}}]}}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: web-1, namespace: x, labels: {{kubernetes.io/service-name: web}}}}\n\
+         addressType: IPv4\nendpoints: [{{addresses: [\"{a_ip}\"]}}]\nports: [{{name: http, port: 80}}]\n"
+    ));
     let since = netpath::state::unix_ms();
-    let out = apply(&lab, &cfg, "apply", &[&records, &policies], &target);
+    let out = apply(
+        &lab,
+        &cfg,
+        "apply",
+        &[&records, &policies, &service],
+        &target,
+    );
     assert!(
         out.contains("NetworkPolicy x/deny-all: created (/netpath/policies/x/deny-all)"),
         "{out}"
@@ -207,12 +226,26 @@ fn policies_applied_into_etcd_are_enforced_and_lifted_when_their_keys_go() {
         out.contains("Pod x/a: created (/netpath/pods/x/a)"),
         "{out}"
     );
+    assert!(
+        out.contains("EndpointSlice x/web: created (/netpath/endpoints/x/web)"),
+        "{out}"
+    );
     enforced(
         &lab,
         &model,
         since,
         "three policies from etcd",
         &expected(&model, &[]),
+    );
+    let through = |from: &str| ask_tcp(&model.pod(from).netns, VIP.parse().unwrap(), 8000);
+    assert_eq!(
+        through("x/b").unwrap().backend,
+        a_ip,
+        "x/b reaches x/a through the Service"
+    );
+    assert!(
+        through("y/a").is_err(),
+        "y/a is denied x/a through the Service too"
     );
     // UDP on 80 too: x/a's policy names TCP, so x/a hears no UDP at all.
     let udp = model.expect(|f, t| t.namespace != "x" || (is(t, "x/c") && f.namespace == "y"));
