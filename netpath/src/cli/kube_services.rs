@@ -185,10 +185,19 @@ struct KSlice {
     #[serde(default)]
     metadata: ObjectMeta,
     address_type: String,
-    #[serde(default)]
+    // kubectl prints a slice without endpoints or ports with `null` there.
+    #[serde(default, deserialize_with = "null_as_empty")]
     endpoints: Vec<KEndpoint>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     ports: Vec<KSlicePort>,
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -372,6 +381,12 @@ mod tests {
         let mut other = b.clone();
         other.ports[0].port = 9090;
         assert!(merge_slice(&mut a, &other).unwrap_err().contains("8080"));
+        // What kubectl prints for a slice of a service without backends.
+        let mut empty = slice("web-4", "10.244.1.5", true);
+        empty["endpoints"] = Value::Null;
+        empty["ports"] = Value::Null;
+        let (_, _, e) = endpoint_slice(empty, "d").unwrap();
+        assert!(e.endpoints.is_empty() && e.ports.is_empty());
         let mut v6 = slice("web-3", "fd00::1", true);
         v6["addressType"] = "IPv6".into();
         assert!(endpoint_slice(v6, "d")
