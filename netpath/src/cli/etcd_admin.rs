@@ -19,10 +19,10 @@ use crate::{
 #[derive(Args, Clone)]
 pub struct EtcdArgs {
     /// Client URLs of the etcd members, comma-separated.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, visible_alias = "etcd", value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
     /// Key prefix of this cluster.
-    #[arg(long, default_value = DEFAULT_PREFIX)]
+    #[arg(long, visible_alias = "prefix", default_value = DEFAULT_PREFIX)]
     etcd_prefix: String,
     /// CA certificate (PEM) that signed the etcd servers' certificates.
     #[arg(long)]
@@ -39,6 +39,10 @@ pub struct EtcdArgs {
 }
 
 impl EtcdArgs {
+    pub fn has_endpoints(&self) -> bool {
+        !self.etcd_endpoints.is_empty()
+    }
+
     pub fn options(&self) -> Result<EtcdOptions> {
         if self.etcd_endpoints.is_empty() {
             bail!("--etcd-endpoints is required with the etcd store");

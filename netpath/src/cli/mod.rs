@@ -1,9 +1,15 @@
 //! Command-line interface of the `netpath` binary: only what a node runs. One
 //! module per group of subcommands; each subcommand's flags are a type with a `run`.
 mod agent;
+mod apply;
+mod apply_file;
+#[cfg(test)]
+mod apply_tests;
 mod etcd_admin;
 mod gossip_args;
 mod inspect;
+mod kube_services;
+mod manifest;
 
 use std::path::PathBuf;
 
@@ -12,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 
 use self::{
     agent::AgentCmd,
+    apply::{ApplyCmd, DeleteCmd},
     etcd_admin::{ClusterCmd, NodeCmd},
     inspect::{MonitorCmd, StatusCmd},
 };
@@ -49,6 +56,12 @@ pub enum Cmd {
     /// Stream a node's drop events live, with their tuple and reason (and, with
     /// --trace, a sample of forwarded packets) until Ctrl-C.
     Monitor(MonitorCmd),
+    /// Write Kubernetes objects (NetworkPolicy, Namespace, Pod, Service,
+    /// EndpointSlice) from YAML or JSON manifests into the store: etcd, or a spec
+    /// file. Every document is checked first; one bad document writes nothing.
+    Apply(ApplyCmd),
+    /// Remove a manifest's objects from the store (as `apply --delete`).
+    Delete(DeleteCmd),
 }
 
 #[derive(Args)]
@@ -98,6 +111,8 @@ pub fn run(cli: Cli) -> Result<bool> {
         Cmd::Node { cmd } => cmd.run(),
         Cmd::Status(c) => c.run(),
         Cmd::Monitor(c) => c.run(),
+        Cmd::Apply(c) => c.run(),
+        Cmd::Delete(c) => c.run(),
     }
 }
 

@@ -33,12 +33,21 @@ impl Field {
         })
     }
 
+    /// The record itself, its fields named from its top (`spec.ingress[0]`): a
+    /// record named by where it is kept (an etcd key, a manifest's document).
+    pub(crate) fn object() -> Self {
+        Self(String::new())
+    }
+
     pub(crate) fn at(&self, name: &str) -> Self {
-        Self(format!("{}.{name}", self.0))
+        match self.0.as_str() {
+            "" => Self(name.to_string()),
+            path => Self(format!("{path}.{name}")),
+        }
     }
 
     pub(crate) fn nth(&self, name: &str, i: usize) -> Self {
-        Self(format!("{}.{name}[{i}]", self.0))
+        Self(format!("{}[{i}]", self.at(name).0))
     }
 
     pub(crate) fn err(&self, value: impl fmt::Display, why: impl Into<String>) -> PolicyError {
@@ -172,9 +181,18 @@ pub trait Record: Sized {
     const NAMESPACED: bool = true;
 
     fn check(&self, i: usize) -> Result<(), PolicyError> {
-        let at = Field::record(Self::LIST, i, self.meta());
+        self.check_as(&Field::record(Self::LIST, i, self.meta()))
+    }
+
+    /// The record alone, its fields named from its top (`spec.podSelector`): what
+    /// the etcd store and `netpath apply` name beside the record's key or document.
+    fn check_object(&self) -> Result<(), PolicyError> {
+        self.check_as(&Field::object())
+    }
+
+    fn check_as(&self, at: &Field) -> Result<(), PolicyError> {
         check_meta::<Self>(&at.at("metadata"), self.meta())?;
-        self.check_at(&at)
+        self.check_at(at)
     }
 }
 

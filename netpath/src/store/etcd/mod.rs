@@ -3,19 +3,21 @@
 //! is the client and the administration (`cluster init`, `node remove`); a node's
 //! membership — join, watch, lease, its own keys — is `member.rs`.
 mod member;
+mod records;
 mod reserve;
 mod view;
 
 use std::{path::PathBuf, time::Duration};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
-    TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 
 pub use self::member::Member;
+pub use self::records::{KeyedRecord, PolicyView};
 use self::view::Reservation;
-pub use self::view::{Keys, View, DEFAULT_PREFIX};
+pub use self::view::{EndpointSlice, Keys, View, DEFAULT_PREFIX};
 use super::model::ClusterConfig;
 use crate::net::Ipv4Net;
 
@@ -208,6 +210,62 @@ pub async fn remove_node(client: &mut Client, keys: &Keys, name: &str) -> Result
         }
     }
     Ok(removed)
+}
+
+/// What a write did to its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Created,
+    Changed,
+    /// Put again with the value it had.
+    Unchanged,
+    Removed,
+    /// A delete of a key that was not there.
+    Absent,
+}
+
+/// etcd's default `--max-txn-ops`.
+const MAX_TXN_OPS: usize = 128;
+
+/// Puts (`Some`) and deletes (`None`), in order, in transactions of at most
+/// `MAX_TXN_OPS` operations: all or nothing when they fit in one.
+pub async fn write_keys(
+    client: &mut Client,
+    writes: &[(String, Option<Vec<u8>>)],
+) -> Result<Vec<Written>> {
+    let mut done = Vec::with_capacity(writes.len());
+    for chunk in writes.chunks(MAX_TXN_OPS) {
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(
+                    k.as_str(),
+                    v.as_slice(),
+                    Some(PutOptions::new().with_prev_key()),
+                ),
+                None => TxnOp::delete(k.as_str(), None),
+            })
+            .collect();
+        let resp = client.txn(Txn::new().and_then(ops)).await?;
+        for ((_, v), r) in chunk.iter().zip(resp.op_responses()) {
+            done.push(match (v, r) {
+                (Some(v), TxnOpResponse::Put(p)) => match p.prev_key() {
+                    None => Written::Created,
+                    Some(kv) if kv.value() == v.as_slice() => Written::Unchanged,
+                    Some(_) => Written::Changed,
+                },
+                (None, TxnOpResponse::Delete(d)) if d.deleted() > 0 => Written::Removed,
+                (None, _) => Written::Absent,
+                (Some(_), _) => return Err(StoreError::Restart("etcd answered a put oddly")),
+            });
+        }
+    }
+    Ok(done)
+}
+
+/// Everything under the prefix as an agent would see it.
+pub async fn read_view(client: &mut Client, keys: &Keys) -> Result<View> {
+    Ok(list(client, keys).await?.0)
 }
 
 /// Everything under the prefix, and the revision it was read at.

@@ -8,11 +8,15 @@
 //! <prefix>/services/default/web     ServiceSpec (JSON): a Service, its endpoints optional
 //! <prefix>/endpoints/default/web    EndpointSlice (JSON): the service's endpoints, as a
 //!                                   controller keeps them (replaces the service's own)
+//! <prefix>/namespaces/x             Namespace, Pod and NetworkPolicy records as
+//! <prefix>/pods/x/a                 `kubectl get -o json` prints them (`records.rs`)
+//! <prefix>/policies/x/allow-80
 //! ```
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::records::PolicyView;
 use crate::{
     net::Ipv4Net,
     spec::{admit_each, ClusterSpec, EndpointPort, EndpointRecord, ServiceSpec, SpecError},
@@ -111,6 +115,8 @@ pub struct View {
     /// (namespace, name) → service, and its endpoints kept apart.
     pub services: BTreeMap<(String, String), ServiceSpec>,
     pub endpoint_slices: BTreeMap<(String, String), EndpointSlice>,
+    /// Namespaces, pods and policies, each checked as it arrived.
+    pub policy: PolicyView,
     /// Keys whose values were refused, and why (the latest per key).
     pub refused: BTreeMap<String, String>,
 }
@@ -207,6 +213,10 @@ impl View {
                     refuse(self, format!("endpoint slice is not valid JSON: {e}"));
                 }
             }
+        } else if let Some(done) = self.policy.apply(keys, key, value) {
+            if let Err(why) = done {
+                refuse(self, why);
+            }
         } else {
             refuse(self, "unknown key under the prefix".into());
         }
@@ -289,7 +299,10 @@ impl View {
         left_out.extend(refused);
         let mut d = spec.to_draft();
         d.services = services;
-        d.validate().map(|s| (s, left_out))
+        let mut spec = d.validate()?;
+        // Each record was checked alone as it arrived, and keys are unique.
+        spec.policy = self.policy.records();
+        Ok((spec, left_out))
     }
 }
 
