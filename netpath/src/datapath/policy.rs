@@ -126,7 +126,7 @@ fn idle(k: &CtKey, e: &CtEntry, now_ns: u64) -> bool {
 /// A removal of what is not there is done already.
 fn remove_ok(r: Result<(), aya::maps::MapError>) -> Result<()> {
     match r {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) if super::maps::is_missing(&e) => Ok(()),
+        r => Ok(r?),
     }
 }
