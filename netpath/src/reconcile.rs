@@ -12,11 +12,12 @@ use netpath_common::{
 };
 
 use crate::{
-    datapath::{Pinned, PolicyMaps},
+    datapath::Pinned,
     net::Ipv4Net,
     netlink::{Netlink, RouteSpec, RouteSummary, PROTO_AGENT},
     nexthop::{self, Nexthop},
     plan::{Desired, ServiceTable},
+    policy::PolicyMaps,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use netpath_common::NetAddr;
 
 use crate::{
-    datapath::{Pinned, PolicyMaps},
+    datapath::Pinned,
     ipam,
-    policy::{self, LocalPod},
+    policy::{self, LocalPod, PolicyMaps},
     spec::ClusterSpec,
 };
 

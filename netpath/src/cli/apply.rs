@@ -166,8 +166,8 @@ fn check_cluster(
         .filter_map(|(k, _)| view.refused.get(k).map(|why| format!("{k}: {why}")))
         .collect();
     match view.spec(None) {
-        Ok((_, left_out)) => bad.extend(services_left_out(docs, &left_out)),
-        Err(e) if docs.iter().any(|d| is_service(&d.object)) => eprintln!(
+        Ok((_, left_out)) => bad.extend(manifest::services_left_out(docs, &left_out)),
+        Err(e) if docs.iter().any(|d| manifest::is_service(&d.object)) => eprintln!(
             "warning: services not checked against the cluster ({e}); each agent checks them"
         ),
         Err(_) => {}
@@ -179,22 +179,4 @@ fn check_cluster(
         );
     }
     Ok(())
-}
-
-fn is_service(o: &Object) -> bool {
-    matches!(o, Object::Service(_) | Object::Endpoints { .. })
-}
-
-/// The notes of `left_out` about the services (or their endpoints) in `docs`.
-pub fn services_left_out(docs: &[Doc], left_out: &[String]) -> Vec<String> {
-    left_out
-        .iter()
-        .filter(|n| {
-            docs.iter().filter(|d| is_service(&d.object)).any(|d| {
-                let (ns, name) = d.object.id();
-                n.starts_with(&format!("service {ns}/{name} left out"))
-            })
-        })
-        .cloned()
-        .collect()
 }

@@ -11,10 +11,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{
-    apply::services_left_out,
-    manifest::{Doc, Object},
-};
+use super::manifest::{self, Doc, Object};
 use crate::{
     policy::ObjectMeta,
     spec::{ServiceSpec, SpecDraft},
@@ -58,7 +55,7 @@ pub fn apply_text(text: &str, docs: &[Doc], delete: bool) -> Result<(String, Vec
     if !delete {
         // As an agent admits them: a service the cluster would leave out refuses all.
         let (_, left_out) = draft.clone().validate_admitting()?;
-        let bad = services_left_out(docs, &left_out);
+        let bad = manifest::services_left_out(docs, &left_out);
         if !bad.is_empty() {
             bail!(
                 "nothing applied: the cluster would leave out:\n  {}",

@@ -264,3 +264,21 @@ fn merge_endpoints(docs: Vec<Doc>, errors: &mut Vec<String>) -> Vec<Doc> {
     }
     out
 }
+
+pub(super) fn is_service(o: &Object) -> bool {
+    matches!(o, Object::Service(_) | Object::Endpoints { .. })
+}
+
+/// The notes of `left_out` about the services (or their endpoints) in `docs`.
+pub fn services_left_out(docs: &[Doc], left_out: &[String]) -> Vec<String> {
+    left_out
+        .iter()
+        .filter(|n| {
+            docs.iter().filter(|d| is_service(&d.object)).any(|d| {
+                let (ns, name) = d.object.id();
+                n.starts_with(&format!("service {ns}/{name} left out"))
+            })
+        })
+        .cloned()
+        .collect()
+}

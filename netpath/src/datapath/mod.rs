@@ -27,7 +27,6 @@ pub use crate::spec::DEFAULT_BPFFS_ROOT;
 pub use attach::{detach, preferred_tc_attach, reattach_from_pod};
 pub use maps::{Counter, EventLoss, Fill, Pinned};
 pub use nat::{monotonic_ns, Collected, Collector, NatUsage};
-pub use policy::PolicyMaps;
 pub use services::{reply_key, ServiceCollector, ServiceUsage, ServicesCollected};
 pub use sockets::{cgroup2_mount, is_cgroup2, pods_at_the_socket, register_pod, unregister_pod};
 

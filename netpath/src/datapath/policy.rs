@@ -11,17 +11,7 @@ use netpath_common::{
 };
 
 use super::Pinned;
-
-/// The three policy maps as one value: what reconcile diffs against.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PolicyMaps {
-    pub endpoints: BTreeMap<NetAddr, PolicyEndpoint>,
-    pub peers: BTreeMap<TrieKey<PolicyPeerKey>, PolicyPeer>,
-    pub ports: BTreeMap<TrieKey<PolicyPortKey>, u32>,
-    /// Local pods the plan knew of (selected or not): a closed pod the plan did not
-    /// know yet keeps its entry.
-    pub known: std::collections::BTreeSet<NetAddr>,
-}
+use crate::policy::PolicyMaps;
 
 fn trie_entries<K: aya::Pod + Ord, V: aya::Pod>(
     it: impl Iterator<Item = Result<(Key<K>, V), aya::maps::MapError>>,

@@ -9,9 +9,9 @@ use netpath_common::{Peer, RedirectMode, Route, RouteMode, Settings};
 
 use crate::{
     bgp::Learned,
-    datapath::PolicyMaps,
     net::Ipv4Net,
     netlink::{RouteSpec, RouteSummary, PROTO_AGENT},
+    policy::PolicyMaps,
     spec::{overhead, ClusterSpec, NodeSpec},
 };
 

@@ -1,60 +1,26 @@
 //! NetworkPolicy compiled into the three maps the programs read, for this node's
 //! pods. Pure: records in, map contents out, so the agent can diff them against
 //! what is installed and the tests can judge them without a kernel.
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use netpath_common::{
     maps::{ENDPOINT_CAPACITY, POLICY_CAPACITY},
-    NetAddr, PolicyEndpoint, PolicyPeer, PolicyPeerKey, PolicyPortKey, TrieKey, POLICY_EGRESS,
-    POLICY_INGRESS,
+    NetAddr, PolicyEndpoint, PolicyPeer, PolicyPeerKey, TrieKey, POLICY_EGRESS, POLICY_INGRESS,
 };
 
 use super::{
     cidr::IpNet,
     grants::Grants,
     ids::{allocate, content_hash, ports_hash, revision},
+    output::{Compiled, Content},
     peers::{peer_values, Allow},
     ports::{port_entries, PortRange},
-    records::{Namespace, NetworkPolicy, PodRecord},
+    records::NetworkPolicy,
     resolve::{resolve, Resolved},
     selector::Labels,
     validate::{Field, PolicyError, Record},
-    world::World,
+    world::{LocalPod, PolicyInput, World},
 };
-
-/// A pod on this node as the agent bound it (CNI args name its record).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalPod {
-    pub ip: IpAddr,
-    pub namespace: String,
-    pub name: String,
-}
-
-/// What policy is compiled from: the records (admitted already: see
-/// `admit_each`) and this node's pods.
-#[derive(Debug, Clone, Copy)]
-pub struct PolicyInput<'a> {
-    pub namespaces: &'a [Namespace],
-    pub pods: &'a [PodRecord],
-    pub policies: &'a [NetworkPolicy],
-    pub local: &'a [LocalPod],
-}
-
-/// The maps' contents.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Compiled {
-    pub endpoints: BTreeMap<NetAddr, PolicyEndpoint>,
-    pub peers: BTreeMap<TrieKey<PolicyPeerKey>, PolicyPeer>,
-    pub ports: BTreeMap<TrieKey<PolicyPortKey>, u32>,
-    /// Nonzero content hash of the three maps (0 only when no policy selects any
-    /// local pod), the same in every run and process: `Settings::policy_rev`.
-    pub rev: u32,
-    /// Each local pod some policy selects -> "namespace/name" of those policies.
-    pub selected_by: BTreeMap<NetAddr, Vec<String>>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
@@ -69,10 +35,6 @@ pub enum CompileError {
     #[error(transparent)]
     Invalid(#[from] PolicyError),
 }
-
-/// What a rule set holds: the peer prefixes of each direction with their values.
-/// Equal contents are one rule set.
-pub(crate) type Content = [BTreeMap<IpNet, Allow>; 2];
 
 /// Index of a direction in a [`Content`], and its map value.
 pub(crate) const DIRECTIONS: [u8; 2] = [POLICY_INGRESS, POLICY_EGRESS];

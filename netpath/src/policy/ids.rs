@@ -7,7 +7,7 @@ use netpath_common::NetAddr;
 
 use super::{
     cidr::IpNet,
-    compile::{Compiled, Content},
+    output::{Compiled, Content},
     peers::Allow,
     ports::PortRange,
 };

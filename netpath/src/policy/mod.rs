@@ -6,10 +6,12 @@
 //! The agent admits records with [`admit_each`] (a bad one is left out alone, its
 //! field named), then calls [`compile`] with this node's pods and installs the
 //! [`Compiled`] maps, or keeps what it has when the maps would not fit.
+mod checks;
 mod cidr;
 mod compile;
 mod grants;
 mod ids;
+mod output;
 mod peers;
 mod ports;
 mod records;
@@ -19,11 +21,13 @@ mod validate;
 mod world;
 
 pub use self::cidr::{CidrError, IpNet};
-pub use self::compile::{compile, CompileError, Compiled, LocalPod, PolicyInput};
+pub use self::compile::{compile, CompileError};
+pub use self::output::{Compiled, PolicyMaps};
 pub use self::ports::{prefix_blocks, PortRange};
 pub use self::records::*;
 pub use self::selector::{namespace_labels, Labels};
 pub use self::validate::{admit_each, validate_all, PolicyError, Record};
+pub use self::world::{LocalPod, PolicyInput};
 
 use crate::spec::ClusterSpec;
 

@@ -2,9 +2,9 @@
 //! parsed CIDRs, protocol numbers, port ranges. Checking and reading are one pass,
 //! so what `validate` admits is exactly what `compile` can read.
 use super::{
+    checks::{check_protocol, check_selector, port_name, Field, PolicyError, PORT_NAME},
     cidr::IpNet,
     records::{IntOrString, LabelSelector, NetworkPolicy, Peer, PolicyPort, PolicyType},
-    validate::{check_protocol, check_selector, port_name, Field, PolicyError, PORT_NAME},
 };
 
 /// A policy as the compiler reads it.

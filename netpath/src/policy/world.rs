@@ -1,14 +1,34 @@
 //! The pods policy can name as peers, with their labels, namespaces' labels and
 //! named ports: every pod record's addresses, and this node's pods as the agent
 //! bound them (a binding wins over a record's stale address).
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use super::{
     cidr::IpNet,
-    compile::{LocalPod, PolicyInput},
-    records::{LabelSelector, PodRecord},
+    records::{LabelSelector, Namespace, NetworkPolicy, PodRecord},
     selector::{namespace_labels, Labels},
 };
+
+/// A pod on this node as the agent bound it (CNI args name its record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPod {
+    pub ip: IpAddr,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What policy is compiled from: the records (admitted already: see
+/// `admit_each`) and this node's pods.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInput<'a> {
+    pub namespaces: &'a [Namespace],
+    pub pods: &'a [PodRecord],
+    pub policies: &'a [NetworkPolicy],
+    pub local: &'a [LocalPod],
+}
 
 static NO_LABELS: Labels = BTreeMap::new();
 

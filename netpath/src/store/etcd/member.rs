@@ -10,9 +10,11 @@ use etcd_client::{Client, EventType, PutOptions, WatchOptions, WatchResponse};
 use tokio::sync::mpsc;
 
 use super::{
-    connect, list,
+    connect,
+    keys::Keys,
+    list,
     reserve::{claim, reserve},
-    view::{Keys, Reservation, View},
+    view::{Reservation, View},
     EtcdOptions, Result, StoreError,
 };
 use crate::{

@@ -2,6 +2,7 @@
 //! and each node's liveness record on its lease (layout in `model.rs`). This module
 //! is the client and the administration (`cluster init`, `node remove`); a node's
 //! membership — join, watch, lease, its own keys — is `member.rs`.
+mod keys;
 mod member;
 mod records;
 mod reserve;
@@ -14,10 +15,11 @@ use etcd_client::{
     TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 
+pub use self::keys::Keys;
 pub use self::member::Member;
 pub use self::records::{KeyedRecord, PolicyView};
 use self::view::Reservation;
-pub use self::view::{EndpointSlice, Keys, View, DEFAULT_PREFIX};
+pub use self::view::{EndpointSlice, View, DEFAULT_PREFIX};
 use super::model::ClusterConfig;
 use crate::net::Ipv4Net;
 

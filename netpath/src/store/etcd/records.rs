@@ -17,7 +17,7 @@ use std::{
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::view::Keys;
+use super::keys::Keys;
 use crate::policy::{Namespace, NetworkPolicy, ObjectMeta, PodRecord, PolicyRecords, Record};
 
 /// A record kept under `<prefix>/<LIST>/...`: Record::LIST names its key segment.

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
 use super::{
-    view::{Keys, Reservation, View},
+    keys::Keys,
+    view::{Reservation, View},
     Result, StoreError,
 };
 use crate::{

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::keys::{parse_subnet_key, Keys};
 use super::records::PolicyView;
 use crate::{
     net::Ipv4Net,
@@ -39,61 +40,6 @@ pub struct EndpointSlice {
 #[serde(deny_unknown_fields)]
 pub struct Reservation {
     pub node: String,
-}
-
-/// The key naming a subnet: `10.244.3.0-24` (no `/` inside a key segment).
-pub fn subnet_key(net: &Ipv4Net) -> String {
-    format!("{}-{}", net.network(), net.prefix)
-}
-
-pub fn parse_subnet_key(k: &str) -> Option<Ipv4Net> {
-    let (a, p) = k.split_once('-')?;
-    let net = Ipv4Net::new(a.parse().ok()?, p.parse().ok()?);
-    (net.prefix <= 32 && net.network() == net.addr).then_some(net)
-}
-
-/// Keys under one prefix.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    pub prefix: String,
-}
-
-impl Keys {
-    pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.trim_end_matches('/').to_string(),
-        }
-    }
-    pub fn root(&self) -> String {
-        format!("{}/", self.prefix)
-    }
-    pub fn config(&self) -> String {
-        format!("{}/config", self.prefix)
-    }
-    pub fn subnets(&self) -> String {
-        format!("{}/subnets/", self.prefix)
-    }
-    pub fn subnet(&self, net: &Ipv4Net) -> String {
-        format!("{}{}", self.subnets(), subnet_key(net))
-    }
-    pub fn nodes(&self) -> String {
-        format!("{}/nodes/", self.prefix)
-    }
-    pub fn node(&self, name: &str) -> String {
-        format!("{}{name}", self.nodes())
-    }
-    pub fn services(&self) -> String {
-        format!("{}/services/", self.prefix)
-    }
-    pub fn service(&self, namespace: &str, name: &str) -> String {
-        format!("{}{namespace}/{name}", self.services())
-    }
-    pub fn endpoint_slices(&self) -> String {
-        format!("{}/endpoints/", self.prefix)
-    }
-    pub fn endpoint_slice(&self, namespace: &str, name: &str) -> String {
-        format!("{}{namespace}/{name}", self.endpoint_slices())
-    }
 }
 
 /// `<namespace>/<name>` of a service key's tail.
@@ -331,14 +277,6 @@ mod tests {
             vtep_mac: crate::spec::derived_vtep_mac(net(ip).addr),
         })
         .unwrap()
-    }
-
-    #[test]
-    fn subnet_keys_round_trip() {
-        let n = net("10.244.3.0/24");
-        assert_eq!(parse_subnet_key(&subnet_key(&n)), Some(n));
-        assert_eq!(parse_subnet_key("10.244.3.1-24"), None);
-        assert_eq!(parse_subnet_key("junk"), None);
     }
 
     #[test]
