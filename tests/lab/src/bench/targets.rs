@@ -2,7 +2,10 @@
 //! clear; the report prints the bar from the same value it checks.
 use std::fmt;
 
-use super::{series, stats, PathKind, Run, Sample};
+use super::{
+    policy_report::{self as pol, enforce_p99_ms, vs_kernel, vs_none},
+    series, stats, PathKind, Run, Sample,
+};
 
 /// A bar a figure must clear.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -278,8 +281,22 @@ const FIGURES: &[Figure] = {
             |r| cni_ratio(r, |c| c.add_del_p99_ms),
             AtMost(1.0),
         ),
+        ("policy: conn/s, 1 policy vs none", |r| med(vs_none(r, 1, pol::crr)), AtLeast(0.97)),
+        ("policy: conn/s, 100 policies vs none", |r| med(vs_none(r, 100, pol::crr)), AtLeast(0.97)),
+        ("policy: conn/s, 10 000 policies vs none", |r| med(vs_none(r, 10_000, pol::crr)), AtLeast(0.97)),
+        ("policy: TCP 1 stream, 10 000 policies vs none", |r| med(vs_none(r, 10_000, pol::tcp1)), AtLeast(0.98)),
+        ("policy: RR rate, 10 000 policies vs none", |r| med(vs_none(r, 10_000, pol::rr)), AtLeast(0.98)),
+        ("policy: conn/s vs iptables + ipset, 1 policy", |r| med(vs_kernel(r, 1)), AtLeast(1.0)),
+        ("policy: conn/s vs iptables + ipset, 10 000 policies", |r| med(vs_kernel(r, 10_000)), AtLeast(2.0)),
+        ("policy: written -> enforced on every node, 1 000 in place, p99 ms", enforce_p99_ms, AtMost(1000.0)),
+        ("policy: 10 000 from a cold start, enforced s", |r| cold(r, |c| c.cold_enforced_s), AtMost(15.0)),
+        ("policy: 10 000 from a cold start, agent resident MiB", |r| cold(r, |c| c.cold_rss_mib), AtMost(50.0)),
     ]
 };
+
+fn cold(run: &Run, f: fn(&super::policy::PolicyControl) -> f64) -> f64 {
+    run.policy.control.as_ref().map_or(f64::NAN, f)
+}
 
 fn med(v: Vec<f64>) -> f64 {
     stats(v).0
