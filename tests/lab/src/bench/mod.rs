@@ -10,6 +10,8 @@ mod memory;
 mod observe;
 mod plan;
 mod policy;
+mod policy_control;
+mod policy_iptables;
 mod policy_report;
 pub mod prog_stats;
 mod report;

@@ -241,6 +241,10 @@ mod tests {
         assert_eq!((quick.policy_rounds, full.policy_rounds), (0, 1));
         let policy = Plan::of(&args(|a| a.policy_only = true));
         assert_eq!(policy.policy_sizes, vec![1, 100, 10_000]);
-        assert_eq!(policy.steps(), 5 * 2 + 1, "two steps a round, then the control part");
+        assert_eq!(
+            policy.steps(),
+            5 * 2 + 1,
+            "two steps a round, then the control part"
+        );
     }
 }

@@ -7,12 +7,11 @@
 //! Calico's kernel path; the programs' time per packet and per connection; and how
 //! fast a written policy is enforced.
 use std::{
-    fmt::Write as _,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use serde_json::json;
 
@@ -35,17 +34,13 @@ const PEER_PODS: u32 = u32::from_be_bytes([10, 244, 128, 0]);
 const PEER_BLOCKS: u32 = u32::from_be_bytes([172, 20, 0, 0]);
 /// Sizes whose programs' time is measured too (with none, always).
 const COST_SIZES: [usize; 2] = [1, 10_000];
-/// Policies in place while single ones are written, and writes timed.
-const IN_PLACE: usize = 1_000;
-const WRITES: usize = 50;
-const COLD: usize = 10_000;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PolicyRun {
     pub rates: Vec<PolicyRate>,
     pub costs: Vec<PolicyCost>,
     pub kernel: Vec<KernelRate>,
-    pub control: Option<PolicyControl>,
+    pub control: Option<super::policy_control::PolicyControl>,
 }
 
 /// netpath with `rules` policies (0: none) in one round.
@@ -80,33 +75,21 @@ pub struct KernelRate {
     pub crr: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct PolicyControl {
-    pub in_place: usize,
-    /// One policy written to the spec -> applied by every agent, over the writes.
-    pub enforce_ms: Vec<f64>,
-    pub cold_policies: usize,
-    /// The server's agent started without pinned state -> its pod's policy in the maps.
-    pub cold_enforced_s: f64,
-    pub cold_rss_mib: f64,
-    pub cold_peak_mib: f64,
-}
-
-fn peer_pod(i: usize) -> Ipv4Addr {
+pub(super) fn peer_pod(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(PEER_PODS + 1 + (i / 2) as u32)
 }
 
-fn peer_block(i: usize) -> Ipv4Addr {
+pub(super) fn peer_block(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(PEER_BLOCKS + 1 + (i / 2) as u32)
 }
 
-fn peer_port(i: usize) -> u16 {
+pub(super) fn peer_port(i: usize) -> u16 {
     8000 + (i % 1000) as u16
 }
 
 /// Policy `i`: the server may hear peer `i` on `port`.
-fn rule(i: usize, port: u16) -> NetworkPolicy {
-    let peer = if i % 2 == 0 {
+pub(super) fn rule(i: usize, port: u16) -> NetworkPolicy {
+    let peer = if i.is_multiple_of(2) {
         json!({"podSelector": {"matchLabels": {"peer": format!("p{i}")}}})
     } else {
         json!({"ipBlock": {"cidr": format!("{}/32", peer_block(i))}})
@@ -126,7 +109,7 @@ fn policy(name: &str, ingress: serde_json::Value) -> NetworkPolicy {
 }
 
 /// `n` rules and the one allowing the client (every port).
-fn policies(n: usize) -> Vec<NetworkPolicy> {
+pub(super) fn policies(n: usize) -> Vec<NetworkPolicy> {
     let client = json!([{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]);
     (0..n)
         .map(|i| rule(i, peer_port(i)))
@@ -165,7 +148,7 @@ fn records(client: Ipv4Addr, server: Ipv4Addr, n: usize) -> Records {
 
 /// Two netpath nodes (direct), the client pod on the first, the server on the
 /// second, tied to their records as containerd's CRI would tie them.
-fn netpath_lab() -> Result<(Box<Lab>, LabConfig)> {
+pub(super) fn netpath_lab() -> Result<(Box<Lab>, LabConfig)> {
     let mut cfg = LabConfig::with_spec(generated_spec(2, Backend::Direct)?, 0)?;
     cfg.kinds = vec![(0, NodeKind::Netpath), (1, NodeKind::Netpath)];
     let mut lab = Box::new(Lab::up(&cfg)?);
@@ -174,7 +157,7 @@ fn netpath_lab() -> Result<(Box<Lab>, LabConfig)> {
     Ok((lab, cfg))
 }
 
-fn ends(lab: &Lab) -> Ends<'_> {
+pub(super) fn ends(lab: &Lab) -> Ends<'_> {
     let server = &lab.nodes[1].pods[0];
     Ends {
         client: lab.nodes[0].pods[0].ns.path(),
@@ -183,11 +166,11 @@ fn ends(lab: &Lab) -> Ends<'_> {
     }
 }
 
-fn lab_records(lab: &Lab, n: usize) -> Records {
+pub(super) fn lab_records(lab: &Lab, n: usize) -> Records {
     records(lab.nodes[0].pods[0].ip, lab.nodes[1].pods[0].ip, n)
 }
 
-fn server_rev(lab: &Lab) -> u32 {
+pub(super) fn server_rev(lab: &Lab) -> u32 {
     lab.nodes[1]
         .pinned()
         .and_then(|p| p.settings())
@@ -197,7 +180,7 @@ fn server_rev(lab: &Lab) -> u32 {
 /// Writes the spec with these records and policies; returns once every agent
 /// published a pass over it (published after the maps are written) and the
 /// server's policy revision is no longer `old_rev` (when it must change).
-fn apply(
+pub(super) fn apply(
     lab: &Lab,
     recs: &Records,
     policies: Vec<NetworkPolicy>,
@@ -230,10 +213,13 @@ fn apply(
 
 /// The server pod is isolated: a node's own connection to a closed port on it gets
 /// no refusal back (its SYN dropped) rather than a reset.
-fn check_isolated(node_ns: &std::path::Path, server: Ipv4Addr) -> Result<()> {
+pub(super) fn check_isolated(node_ns: &std::path::Path, server: Ipv4Addr) -> Result<()> {
     let addr = SocketAddr::V4(SocketAddrV4::new(server, 9));
     let r = crate::netns::run_in(node_ns, || {
-        Ok(TcpStream::connect_timeout(&addr, Duration::from_millis(300)))
+        Ok(TcpStream::connect_timeout(
+            &addr,
+            Duration::from_millis(300),
+        ))
     })?;
     match r {
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(()),
@@ -265,15 +251,17 @@ pub fn measure(plan: &Plan, p: &mut Progress) -> Result<PolicyRun> {
             round + 1
         ))?;
         for n in [0, 1, 10_000] {
-            let crr = kernel_rate(n, plan.secs)?;
-            run.kernel.push(KernelRate { rules: n, round, crr });
+            let crr = super::policy_iptables::kernel_rate(n, plan.secs)?;
+            run.kernel.push(KernelRate {
+                rules: n,
+                round,
+                crr,
+            });
         }
     }
     if plan.policy_control {
-        p.tick(&format!(
-            "policy written -> enforced ({WRITES} writes, {IN_PLACE} in place); {COLD} from a cold start"
-        ))?;
-        run.control = Some(control()?);
+        p.tick("policy written -> enforced with 1 000 in place; 10 000 from a cold start")?;
+        run.control = Some(super::policy_control::measure()?);
     }
     Ok(run)
 }
@@ -338,121 +326,12 @@ fn costs(lab: &Lab, e: &Ends, rules: usize, round: usize, secs: u32) -> Result<P
     })
 }
 
-/// `ipset restore` input: a set per policy holding its peer, and the client's.
-fn ipsets(n: usize, client: Ipv4Addr) -> String {
-    let mut s = format!("create np-client hash:ip hashsize 64\nadd np-client {client}\n");
-    for i in 0..n {
-        let _ = match i % 2 {
-            0 => writeln!(s, "create np-{i} hash:ip hashsize 64\nadd np-{i} {}", peer_pod(i)),
-            _ => writeln!(s, "create np-{i} hash:net hashsize 64\nadd np-{i} {}/32", peer_block(i)),
-        };
-    }
-    s
-}
-
-/// `iptables-restore` input: conntrack's verdict first, then the selected pod's
-/// chain walking one set match per policy (the client's in the middle, where a
-/// policy of random name order lands on average), then drop.
-fn filter_rules(n: usize, server: Ipv4Addr) -> String {
-    let mut lines: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                "-A NP-POD-SERVER -m set --match-set np-{i} src -p tcp -m tcp --dport {} -j ACCEPT",
-                peer_port(i)
-            )
-        })
-        .collect();
-    lines.insert(
-        n.div_ceil(2),
-        "-A NP-POD-SERVER -m set --match-set np-client src -j ACCEPT".into(),
-    );
-    format!(
-        "*filter\n:NP-FORWARD - [0:0]\n:NP-POD-SERVER - [0:0]\n-A FORWARD -j NP-FORWARD\n\
-         -A NP-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
-         -A NP-FORWARD -d {server}/32 -j NP-POD-SERVER\n{}\n-A NP-POD-SERVER -j DROP\nCOMMIT\n",
-        lines.join("\n")
-    )
-}
-
-/// Connection rate on two Calico-style kernel nodes, with `n` policies as
-/// iptables + ipset on the server's node (0: no rules at all).
-fn kernel_rate(n: usize, secs: u32) -> Result<f64> {
-    let mut cfg = LabConfig::with_spec(generated_spec(2, Backend::Direct)?, 1)?;
-    cfg.kinds = vec![(0, NodeKind::RoutedVeth), (1, NodeKind::RoutedVeth)];
-    let lab = Lab::up(&cfg)?;
-    let e = ends(&lab);
-    if n > 0 {
-        let node = lab.nodes[1].ns.path();
-        let client = lab.nodes[0].pods[0].ip;
-        super::services::pipe_in(node, &["ipset", "restore"], &ipsets(n, client))
-            .context("ipset (Debian package ipset)")?;
-        super::services::pipe_in(
-            node,
-            &["iptables-restore", "--noflush"],
-            &filter_rules(n, e.server_ip),
-        )?;
-        check_isolated(lab.nodes[0].ns.path(), e.server_ip)?;
-    }
-    tools::crr_per_s(&e, secs)
-}
-
-/// Single policies written with `IN_PLACE` in force, timed to every agent having
-/// applied them; then the server's agent started cold on `COLD` policies.
-fn control() -> Result<PolicyControl> {
-    let (mut lab, cfg) = netpath_lab()?;
-    let recs = lab_records(&lab, IN_PLACE);
-    apply(&lab, &recs, policies(IN_PLACE), None)?;
-    let mut enforce_ms = Vec::new();
-    for w in 0..WRITES {
-        let mut ps = policies(IN_PLACE);
-        let i = w * 7 % IN_PLACE;
-        ps[i] = rule(i, 9000 + w as u16);
-        let t = apply(&lab, &recs, ps, Some(server_rev(&lab)))?;
-        enforce_ms.push(t.as_secs_f64() * 1e3);
-    }
-    let server = lab.nodes[1].pods[0].ip;
-    apply(&lab, &lab_records(&lab, COLD), policies(COLD), None)?;
-    // Stopped, it unpins everything: the start finds no state to keep.
-    lab.stop_agent(1);
-    let started = Instant::now();
-    lab.spawn_agent(1, &cfg)?;
-    let pid = lab.agent_pid(1).context("the agent's pid")?;
-    let selected = |l: &Lab| {
-        l.nodes[1].pinned().is_ok_and(|p| {
-            p.settings().is_ok_and(|s| s.policy_rev != 0)
-                && p.policy_endpoint(netpath::policy::IpNet::host(server.into()).net_addr())
-                    .is_some()
-        })
-    };
-    let mut peak = 0.0f64;
-    while !selected(&lab) {
-        peak = peak.max(tools::status_kib(pid, "VmHWM:").unwrap_or(0.0));
-        if started.elapsed() > Duration::from_secs(300) {
-            bail!("{COLD} policies not enforced in 300 s:\n{}", lab.agent_log(1));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let cold_enforced_s = started.elapsed().as_secs_f64();
-    check_isolated(lab.nodes[0].ns.path(), server)?;
-    std::thread::sleep(Duration::from_millis(500));
-    let rss = tools::rss_kib(pid)?;
-    peak = peak.max(tools::status_kib(pid, "VmHWM:")?);
-    Ok(PolicyControl {
-        in_place: IN_PLACE,
-        enforce_ms,
-        cold_policies: COLD,
-        cold_enforced_s,
-        cold_rss_mib: rss / 1024.0,
-        cold_peak_mib: peak / 1024.0,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_records_are_valid_and_the_rules_match_on_both_dataplanes() {
+    fn the_records_and_policies_make_a_valid_spec() {
         let (client, server) = (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 2));
         let (ns, pods) = records(client, server, 4);
         let mut d = generated_spec(2, Backend::Direct).unwrap().to_draft();
@@ -460,13 +339,9 @@ mod tests {
         let spec = d.validate().expect("a valid spec");
         assert_eq!(spec.policy.policies.len(), 5, "4 rules and the client's");
         assert_eq!(spec.policy.pods.len(), 4, "client, server, peers 0 and 2");
-        let rules = filter_rules(4, server);
-        let chain: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A NP-POD")).collect();
-        assert_eq!(chain.len(), 6, "{rules}");
-        assert!(chain[2].contains("np-client") && chain[5].ends_with("DROP"), "{rules}");
-        assert!(chain[1].contains("--dport 8001"), "{rules}");
-        let sets = ipsets(4, client);
-        assert!(sets.contains("add np-1 172.20.0.1/32") && sets.contains("add np-2 10.244.128.2"));
-        assert!(filter_rules(1, server).lines().nth(6).unwrap().contains("np-0"));
+        assert_eq!(
+            spec.policy.pods[3].status.pod_ip.as_deref(),
+            Some("10.244.128.2")
+        );
     }
 }
