@@ -104,6 +104,7 @@ fn run() -> Result<ExitCode> {
                     "--etcd",
                     "--bgp",
                     "--services",
+                    "--policy",
                     "--cold-start",
                     "--memory",
                     "--gossip",
@@ -206,8 +207,9 @@ fn ensure_runtime_packages() -> Result<()> {
 const BENCH_PACKAGES: &[&str] = &[
     "bpftool",
     "nftables",
-    // kube-proxy's iptables mode, the Services baseline.
+    // kube-proxy's iptables mode, the Services baseline; with ipset, the policy one.
     "iptables",
+    "ipset",
     "ethtool",
     "iperf3",
     "sockperf",

@@ -81,6 +81,11 @@ enum Cmd {
         /// a ClusterIP's own cost.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp"])]
         services: bool,
+        /// Only network policy: connection rate, throughput and ping-pong with 1 to
+        /// 10 000 policies against none and against iptables + ipset on Calico's
+        /// kernel path, the programs' time per verdict, enforcement delays.
+        #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services", "cold_start", "memory", "gossip"])]
+        policy: bool,
         /// Only an agent started cold on a spec of 100 001 nodes: time to converge,
         /// memory, progress logged.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services"])]
@@ -183,6 +188,7 @@ fn run(cli: Cli) -> Result<bool> {
             monitor,
             bgp,
             services,
+            policy,
             cold_start,
             cold_start_nodes,
             gossip_members,
@@ -207,6 +213,7 @@ fn run(cli: Cli) -> Result<bool> {
                 etcd_only: etcd,
                 bgp_only: bgp,
                 services_only: services,
+                policy_only: policy,
                 cold_start_only: cold_start,
                 memory_only: memory,
                 gossip_only: gossip,

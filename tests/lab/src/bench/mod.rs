@@ -9,6 +9,10 @@ mod gossip;
 mod memory;
 mod observe;
 mod plan;
+mod policy;
+mod policy_control;
+mod policy_iptables;
+mod policy_report;
 pub mod prog_stats;
 mod report;
 mod scale;
@@ -49,6 +53,8 @@ pub struct BenchArgs {
     pub bgp_only: bool,
     /// Only Services against kube-proxy, and a ClusterIP's own cost.
     pub services_only: bool,
+    /// Only network policy's cost, against none and against iptables + ipset.
+    pub policy_only: bool,
     /// Only an agent's cold start on a spec of `cold_start_nodes` nodes.
     pub cold_start_only: bool,
     pub memory_only: bool,
@@ -286,6 +292,7 @@ pub struct Run {
     pub service_rates: Vec<services::ServiceRate>,
     pub service_overhead: Vec<services::ServiceOverhead>,
     pub cold_start: Vec<cold_start::ColdStart>,
+    pub policy: policy::PolicyRun,
 }
 
 /// One end of a measurement in a lab: a node itself or one of its pods.
@@ -614,6 +621,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         bgp_convergence.push(bgp::measure(n, router)?);
     }
     let (service_rates, service_overhead) = measure_services(&plan, &mut p)?;
+    let policy = policy::measure(&plan, &mut p)?;
     let mut cold_start = Vec::new();
     if let Some(nodes) = plan.cold_start_nodes {
         p.tick(&format!(
@@ -643,6 +651,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         service_rates,
         service_overhead,
         cold_start,
+        policy,
     };
     if args.monitor_only {
         // Its own report is written; report.md of an earlier run stays.

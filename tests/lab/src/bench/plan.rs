@@ -29,6 +29,11 @@ pub struct Plan {
     pub service_sizes: Vec<usize>,
     pub service_rounds: usize,
     pub cold_start_nodes: Option<usize>,
+    /// netpath's policy sizes (none is always measured too), in how many rounds,
+    /// and whether enforcement delays are timed.
+    pub policy_sizes: Vec<usize>,
+    pub policy_rounds: usize,
+    pub policy_control: bool,
 }
 
 const SCALE_SIZES: [usize; 3] = [10, 1_000, 100_000];
@@ -41,6 +46,7 @@ impl Plan {
             || args.monitor_only
             || args.bgp_only
             || args.services_only
+            || args.policy_only
             || args.cold_start_only
             || args.memory_only
             || args.gossip_only;
@@ -107,6 +113,19 @@ impl Plan {
                 (true, false) => rounds,
             },
             cold_start_nodes: all_or(args.cold_start_only).then_some(args.cold_start_nodes),
+            // A full run measures a short version (one round, ~2 minutes); a quick
+            // one has no room for it.
+            policy_sizes: match (args.policy_only, focused || quick) {
+                (true, _) => vec![1, 100, 10_000],
+                (false, false) => vec![1, 10_000],
+                (false, true) => Vec::new(),
+            },
+            policy_rounds: match (args.policy_only, focused || quick) {
+                (true, _) => rounds,
+                (false, false) => 1,
+                (false, true) => 0,
+            },
+            policy_control: args.policy_only,
         }
     }
 
@@ -123,6 +142,8 @@ impl Plan {
             + self.bgp_sizes.len()
             + self.service_rounds * (self.service_sizes.len() + 1)
             + usize::from(self.cold_start_nodes.is_some())
+            + 2 * self.policy_rounds
+            + usize::from(self.policy_control)
     }
 }
 
@@ -179,6 +200,7 @@ mod tests {
             monitor_only: false,
             bgp_only: false,
             services_only: false,
+            policy_only: false,
             cold_start_only: false,
             memory_only: false,
             gossip_only: false,
@@ -216,5 +238,13 @@ mod tests {
         assert!(quick.bgp_sizes.iter().all(|(n, _)| *n == 3));
         assert_eq!((quick.scale_rounds, full.scale_rounds), (1, 3));
         assert!(quick.steps() < full.steps());
+        assert_eq!((quick.policy_rounds, full.policy_rounds), (0, 1));
+        let policy = Plan::of(&args(|a| a.policy_only = true));
+        assert_eq!(policy.policy_sizes, vec![1, 100, 10_000]);
+        assert_eq!(
+            policy.steps(),
+            5 * 2 + 1,
+            "two steps a round, then the control part"
+        );
     }
 }

@@ -73,6 +73,7 @@ pub fn markdown(run: &Run) -> String {
     path_tables(&mut md, run);
     scale_table(&mut md, run);
     super::control_report::write_markdown(&mut md, run);
+    super::policy_report::write_markdown(&mut md, run);
     let _ = writeln!(
         md,
         "\n![throughput](throughput.svg)\n\n![latency](latency.svg)"

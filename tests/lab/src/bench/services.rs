@@ -132,24 +132,27 @@ fn kube_proxy_rules(n: usize, backend: Ipv4Addr) -> String {
     r
 }
 
-fn iptables_restore(ns: &std::path::Path, rules: &str) -> Result<()> {
+/// Runs `argv` inside `ns` with `input` on its standard input (`iptables-restore`,
+/// `ipset restore`).
+pub(super) fn pipe_in(ns: &std::path::Path, argv: &[&str], input: &str) -> Result<()> {
     netns::run_in(ns, || {
-        let mut child = Command::new("iptables-restore")
-            .arg("--noflush")
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .context("start iptables-restore (Debian package iptables)")?;
+            .with_context(|| format!("start {}", argv[0]))?;
         child
             .stdin
             .take()
             .expect("piped")
-            .write_all(rules.as_bytes())?;
+            .write_all(input.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
             bail!(
-                "iptables-restore: {}",
+                "{}: {}",
+                argv[0],
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
@@ -192,7 +195,12 @@ pub fn measure(n: usize, round: usize, secs: u32) -> Result<ServiceRate> {
     drop(lab);
     let lab = two_nodes(NodeKind::HostGw)?;
     let backend = lab.nodes[1].pods[0].ip;
-    iptables_restore(lab.nodes[0].ns.path(), &kube_proxy_rules(n, backend))?;
+    pipe_in(
+        lab.nodes[0].ns.path(),
+        &["iptables-restore", "--noflush"],
+        &kube_proxy_rules(n, backend),
+    )
+    .context("iptables-restore (Debian package iptables)")?;
     let (kube_proxy_crr, kube_proxy_connect_us) = rate(&lab, n, secs)?;
     Ok(ServiceRate {
         services: n,

@@ -2,7 +2,10 @@
 //! clear; the report prints the bar from the same value it checks.
 use std::fmt;
 
-use super::{series, stats, PathKind, Run, Sample};
+use super::{
+    policy_report::{self as pol, enforce_p99_ms, vs_kernel, vs_none},
+    series, stats, PathKind, Run, Sample,
+};
 
 /// A bar a figure must clear.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -278,8 +281,46 @@ const FIGURES: &[Figure] = {
             |r| cni_ratio(r, |c| c.add_del_p99_ms),
             AtMost(1.0),
         ),
+        (
+            "policy: written -> enforced on every node, 1 000 in place, p99 ms",
+            enforce_p99_ms,
+            AtMost(1000.0),
+        ),
+        (
+            "policy: 10 000 from a cold start, enforced s",
+            |r| cold(r, |c| c.cold_enforced_s),
+            AtMost(15.0),
+        ),
+        (
+            "policy: 10 000 from a cold start, agent resident MiB",
+            |r| cold(r, |c| c.cold_rss_mib),
+            AtMost(50.0),
+        ),
     ]
 };
+
+/// Network policy against none and against iptables + ipset, by policies selecting
+/// the server (0 in the metric's place: against iptables): (what, policies,
+/// metric, goal), the median of per-round ratios.
+type PolicyRatio = (&'static str, usize, Option<pol::Metric>, Goal);
+// One row a goal: a table reads as one.
+#[rustfmt::skip]
+const POLICY_RATIOS: &[PolicyRatio] = {
+    use Goal::*;
+    &[
+        ("policy: conn/s, 1 policy vs none", 1, Some(pol::crr), AtLeast(0.97)),
+        ("policy: conn/s, 100 policies vs none", 100, Some(pol::crr), AtLeast(0.97)),
+        ("policy: conn/s, 10 000 policies vs none", 10_000, Some(pol::crr), AtLeast(0.97)),
+        ("policy: TCP 1 stream, 10 000 policies vs none", 10_000, Some(pol::tcp1), AtLeast(0.98)),
+        ("policy: RR rate, 10 000 policies vs none", 10_000, Some(pol::rr), AtLeast(0.98)),
+        ("policy: conn/s vs iptables + ipset, 1 policy", 1, None, AtLeast(1.0)),
+        ("policy: conn/s vs iptables + ipset, 10 000 policies", 10_000, None, AtLeast(2.0)),
+    ]
+};
+
+fn cold(run: &Run, f: fn(&super::policy_control::PolicyControl) -> f64) -> f64 {
+    run.policy.control.as_ref().map_or(f64::NAN, f)
+}
 
 fn med(v: Vec<f64>) -> f64 {
     stats(v).0
@@ -339,7 +380,12 @@ pub fn targets(run: &Run) -> Vec<Target> {
         value: figure(run),
         goal,
     });
-    ratios.chain(figures).collect()
+    let policy = POLICY_RATIOS.iter().map(|&(what, n, metric, goal)| Target {
+        what: what.to_string(),
+        value: med(metric.map_or_else(|| vs_kernel(run, n), |m| vs_none(run, n, m))),
+        goal,
+    });
+    ratios.chain(policy).chain(figures).collect()
 }
 
 #[cfg(test)]

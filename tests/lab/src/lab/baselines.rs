@@ -73,20 +73,31 @@ pub(super) fn setup_host_gw_node(node: &Node, spec: &ClusterSpec) -> Result<()> 
     node.ns.run(|| {
         let nl = Nl::new()?;
         add_pod_bridge(&nl, node, UNDERLAY_MTU)?;
-        let eth0 = nl.index("eth0")?;
-        for peer in spec.nodes.iter().filter(|n| n.name != node.spec.name) {
-            if !node.spec.underlay.contains(peer.ip()) {
-                bail!("host-gw needs {} on {}'s subnet", peer.name, node.spec.name);
-            }
-            nl.replace_route(
-                peer.pod_cidr.addr,
-                peer.pod_cidr.prefix,
-                eth0,
-                Some(peer.ip()),
-            )?;
-        }
-        Ok(())
+        routes_to_peers(&nl, node, spec)
     })
+}
+
+/// Calico's kernel path between nodes: the same route per other node, and no
+/// bridge (each pod gets its own /32 route when wired: `pods::routed_pod`).
+pub(super) fn setup_routed_node(node: &Node, spec: &ClusterSpec) -> Result<()> {
+    node.ns.run(|| routes_to_peers(&Nl::new()?, node, spec))
+}
+
+/// `<pod cidr> via <node>` for every other node, all on this node's subnet.
+fn routes_to_peers(nl: &Nl, node: &Node, spec: &ClusterSpec) -> Result<()> {
+    let eth0 = nl.index("eth0")?;
+    for peer in spec.nodes.iter().filter(|n| n.name != node.spec.name) {
+        if !node.spec.underlay.contains(peer.ip()) {
+            bail!("host-gw needs {} on {}'s subnet", peer.name, node.spec.name);
+        }
+        nl.replace_route(
+            peer.pod_cidr.addr,
+            peer.pod_cidr.prefix,
+            eth0,
+            Some(peer.ip()),
+        )?;
+    }
+    Ok(())
 }
 
 /// flannel's vxlan backend by hand: pods on bridge `cni0`, a kernel vxlan device with

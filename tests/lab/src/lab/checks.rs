@@ -15,6 +15,9 @@ impl Lab {
         if a.kind == NodeKind::KernelIpip || b.kind == NodeKind::KernelIpip {
             return ("4", "ipip (kernel peer)".into());
         }
+        if a.kind == NodeKind::RoutedVeth || b.kind == NodeKind::RoutedVeth {
+            return ("3", "routed veths (kernel)".into());
+        }
         if a.kind == NodeKind::HostGw || b.kind == NodeKind::HostGw {
             return ("3", "host-gw (kernel)".into());
         }

@@ -78,6 +78,11 @@ pub enum NodeKind {
     /// Calico's and flannel's ipip overlay, kernel only: bridge `cni0`, an `ipip` device
     /// and `<pod cidr> via <node> dev <it> onlink` per other node.
     KernelIpip,
+    /// Calico's kernel path (BGP, no IPIP): no bridge; each pod's veth `cali<p>`
+    /// carries a /32 route to its pod and answers ARP for the pod's link-local
+    /// gateway (proxy ARP); kernel routes to the other nodes' pod CIDRs via their
+    /// underlay addresses, as Calico's BGP would learn them.
+    RoutedVeth,
 }
 
 impl NodeKind {

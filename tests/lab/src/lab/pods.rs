@@ -67,6 +67,50 @@ pub(super) fn bridge_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Resul
     })
 }
 
+/// A pod on a Calico-style node: its veth `cali<p>` has no address and no bridge;
+/// the node routes the pod's /32 to it and answers, by proxy ARP without delay, for
+/// the pod's gateway 169.254.1.1, which the pod reaches on-link (what Calico's CNI
+/// plugin wires).
+pub(super) fn routed_pod(node: &Node, p: usize, ip: Ipv4Addr, mtu: u32) -> Result<Pod> {
+    let name = format!("{}-pod{p}", node.name);
+    let ns = NetNs::create(&name)?;
+    let host_ifname = format!("cali{p}");
+    let tmp_peer = format!("tmp{p}");
+    let pod_fd = ns.file()?;
+    node.ns.run(|| {
+        let nl = Nl::new()?;
+        nl.add_veth(&host_ifname, &tmp_peer)?;
+        nl.move_to_netns(nl.index(&tmp_peer)?, pod_fd.as_raw_fd())?;
+        let host = nl.index(&host_ifname)?;
+        nl.set_mtu(host, mtu)?;
+        for (sysctl, value) in [
+            (format!("ipv4/conf/{host_ifname}/proxy_arp"), "1"),
+            (format!("ipv4/neigh/{host_ifname}/proxy_delay"), "0"),
+        ] {
+            super::write_sysctl(&format!("/proc/sys/net/{sysctl}"), value)?;
+        }
+        nl.set_up(host)?;
+        nl.replace_route(ip, 32, host, None)
+    })?;
+    let mac = ns.run(|| {
+        let nl = Nl::new()?;
+        let eth0 = nl.index(&tmp_peer)?;
+        nl.rename(eth0, "eth0")?;
+        nl.set_mtu(eth0, mtu)?;
+        nl.add_address(eth0, ip, 32)?;
+        nl.set_up(eth0)?;
+        nl.replace_route_onlink(Ipv4Addr::UNSPECIFIED, 0, eth0, super::POD_GATEWAY)?;
+        nl.mac("eth0")
+    })?;
+    Ok(Pod {
+        name,
+        ns,
+        ip,
+        mac,
+        host_ifname,
+    })
+}
+
 /// A pod on a netpath node, wired by the product's endpoint module (as the CNI
 /// plugin wires one), from inside the node's namespace, with an address from the
 /// node's address book: lab pods and CNI containers never collide.

@@ -10,9 +10,11 @@ use netpath::{
 };
 
 use super::{
-    baselines::{setup_host_gw_node, setup_kernel_ipip_node, setup_kernel_vxlan_node},
+    baselines::{
+        setup_host_gw_node, setup_kernel_ipip_node, setup_kernel_vxlan_node, setup_routed_node,
+    },
     bgp::BGP_CONVERGED_WITHIN,
-    pods::{attach_pod, bridge_pod},
+    pods::{attach_pod, bridge_pod, routed_pod},
     prefix::reserve_prefix,
     router_ip, write_sysctl, Fabric, Lab, LabConfig, LabStore, Node, NodeKind, UNDERLAY_MTU,
 };
@@ -165,10 +167,17 @@ impl Lab {
                 setup_kernel_ipip_node(&node, &cfg.spec)?;
                 cfg.spec.pod_mtu(UNDERLAY_MTU)
             }
+            NodeKind::RoutedVeth => {
+                setup_routed_node(&node, &cfg.spec)?;
+                UNDERLAY_MTU
+            }
         };
         for p in 1..=cfg.pods_per_node {
             let ip = spec.pod_cidr.nth(1 + p as u32);
-            let pod = bridge_pod(&node, p, ip, mtu)?;
+            let pod = match kind {
+                NodeKind::RoutedVeth => routed_pod(&node, p, ip, mtu)?,
+                _ => bridge_pod(&node, p, ip, mtu)?,
+            };
             node.pods.push(pod);
         }
         Ok(node)
