@@ -582,3 +582,38 @@ fn icmp_errors_and_later_fragments_follow_their_connection() {
         "UDP 81 to x/a was answered"
     );
 }
+
+#[test]
+fn closed_connections_leave_the_connection_table_within_seconds() {
+    let (lab, model) = model_lab();
+    let only_y = np(
+        "x",
+        "only-y",
+        json!({"podSelector": {},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+    );
+    apply(&lab, &model, vec![policy(only_y)]).unwrap();
+    let (client, server) = (model.pod("y/b"), model.pod("x/b"));
+    let entries = || {
+        lab.nodes[server.node]
+            .pinned()
+            .unwrap()
+            .policy_connections()
+            .iter()
+            .filter(|(k, _)| k.protocol == 6)
+            .count()
+    };
+    for _ in 0..100 {
+        netpath_lab::service::ask_tcp(&client.netns, server.ip, 80).unwrap();
+    }
+    let open = entries();
+    assert!(open >= 100, "{open} entries for 100 connections (two each)");
+    // Closed (FIN each way): gone after the closing timeout and a collector pass,
+    // not after the 2 h an open connection may idle.
+    let took = netpath_lab::wait_for(
+        "closed connections collected",
+        Duration::from_secs(20),
+        || entries() < 10,
+    );
+    eprintln!("{open} entries collected after {took:?}");
+}

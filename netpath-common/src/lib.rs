@@ -275,6 +275,10 @@ pub mod nat_timeout {
 /// one).
 pub mod policy_timeout {
     pub const TCP: u64 = 7200;
+    /// TCP after a FIN or RST: a late segment is judged again, so nothing needs
+    /// keeping for TIME_WAIT, and a node opening thousands of connections a second
+    /// must not fill the table with closed ones.
+    pub const TCP_CLOSING: u64 = 5;
     pub const UDP: u64 = 300;
     pub const OTHER: u64 = 60;
 }

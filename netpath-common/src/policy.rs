@@ -139,7 +139,10 @@ pub struct CtEntry {
     /// 1: judged again under `rev` and no longer allowed; its packets are dropped
     /// until a policy allows it again or the entry expires.
     pub denied: u8,
-    pub _pad: [u8; 2],
+    /// 1: a TCP FIN or RST went by: the connection is ending, and its entry goes
+    /// after a short idle time instead of the established one.
+    pub closing: u8,
+    pub _pad: u8,
 }
 
 /// A policy point's keys, built in a per-CPU map entry instead of on the stack.

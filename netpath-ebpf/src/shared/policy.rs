@@ -31,6 +31,8 @@ const ICMP_PARAMETER_PROBLEM: u8 = 12;
 const MORE_FRAGMENTS: u8 = 0x20;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
 
 /// Whether any policy is in the maps: without one no packet pays a lookup.
 #[inline(always)]
@@ -161,6 +163,9 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
         if (*e).denied != 0 {
             return denied(at);
         }
+        if (*sc).tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            (*e).closing = 1;
+        }
         (*e).last_seen = now_ns();
         return 0;
     }
@@ -183,7 +188,8 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     e.rev = (*sc).rev;
     e.reply = reply;
     e.denied = 0;
-    e._pad = [0; 2];
+    e.closing = 0;
+    e._pad = 0;
     if POLICY_CT
         .insert(&(*sc).ct, &(*sc).ct_entry, BPF_ANY as u64)
         .is_err()

@@ -106,6 +106,7 @@ impl Pinned {
 
 fn idle(k: &CtKey, e: &CtEntry, now_ns: u64) -> bool {
     let secs = match k.protocol {
+        IPPROTO_TCP if e.closing != 0 => policy_timeout::TCP_CLOSING,
         IPPROTO_TCP => policy_timeout::TCP,
         IPPROTO_UDP => policy_timeout::UDP,
         _ => policy_timeout::OTHER,
