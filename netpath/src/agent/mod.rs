@@ -300,7 +300,8 @@ impl Agent {
                     }
                 }
                 _ = resync.tick() => self.reconcile_logged().await,
-                _ = book_poll.tick() => {
+                // Only policy depends on which pods a node holds.
+                _ = book_poll.tick(), if !self.spec.policy.policies.is_empty() => {
                     if policy::book_mark(&self.state_dir) != self.book_mark {
                         self.reconcile_logged().await;
                     }
@@ -514,21 +515,18 @@ impl Agent {
         let mut pinned = Pinned::open(&self.dir)?;
         let mut problems = Vec::new();
         self.book_mark = policy::book_mark(&self.state_dir);
-        match policy::compile(&self.spec, &self.state_dir) {
+        // The address book read once per pass: for policy and for stray addresses.
+        let pods = policy::local_pods(&self.state_dir);
+        let judged = match &pods {
+            Ok(p) => policy::compile(&self.spec, p),
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        };
+        match judged {
             Ok(j) => {
                 self.state.policy_error = None;
                 want.settings.policy_rev = j.rev;
                 want.policy = j.maps;
-                self.state.policy = j
-                    .selected_by
-                    .iter()
-                    .filter_map(|(a, p)| {
-                        Some((
-                            a.as_v4().map(std::net::Ipv4Addr::from)?.to_string(),
-                            p.clone(),
-                        ))
-                    })
-                    .collect();
+                self.state.policy = j.selected_by;
             }
             Err(e) => {
                 let why = format!("network policy not applied, the programs keep the last: {e:#}");
@@ -549,7 +547,7 @@ impl Agent {
             );
         }
         problems.extend(want.unreachable);
-        problems.extend(self.strays());
+        problems.extend(self.strays(&pods));
         for p in &problems {
             tracing::warn!("{p}");
         }
@@ -568,16 +566,19 @@ impl Agent {
 
     /// Pods whose addresses lie outside the node's pod CIDR (a spec that moved it
     /// across a restart): nobody routes them.
-    fn strays(&self) -> Option<String> {
-        let held = match start::held_addresses(&self.state_dir) {
-            Ok(h) => h,
+    fn strays(&self, pods: &Result<Vec<crate::policy::LocalPod>>) -> Option<String> {
+        let pods = match pods {
+            Ok(p) => p,
             Err(e) => return Some(format!("{e:#}")),
         };
         let cidr = self.local.pod_cidr;
-        let out: Vec<String> = held
+        let out: Vec<String> = pods
             .iter()
-            .filter(|ip| !cidr.contains(**ip))
-            .map(|ip| ip.to_string())
+            .filter(|p| match p.ip {
+                std::net::IpAddr::V4(ip) => !cidr.contains(ip),
+                std::net::IpAddr::V6(_) => false,
+            })
+            .map(|p| p.ip.to_string())
             .collect();
         (!out.is_empty()).then(|| {
             format!(

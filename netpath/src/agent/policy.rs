@@ -1,7 +1,12 @@
 //! The agent's policy step: the spec's records and this node's pods (its address
 //! book) in, the policy maps out. A change that does not compile keeps what the
 //! programs hold: policy fails closed, never open.
-use std::{collections::BTreeMap, path::Path, time::SystemTime};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::SystemTime,
+};
 
 use anyhow::{Context, Result};
 use netpath_common::NetAddr;
@@ -17,8 +22,9 @@ use crate::{
 pub(super) struct Judged {
     pub maps: PolicyMaps,
     pub rev: u32,
-    /// Each local pod a policy selects -> those policies ("namespace/name").
-    pub selected_by: BTreeMap<NetAddr, Vec<String>>,
+    /// Each local pod a policy selects, by address -> those policies
+    /// ("namespace/name"): what `netpath status` shows.
+    pub selected_by: BTreeMap<String, Vec<String>>,
 }
 
 /// This node's pods as its address book names them: the CNI plugin's
@@ -40,9 +46,8 @@ pub(super) fn local_pods(state_dir: &Path) -> Result<Vec<LocalPod>> {
         .collect())
 }
 
-pub(super) fn compile(spec: &ClusterSpec, state_dir: &Path) -> Result<Judged> {
-    let local = local_pods(state_dir)?;
-    let c = policy::compile(&policy::policy_input_from(spec, &local))?;
+pub(super) fn compile(spec: &ClusterSpec, local: &[LocalPod]) -> Result<Judged> {
+    let c = policy::compile(&policy::policy_input_from(spec, local))?;
     Ok(Judged {
         maps: PolicyMaps {
             endpoints: c.endpoints,
@@ -54,8 +59,20 @@ pub(super) fn compile(spec: &ClusterSpec, state_dir: &Path) -> Result<Judged> {
                 .collect(),
         },
         rev: c.rev,
-        selected_by: c.selected_by,
+        selected_by: c
+            .selected_by
+            .into_iter()
+            .map(|(a, by)| (address_text(&a), by))
+            .collect(),
     })
+}
+
+/// An address of either family as `ip` prints it.
+fn address_text(a: &NetAddr) -> String {
+    match a.as_v4() {
+        Some(v4) => Ipv4Addr::from(v4).to_string(),
+        None => Ipv6Addr::from(a.addr).to_string(),
+    }
 }
 
 /// What the programs hold now, kept as it is (every entry known: nothing removed).
