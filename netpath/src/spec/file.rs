@@ -1,13 +1,14 @@
 //! The spec as a TOML file: one source of a `SpecDraft`, and the format the lab
 //! writes for its agents.
 use std::{
+    collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
 };
 
 use serde::Deserialize;
 
-use super::{invalid, ClusterSettings, ClusterSpec, NodeDraft, SpecDraft, SpecError};
+use super::{invalid, split, ClusterSettings, ClusterSpec, NodeDraft, SpecDraft, SpecError};
 use crate::net::Ipv4Net;
 
 #[derive(Debug, Deserialize)]
@@ -75,13 +76,64 @@ pub(crate) fn parse_error(message: impl fmt::Display) -> SpecError {
 impl SpecDraft {
     /// A TOML spec: the settings at the top level (`ClusterSettings`), beside
     /// `bpffs_root` and the `[[nodes]]`. Read in two steps so that a bad value names
-    /// its key, which serde cannot do for a flattened struct.
+    /// its key, which serde cannot do for a flattened struct. The record lists are
+    /// parsed one entry at a time where the text allows it (see `split`).
     pub fn parse(text: &str) -> Result<Self, SpecError> {
+        if let Some(cut) = split::split(text) {
+            if let Some(draft) = Self::from_split(cut)? {
+                return Ok(draft);
+            }
+        }
         Self::from_table(toml::from_str(text).map_err(parse_error)?)
     }
 
+    /// None: the cut did not stand alone, and the whole text must be parsed.
+    fn from_split(cut: split::Split<'_>) -> Result<Option<Self>, SpecError> {
+        let Ok(top) = toml::from_str::<toml::Table>(&cut.rest) else {
+            return Ok(None);
+        };
+        if cut.entries.keys().any(|l| top.contains_key(*l)) {
+            return Ok(None);
+        }
+        let mut lists = cut.entries;
+        Self::from_parts(top, |list| {
+            Ok(lists.remove(list).map(|texts| {
+                Box::new(texts.into_iter().map(move |t| split::entry(list, t))) as Entries<'_>
+            }))
+        })
+    }
+
     /// A spec from its TOML table, parsed already.
-    pub fn from_table(mut top: toml::Table) -> Result<Self, SpecError> {
+    pub fn from_table(top: toml::Table) -> Result<Self, SpecError> {
+        let mut lists = BTreeMap::new();
+        let mut top = top;
+        for list in split::LISTS {
+            match top.remove(list) {
+                None => {}
+                Some(toml::Value::Array(entries)) => {
+                    lists.insert(list, entries);
+                }
+                Some(_) => {
+                    return Err(parse_error(format!(
+                        "{list}: must be an array of tables ([[{list}]])"
+                    )))
+                }
+            }
+        }
+        let draft = Self::from_parts(top, |list| {
+            Ok(lists
+                .remove(list)
+                .map(|v| Box::new(v.into_iter().map(Some)) as Entries<'_>))
+        })?;
+        Ok(draft.expect("entries parsed with the file always stand"))
+    }
+
+    /// The spec from the table of everything but the record lists, and those lists'
+    /// entries. None when an entry did not stand alone.
+    fn from_parts<'a>(
+        mut top: toml::Table,
+        mut lists: impl FnMut(&'static str) -> Result<Option<Entries<'a>>, SpecError>,
+    ) -> Result<Option<Self>, SpecError> {
         let raw_nodes: Vec<RawNode> = match top.remove("nodes") {
             None => Vec::new(),
             Some(v) => v
@@ -96,27 +148,19 @@ impl SpecDraft {
         // Each service parsed alone: one that does not parse is named, and left out
         // by an agent that follows the file, not a reason to refuse the rest.
         let (mut services, mut unparsed) = (Vec::new(), Vec::new());
-        match top.remove("services") {
-            None => {}
-            Some(toml::Value::Array(list)) => {
-                for (i, v) in list.into_iter().enumerate() {
-                    let who = record_name(&v);
-                    match v.try_into() {
-                        Ok(s) => services.push(s),
-                        Err(e) => unparsed
-                            .push((i, format!("{who}services[{i}]: {e}").trim().to_string())),
-                    }
-                }
-            }
-            Some(_) => {
-                return Err(parse_error(
-                    "services: must be an array of tables ([[services]])",
-                ))
+        for (i, v) in lists("services")?.into_iter().flatten().enumerate() {
+            let Some(v) = v else { return Ok(None) };
+            let who = record_name(&v);
+            match v.try_into() {
+                Ok(s) => services.push(s),
+                Err(e) => unparsed.push((i, format!("{who}services[{i}]: {e}").trim().to_string())),
             }
         }
-        let (records, unparsed_records) = super::policies::parse(&mut top)?;
+        let Some((records, unparsed_records)) = super::policies::parse(&mut lists)? else {
+            return Ok(None);
+        };
         let settings: ClusterSettings = toml::Value::Table(top).try_into().map_err(parse_error)?;
-        Ok(SpecDraft {
+        Ok(Some(SpecDraft {
             settings,
             bpffs_root,
             nodes: nodes(raw_nodes)?,
@@ -126,9 +170,12 @@ impl SpecDraft {
             pods: records.pods,
             policies: records.policies,
             unparsed_records,
-        })
+        }))
     }
 }
+
+/// A record list's entries in file order: None for one that did not stand alone.
+pub(crate) type Entries<'a> = Box<dyn Iterator<Item = Option<toml::Value>> + 'a>;
 
 impl ClusterSpec {
     pub fn from_file(path: &Path) -> Result<Self, SpecError> {

@@ -6,6 +6,7 @@ mod policies;
 mod service_checks;
 mod services;
 mod settings;
+mod split;
 mod values;
 
 use std::{collections::HashMap, fmt, net::Ipv4Addr, path::PathBuf, sync::Arc};

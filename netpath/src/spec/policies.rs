@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::{file::parse_error, invalid, ClusterSpec, SpecError};
+use super::{
+    file::{parse_error, Entries},
+    invalid, ClusterSpec, SpecError,
+};
 use crate::policy::{self, Namespace, NetworkPolicy, PodRecord, PolicyError, Record};
 
 impl From<PolicyError> for SpecError {
@@ -26,33 +29,33 @@ pub(crate) struct Records {
     pub policies: Vec<NetworkPolicy>,
 }
 
-/// Takes the three lists out of the spec's table.
-pub(crate) fn parse(top: &mut toml::Table) -> Result<(Records, Vec<Unparsed>), SpecError> {
+/// The three lists' records; None when an entry did not stand alone.
+pub(crate) fn parse<'a>(
+    lists: &mut impl FnMut(&'static str) -> Result<Option<Entries<'a>>, SpecError>,
+) -> Result<Option<(Records, Vec<Unparsed>)>, SpecError> {
     let mut unparsed = Vec::new();
-    let records = Records {
-        namespaces: list(top, &mut unparsed)?,
-        pods: list(top, &mut unparsed)?,
-        policies: list(top, &mut unparsed)?,
+    let (Some(namespaces), Some(pods), Some(policies)) = (
+        list(lists(Namespace::LIST)?, &mut unparsed),
+        list(lists(PodRecord::LIST)?, &mut unparsed),
+        list(lists(NetworkPolicy::LIST)?, &mut unparsed),
+    ) else {
+        return Ok(None);
     };
-    Ok((records, unparsed))
+    let records = Records {
+        namespaces,
+        pods,
+        policies,
+    };
+    Ok(Some((records, unparsed)))
 }
 
 fn list<R: Record + DeserializeOwned>(
-    top: &mut toml::Table,
+    entries: Option<Entries<'_>>,
     unparsed: &mut Vec<Unparsed>,
-) -> Result<Vec<R>, SpecError> {
-    let list = match top.remove(R::LIST) {
-        None => return Ok(Vec::new()),
-        Some(toml::Value::Array(list)) => list,
-        Some(_) => {
-            return Err(parse_error(format!(
-                "{0}: must be an array of tables ([[{0}]])",
-                R::LIST
-            )))
-        }
-    };
-    let mut records = Vec::with_capacity(list.len());
-    for (i, v) in list.into_iter().enumerate() {
+) -> Option<Vec<R>> {
+    let mut records = Vec::new();
+    for (i, v) in entries.into_iter().flatten().enumerate() {
+        let v = v?;
         let who = record_name(&v);
         match v.try_into() {
             Ok(r) => records.push(r),
@@ -66,7 +69,7 @@ fn list<R: Record + DeserializeOwned>(
             )),
         }
     }
-    Ok(records)
+    Some(records)
 }
 
 /// " (namespace/name)" when a record that does not parse still says that much.
