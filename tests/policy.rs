@@ -607,7 +607,7 @@ fn closed_connections_leave_the_connection_table_within_seconds() {
         netpath_lab::service::ask_tcp(&client.netns, server.ip, 80).unwrap();
     }
     let open = entries();
-    assert!(open >= 100, "{open} entries for 100 connections (two each)");
+    assert!(open >= 100, "{open} entries for 100 connections (one each)");
     // Closed (FIN each way): gone after the closing timeout and a collector pass,
     // not after the 2 h an open connection may idle.
     let took = netpath_lab::wait_for(

@@ -97,17 +97,16 @@ impl PolicyPortKey {
     }
 }
 
-/// Where a connection-table entry was made: at the local pod's egress (it sent) or
-/// its ingress (it receives).
-pub const CT_AT_EGRESS: u8 = POLICY_EGRESS;
-pub const CT_AT_INGRESS: u8 = POLICY_INGRESS;
-
-/// A packet as a policy point sees it: key of `POLICY_CT`. Both addresses in the
+/// A connection as a local pod's points see it: key of `POLICY_CT`. Always written
+/// the way its packets enter the pod (`src` the peer, `dst` the pod), whichever point
+/// a packet meets, so one entry serves both directions. Both addresses in the
 /// family-tagged form, so IPv6 takes no second table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CtKey {
+    /// The peer.
     pub src: [u8; 16],
+    /// The local pod.
     pub dst: [u8; 16],
     /// Network byte order; 0 for protocols without ports.
     pub src_port: [u8; 2],
@@ -115,17 +114,10 @@ pub struct CtKey {
     pub protocol: u8,
     /// [`crate::FAMILY_IPV4`] or [`crate::FAMILY_IPV6`].
     pub family: u8,
-    /// [`CT_AT_EGRESS`] or [`CT_AT_INGRESS`].
-    pub at: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 2],
 }
 
-/// [`CtEntry::reply`]: the entry is for the replies of a connection the other way.
-pub const CT_REPLY: u8 = 1;
-
-/// An allowed connection: value of `POLICY_CT`. Each is written twice, for its own
-/// direction and (with [`CT_REPLY`]) for its replies at the other point of the same
-/// pod, so every packet takes one lookup.
+/// An allowed connection: value of `POLICY_CT`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CtEntry {
@@ -134,8 +126,9 @@ pub struct CtEntry {
     /// `Settings::policy_rev` when the verdict was made: another revision judges the
     /// connection again at its next packet.
     pub rev: u32,
-    /// 0 or [`CT_REPLY`].
-    pub reply: u8,
+    /// The point its first packet met ([`POLICY_INGRESS`]: the peer opened it,
+    /// [`POLICY_EGRESS`]: the pod did); a packet at the other point is a reply.
+    pub first: u8,
     /// 1: judged again under `rev` and no longer allowed; its packets are dropped
     /// until a policy allows it again or the entry expires.
     pub denied: u8,
@@ -161,7 +154,9 @@ pub struct PolicyScratch {
     pub frag: FragKey,
     pub rev: u32,
     pub tcp_flags: u8,
-    pub _pad: [u8; 3],
+    /// The point the packet meets.
+    pub at: u8,
+    pub _pad: [u8; 2],
 }
 
 /// An IPv4 datagram in fragments: key of `POLICY_FRAGS`, whose value is the ports its
@@ -169,6 +164,7 @@ pub struct PolicyScratch {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FragKey {
+    /// The peer and the local pod, as in [`CtKey`].
     pub src: [u8; 4],
     pub dst: [u8; 4],
     /// The IP identification field, as on the wire.

@@ -9,7 +9,7 @@
 //! already fills 5.10's 512-byte stack.
 use aya_ebpf::{bindings::BPF_ANY, btf_maps::lpm_trie::Key, programs::TcContext};
 use netpath_common::{
-    NetAddr, PolicyPeerKey, PolicyPortKey, PolicyScratch, Reason, Settings, TrieKey, CT_REPLY,
+    NetAddr, PolicyPeerKey, PolicyPortKey, PolicyScratch, Reason, Settings, TrieKey,
     FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP, POLICY_EGRESS, POLICY_INGRESS,
 };
 
@@ -88,22 +88,22 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     }
     let h = (ctx.data() + IP) as *const [u8; 20];
     let k = &mut (*sc).ct;
+    // Written as the packet holds them, then turned the way packets enter the pod:
+    // choosing between two locals would spill them onto the stack.
     set_v4(&mut k.src, [(*h)[12], (*h)[13], (*h)[14], (*h)[15]]);
     set_v4(&mut k.dst, [(*h)[16], (*h)[17], (*h)[18], (*h)[19]]);
+    if at == POLICY_EGRESS {
+        swap_v4(&mut k.src, &mut k.dst);
+    }
     k.protocol = (*h)[9];
     k.family = FAMILY_IPV4;
-    k.at = at;
-    k._pad = 0;
+    k._pad = [0; 2];
     k.src_port = [0; 2];
     k.dst_port = [0; 2];
     (*sc).tcp_flags = 0;
+    (*sc).at = at;
     (*sc).rev = s.policy_rev;
-    let local = if at == POLICY_EGRESS {
-        addr4(&k.src)
-    } else {
-        addr4(&k.dst)
-    };
-    set_addr(&mut (*sc).local, local);
+    set_addr(&mut (*sc).local, addr4(&(*sc).ct.dst));
     let Some(ep) = POLICY_ENDPOINTS.get_ptr(&(*sc).local) else {
         return 0;
     };
@@ -116,6 +116,8 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     if proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP {
         let f = &mut (*sc).frag;
         f.id = [(*h)[4], (*h)[5]];
+        // Peer and pod, as the connection's key: one datagram's fragments all meet
+        // the same point.
         f.src = addr4(&(*sc).ct.src);
         f.dst = addr4(&(*sc).ct.dst);
         f.protocol = proto;
@@ -125,8 +127,7 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
             let Some(ports) = POLICY_FRAGS.get_ptr(&(*sc).frag) else {
                 return denied(at);
             };
-            (*sc).ct.src_port = [(*ports)[0], (*ports)[1]];
-            (*sc).ct.dst_port = [(*ports)[2], (*ports)[3]];
+            set_ports(sc, [(*ports)[0], (*ports)[1]], [(*ports)[2], (*ports)[3]]);
         } else {
             if ctx.data() + l4 + 14 > ctx.data_end() {
                 let _ = ctx.pull_data((l4 + 14) as u32);
@@ -135,8 +136,7 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
             if p as usize + 4 > ctx.data_end() {
                 return Reason::DropTruncated as u32;
             }
-            (*sc).ct.src_port = [(*p)[0], (*p)[1]];
-            (*sc).ct.dst_port = [(*p)[2], (*p)[3]];
+            set_ports(sc, [(*p)[0], (*p)[1]], [(*p)[2], (*p)[3]]);
             if proto == IPPROTO_TCP {
                 if p as usize + 14 > ctx.data_end() {
                     return Reason::DropTruncated as u32;
@@ -155,8 +155,8 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     }
     if let Some(e) = POLICY_CT.get_ptr_mut(&(*sc).ct) {
         if (*e).rev != (*sc).rev {
-            // Judged again as first judged: a reply by its connection's first packet.
-            let allowed = judge(sc, (*e).reply == CT_REPLY);
+            // Judged again as first judged: by its connection's first packet.
+            let allowed = judge(sc, (*e).first);
             (*e).denied = (!allowed) as u8;
             (*e).rev = (*sc).rev;
         }
@@ -172,21 +172,20 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     if at == POLICY_INGRESS && service_reply(s, sc) {
         return 0;
     }
-    let mut reply = 0;
-    if !judge(sc, false) {
+    (*sc).ct_entry.first = at;
+    if !judge(sc, at) {
         // A TCP segment other than a SYN of a connection whose entry expired: a reply
         // if its connection's first packet would be allowed the other way.
         let f = (*sc).tcp_flags;
         let mid_stream = (*sc).ct.protocol == IPPROTO_TCP && (f & TCP_SYN == 0 || f & TCP_ACK != 0);
-        if !(mid_stream && judge(sc, true)) {
+        if !(mid_stream && judge(sc, other(at))) {
             return denied(at);
         }
-        reply = CT_REPLY;
+        (*sc).ct_entry.first = other(at);
     }
     let e = &mut (*sc).ct_entry;
     e.last_seen = now_ns();
     e.rev = (*sc).rev;
-    e.reply = reply;
     e.denied = 0;
     e.closing = 0;
     e._pad = 0;
@@ -196,23 +195,22 @@ unsafe fn point_in(ctx: &TcContext, at: u8, s: &Settings, sc: *mut PolicyScratch
     {
         return Reason::DropPolicyTableFull as u32;
     }
-    // The same connection as its other packets meet the pod's other point.
-    let k = &mut (*sc).ct;
-    let (src, dst) = (addr4(&k.src), addr4(&k.dst));
-    set_v4(&mut k.src, dst);
-    set_v4(&mut k.dst, src);
-    let (sp, dp) = (k.src_port, k.dst_port);
-    k.src_port = dp;
-    k.dst_port = sp;
-    k.at = other(at);
-    (*sc).ct_entry.reply = CT_REPLY - reply;
-    if POLICY_CT
-        .insert(&(*sc).ct, &(*sc).ct_entry, BPF_ANY as u64)
-        .is_err()
-    {
-        return Reason::DropPolicyTableFull as u32;
-    }
     0
+}
+
+/// The ports of a packet at `sc.at`, into the key the way the packet enters the pod.
+///
+/// SAFETY: as `point_in`.
+#[inline(always)]
+unsafe fn set_ports(sc: *mut PolicyScratch, sport: [u8; 2], dport: [u8; 2]) {
+    let k = &mut (*sc).ct;
+    if (*sc).at == POLICY_EGRESS {
+        k.src_port = dport;
+        k.dst_port = sport;
+    } else {
+        k.src_port = sport;
+        k.dst_port = dport;
+    }
 }
 
 /// An ICMP error (unreachable, time exceeded, parameter problem: Packet Too Big is
@@ -237,6 +235,8 @@ unsafe fn icmp_error(ctx: &TcContext, sc: *mut PolicyScratch, l4: usize, at: u8)
         return None;
     }
     let inner = (ctx.data() + l4 + 8) as *const [u8; 20];
+    // The quoted packet went the other way: its source is the peer where this
+    // error leaves the pod, its destination where the error enters it.
     let k = &mut (*sc).ct;
     set_v4(
         &mut k.src,
@@ -246,15 +246,18 @@ unsafe fn icmp_error(ctx: &TcContext, sc: *mut PolicyScratch, l4: usize, at: u8)
         &mut k.dst,
         [(*inner)[16], (*inner)[17], (*inner)[18], (*inner)[19]],
     );
+    if at == POLICY_INGRESS {
+        swap_v4(&mut k.src, &mut k.dst);
+    }
     k.protocol = (*inner)[9];
-    k.at = other(at);
     let ports =
         (ctx.data() + l4 + 8 + ((((*inner)[0] & 0x0f) as usize * 4) & 0x3f)) as *const [u8; 4];
     if ports as usize + 4 > ctx.data_end() {
         return Some(denied(at));
     }
-    k.src_port = [(*ports)[0], (*ports)[1]];
-    k.dst_port = [(*ports)[2], (*ports)[3]];
+    // Ports as the quoted packet's own point would have keyed them.
+    (*sc).at = other(at);
+    set_ports(sc, [(*ports)[0], (*ports)[1]], [(*ports)[2], (*ports)[3]]);
     match POLICY_CT.get_ptr(&(*sc).ct) {
         Some(e) if (*e).denied == 0 => Some(0),
         _ => Some(denied(at)),
@@ -326,6 +329,18 @@ fn set_v4(a: &mut [u8; 16], v4: [u8; 4]) {
     }
 }
 
+/// Two IPv4 addresses (of the family-tagged form) exchanged in place.
+#[inline(always)]
+fn swap_v4(a: &mut [u8; 16], b: &mut [u8; 16]) {
+    let (pa, pb) = (a.as_mut_ptr() as *mut u32, b.as_mut_ptr() as *mut u32);
+    // SAFETY: the first u32 of each 16-byte array.
+    unsafe {
+        let t = pa.read_unaligned();
+        pa.write_unaligned(pb.read_unaligned());
+        pb.write_unaligned(t);
+    }
+}
+
 #[inline(always)]
 fn other(at: u8) -> u8 {
     if at == POLICY_EGRESS {
@@ -344,26 +359,22 @@ fn denied(at: u8) -> u32 {
     }
 }
 
-/// Whether the connection in `sc.ct` is allowed for the pod `sc.ep`: judged by its
-/// first packet, which is this one, or (`reply`) one the other way.
+/// Whether the connection in `sc.ct` is allowed for the pod `sc.ep`, judged by its
+/// first packet, which met the pod's point `first`: the peer's packet to the pod's
+/// port (ingress), or the pod's to the peer's (egress).
 ///
 /// SAFETY: as `point_in`.
 #[inline(always)]
-unsafe fn judge(sc: *mut PolicyScratch, reply: bool) -> bool {
-    let at = (*sc).ct.at;
-    let direction = if reply { other(at) } else { at };
+unsafe fn judge(sc: *mut PolicyScratch, first: u8) -> bool {
+    let direction = first;
     if (*sc).ep.enforce & direction == 0 {
         return true;
     }
-    let peer = if at == POLICY_EGRESS {
-        addr4(&(*sc).ct.dst)
-    } else {
-        addr4(&(*sc).ct.src)
-    };
-    let port = if reply {
-        (*sc).ct.src_port
-    } else {
+    let peer = addr4(&(*sc).ct.src);
+    let port = if first == POLICY_INGRESS {
         (*sc).ct.dst_port
+    } else {
+        (*sc).ct.src_port
     };
     let key = &mut (*sc).peer;
     key.bits = PolicyPeerKey::trie_bits(32);
