@@ -28,6 +28,7 @@ pub mod names {
     pub const TO_UNDERLAY: &str = "to_underlay";
     pub const XDP_UNDERLAY: &str = "xdp_underlay";
     pub const FROM_TUNNEL: &str = "from_tunnel";
+    pub const FROM_WIREGUARD: &str = "from_wireguard";
     pub const SOCK_CONNECT: &str = "sock_connect";
     pub const SOCK_SENDMSG: &str = "sock_sendmsg";
     pub const SOCK_RECVMSG: &str = "sock_recvmsg";
@@ -52,6 +53,12 @@ pub enum RouteMode {
     Vxlan = 1,
     /// IP-in-IP (protocol 4) to the node's underlay address (Calico's overlay).
     Ipip = 2,
+    /// Into the node's WireGuard device (`Settings::wg_ifindex`), which encrypts
+    /// it to the owner.
+    Wireguard = 3,
+    /// Encryption is on and the owner has published no key yet: dropped, never
+    /// sent in clear.
+    NoKey = 4,
 }
 
 impl RouteMode {
@@ -60,6 +67,8 @@ impl RouteMode {
             0 => Some(Self::Direct),
             1 => Some(Self::Vxlan),
             2 => Some(Self::Ipip),
+            3 => Some(Self::Wireguard),
+            4 => Some(Self::NoKey),
             _ => None,
         }
     }
@@ -68,6 +77,8 @@ impl RouteMode {
             Self::Direct => "direct",
             Self::Vxlan => "vxlan",
             Self::Ipip => "ipip",
+            Self::Wireguard => "wireguard",
+            Self::NoKey => "no-key",
         }
     }
 }
@@ -156,7 +167,9 @@ pub struct Settings {
     /// every policy lookup). Connection-table entries of another revision are
     /// judged again at their next packet.
     pub policy_rev: u32,
-    pub _pad_policy: u32,
+    /// The node's WireGuard device (0: encryption off): where `RouteMode::Wireguard`
+    /// routes send pods' packets.
+    pub wg_ifindex: u32,
 }
 
 /// A pod's flow to the outside as the pod sent it: key of the `NAT_OUT` map. For ICMP

@@ -15,6 +15,7 @@ pub enum Program {
     ToUnderlay = 2,
     XdpUnderlay = 3,
     FromTunnel = 4,
+    FromWireguard = 5,
 }
 
 impl Program {
@@ -26,12 +27,13 @@ impl Program {
             None
         }
     }
-    pub const ALL: [Program; 5] = [
+    pub const ALL: [Program; 6] = [
         Program::FromPod,
         Program::FromUnderlay,
         Program::ToUnderlay,
         Program::XdpUnderlay,
         Program::FromTunnel,
+        Program::FromWireguard,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -40,6 +42,7 @@ impl Program {
             Self::ToUnderlay => "to-underlay",
             Self::XdpUnderlay => "xdp-underlay",
             Self::FromTunnel => "from-tunnel",
+            Self::FromWireguard => "from-wireguard",
         }
     }
 }
@@ -170,6 +173,14 @@ reasons! {
     /// A new connection of a pod a policy selects, while the policy connection
     /// table is full (it fails closed).
     DropPolicyTableFull = 41, "drop-policy-table-full", drop;
+    /// A pod's packet to another node handed to the WireGuard device, which
+    /// encrypts it.
+    ToWireguard = 42, "to-wireguard", ok;
+    /// A pod's packet to a node that has published no WireGuard key yet, with
+    /// encryption on: dropped, never sent in clear.
+    DropNoKey = 43, "drop-no-key", drop;
+    /// A packet the WireGuard device decrypted, delivered into its pod.
+    FromWireguard = 44, "from-wireguard", ok;
 }
 
 impl Reason {

@@ -7,13 +7,43 @@ use std::{fs::File, io::Write, os::fd::AsRawFd, path::Path};
 /// see the old content or the new, never half; with `durable`, the data and the
 /// directory entry are on disk before this returns (what survives a power cut).
 pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+    write_atomic_as(path, bytes, durable, None)
+}
+
+/// As `write_atomic`, the file made with `mode` (0600 for a secret: never readable
+/// by others, not even for a moment).
+pub fn write_atomic_mode(
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+    mode: u32,
+) -> std::io::Result<()> {
+    write_atomic_as(path, bytes, durable, Some(mode))
+}
+
+fn write_atomic_as(
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+    mode: Option<u32>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp)?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(true);
+    if let Some(mode) = mode {
+        open.mode(mode);
+    }
+    let mut f = open.open(&tmp)?;
+    if let Some(mode) = mode {
+        // A temporary file left from before keeps its old mode: set it.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
     f.write_all(bytes)?;
     if durable {
         f.sync_all()?;

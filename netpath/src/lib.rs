@@ -27,3 +27,4 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod tunnel;
+pub mod wireguard;

@@ -4,6 +4,7 @@
 mod from_pod;
 mod from_tunnel;
 mod from_underlay;
+mod from_wireguard;
 mod host_socket;
 mod to_underlay;
 mod xdp_underlay;

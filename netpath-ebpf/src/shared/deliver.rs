@@ -116,6 +116,13 @@ pub fn by_route(ctx: &TcContext, eth: &mut EthHdr, route: &Route, s: &Settings) 
             let nh = (route.next_hop != [0; 4]).then_some(route.next_hop);
             to_underlay(s.underlay_ifindex, nh, Reason::IpipEncapsulated)
         }
+        // The device encrypts it to the owner (an L3 device: the redirect drops the
+        // Ethernet header).
+        Some(RouteMode::Wireguard) => {
+            // SAFETY: a helper call with plain integer arguments.
+            verdict(unsafe { bpf_redirect(s.wg_ifindex, 0) }, Reason::ToWireguard)
+        }
+        Some(RouteMode::NoKey) => (TC_ACT_SHOT, Reason::DropNoKey),
         None => (TC_ACT_SHOT, Reason::DropNoRoute),
     }
 }

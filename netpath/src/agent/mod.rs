@@ -4,6 +4,7 @@
 //! few seconds — until SIGINT/SIGTERM. One tokio runtime drives signals, netlink and
 //! the programs' log ring.
 mod accept;
+mod encryption;
 mod policy;
 mod start;
 mod stop;
@@ -90,6 +91,9 @@ struct Agent {
     learned: bgp::Learned,
     /// The address book as last planned with (see `policy::book_mark`).
     book_mark: Option<(std::time::SystemTime, u64)>,
+    /// The node's WireGuard device (read at start: a change of `encryption` takes
+    /// an agent restart).
+    wireguard: Option<encryption::Running>,
 }
 
 /// The signals the agent stops and reloads on.
@@ -152,6 +156,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         &opened.spec,
         &local,
         &dir,
+        &state_dir,
         ifindex,
         args.cgroup.as_deref(),
     )
@@ -254,6 +259,7 @@ impl Agent {
             bgp: None,
             learned: bgp::Learned::default(),
             book_mark: None,
+            wireguard: started.wireguard.clone(),
         }
     }
 
@@ -548,6 +554,20 @@ impl Agent {
         }
         problems.extend(want.unreachable);
         problems.extend(self.strays(&pods));
+        if let Some(w) = &mut self.wireguard {
+            problems.extend(encryption::follow(
+                &self.state_dir,
+                &self.spec,
+                &self.local,
+                w,
+            ));
+        } else if self.spec.settings.encryption == crate::spec::Encryption::Wireguard {
+            problems.push(
+                "encryption = \"wireguard\" was set after this agent started: restart it to \
+                 bring the device up"
+                    .into(),
+            );
+        }
         for p in &problems {
             tracing::warn!("{p}");
         }

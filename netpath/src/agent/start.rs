@@ -125,6 +125,8 @@ pub struct Started {
     pub probed: Probed,
     pub tc_attach: TcAttach,
     pub reattached: usize,
+    /// The node's WireGuard device, with `encryption = "wireguard"`.
+    pub wireguard: Option<super::encryption::Running>,
 }
 
 /// Loads and pins the programs in `dir`, attaches them to the underlay (and the
@@ -134,6 +136,7 @@ pub async fn start_datapath(
     spec: &ClusterSpec,
     local: &NodeSpec,
     dir: &std::path::Path,
+    state_dir: &std::path::Path,
     ifindex: u32,
     cgroup: Option<&std::path::Path>,
 ) -> Result<Started> {
@@ -184,6 +187,18 @@ pub async fn start_datapath(
         probed.tunnel_ifindex = index;
         probed.tunnel_use = spec.settings.vxlan_device.tunnel_use();
     }
+    let wireguard = super::encryption::ensure(
+        nl,
+        &mut loaded,
+        state_dir,
+        spec,
+        local,
+        underlay.mtu,
+        tc_attach,
+    )
+    .await
+    .context("set up the node's WireGuard device")?;
+    probed.wg_ifindex = wireguard.as_ref().map_or(0, |w| w.ifindex);
     // An earlier agent's settings are in force until now; the new ones before a
     // tunnel they named goes, so no packet is sent to a device that is gone.
     let settings = plan::settings(spec, local, &underlay, &probed);
@@ -201,6 +216,7 @@ pub async fn start_datapath(
         probed,
         tc_attach,
         reattached,
+        wireguard,
     })
 }
 

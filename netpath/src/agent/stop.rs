@@ -41,6 +41,11 @@ impl Agent {
                 tracing::warn!("remove {}: {e:#}", tunnel::NAME);
             }
         }
+        if self.wireguard.is_some() {
+            if let Err(e) = super::encryption::remove(&self.nl, &self.state_dir).await {
+                tracing::warn!("remove the WireGuard device: {e:#}");
+            }
+        }
         // Best effort from here: the pins go even if a route could not be removed.
         let removed = match self.nl.routes().await {
             Ok(table) => reconcile::apply_routes(&self.nl, &table, &Desired::default()).await,

@@ -10,6 +10,7 @@ mod gossip_args;
 mod inspect;
 mod kube_services;
 mod manifest;
+mod wireguard;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,7 @@ use self::{
     apply::{ApplyCmd, DeleteCmd},
     etcd_admin::{ClusterCmd, NodeCmd},
     inspect::{MonitorCmd, StatusCmd},
+    wireguard::WireguardCmd,
 };
 use crate::cni;
 
@@ -62,6 +64,11 @@ pub enum Cmd {
     Apply(ApplyCmd),
     /// Remove a manifest's objects from the store (as `apply --delete`).
     Delete(DeleteCmd),
+    /// The node's WireGuard key (encryption between nodes).
+    Wireguard {
+        #[command(subcommand)]
+        cmd: WireguardCmd,
+    },
 }
 
 #[derive(Args)]
@@ -113,6 +120,7 @@ pub fn run(cli: Cli) -> Result<bool> {
         Cmd::Monitor(c) => c.run(),
         Cmd::Apply(c) => c.run(),
         Cmd::Delete(c) => c.run(),
+        Cmd::Wireguard { cmd } => cmd.run(),
     }
 }
 

@@ -192,6 +192,30 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// Attaches the decrypted-packet program to the node's WireGuard device, loaded
+    /// only here: nodes without encryption do not pay its verification at start.
+    pub fn attach_wireguard(&mut self, ifname: &str, mode: TcAttach) -> Result<()> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(names::FROM_WIREGUARD)
+            .ok_or_else(|| anyhow!("program {} missing", names::FROM_WIREGUARD))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| verifier_error(names::FROM_WIREGUARD, e))?;
+        }
+        attach::attach_persistent(
+            prog,
+            &self.dir,
+            ifname,
+            TcAttachType::Ingress,
+            names::FROM_WIREGUARD,
+            mode,
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error(
     "pinned map {path} has another layout ({found}) than this agent's programs use ({want}): \

@@ -12,7 +12,7 @@ use crate::{
     net::Ipv4Net,
     netlink::{RouteSpec, RouteSummary, PROTO_AGENT},
     policy::PolicyMaps,
-    spec::{overhead, ClusterSpec, NodeSpec},
+    spec::{overhead, ClusterSpec, Encryption, NodeSpec},
 };
 
 pub use self::services::ServiceTable;
@@ -55,6 +55,8 @@ pub struct Probed {
     pub tunnel_use: u32,
     /// The node's network namespace cookie, once the socket programs are attached.
     pub netns_cookie: u64,
+    /// The node's WireGuard device (0: none, or not up yet).
+    pub wg_ifindex: u32,
 }
 
 /// Settings the programs read, from the spec plus what the agent probed.
@@ -89,7 +91,7 @@ pub fn settings(
         node_port_max: spec.settings.node_ports.max,
         host_netns_cookie: probed.netns_cookie,
         policy_rev: 0,
-        _pad_policy: 0,
+        wg_ifindex: probed.wg_ifindex,
     }
 }
 
@@ -171,6 +173,10 @@ pub fn plan(
                 _pad: [0; 2],
             },
         );
+        if spec.settings.encryption == Encryption::Wireguard {
+            d.encrypted_route(peer, underlay, probed);
+            continue;
+        }
         let (mode, gw) = match bgp.map(|l| l.accepted.get(&peer.pod_cidr)) {
             None => (spec.route_mode(local, peer), gw),
             Some(None) => continue,
@@ -203,6 +209,45 @@ pub fn plan(
         );
     }
     d
+}
+
+impl Desired {
+    /// A peer's pods through WireGuard, whatever the backend (it replaces the
+    /// overlay between nodes): into the device when the peer has a key and the
+    /// device is up, else dropped — never in clear. The node's own traffic to them
+    /// takes the device too (no route through it yet: none at all, so nothing
+    /// leaves by the default route).
+    fn encrypted_route(&mut self, peer: &NodeSpec, underlay: &Underlay, probed: &Probed) {
+        let mode = if peer.wireguard_key.is_some() && probed.wg_ifindex != 0 {
+            RouteMode::Wireguard
+        } else {
+            RouteMode::NoKey
+        };
+        let route = Route {
+            node_ip: peer.ip().octets(),
+            mode: mode as u32,
+            vtep_mac: peer.vtep_mac.octets(),
+            _pad: [0; 2],
+            next_hop: [0; 4],
+        };
+        self.routes.insert(peer.pod_cidr, route);
+        // Pods' packets to the node itself too (its allowed IPs hold its address);
+        // the node's own traffic to it (the store, BGP, WireGuard's datagrams) keeps
+        // the underlay: no kernel route for it.
+        self.routes.insert(Ipv4Net::new(peer.ip(), 32), route);
+        if probed.wg_ifindex != 0 {
+            self.kernel_routes.insert(
+                peer.pod_cidr,
+                RouteSpec {
+                    dst: peer.pod_cidr,
+                    oif: probed.wg_ifindex,
+                    gateway: None,
+                    mtu: Some(underlay.mtu - overhead(RouteMode::Wireguard)),
+                    protocol: PROTO_AGENT,
+                },
+            );
+        }
+    }
 }
 
 #[cfg(test)]

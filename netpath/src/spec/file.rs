@@ -18,6 +18,7 @@ struct RawNode {
     underlay: String,
     pod_cidr: String,
     vtep_mac: Option<String>,
+    wireguard_key: Option<String>,
 }
 
 fn net(field: String, text: &str) -> Result<Ipv4Net, SpecError> {
@@ -36,11 +37,18 @@ fn nodes(raw: Vec<RawNode>) -> Result<Vec<NodeDraft>, SpecError> {
                     .map_err(|why: &str| invalid(f("vtep_mac"), m, why))?,
             ),
         };
+        let wireguard_key = match &n.wireguard_key {
+            None => None,
+            Some(k) => Some(k.parse().map_err(|e: crate::wireguard::KeyError| {
+                invalid(f("wireguard_key"), k, e.to_string())
+            })?),
+        };
         nodes.push(NodeDraft {
             underlay: net(f("underlay"), &n.underlay)?,
             pod_cidr: net(f("pod_cidr"), &n.pod_cidr)?,
             name: n.name,
             vtep_mac,
+            wireguard_key,
         });
     }
     Ok(nodes)

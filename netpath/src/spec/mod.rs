@@ -21,10 +21,11 @@ pub use self::services::{
 };
 pub use self::settings::{ClusterSettings, DEFAULT_ASN};
 pub use self::values::{
-    Backend, BgpPeer, Decap, Overlay, PortRange, Redirect, Routing, VxlanDevice,
+    Backend, BgpPeer, Decap, Encryption, Overlay, PortRange, Redirect, Routing, VxlanDevice,
 };
 use crate::net::{Ipv4Net, Mac};
 use crate::policy::{Namespace, NetworkPolicy, PodRecord, PolicyRecords};
+use crate::wireguard::PublicKey;
 
 /// The spec `cargo xtask run` brings up: three nodes, two on one underlay subnet and
 /// one behind a router, so `auto` uses both direct routing and VXLAN.
@@ -97,6 +98,9 @@ pub struct NodeDraft {
     pub pod_cidr: Ipv4Net,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vtep_mac: Option<Mac>,
+    /// Its WireGuard public key (with `encryption = "wireguard"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wireguard_key: Option<PublicKey>,
 }
 
 impl SpecDraft {
@@ -126,6 +130,7 @@ impl SpecDraft {
             underlay,
             pod_cidr,
             vtep_mac: None,
+            wireguard_key: None,
         });
         self
     }
@@ -303,6 +308,7 @@ fn validate_node(i: usize, n: NodeDraft, cluster_cidr: &Ipv4Net) -> Result<NodeS
         underlay,
         pod_cidr,
         vtep_mac,
+        wireguard_key: n.wireguard_key,
     })
 }
 
@@ -366,6 +372,9 @@ pub struct NodeSpec {
     pub pod_cidr: Ipv4Net,
     /// VTEP MAC: inner destination of VXLAN sent to this node.
     pub vtep_mac: Mac,
+    /// Its WireGuard public key; none yet: nothing is sent to its pods while
+    /// encryption is on.
+    pub wireguard_key: Option<PublicKey>,
 }
 
 impl NodeSpec {
@@ -407,6 +416,7 @@ impl ClusterSpec {
                     underlay: n.underlay,
                     pod_cidr: n.pod_cidr,
                     vtep_mac: Some(n.vtep_mac),
+                    wireguard_key: n.wireguard_key,
                 })
                 .collect(),
             services: self.services.clone(),
@@ -471,6 +481,10 @@ impl ClusterSpec {
     pub fn pod_mtu(&self, underlay_mtu: u32) -> u32 {
         match (self.settings.mtu, self.settings.backend) {
             (Some(m), _) => m,
+            // WireGuard replaces the overlay between nodes.
+            (None, _) if self.settings.encryption == Encryption::Wireguard => {
+                underlay_mtu - overhead(RouteMode::Wireguard)
+            }
             (None, Backend::Direct) => underlay_mtu,
             (None, _) => underlay_mtu - overhead(self.overlay_mode()),
         }
@@ -480,9 +494,10 @@ impl ClusterSpec {
 /// Bytes a route's mode adds in front of the pod's packet.
 pub fn overhead(mode: RouteMode) -> u32 {
     match mode {
-        RouteMode::Direct => 0,
+        RouteMode::Direct | RouteMode::NoKey => 0,
         RouteMode::Vxlan => VXLAN_OVERHEAD,
         RouteMode::Ipip => IPIP_OVERHEAD,
+        RouteMode::Wireguard => crate::wireguard::OVERHEAD_V4,
     }
 }
 

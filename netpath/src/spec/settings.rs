@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     invalid,
     values::{
-        valid_asn, Backend, BgpPeer, Decap, Overlay, PortRange, Redirect, Routing, VxlanDevice,
+        valid_asn, Backend, BgpPeer, Decap, Encryption, Overlay, PortRange, Redirect, Routing,
+        VxlanDevice,
     },
     SpecError,
 };
@@ -93,6 +94,29 @@ pub struct ClusterSettings {
     #[serde(default = "default_node_ports")]
     #[arg(long, default_value = DEFAULT_NODE_PORTS)]
     pub node_ports: PortRange,
+    /// Pods' traffic between nodes encrypted (WireGuard) or not.
+    #[serde(default, skip_serializing_if = "is_off")]
+    #[arg(long, value_enum, default_value_t)]
+    pub encryption: Encryption,
+    /// WireGuard's UDP port on every node.
+    #[serde(
+        default = "default_wireguard_port",
+        skip_serializing_if = "is_default_wireguard_port"
+    )]
+    #[arg(long, default_value_t = crate::wireguard::DEFAULT_PORT)]
+    pub wireguard_port: u16,
+}
+
+fn is_off(e: &Encryption) -> bool {
+    *e == Encryption::Off
+}
+
+fn default_wireguard_port() -> u16 {
+    crate::wireguard::DEFAULT_PORT
+}
+
+fn is_default_wireguard_port(p: &u16) -> bool {
+    *p == crate::wireguard::DEFAULT_PORT
 }
 
 /// Kubernetes' default service range and node port range.
@@ -152,6 +176,8 @@ impl ClusterSettings {
             bgp_peers: Vec::new(),
             service_cidr: None,
             node_ports: default_node_ports(),
+            encryption: Encryption::Off,
+            wireguard_port: crate::wireguard::DEFAULT_PORT,
         }
     }
 
@@ -194,6 +220,20 @@ impl ClusterSettings {
         }
         if self.port == 0 {
             return Err(invalid("port", self.port, "must be a UDP port, 1-65535"));
+        }
+        if self.wireguard_port == 0 {
+            return Err(invalid(
+                "wireguard_port",
+                self.wireguard_port,
+                "must be a UDP port, 1-65535",
+            ));
+        }
+        if self.encryption == Encryption::Wireguard && self.wireguard_port == self.port {
+            return Err(invalid(
+                "wireguard_port",
+                self.wireguard_port,
+                "is the VXLAN port too",
+            ));
         }
         if let Some(mtu) = self.mtu {
             if !(576..=9000).contains(&mtu) {

@@ -118,6 +118,27 @@ impl Decap {
     }
 }
 
+/// Whether pods' traffic between nodes is encrypted.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    /// In clear, as the backend carries it.
+    #[default]
+    Off,
+    /// WireGuard between nodes: the kernel's where it has it, else netpath's own
+    /// user-space device; pods' packets to other nodes never leave in clear.
+    Wireguard,
+}
+
+impl Encryption {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Wireguard => "wireguard",
+        }
+    }
+}
+
 /// What the node's kernel VXLAN device (`np-vxlan`, metadata mode) carries; with
 /// `off` there is no such device and the programs encapsulate and unwrap in place.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -214,6 +214,7 @@ async fn run_loops(agents: usize, opts: EtcdOptions, endpoints: Vec<String>) -> 
                 underlay: m.record.underlay,
                 pod_cidr: m.record.pod_cidr,
                 vtep_mac: m.record.vtep_mac,
+                wireguard_key: None,
             };
             let (tx, rx) = mpsc::channel(16);
             let s = Arc::new(Mutex::new(Seen::default()));

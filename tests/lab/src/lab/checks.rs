@@ -45,6 +45,8 @@ impl Lab {
             netpath_common::RouteMode::Direct => ("3", "direct (redirect_neigh)".into()),
             netpath_common::RouteMode::Vxlan => ("4", "vxlan (eBPF encap)".into()),
             netpath_common::RouteMode::Ipip => ("4", "ipip (eBPF encap)".into()),
+            netpath_common::RouteMode::Wireguard => ("4", "wireguard (encrypted)".into()),
+            netpath_common::RouteMode::NoKey => ("4", "no key (dropped)".into()),
         }
     }
 

@@ -93,6 +93,7 @@ impl Lab {
             underlay,
             pod_cidr: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 32),
             vtep_mac: netpath::spec::derived_vtep_mac(underlay.addr),
+            wireguard_key: None,
         };
         let node = self.add_node(&placeholder, NodeKind::Netpath, subnet_index, &subnet, cfg)?;
         self.nodes.push(node);

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use netpath::{
     datapath,
     net::Ipv4Net,
-    spec::{NodeSpec, Routing},
+    spec::{ClusterSpec, Encryption, NodeSpec, Routing},
 };
 
 use super::{
@@ -30,11 +30,12 @@ impl Lab {
             );
         }
         let (prefix, workdir) = reserve_prefix()?;
+        let spec = with_wireguard_keys(&cfg.spec, &prefix)?;
         let spec_file = workdir.join("cluster.toml");
-        std::fs::write(&spec_file, cfg.spec.to_toml())?;
+        std::fs::write(&spec_file, spec.to_toml())?;
         let mut lab = Lab {
             prefix: prefix.clone(),
-            spec: cfg.spec.clone(),
+            spec,
             nodes: Vec::new(),
             agents: Vec::new(),
             fabric: None,
@@ -193,6 +194,31 @@ impl Lab {
     }
 }
 
+/// With encryption on, each node's public key in its `[[nodes]]` entry as a user
+/// puts it there: made on the node by `netpath wireguard pubkey`.
+fn with_wireguard_keys(spec: &ClusterSpec, prefix: &str) -> Result<ClusterSpec> {
+    if spec.settings.encryption != Encryption::Wireguard {
+        return Ok(spec.clone());
+    }
+    let mut spec = spec.clone();
+    for n in spec.nodes.iter_mut().filter(|n| n.wireguard_key.is_none()) {
+        let state_dir = netpath::state::default_dir(&format!("{prefix}-{}", n.name));
+        let out = std::process::Command::new(super::config::agent_binary()?)
+            .args(["wireguard", "pubkey", "--node", &n.name, "--state-dir"])
+            .arg(&state_dir)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "netpath wireguard pubkey --node {}: {}",
+                n.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        n.wireguard_key = Some(String::from_utf8_lossy(&out.stdout).trim().parse()?);
+    }
+    Ok(spec)
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         // Containers first (ctr's CNI DEL needs the nodes), then their runtimes and
@@ -209,6 +235,10 @@ impl Drop for Lab {
         for node in &self.nodes {
             // A BIRD that outlived its agent (--keep-pins, or the agent killed).
             netpath::bgp::stop_daemon(&node.state_dir());
+            netpath::wireguard::daemon::stop(
+                &netpath::wireguard::config::Paths::under(&node.state_dir()),
+                &node.state_dir(),
+            );
             if let Err(e) = datapath::remove_pins(&node.pin_dir) {
                 tracing::warn!("{e:#}");
             }
