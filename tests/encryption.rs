@@ -2,19 +2,22 @@
 //! pods and nodes reach every pod as before, and on the wire between nodes only
 //! WireGuard's datagrams carry them — no pod address in clear, whatever the backend.
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     sync::atomic::{AtomicBool, Ordering::Relaxed},
     time::Duration,
 };
 
-use netpath::spec::{Backend, Encryption};
-use netpath_common::{Program, Reason};
+use netpath::{
+    spec::{Backend, Encryption},
+    wireguard::config::{DeviceStats, Paths},
+};
+use netpath_common::{Program, Reason, RouteMode};
 use netpath_lab::{
     assert_model,
     check::Proto,
     counter_of,
     lab::{generated_spec, Lab, LabConfig},
-    lab_of, transfer, RawSocket,
+    lab_of, send_udp_marker, status_json, transfer, wait_for, RawSocket,
 };
 
 const WG_PORT: u16 = 51820;
@@ -131,4 +134,173 @@ fn direct_backend_encrypted() {
 #[test]
 fn vxlan_backend_encrypted() {
     pods_and_nodes_reach_every_pod_and_nothing_crosses_in_clear(Backend::Vxlan);
+}
+
+fn stats(lab: &Lab, node: usize) -> DeviceStats {
+    let path = Paths::under(&lab.nodes[node].state_dir()).stats;
+    serde_json::from_slice(&std::fs::read(&path).expect("the device's stats")).unwrap()
+}
+
+#[test]
+fn a_node_without_a_key_gets_nothing_and_nothing_in_clear() {
+    let lab = wg_lab(Backend::Direct, 1);
+    let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[1].pods[0]);
+    // node2's key taken out of the spec: node1 has no way to reach its pods privately.
+    let mut d = lab.spec.to_draft();
+    d.nodes[1].wireguard_key = None;
+    lab.write_spec(&d.validate().unwrap()).unwrap();
+    let cidr = lab.nodes[1].spec.pod_cidr;
+    wait_for(
+        "node1 routes node2's pods to no key",
+        Duration::from_secs(10),
+        || {
+            lab.nodes[0]
+                .pinned()
+                .unwrap()
+                .routes()
+                .unwrap()
+                .iter()
+                .any(|(net, prefix, r)| {
+                    *net == cidr.addr && *prefix == cidr.prefix && r.mode == RouteMode::NoKey as u32
+                })
+        },
+    );
+    let before = counter_of(&lab, 0, Program::FromPod, Reason::DropNoKey);
+    let (_, clear) = captured(&lab, || {
+        for _ in 0..20 {
+            send_udp_marker(a.ns.path(), b.ip, b"no key, no packet");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            netpath_lab::check::tcp(a.ns.path(), b.ns.path(), b.ip).is_err(),
+            "a connection to a keyless node's pod went through"
+        );
+    });
+    assert!(clear.is_empty(), "sent in clear: {clear:?}");
+    let dropped = counter_of(&lab, 0, Program::FromPod, Reason::DropNoKey) - before;
+    assert!(dropped >= 20, "only {dropped} drop-no-key");
+    let problems = status_json(&lab, 0)["agent"]["problems"].to_string();
+    assert!(problems.contains("without a WireGuard key"), "{problems}");
+}
+
+#[test]
+fn a_strangers_handshake_and_garbage_get_nothing() {
+    let lab = wg_lab(Backend::Direct, 1);
+    let target = stats(&lab, 1).public_key.expect("node2's key");
+    let stranger = boringtun::x25519::StaticSecret::from([7u8; 32]);
+    let mut tunn = boringtun::noise::Tunn::new(
+        stranger,
+        boringtun::x25519::PublicKey::from(target.0),
+        None,
+        None,
+        1,
+        None,
+    );
+    let mut buf = vec![0u8; 2048];
+    let init = match tunn.format_handshake_initiation(&mut buf, false) {
+        boringtun::noise::TunnResult::WriteToNetwork(p) => p.to_vec(),
+        other => panic!("no handshake: {other:?}"),
+    };
+    let node2 = SocketAddrV4::new(lab.nodes[1].spec.ip(), WG_PORT);
+    let before = stats(&lab, 1).refused;
+    let answered = netpath_lab::netns::run_in(lab.nodes[0].ns.path(), || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        sock.set_read_timeout(Some(Duration::from_millis(300)))?;
+        let mut answers = 0;
+        for datagram in [
+            init.clone(),
+            vec![1, 0, 0, 0, 9, 9, 9],
+            vec![0xff; 200],
+            vec![4; 32],
+        ] {
+            sock.send_to(&datagram, node2)?;
+            let mut b = [0u8; 2048];
+            if sock.recv_from(&mut b).is_ok() {
+                answers += 1;
+            }
+        }
+        Ok(answers)
+    })
+    .unwrap();
+    assert_eq!(answered, 0, "a stranger got an answer");
+    wait_for("the refusals counted", Duration::from_secs(3), || {
+        stats(&lab, 1).refused >= before + 4
+    });
+    // The cluster's own peers still talk.
+    let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[1].pods[0]);
+    transfer::transfer_intact(a.ns.path(), b.ns.path(), b.ip, 9300, 1 << 20)
+        .expect("peers still connect");
+}
+
+#[test]
+fn an_agent_killed_and_restarted_does_not_cut_an_encrypted_stream() {
+    let spec = generated_spec(2, Backend::Direct)
+        .unwrap()
+        .with_settings(|s| s.encryption = Encryption::Wireguard)
+        .unwrap();
+    let cfg = LabConfig::with_spec(spec, 1).unwrap();
+    let mut lab = lab_of(&cfg);
+    let device =
+        |lab: &Lab| std::fs::read_to_string(Paths::under(&lab.nodes[1].state_dir()).pid).unwrap();
+    let pid = device(&lab);
+    let (a, b) = (
+        lab.nodes[0].pods[0].ns.path().to_path_buf(),
+        lab.nodes[1].pods[0].ns.path().to_path_buf(),
+    );
+    let b_ip = lab.nodes[1].pods[0].ip;
+    std::thread::scope(|s| {
+        let stream = s.spawn(|| transfer::transfer_intact(&a, &b, b_ip, 9200, 48 << 20));
+        std::thread::sleep(Duration::from_millis(300));
+        lab.kill_agent(1);
+        lab.start_agent(1, &cfg).unwrap();
+        stream
+            .join()
+            .unwrap()
+            .expect("the stream survived the agent's kill -9 and restart");
+    });
+    assert_eq!(
+        device(&lab),
+        pid,
+        "the restarted agent kept the running device"
+    );
+    assert!(stats(&lab, 1)
+        .peers
+        .iter()
+        .all(|p| p.handshake_age_ms.is_some()));
+}
+
+/// Node 1 on the kernel's WireGuard, node 2 on netpath's user-space device: one wire
+/// format, so they talk both ways. Needs a kernel with WireGuard (the 6.12 VM).
+#[test]
+fn kernel_wireguard_and_user_space_nodes_talk_both_ways() {
+    let spec = generated_spec(2, Backend::Direct)
+        .unwrap()
+        .with_settings(|s| s.encryption = Encryption::Wireguard)
+        .unwrap();
+    let mut cfg = LabConfig::with_spec(spec, 1).unwrap();
+    cfg.agent_args = vec![
+        (0, vec!["--wireguard".into(), "kernel".into()]),
+        (1, vec!["--wireguard".into(), "user-space".into()]),
+    ];
+    let lab = lab_of(&cfg);
+    let implementation =
+        |n: usize| status_json(&lab, n)["agent"]["wireguard"]["implementation"].clone();
+    assert_eq!(implementation(0), "kernel");
+    assert_eq!(implementation(1), "user-space");
+    let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[1].pods[0]);
+    let (wg, clear) = captured(&lab, || {
+        assert_model(&lab, &[Proto::Tcp, Proto::Udp, Proto::Icmp]);
+        transfer::transfer_intact(a.ns.path(), b.ns.path(), b.ip, 9100, 4 << 20)
+            .expect("kernel -> user space");
+        transfer::transfer_intact(b.ns.path(), a.ns.path(), a.ip, 9101, 4 << 20)
+            .expect("user space -> kernel");
+    });
+    assert!(clear.is_empty(), "in clear: {clear:?}");
+    assert!(wg > 100, "only {wg} WireGuard datagrams");
+    let handshake =
+        status_json(&lab, 0)["agent"]["wireguard"]["stats"]["peers"][0]["handshake_age_ms"].clone();
+    assert!(
+        handshake.is_u64(),
+        "the kernel's device shook hands: {handshake}"
+    );
 }

@@ -204,6 +204,17 @@ impl Netlink {
             .map_err(call(format!("create vxlan device {name} on port {port}")))
     }
 
+    /// A kernel WireGuard device (fails where the kernel has no WireGuard).
+    pub async fn add_wireguard(&self, name: &str) -> Result<()> {
+        self.handle
+            .link()
+            .add()
+            .wireguard(name.to_string())
+            .execute()
+            .await
+            .map_err(call(format!("create WireGuard device {name}")))
+    }
+
     pub async fn set_mac(&self, index: u32, mac: Mac) -> Result<()> {
         self.handle
             .link()

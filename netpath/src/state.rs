@@ -85,6 +85,9 @@ pub struct AgentState {
     /// With `routing = "bgp"`: the node's BIRD, its sessions and what it learned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<crate::bgp::BgpState>,
+    /// With `encryption = "wireguard"`: the node's device, its key and its peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<crate::wireguard::WireguardState>,
     /// Each local pod some network policy selects (by address) -> those policies
     /// ("namespace/name"); a pod not here is open.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]

@@ -427,12 +427,43 @@ fn render_agent(a: &AgentState) {
     if let Some(b) = &a.bgp {
         render_bgp(b);
     }
+    if let Some(w) = &a.wireguard {
+        render_wireguard(w);
+    }
     if !a.policy.is_empty() {
         println!("network policy (pods it selects; every other pod is open):");
         for (pod, policies) in &a.policy {
             println!("  {pod:<15} {}", policies.join(", "));
         }
     }
+}
+
+fn render_wireguard(w: &crate::wireguard::WireguardState) {
+    let pid = w.pid.map_or_else(String::new, |p| format!(" (pid {p})"));
+    println!(
+        "encryption: WireGuard, {} device {}{pid}: {}",
+        w.implementation, w.device, w.why
+    );
+    println!("  public key {}", w.public_key);
+    let Some(s) = &w.stats else {
+        println!("  no stats from the device yet");
+        return;
+    };
+    for p in &s.peers {
+        let handshake = p.handshake_age_ms.map_or_else(
+            || "no handshake yet".into(),
+            |ms| format!("handshake {:.1} s ago", ms as f64 / 1e3),
+        );
+        println!(
+            "  peer {} at {}: {handshake}, sent {} B, received {} B",
+            p.public_key, p.endpoint, p.tx_bytes, p.rx_bytes
+        );
+    }
+    println!(
+        "  refused {} datagrams (unknown key, garbage, failed authentication); {} packets \
+         for no peer; {} from a source the peer may not use",
+        s.refused, s.no_peer, s.spoofed
+    );
 }
 
 fn render_bgp(b: &crate::bgp::BgpState) {

@@ -39,6 +39,7 @@ const MODULES: &[&str] = &[
     "bridge",
     "dummy",
     "ipip",
+    "wireguard",
     "nf_tables",
     "overlay",
 ];
@@ -61,7 +62,12 @@ fn source(version: &str) -> Result<KernelSource> {
             suite: "bookworm",
             package_re: r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$",
         }),
-        other => bail!("unsupported kernel {other:?}: use 5.10 or 6.1"),
+        // Trixie names its kernels by upstream version (6.12.57+deb13), not ABI number.
+        "6.12" => Ok(KernelSource {
+            suite: "trixie",
+            package_re: r"^linux-image-6\.12\.[0-9]+(\+deb13|-[0-9]+)-amd64-unsigned$",
+        }),
+        other => bail!("unsupported kernel {other:?}: use 5.10, 6.1 or 6.12"),
     }
 }
 
@@ -137,12 +143,12 @@ pub fn kernel(root: &Path, version: &str) -> Result<Kernel> {
             .lines()
             .filter_map(|l| l.split_whitespace().next())
             .collect();
-        // Highest ABI number last: linux-image-5.10.0-32-… sorts after -9-… numerically.
+        // Newest last, by the numbers in the name: linux-image-5.10.0-32-… after -9-…,
+        // 6.12.57+deb13 after 6.12.41+deb13.
         names.sort_by_key(|n| {
-            n.split('-')
-                .nth(3)
-                .and_then(|a| a.parse::<u32>().ok())
-                .unwrap_or(0)
+            n.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|d| d.parse::<u32>().ok())
+                .collect::<Vec<u32>>()
         });
         let package = names
             .last()

@@ -58,6 +58,8 @@ pub struct AgentArgs {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The cgroup v2 root the socket programs attach to (None: the mounted one).
     pub cgroup: Option<PathBuf>,
+    /// Which WireGuard, with encryption on.
+    pub wireguard: crate::wireguard::Implementation,
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
@@ -155,10 +157,13 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         &nl,
         &opened.spec,
         &local,
-        &dir,
-        &state_dir,
-        ifindex,
-        args.cgroup.as_deref(),
+        start::Place {
+            dir: &dir,
+            state_dir: &state_dir,
+            ifindex,
+            cgroup: args.cgroup.as_deref(),
+            wireguard: args.wireguard,
+        },
     )
     .await
     .with_context(|| format!("start the datapath for node {}", local.name))?;
@@ -561,6 +566,7 @@ impl Agent {
                 &self.local,
                 w,
             ));
+            self.state.wireguard = Some(encryption::state(&self.state_dir, w));
         } else if self.spec.settings.encryption == crate::spec::Encryption::Wireguard {
             problems.push(
                 "encryption = \"wireguard\" was set after this agent started: restart it to \

@@ -129,17 +129,33 @@ pub struct Started {
     pub wireguard: Option<super::encryption::Running>,
 }
 
+/// Where on the host a node's datapath lives, and the agent's choices for it.
+pub struct Place<'a> {
+    /// The pins.
+    pub dir: &'a Path,
+    pub state_dir: &'a Path,
+    /// The underlay interface.
+    pub ifindex: u32,
+    pub cgroup: Option<&'a Path>,
+    pub wireguard: crate::wireguard::Implementation,
+}
+
 /// Loads and pins the programs in `dir`, attaches them to the underlay (and the
-/// node's VXLAN device when the spec wants one) and swaps them into every pod's veth.
+/// node's VXLAN or WireGuard device when the spec wants one) and swaps them into
+/// every pod's veth.
 pub async fn start_datapath(
     nl: &Netlink,
     spec: &ClusterSpec,
     local: &NodeSpec,
-    dir: &std::path::Path,
-    state_dir: &std::path::Path,
-    ifindex: u32,
-    cgroup: Option<&std::path::Path>,
+    place: Place<'_>,
 ) -> Result<Started> {
+    let Place {
+        dir,
+        state_dir,
+        ifindex,
+        cgroup,
+        wireguard,
+    } = place;
     let link = nl
         .links()
         .await?
@@ -195,6 +211,7 @@ pub async fn start_datapath(
         local,
         underlay.mtu,
         tc_attach,
+        wireguard,
     )
     .await
     .context("set up the node's WireGuard device")?;

@@ -47,6 +47,10 @@ pub struct AgentCmd {
     /// ClusterIP.
     #[arg(long)]
     cgroup: Option<PathBuf>,
+    /// With `encryption = "wireguard"`: the kernel's WireGuard or netpath's own
+    /// user-space device (auto: the kernel's where it has one).
+    #[arg(long, value_enum, default_value_t)]
+    wireguard: crate::wireguard::Implementation,
 }
 
 impl AgentCmd {
@@ -94,6 +98,7 @@ impl AgentCmd {
             keep_pins: self.keep_pins,
             metrics_addr,
             cgroup: self.cgroup,
+            wireguard: self.wireguard,
         })?;
         Ok(true)
     }

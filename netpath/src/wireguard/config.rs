@@ -76,7 +76,7 @@ impl DeviceConfig {
 }
 
 /// What the device reports (`Paths::stats`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceStats {
     pub public_key: Option<PublicKey>,
     pub listen_port: u16,
@@ -90,12 +90,12 @@ pub struct DeviceStats {
     pub spoofed: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStats {
     pub public_key: PublicKey,
     pub endpoint: SocketAddrV4,
-    /// Seconds since the last completed handshake (None: none yet).
-    pub handshake_age_s: Option<f64>,
+    /// Milliseconds since the last completed handshake (None: none yet).
+    pub handshake_age_ms: Option<u64>,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
 }

@@ -383,7 +383,7 @@ impl Device {
             stats.peers.push(PeerStats {
                 public_key: p.public,
                 endpoint: p.endpoint,
-                handshake_age_s: age.map(|d| d.as_secs_f64()),
+                handshake_age_ms: age.map(|d| d.as_millis() as u64),
                 tx_bytes: tx as u64,
                 rx_bytes: rx as u64,
             });

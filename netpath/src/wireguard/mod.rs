@@ -7,10 +7,38 @@
 pub mod config;
 pub mod daemon;
 pub mod device;
+pub mod kernel;
 pub mod keys;
 mod tun;
 
 pub use self::keys::{KeyError, PublicKey};
+
+/// Which WireGuard a node runs (`netpath agent --wireguard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Implementation {
+    /// The kernel's where it has WireGuard and `wg` is installed, else netpath's own.
+    #[default]
+    Auto,
+    /// The kernel's, or the agent does not start.
+    Kernel,
+    /// netpath's own user-space device, even where the kernel has WireGuard.
+    UserSpace,
+}
+
+/// What `netpath status` shows of a node's encryption.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WireguardState {
+    /// "user-space" (netpath's own device) or "kernel".
+    pub implementation: String,
+    /// Why that one.
+    pub why: String,
+    pub device: String,
+    pub public_key: PublicKey,
+    /// The user-space device's process.
+    pub pid: Option<u32>,
+    /// What the device last reported.
+    pub stats: Option<config::DeviceStats>,
+}
 
 /// The device's name on every node.
 pub const DEVICE: &str = "netpath-wg";

@@ -91,6 +91,9 @@ impl Lab {
         if cfg.keep_pins {
             cmd.arg("--keep-pins");
         }
+        for (_, args) in cfg.agent_args.iter().filter(|(n, _)| *n == i) {
+            cmd.args(args);
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -37,6 +37,8 @@ pub struct LabConfig {
     /// Start every netpath node's agent and wire its pods at once; without, the
     /// test starts agents in an order of its own (`spawn_agent`, `attach_pods`).
     pub start_agents: bool,
+    /// More flags for one node's agent, by node index (`--wireguard user-space`).
+    pub agent_args: Vec<(usize, Vec<String>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,6 +79,7 @@ impl LabConfig {
             fabric: Fabric::Bridge,
             frr: bgp_router::FrrTuning::default(),
             start_agents: true,
+            agent_args: Vec::new(),
         })
     }
 }
