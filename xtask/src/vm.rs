@@ -39,6 +39,7 @@ const MODULES: &[&str] = &[
     "bridge",
     "dummy",
     "ipip",
+    "tun",
     "wireguard",
     "nf_tables",
     "overlay",
@@ -166,6 +167,10 @@ pub fn kernel(root: &Path, version: &str) -> Result<Kernel> {
         run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
         std::fs::remove_file(&deb)?;
         std::fs::write(&ready, &package)?;
+    }
+    // Trixie's packages are merged-/usr: their modules are under usr/lib.
+    if !unpacked.join("lib").exists() && unpacked.join("usr/lib/modules").exists() {
+        std::os::unix::fs::symlink("usr/lib", unpacked.join("lib"))?;
     }
     let modules_root = unpacked.join("lib/modules");
     let release = std::fs::read_dir(&modules_root)

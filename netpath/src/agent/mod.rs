@@ -42,6 +42,8 @@ const NAG_EVERY: Duration = Duration::from_secs(5);
 /// How often BIRD is asked what it learned (a new node is routed within ~1 s of its
 /// session coming up).
 const BGP_POLL_EVERY: Duration = Duration::from_millis(500);
+/// How often the WireGuard device's handshakes and bytes are read for status.
+const WIREGUARD_POLL_EVERY: Duration = Duration::from_secs(1);
 /// How often the address book is looked at: a new pod waits for its policy (CNI ADD
 /// returns only then), and other pods' rules name it as a peer.
 const BOOK_POLL_EVERY: Duration = Duration::from_millis(100);
@@ -295,6 +297,7 @@ impl Agent {
         let mut nag = tokio::time::interval(NAG_EVERY);
         let mut bgp_poll = tokio::time::interval(BGP_POLL_EVERY);
         let mut book_poll = tokio::time::interval(BOOK_POLL_EVERY);
+        let mut wireguard_poll = tokio::time::interval(WIREGUARD_POLL_EVERY);
         let mut nat = datapath::Collector::default();
         let mut services = datapath::ServiceCollector::default();
         loop {
@@ -311,6 +314,7 @@ impl Agent {
                     }
                 }
                 _ = resync.tick() => self.reconcile_logged().await,
+                _ = wireguard_poll.tick(), if self.wireguard.is_some() => self.refresh_wireguard(),
                 // Only policy depends on which pods a node holds.
                 _ = book_poll.tick(), if !self.spec.policy.policies.is_empty() => {
                     if policy::book_mark(&self.state_dir) != self.book_mark {
@@ -647,6 +651,16 @@ impl Agent {
                 affinities = done.affinities,
                 "service flows collected"
             );
+        }
+    }
+
+    /// The device's peers as it reports them now, published when they changed.
+    fn refresh_wireguard(&mut self) {
+        let Some(w) = &self.wireguard else { return };
+        let now = Some(encryption::state(&self.state_dir, w));
+        if now != self.state.wireguard {
+            self.state.wireguard = now;
+            self.publish();
         }
     }
 
