@@ -315,3 +315,26 @@ fn kernel_wireguard_and_user_space_nodes_talk_both_ways() {
         },
     );
 }
+
+/// With etcd each node publishes its own key (on its lease): nothing to copy by hand.
+#[test]
+fn nodes_in_etcd_publish_their_keys_and_talk_encrypted() {
+    let mut cfg = wg_config(Backend::Direct, 1);
+    cfg.store = netpath_lab::lab::LabStore::Etcd { tls: false };
+    let lab = lab_of(&cfg);
+    let (a, b) = (&lab.nodes[0].pods[0], &lab.nodes[1].pods[0]);
+    let (wg, clear) = captured(&lab, || {
+        assert_model(&lab, &[Proto::Tcp, Proto::Udp]);
+        transfer::transfer_intact(a.ns.path(), b.ns.path(), b.ip, 9100, 1 << 20)
+            .expect("an intact transfer through WireGuard");
+    });
+    assert!(clear.is_empty(), "in clear: {clear:?}");
+    assert!(wg > 20, "only {wg} WireGuard datagrams");
+    // Each agent's key is the one its peer was given.
+    let key = |n: usize| status_json(&lab, n)["agent"]["wireguard"]["public_key"].clone();
+    let peer_of = |n: usize| {
+        status_json(&lab, n)["agent"]["wireguard"]["stats"]["peers"][0]["public_key"].clone()
+    };
+    assert_eq!(peer_of(0), key(1));
+    assert_eq!(peer_of(1), key(0));
+}

@@ -356,6 +356,8 @@ fn fifty_nodes_join_concurrently_with_fifty_distinct_subnets() {
                     underlay,
                     derived_vtep_mac(underlay.addr),
                     &[],
+                    // No encryption in this cluster: no key is read from it.
+                    &std::env::temp_dir(),
                 )
                 .await
                 .map(|m| m.record.pod_cidr)

@@ -196,6 +196,14 @@ async fn run_async(args: AgentArgs) -> Result<()> {
 async fn opened_for(args: &AgentArgs, state_dir: &Path, nl: &Netlink) -> Result<start::Opened> {
     let opened = start::open_source(&args.source, &args.node, state_dir, nl).await?;
     opened.spec.node(&args.node)?;
+    if opened.store_kind == StoreKind::Gossip
+        && opened.spec.settings.encryption == crate::spec::Encryption::Wireguard
+    {
+        anyhow::bail!(
+            "encryption = \"wireguard\" needs the spec file or etcd: the gossip store does \
+             not carry the nodes' WireGuard keys yet"
+        );
+    }
     start::check_nat_ports(&opened.spec)?;
     Ok(opened)
 }

@@ -173,7 +173,7 @@ pub async fn join(
         Source::Etcd { opts, .. } => {
             let j = need(StoreKind::Etcd)?;
             Box::new(
-                etcd::Member::join(opts, node, j.underlay, j.mac, &j.held)
+                etcd::Member::join(opts, node, j.underlay, j.mac, &j.held, j.state_dir)
                     .await
                     .map_err(Error::Etcd)?,
             )

@@ -43,6 +43,13 @@ impl Keys {
     pub fn node(&self, name: &str) -> String {
         format!("{}{name}", self.nodes())
     }
+    /// Each node's WireGuard public key (with encryption on), on its lease.
+    pub fn wireguard_keys(&self) -> String {
+        format!("{}/wireguard/", self.prefix)
+    }
+    pub fn wireguard_key(&self, name: &str) -> String {
+        format!("{}{name}", self.wireguard_keys())
+    }
     pub fn services(&self) -> String {
         format!("{}/services/", self.prefix)
     }

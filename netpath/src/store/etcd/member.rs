@@ -33,6 +33,8 @@ pub struct Member {
     keys: Keys,
     name: String,
     pub record: NodeRecord,
+    /// This node's WireGuard public key, published with encryption on.
+    wireguard_key: Option<crate::wireguard::PublicKey>,
     lease: i64,
     view: View,
     revision: i64,
@@ -52,6 +54,7 @@ impl Member {
         underlay: Ipv4Net,
         vtep_mac: crate::net::Mac,
         held: &[std::net::Ipv4Addr],
+        state_dir: &std::path::Path,
     ) -> Result<Self> {
         if !valid_node_name(name) {
             return Err(StoreError::NodeName(name.into()));
@@ -72,12 +75,27 @@ impl Member {
             put_record(&mut client, &keys, name, &record, lease).await?;
         }
         let (view, revision) = list(&mut client, &keys).await?;
+        // Published only with encryption on: a cluster without it never sees the key.
+        let encrypted = view
+            .config
+            .as_ref()
+            .is_some_and(|c| c.settings.encryption == crate::spec::Encryption::Wireguard);
+        let wireguard_key = if encrypted {
+            Some(
+                crate::wireguard::keys::KeyPair::load_or_create(state_dir)
+                    .map_err(|e| StoreError::Key(e.to_string()))?
+                    .public,
+            )
+        } else {
+            None
+        };
         let mut member = Self {
             client,
             opts: opts.clone(),
             keys,
             name: name.to_string(),
             record,
+            wireguard_key,
             lease,
             view,
             revision,
@@ -168,6 +186,7 @@ impl Member {
         // Put again whatever it looks like: an equal record may sit on an expired
         // lease that etcd has not revoked yet, or on one granted before a restart.
         self.view.nodes.remove(&self.name);
+        self.view.wireguard.remove(&self.name);
         // Never another subnet while running: the pods hold addresses from this one.
         self.hold_reservation().await
     }
@@ -243,6 +262,18 @@ impl Member {
                 self.view.nodes.remove(&self.name);
             }
             (Some(_), None) => {}
+        }
+        if let (None, Some(k)) = (&self.lost, self.wireguard_key) {
+            if self.view.wireguard.get(&self.name) != Some(&k) {
+                self.client
+                    .put(
+                        self.keys.wireguard_key(&self.name),
+                        k.to_string(),
+                        Some(PutOptions::new().with_lease(self.lease)),
+                    )
+                    .await?;
+                self.view.wireguard.insert(self.name.clone(), k);
+            }
         }
         Ok(())
     }

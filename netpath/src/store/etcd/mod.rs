@@ -39,6 +39,8 @@ pub enum StoreError {
     NotInitialized(String),
     #[error("cluster config: {0}")]
     Config(String),
+    #[error("this node's WireGuard key: {0}")]
+    Key(String),
     #[error("no free /{len} left in {cluster} for node {node}")]
     NoSubnet {
         node: String,

@@ -63,6 +63,8 @@ pub struct View {
     pub endpoint_slices: BTreeMap<(String, String), EndpointSlice>,
     /// Namespaces, pods and policies, each checked as it arrived.
     pub policy: PolicyView,
+    /// Node name -> its WireGuard public key.
+    pub wireguard: BTreeMap<String, crate::wireguard::PublicKey>,
     /// Keys whose values were refused, and why (the latest per key).
     pub refused: BTreeMap<String, String>,
 }
@@ -115,6 +117,27 @@ impl View {
                 Some(Err(e)) => {
                     self.nodes.remove(name);
                     refuse(self, format!("node record is not valid JSON: {e}"));
+                }
+            }
+        } else if let Some(name) = key.strip_prefix(&keys.wireguard_keys()) {
+            if !valid_node_name(name) {
+                return refuse(self, "invalid node name".into());
+            }
+            let parsed = value.map(|v| {
+                std::str::from_utf8(v)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| t.trim().parse().map_err(|e| format!("{e}")))
+            });
+            match parsed {
+                None => {
+                    self.wireguard.remove(name);
+                }
+                Some(Ok(k)) => {
+                    self.wireguard.insert(name.to_string(), k);
+                }
+                Some(Err(e)) => {
+                    self.wireguard.remove(name);
+                    refuse(self, format!("WireGuard key refused: {e}"));
                 }
             }
         } else if let Some(tail) = key.strip_prefix(&keys.services()) {
@@ -245,6 +268,9 @@ impl View {
         left_out.extend(refused);
         let mut d = spec.to_draft();
         d.services = services;
+        for n in &mut d.nodes {
+            n.wireguard_key = self.wireguard.get(&n.name).copied();
+        }
         let mut spec = d.validate()?;
         // Each record was checked alone as it arrived, and keys are unique.
         spec.policy = self.policy.records();
@@ -277,6 +303,32 @@ mod tests {
             vtep_mac: crate::spec::derived_vtep_mac(net(ip).addr),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_nodes_wireguard_key_reaches_its_spec_entry_and_a_bad_one_is_refused() {
+        let k = keys();
+        let mut v = View::default();
+        v.apply(&k, &k.config(), Some(&config()), REV);
+        for (node, ip, cidr) in [
+            ("a", "192.168.56.11/24", "10.244.1.0/24"),
+            ("b", "192.168.56.12/24", "10.244.2.0/24"),
+        ] {
+            let reservation = format!(r#"{{"node":"{node}"}}"#);
+            v.apply(&k, &k.subnet(&net(cidr)), Some(reservation.as_bytes()), REV);
+            v.apply(&k, &k.node(node), Some(&record(ip, cidr)), REV);
+        }
+        let key = "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=";
+        v.apply(&k, &k.wireguard_key("a"), Some(key.as_bytes()), REV);
+        v.apply(&k, &k.wireguard_key("b"), Some(b"not a key"), REV);
+        let (spec, _) = v.spec(None).unwrap();
+        let of = |n: &str| spec.nodes.iter().find(|x| x.name == n).unwrap().wireguard_key;
+        assert_eq!(of("a").map(|k| k.to_string()).as_deref(), Some(key));
+        assert_eq!(of("b"), None);
+        let why = &v.refused[&k.wireguard_key("b")];
+        assert!(why.starts_with("WireGuard key refused"), "{why}");
+        v.apply(&k, &k.wireguard_key("a"), None, REV);
+        assert_eq!(v.spec(None).unwrap().0.nodes[0].wireguard_key, None);
     }
 
     #[test]

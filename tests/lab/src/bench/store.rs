@@ -199,7 +199,17 @@ async fn run_loops(agents: usize, opts: EtcdOptions, endpoints: Vec<String>) -> 
                 let opts = opts.clone();
                 async move {
                     let u = underlay_of(i);
-                    Member::join(&opts, &format!("a{i}"), u, derived_vtep_mac(u.addr), &[]).await
+                    // No encryption here: no key is read from the state dir.
+                    let nowhere = std::env::temp_dir();
+                    Member::join(
+                        &opts,
+                        &format!("a{i}"),
+                        u,
+                        derived_vtep_mac(u.addr),
+                        &[],
+                        &nowhere,
+                    )
+                    .await
                 }
             })
             .buffer_unordered(8)
@@ -233,7 +243,15 @@ async fn run_loops(agents: usize, opts: EtcdOptions, endpoints: Vec<String>) -> 
 
         let t0 = Instant::now();
         let u = underlay_of(agents + 10);
-        let probe = Member::join(&opts, PROBE, u, derived_vtep_mac(u.addr), &[]).await?;
+        let probe = Member::join(
+            &opts,
+            PROBE,
+            u,
+            derived_vtep_mac(u.addr),
+            &[],
+            &std::env::temp_dir(),
+        )
+        .await?;
         let join_call_ms = t0.elapsed().as_secs_f64() * 1e3;
         drop(probe);
         wait_all(&seen, |s| s.joined.is_some()).await?;
