@@ -118,6 +118,23 @@ fn pods_and_nodes_reach_every_pod_and_nothing_crosses_in_clear(backend: Backend)
         wg > 100,
         "only {wg} WireGuard datagrams carried the traffic"
     );
+    let (_, metrics) = netpath_lab::observe::http_wait(
+        lab.nodes[1].ns.path(),
+        "127.0.0.1:9970".parse().unwrap(),
+        "/metrics",
+        Duration::from_secs(5),
+        |_, body| {
+            body.lines().any(|l| {
+                l.starts_with("netpath_wireguard_received_bytes_total{")
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(4e6)
+            })
+        },
+    )
+    .expect("node2's metrics count the 4 MiB it received through WireGuard");
+    assert!(
+        metrics.contains("netpath_wireguard_handshake_age_seconds{"),
+        "{metrics}"
+    );
     for n in 0..2 {
         let count = |p, r| counter_of(&lab, n, p, r);
         eprintln!(
@@ -195,6 +212,18 @@ fn a_node_without_a_key_gets_nothing_and_nothing_in_clear() {
     assert!(dropped >= 20, "only {dropped} drop-no-key");
     let problems = status_json(&lab, 0)["agent"]["problems"].to_string();
     assert!(problems.contains("without a WireGuard key"), "{problems}");
+    let (_, metrics) = netpath_lab::observe::http_wait(
+        lab.nodes[0].ns.path(),
+        "127.0.0.1:9970".parse().unwrap(),
+        "/metrics",
+        Duration::from_secs(5),
+        |_, body| body.contains("netpath_wireguard_nodes_without_key 1"),
+    )
+    .unwrap();
+    assert!(
+        metrics.contains("netpath_wireguard_peers 0"),
+        "node1 has no peer with a key: {metrics}"
+    );
 }
 
 #[test]

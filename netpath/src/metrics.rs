@@ -129,6 +129,9 @@ pub fn render(
     if let Some(b) = &state.bgp {
         bgp_metrics(&mut reg, b);
     }
+    if let Some(w) = &state.wireguard {
+        wireguard_metrics(&mut reg, w);
+    }
     if let Ok(pinned) = Pinned::open(dir) {
         datapath_metrics(&mut reg, dir, &pinned)?;
     }
@@ -175,6 +178,63 @@ fn bgp_metrics(reg: &mut Registry, b: &crate::bgp::BgpState) {
         "bgp_daemon_restarts",
         "Times the agent started BIRD again after it died",
         ConstCounter::new(b.restarts),
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+fn wireguard_metrics(reg: &mut Registry, w: &crate::wireguard::WireguardState) {
+    reg.register(
+        "wireguard_nodes_without_key",
+        "Other nodes without a WireGuard key: their pods get nothing from this node",
+        gauge(w.without_key.len() as i64),
+    );
+    let Some(s) = &w.stats else { return };
+    reg.register(
+        "wireguard_peers",
+        "WireGuard peers configured (other nodes with a key)",
+        gauge(s.peers.len() as i64),
+    );
+    let age = Family::<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let sent = Family::<PeerLabel, Counter>::default();
+    let received = Family::<PeerLabel, Counter>::default();
+    for p in &s.peers {
+        let l = PeerLabel {
+            peer: p.public_key.to_string(),
+        };
+        if let Some(ms) = p.handshake_age_ms {
+            age.get_or_create(&l).set(ms as f64 / 1000.0);
+        }
+        sent.get_or_create(&l).inc_by(p.tx_bytes);
+        received.get_or_create(&l).inc_by(p.rx_bytes);
+    }
+    reg.register(
+        "wireguard_handshake_age_seconds",
+        "Seconds since the last completed handshake with each peer (absent: none yet)",
+        age,
+    );
+    reg.register(
+        "wireguard_sent_bytes",
+        "Bytes sent to each peer through WireGuard",
+        sent,
+    );
+    reg.register(
+        "wireguard_received_bytes",
+        "Bytes received from each peer through WireGuard",
+        received,
+    );
+    reg.register(
+        "wireguard_refused",
+        "Datagrams the user-space device refused: an unknown key, garbage, a failed authentication",
+        ConstCounter::new(s.refused),
+    );
+    reg.register(
+        "wireguard_no_peer",
+        "Packets the user-space device had no peer for (dropped, never sent in clear)",
+        ConstCounter::new(s.no_peer),
     );
 }
 

@@ -26,6 +26,8 @@ pub struct Running {
     pub pid: Option<u32>,
     /// Why this implementation.
     pub why: String,
+    /// Other nodes without a key, as of the last pass.
+    pub without_key: Vec<String>,
 }
 
 /// Brings the device up when the spec wants encryption, with the programs' receive
@@ -78,6 +80,7 @@ pub async fn ensure(
         ifindex: link.index,
         pid,
         why,
+        without_key: Vec::new(),
     }))
 }
 
@@ -144,6 +147,7 @@ pub fn state(state_dir: &std::path::Path, running: &Running) -> WireguardState {
         public_key: running.public_key,
         pid: running.pid,
         stats,
+        without_key: running.without_key.clone(),
     }
 }
 
@@ -194,17 +198,17 @@ pub fn follow(
             local.name, running.public_key
         )),
     }
-    let keyless: Vec<&str> = spec
+    running.without_key = spec
         .nodes
         .iter()
         .filter(|n| n.name != local.name && n.wireguard_key.is_none())
-        .map(|n| n.name.as_str())
+        .map(|n| n.name.clone())
         .collect();
-    if !keyless.is_empty() {
+    if !running.without_key.is_empty() {
         problems.push(format!(
             "nodes without a WireGuard key get nothing from this node's pods (never in \
              clear): {}",
-            keyless.join(", ")
+            running.without_key.join(", ")
         ));
     }
     problems

@@ -38,6 +38,9 @@ pub struct WireguardState {
     pub pid: Option<u32>,
     /// What the device last reported.
     pub stats: Option<config::DeviceStats>,
+    /// Other nodes without a key: their pods get nothing from this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without_key: Vec<String>,
 }
 
 /// The device's name on every node.

@@ -322,7 +322,13 @@ mod tests {
         v.apply(&k, &k.wireguard_key("a"), Some(key.as_bytes()), REV);
         v.apply(&k, &k.wireguard_key("b"), Some(b"not a key"), REV);
         let (spec, _) = v.spec(None).unwrap();
-        let of = |n: &str| spec.nodes.iter().find(|x| x.name == n).unwrap().wireguard_key;
+        let of = |n: &str| {
+            spec.nodes
+                .iter()
+                .find(|x| x.name == n)
+                .unwrap()
+                .wireguard_key
+        };
         assert_eq!(of("a").map(|k| k.to_string()).as_deref(), Some(key));
         assert_eq!(of("b"), None);
         let why = &v.refused[&k.wireguard_key("b")];
