@@ -106,6 +106,7 @@ fn run() -> Result<ExitCode> {
                     "--bgp",
                     "--services",
                     "--policy",
+                    "--encryption",
                     "--cold-start",
                     "--memory",
                     "--gossip",

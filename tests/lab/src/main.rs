@@ -86,6 +86,10 @@ enum Cmd {
         /// kernel path, the programs' time per verdict, enforcement delays.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services", "cold_start", "memory", "gossip"])]
         policy: bool,
+        /// Only encryption: netpath pod -> pod with WireGuard against without (TCP 1
+        /// stream and its CPU per GB, ping-pong, connection rate).
+        #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services", "policy", "cold_start", "memory", "gossip"])]
+        encryption: bool,
         /// Only an agent started cold on a spec of 100 001 nodes: time to converge,
         /// memory, progress logged.
         #[arg(long, conflicts_with_all = ["paths", "cni", "etcd", "monitor", "bgp", "services"])]
@@ -189,6 +193,7 @@ fn run(cli: Cli) -> Result<bool> {
             bgp,
             services,
             policy,
+            encryption,
             cold_start,
             cold_start_nodes,
             gossip_members,
@@ -214,6 +219,7 @@ fn run(cli: Cli) -> Result<bool> {
                 bgp_only: bgp,
                 services_only: services,
                 policy_only: policy,
+                encryption_only: encryption,
                 cold_start_only: cold_start,
                 memory_only: memory,
                 gossip_only: gossip,

@@ -5,6 +5,8 @@ mod bgp;
 pub mod cni;
 mod cold_start;
 mod control_report;
+mod encryption;
+mod encryption_report;
 mod gossip;
 mod memory;
 mod observe;
@@ -55,6 +57,8 @@ pub struct BenchArgs {
     pub services_only: bool,
     /// Only network policy's cost, against none and against iptables + ipset.
     pub policy_only: bool,
+    /// Only encryption's cost: netpath with WireGuard against without.
+    pub encryption_only: bool,
     /// Only an agent's cold start on a spec of `cold_start_nodes` nodes.
     pub cold_start_only: bool,
     pub memory_only: bool,
@@ -293,6 +297,7 @@ pub struct Run {
     pub service_overhead: Vec<services::ServiceOverhead>,
     pub cold_start: Vec<cold_start::ColdStart>,
     pub policy: policy::PolicyRun,
+    pub encryption: encryption::EncryptionRun,
 }
 
 /// One end of a measurement in a lab: a node itself or one of its pods.
@@ -622,6 +627,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
     }
     let (service_rates, service_overhead) = measure_services(&plan, &mut p)?;
     let policy = policy::measure(&plan, &mut p)?;
+    let encryption = encryption::measure(&plan, &mut p)?;
     let mut cold_start = Vec::new();
     if let Some(nodes) = plan.cold_start_nodes {
         p.tick(&format!(
@@ -652,6 +658,7 @@ pub fn run(args: BenchArgs) -> Result<bool> {
         service_overhead,
         cold_start,
         policy,
+        encryption,
     };
     if args.monitor_only {
         // Its own report is written; report.md of an earlier run stays.

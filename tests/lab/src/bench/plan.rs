@@ -34,6 +34,8 @@ pub struct Plan {
     pub policy_sizes: Vec<usize>,
     pub policy_rounds: usize,
     pub policy_control: bool,
+    /// Rounds of netpath with and without WireGuard.
+    pub encryption_rounds: usize,
 }
 
 const SCALE_SIZES: [usize; 3] = [10, 1_000, 100_000];
@@ -47,6 +49,7 @@ impl Plan {
             || args.bgp_only
             || args.services_only
             || args.policy_only
+            || args.encryption_only
             || args.cold_start_only
             || args.memory_only
             || args.gossip_only;
@@ -126,6 +129,11 @@ impl Plan {
                 (false, true) => 0,
             },
             policy_control: args.policy_only,
+            encryption_rounds: match (args.encryption_only, focused || quick) {
+                (true, _) => rounds,
+                (false, false) => 1,
+                (false, true) => 0,
+            },
         }
     }
 
@@ -144,6 +152,7 @@ impl Plan {
             + usize::from(self.cold_start_nodes.is_some())
             + 2 * self.policy_rounds
             + usize::from(self.policy_control)
+            + 2 * self.encryption_rounds
     }
 }
 
@@ -201,6 +210,7 @@ mod tests {
             bgp_only: false,
             services_only: false,
             policy_only: false,
+            encryption_only: false,
             cold_start_only: false,
             memory_only: false,
             gossip_only: false,

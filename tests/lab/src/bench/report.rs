@@ -74,6 +74,7 @@ pub fn markdown(run: &Run) -> String {
     scale_table(&mut md, run);
     super::control_report::write_markdown(&mut md, run);
     super::policy_report::write_markdown(&mut md, run);
+    super::encryption_report::write_markdown(&mut md, run);
     let _ = writeln!(
         md,
         "\n![throughput](throughput.svg)\n\n![latency](latency.svg)"
