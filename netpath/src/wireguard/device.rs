@@ -103,6 +103,21 @@ pub fn run(name: &str, state_dir: &Path) -> Result<std::convert::Infallible, Wir
             port: config.listen_port,
             why: e.to_string(),
         })?;
+    // Bursts of a TCP window arrive faster than one thread decrypts them: room for
+    // them in the socket, not drops and retransmissions.
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt on our socket with an int option.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&udp),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
     let limiter = Arc::new(RateLimiter::new(
         &boringtun::x25519::PublicKey::from(pair.public.0),
         HANDSHAKE_RATE_LIMIT,
