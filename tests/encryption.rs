@@ -367,3 +367,47 @@ fn nodes_in_etcd_publish_their_keys_and_talk_encrypted() {
     assert_eq!(peer_of(0), key(1));
     assert_eq!(peer_of(1), key(0));
 }
+
+/// A ClusterIP and a node port whose only backend is on the other node: the client
+/// pod's address kept through WireGuard, and a node port's client outside the
+/// cluster answered through the node it asked (the backend's reply comes back to
+/// that node encrypted and leaves it translated).
+#[test]
+fn services_reach_a_backend_on_another_node_through_wireguard() {
+    use netpath::spec::{ServiceType, TrafficPolicy};
+    use netpath_lab::service::{ask_tcp, cluster_ip, Backend as Served};
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+    const NODE_PORT: u16 = 30080;
+    let lab = wg_lab(Backend::Direct, 1);
+    let (client, server) = (&lab.nodes[0].pods[0], &lab.nodes[1].pods[0]);
+    let _served = Served::serve(server.ns.path(), server.ip, 8080).unwrap();
+    let mut svc = cluster_ip("web", VIP, 80, 8080, &[server.ip]);
+    svc.kind = ServiceType::NodePort;
+    svc.external_traffic_policy = TrafficPolicy::Cluster;
+    for p in &mut svc.ports {
+        p.node_port = Some(NODE_PORT);
+    }
+    let mut d = lab.spec.to_draft();
+    d.services = vec![svc];
+    lab.write_spec(&d.validate().unwrap()).unwrap();
+    for n in 0..2 {
+        wait_for("the service maps", Duration::from_secs(5), || {
+            lab.nodes[n]
+                .pinned()
+                .and_then(|p| p.settings())
+                .is_ok_and(|s| s.services >= 2)
+        });
+    }
+    let node1 = lab.nodes[0].ip();
+    let (_, clear) = captured(&lab, || {
+        for _ in 0..5 {
+            let a = ask_tcp(client.ns.path(), VIP, 80).expect("ClusterIP through WireGuard");
+            assert_eq!((a.backend, a.client), (server.ip, client.ip));
+            let a = ask_tcp(lab.outside_ns(), node1, NODE_PORT).unwrap_or_else(|e| {
+                panic!("node port through WireGuard: {e:#}\n{}", lab.agent_log(0))
+            });
+            assert_eq!((a.backend, a.client), (server.ip, node1));
+        }
+    });
+    assert!(clear.is_empty(), "in clear: {clear:?}");
+}

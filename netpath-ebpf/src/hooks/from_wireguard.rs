@@ -1,7 +1,10 @@
-//! TC ingress on the node's WireGuard device: packets another node's pods sent, just
-//! decrypted (the device let through only sources that peer is allowed). Those for a
-//! local pod get an Ethernet header and go straight in, through its ingress policy;
-//! the rest (for the node itself) go to the stack as they came.
+//! TC ingress on the node's WireGuard device: packets another node sent, just
+//! decrypted (the device let through only sources that peer is allowed). They get an
+//! Ethernet header first — the device is L3 — and then the underlay's treatment: a
+//! local pod's go straight in through its ingress policy; those for the node itself
+//! meet its node ports and the replies of its masqueraded and node-port flows (a
+//! backend on another node answers through this node); the rest go to the stack (TC
+//! ingress pulls the header off again).
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::bpf_skb_change_head,
@@ -13,10 +16,12 @@ use network_types::eth::EthHdr;
 
 use crate::shared::{
     deliver,
+    ipv4::Ip,
     maps::{ENDPOINTS, SETTINGS},
     monitor::observe,
-    packet::{header_mut, ETH_P_IP},
-    service,
+    nat,
+    packet::{eth_ipv4, header_mut, Packet, ETH_P_IP},
+    service::{self, Step},
 };
 
 const PROG: Program = Program::FromWireguard;
@@ -37,15 +42,6 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
     if first >> 4 != 4 {
         return (TC_ACT_OK, Reason::NonIpv4);
     }
-    let Ok(dst) = ctx.load::<[u8; 4]>(16) else {
-        return (TC_ACT_SHOT, Reason::DropTruncated);
-    };
-    // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
-    let Some(ep) = (unsafe { ENDPOINTS.get(dst) }) else {
-        return (TC_ACT_OK, Reason::ToStack);
-    };
-    let ep = *ep;
-    // Room for the Ethernet header delivery fills in (the pod's and the veth's MACs).
     // SAFETY: a helper call on this program's own packet.
     if unsafe { bpf_skb_change_head(ctx.skb.skb as *mut _, EthHdr::LEN as u32, 0) } != 0 {
         return (TC_ACT_SHOT, Reason::DropTruncated);
@@ -54,11 +50,36 @@ fn classify(ctx: &TcContext) -> (i32, Reason) {
         return (TC_ACT_SHOT, Reason::DropTruncated);
     };
     eth.ether_type = ETH_P_IP.to_be();
-    let Some(s) = SETTINGS.get(0) else {
-        return deliver::to_local_pod(ctx, &ep, None, Reason::FromWireguard);
+    let Ok((_, ip)) = eth_ipv4(ctx) else {
+        return (TC_ACT_SHOT, Reason::DropTruncated);
     };
-    if s.services == 0 {
-        return deliver::to_local_pod(ctx, &ep, Some(s), Reason::FromWireguard);
+    let Some(s) = SETTINGS.get(0) else {
+        return (TC_ACT_OK, Reason::ToStack);
+    };
+    // SAFETY: map values are plain data; the kernel keeps them alive under RCU.
+    if let Some(dst) = unsafe { ENDPOINTS.get(ip.dst_addr) } {
+        if s.services == 0 {
+            return deliver::to_local_pod(ctx, dst, Some(s), Reason::FromWireguard);
+        }
+        return service::to_local_pod(ctx, dst, s, Reason::FromWireguard);
     }
-    service::to_local_pod(ctx, &ep, s, Reason::FromWireguard)
+    if ip.dst_addr != s.node_ip {
+        return (TC_ACT_OK, Reason::ToStack);
+    }
+    let Some(h) = Ip::of(ip) else {
+        return (TC_ACT_OK, Reason::ToStack);
+    };
+    if s.services != 0 {
+        match service::at_node(ctx, h, s, ctx.ifindex()) {
+            Step::Untouched => {}
+            Step::Done(verdict) => return verdict,
+            Step::Translated { .. } => return service::onward(ctx, s),
+        }
+    }
+    if s.masquerade != 0 {
+        if let Some(verdict) = nat::reply(ctx, &h, s) {
+            return verdict;
+        }
+    }
+    (TC_ACT_OK, Reason::ToStack)
 }

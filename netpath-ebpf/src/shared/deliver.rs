@@ -120,7 +120,10 @@ pub fn by_route(ctx: &TcContext, eth: &mut EthHdr, route: &Route, s: &Settings) 
         // Ethernet header).
         Some(RouteMode::Wireguard) => {
             // SAFETY: a helper call with plain integer arguments.
-            verdict(unsafe { bpf_redirect(s.wg_ifindex, 0) }, Reason::ToWireguard)
+            verdict(
+                unsafe { bpf_redirect(s.wg_ifindex, 0) },
+                Reason::ToWireguard,
+            )
         }
         Some(RouteMode::NoKey) => (TC_ACT_SHOT, Reason::DropNoKey),
         None => (TC_ACT_SHOT, Reason::DropNoRoute),

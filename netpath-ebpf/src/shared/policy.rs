@@ -9,8 +9,8 @@
 //! already fills 5.10's 512-byte stack.
 use aya_ebpf::{bindings::BPF_ANY, btf_maps::lpm_trie::Key, programs::TcContext};
 use netpath_common::{
-    NetAddr, PolicyPeerKey, PolicyPortKey, PolicyScratch, Reason, Settings, TrieKey,
-    FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP, POLICY_EGRESS, POLICY_INGRESS,
+    NetAddr, PolicyPeerKey, PolicyPortKey, PolicyScratch, Reason, Settings, TrieKey, FAMILY_IPV4,
+    IPPROTO_TCP, IPPROTO_UDP, POLICY_EGRESS, POLICY_INGRESS,
 };
 
 use super::{

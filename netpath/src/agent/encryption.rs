@@ -164,10 +164,13 @@ pub fn follow(
     let mut problems = Vec::new();
     let want = device_config(spec, local);
     if DeviceConfig::read(&paths.config).ok().as_ref() != Some(&want) {
-        let applied = want.write(&paths.config).and_then(|()| match running.pid {
+        // The kernel's device first: the file records what it holds, so a failed
+        // `wg set` is tried again next pass.
+        let applied = match running.pid {
             None => kernel::configure(DEVICE, state_dir, &want),
             Some(_) => Ok(()),
-        });
+        }
+        .and_then(|()| want.write(&paths.config));
         if let Err(e) = applied {
             problems.push(format!("{e}"));
         }
